@@ -1,0 +1,168 @@
+//! `SOCKSIFY_NO_PROXY`: destinations that go direct.
+//!
+//! Rules, comma-separated: `*`; an IP (`10.0.0.1`, `::1`), optionally with a
+//! port (`10.0.0.1:8080`, `[::1]:53`); a CIDR (`10.0.0.0/8`, `fd00::/8`); a
+//! host name (`intranet`, which also covers `a.intranet`); a `.suffix`
+//! (`.corp.example`, which covers `corp.example` and everything under it).
+//! Host names may carry a port too (`db.corp:5432`).
+
+use crate::wire::canonical_ip;
+use std::net::{IpAddr, SocketAddr};
+
+pub const DEFAULT: &str = "localhost,127.0.0.0/8,::1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    All,
+    Net { net: IpAddr, prefix: u8, port: Option<u16> },
+    /// Lowercase, without a leading dot; matches the name and its subdomains.
+    Domain { suffix: String, port: Option<u16> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BypassList {
+    rules: Vec<Rule>,
+}
+
+impl BypassList {
+    pub fn parse(text: &str) -> Result<BypassList, String> {
+        let mut rules = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            rules.push(parse_rule(item).map_err(|e| format!("{item:?}: {e}"))?);
+        }
+        Ok(BypassList { rules })
+    }
+
+    /// Whether a connection to `dst` goes direct.
+    pub fn bypasses_addr(&self, dst: &SocketAddr) -> bool {
+        let ip = canonical_ip(dst.ip());
+        self.rules.iter().any(|rule| match rule {
+            Rule::All => true,
+            Rule::Net { net, prefix, port } => port.is_none_or(|p| p == dst.port()) && in_net(ip, *net, *prefix),
+            Rule::Domain { .. } => false,
+        })
+    }
+
+    /// Whether host `name` (port `port`, 0 if not known yet) is resolved and
+    /// reached directly. A rule with a port only matches that port, so a
+    /// look-up that does not know the port yet (0) is not bypassed by it.
+    pub fn bypasses_name(&self, name: &str, port: u16) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return self.bypasses_addr(&SocketAddr::new(ip, port));
+        }
+        self.rules.iter().any(|rule| match rule {
+            Rule::All => true,
+            Rule::Net { .. } => false,
+            Rule::Domain { suffix, port: rule_port } => {
+                rule_port.is_none_or(|p| p == port)
+                    && (name == *suffix || (name.ends_with(suffix.as_str()) && name[..name.len() - suffix.len()].ends_with('.')))
+            }
+        })
+    }
+
+    /// Whether every destination bypasses the proxy (`*`).
+    pub fn bypasses_everything(&self) -> bool {
+        self.rules.contains(&Rule::All)
+    }
+}
+
+fn parse_rule(item: &str) -> Result<Rule, String> {
+    if item == "*" {
+        return Ok(Rule::All);
+    }
+    if let Some((net, prefix)) = item.split_once('/') {
+        let net: IpAddr = net.parse().map_err(|_| "bad network address")?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or("bad prefix length")?;
+        return Ok(Rule::Net { net: canonical_ip(net), prefix, port: None });
+    }
+    if let Ok(ip) = item.parse::<IpAddr>() {
+        return Ok(Rule::Net { net: canonical_ip(ip), prefix: full_prefix(ip), port: None });
+    }
+    if let Ok(sa) = item.parse::<SocketAddr>() {
+        return Ok(Rule::Net { net: canonical_ip(sa.ip()), prefix: full_prefix(sa.ip()), port: Some(sa.port()) });
+    }
+    let (name, port) = match item.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p.parse::<u16>().map_err(|_| "bad port")?)),
+        None => (item, None),
+    };
+    let suffix = name.strip_prefix("*.").or_else(|| name.strip_prefix('.')).unwrap_or(name);
+    let suffix = suffix.trim_end_matches('.').to_ascii_lowercase();
+    if !super::proxy_url::is_host_name(&suffix) {
+        return Err("not an IP, CIDR, host name or .suffix".into());
+    }
+    Ok(Rule::Domain { suffix, port })
+}
+
+fn full_prefix(ip: IpAddr) -> u8 {
+    if canonical_ip(ip).is_ipv4() { 32 } else { 128 }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let mask = u128::MAX.checked_shl(128 - prefix as u32).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn default_list_covers_loopback_only() {
+        let l = BypassList::parse(DEFAULT).unwrap();
+        assert!(l.bypasses_addr(&sa("127.0.0.1:80")));
+        assert!(l.bypasses_addr(&sa("127.255.0.9:80")));
+        assert!(l.bypasses_addr(&sa("[::1]:80")));
+        assert!(l.bypasses_addr(&sa("[::ffff:127.0.0.1]:80")), "v4-mapped loopback is loopback");
+        assert!(!l.bypasses_addr(&sa("192.0.2.1:80")));
+        assert!(!l.bypasses_addr(&sa("[2001:db8::1]:80")));
+        assert!(l.bypasses_name("localhost", 0));
+        assert!(l.bypasses_name("LOCALHOST.", 0));
+        assert!(!l.bypasses_name("example.org", 0));
+    }
+
+    #[test]
+    fn cidrs_ports_and_names() {
+        let l = BypassList::parse("10.0.0.0/8, fd00::/8, 192.0.2.5:8080, [2001:db8::5]:53, .corp.example, db:5432").unwrap();
+        assert!(l.bypasses_addr(&sa("10.200.1.1:1")));
+        assert!(l.bypasses_addr(&sa("[fd12::1]:1")));
+        assert!(l.bypasses_addr(&sa("192.0.2.5:8080")));
+        assert!(!l.bypasses_addr(&sa("192.0.2.5:8081")));
+        assert!(l.bypasses_addr(&sa("[2001:db8::5]:53")));
+        assert!(l.bypasses_name("corp.example", 0));
+        assert!(l.bypasses_name("a.b.corp.example", 443));
+        assert!(!l.bypasses_name("notcorp.example", 443));
+        assert!(l.bypasses_name("db", 5432));
+        assert!(!l.bypasses_name("db", 5433));
+        assert!(l.bypasses_name("10.1.1.1", 80), "numeric names follow the address rules");
+    }
+
+    #[test]
+    fn star_and_empty() {
+        assert!(BypassList::parse("*").unwrap().bypasses_addr(&sa("192.0.2.1:1")));
+        let empty = BypassList::parse("").unwrap();
+        assert!(!empty.bypasses_addr(&sa("127.0.0.1:1")), "an empty list proxies even loopback");
+        assert!(BypassList::parse("0.0.0.0/0").unwrap().bypasses_addr(&sa("[::ffff:1.2.3.4]:1")));
+    }
+
+    #[test]
+    fn malformed_rules() {
+        for bad in ["10.0.0.0/33", "::/129", "x/8", "a..b", "host:port", "[::1]:x", "bad host"] {
+            assert!(BypassList::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! socksify's configuration, read from `SOCKSIFY_*` environment variables.
+//!
+//! [`Config::from_lookup`] takes the variable lookup as a function so tests
+//! need no process environment. A malformed value is a [`ConfigError`]
+//! naming the variable; the shim reports it once and then refuses every
+//! proxied call (it never falls back to direct connections).
+
+pub mod bypass;
+pub mod proxy_url;
+
+pub use bypass::BypassList;
+pub use proxy_url::{ProxyHost, ProxyUrl, Scheme};
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+pub const DEFAULT_PROXY: &str = "socks5h://127.0.0.1:1080";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// RFC 2544's benchmarking range: routable nowhere, not multicast, and not
+/// rejected by `dig` or `nmap` as proxychains' 224/8 is.
+pub const DEFAULT_FAKE_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 15);
+/// A unique-local /64 of our own.
+pub const DEFAULT_FAKE_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd50, 0xc5f1, 0xf1ed, 0, 0, 0, 0, 0), 64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpMode {
+    Proxy,
+    Block,
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsMode {
+    /// Fake addresses locally; the proxy resolves the names.
+    Remote,
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Proxies, first hop first; never empty.
+    pub chain: Vec<ProxyUrl>,
+    pub no_proxy: BypassList,
+    pub udp: UdpMode,
+    pub dns: DnsMode,
+    pub fake_v4: (Ipv4Addr, u8),
+    pub fake_v6: (Ipv6Addr, u8),
+    /// Bound on reaching the proxy and on each handshake.
+    pub timeout: Duration,
+}
+
+/// A malformed variable: which one and what is wrong, in one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the configuration through `get(name)`, e.g. `std::env::var(name).ok()`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let err = |var: &'static str| move |message: String| ConfigError { var, message };
+        let proxy = get("SOCKSIFY_PROXY").filter(|s| !s.trim().is_empty()).unwrap_or_else(|| DEFAULT_PROXY.into());
+        let chain = ProxyUrl::parse_chain(&proxy).map_err(err("SOCKSIFY_PROXY"))?;
+        let no_proxy = get("SOCKSIFY_NO_PROXY").unwrap_or_else(|| bypass::DEFAULT.into());
+        let no_proxy = BypassList::parse(&no_proxy).map_err(err("SOCKSIFY_NO_PROXY"))?;
+        let last = chain.last().expect("parse_chain never returns an empty chain");
+        let udp = match get("SOCKSIFY_UDP").as_deref().map(str::trim) {
+            None | Some("") | Some("proxy") => UdpMode::Proxy,
+            Some("block") => UdpMode::Block,
+            Some("direct") => UdpMode::Direct,
+            Some(other) => return Err(err("SOCKSIFY_UDP")(format!("{other:?} is not proxy, block or direct"))),
+        };
+        let dns = match get("SOCKSIFY_DNS").as_deref().map(str::trim) {
+            None | Some("") => {
+                if last.scheme.resolves_remotely() {
+                    DnsMode::Remote
+                } else {
+                    DnsMode::Local
+                }
+            }
+            Some("remote") => DnsMode::Remote,
+            Some("local") => DnsMode::Local,
+            Some(other) => return Err(err("SOCKSIFY_DNS")(format!("{other:?} is not remote or local"))),
+        };
+        let (fake_v4, fake_v6) = match get("SOCKSIFY_FAKE_NET").filter(|s| !s.trim().is_empty()) {
+            None => (DEFAULT_FAKE_V4, DEFAULT_FAKE_V6),
+            Some(text) => parse_fake_net(&text).map_err(err("SOCKSIFY_FAKE_NET"))?,
+        };
+        let timeout = match get("SOCKSIFY_TIMEOUT_MS").filter(|s| !s.trim().is_empty()) {
+            None => DEFAULT_TIMEOUT,
+            Some(ms) => match ms.trim().parse::<u64>() {
+                Ok(ms) if (1..=3_600_000).contains(&ms) => Duration::from_millis(ms),
+                _ => return Err(err("SOCKSIFY_TIMEOUT_MS")(format!("{ms:?} is not a number of milliseconds from 1 to 3600000"))),
+            },
+        };
+        Ok(Config { chain, no_proxy, udp, dns, fake_v4, fake_v6, timeout })
+    }
+}
+
+/// `198.18.0.0/15,fd50::/64`: one IPv4 and one IPv6 pool, in either order.
+fn parse_fake_net(text: &str) -> Result<((Ipv4Addr, u8), (Ipv6Addr, u8)), String> {
+    let (mut v4, mut v6) = (None, None);
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (addr, prefix) = item.split_once('/').ok_or_else(|| format!("{item:?} is not a CIDR"))?;
+        if let Ok(a) = addr.parse::<Ipv4Addr>() {
+            let p = prefix.parse::<u8>().ok().filter(|p| (8..=30).contains(p)).ok_or("IPv4 pool prefix must be /8 to /30")?;
+            v4 = Some((a, p));
+        } else if let Ok(a) = addr.parse::<Ipv6Addr>() {
+            let p = prefix.parse::<u8>().ok().filter(|p| (8..=120).contains(p)).ok_or("IPv6 pool prefix must be /8 to /120")?;
+            v6 = Some((a, p));
+        } else {
+            return Err(format!("{addr:?} is not an address"));
+        }
+    }
+    Ok((v4.unwrap_or(DEFAULT_FAKE_V4), v6.unwrap_or(DEFAULT_FAKE_V6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.chain, vec![ProxyUrl::parse(DEFAULT_PROXY).unwrap()]);
+        assert_eq!((c.udp, c.dns, c.timeout), (UdpMode::Proxy, DnsMode::Remote, DEFAULT_TIMEOUT));
+        assert!(c.no_proxy.bypasses_name("localhost", 0));
+    }
+
+    #[test]
+    fn dns_follows_the_scheme_unless_overridden() {
+        assert_eq!(config(&[("SOCKSIFY_PROXY", "socks5://127.0.0.1:1")]).unwrap().dns, DnsMode::Local);
+        assert_eq!(config(&[("SOCKSIFY_PROXY", "socks5://127.0.0.1:1"), ("SOCKSIFY_DNS", "remote")]).unwrap().dns, DnsMode::Remote);
+        assert_eq!(config(&[("SOCKSIFY_DNS", "local")]).unwrap().dns, DnsMode::Local);
+    }
+
+    #[test]
+    fn each_bad_variable_is_named() {
+        for (var, value) in [
+            ("SOCKSIFY_PROXY", "socks5h//oops"),
+            ("SOCKSIFY_NO_PROXY", "10.0.0.0/99"),
+            ("SOCKSIFY_UDP", "maybe"),
+            ("SOCKSIFY_DNS", "both"),
+            ("SOCKSIFY_FAKE_NET", "198.18.0.0"),
+            ("SOCKSIFY_TIMEOUT_MS", "soon"),
+            ("SOCKSIFY_TIMEOUT_MS", "0"),
+        ] {
+            let e = config(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn fake_net_override() {
+        let c = config(&[("SOCKSIFY_FAKE_NET", "fd00:1::/96, 100.64.0.0/10")]).unwrap();
+        assert_eq!(c.fake_v4, (Ipv4Addr::new(100, 64, 0, 0), 10));
+        assert_eq!(c.fake_v6, ("fd00:1::".parse().unwrap(), 96));
+    }
+}

@@ -1,0 +1,11 @@
+//! The pure parts of socksify: no sockets, no FFI, no global state.
+//!
+//! * [`wire`]: SOCKS5 (RFC 1928), username/password auth (RFC 1929), the UDP
+//!   request header and SOCKS4/4a, each as `parse`/`emit` over byte slices.
+//! * [`handshake`]: the client side of a SOCKS handshake as a sans-I/O state
+//!   machine; the shim drives it over a raw fd, tests over plain buffers.
+//! * [`config`]: proxy URLs, the bypass list and the environment variables.
+
+pub mod config;
+pub mod handshake;
+pub mod wire;
