@@ -1,1 +1,22 @@
-//! placeholder
+//! `libsocksify.so`: loaded with `LD_PRELOAD`, it sends a program's TCP
+//! connections, UDP datagrams and host-name look-ups through a SOCKS server.
+//!
+//! Where a `connect` goes, in a minute: [`hooks::connect`] decides whether
+//! the destination is ours, [`tcp`] runs the handshake on the program's own
+//! fd. The pure parts (wire codec, handshake, configuration) live in the
+//! `socksify-proto` crate.
+//!
+//! Promises kept everywhere in this crate: loading starts no thread and does
+//! no I/O; configuration is read on first use ([`runtime`]); a panic never
+//! unwinds into the host program and never turns into a direct connection
+//! ([`ffi::catch`]); our own calls never re-enter our hooks ([`guard`]).
+
+mod fd_table;
+mod ffi;
+mod fork_safe;
+mod guard;
+mod hooks;
+mod real;
+mod runtime;
+mod socket_addr;
+mod tcp;

@@ -1,0 +1,67 @@
+//! What we know about the program's file descriptors.
+//!
+//! [`kind`] is the fast path every hook starts with: one relaxed atomic
+//! load from a static table indexed by fd (in `.bss`: pages cost memory only
+//! once touched). Zero means "not ours": the hook calls the real function
+//! and is done. Details of our fds (the destination the program asked for,
+//! the proxy we used) sit behind a fork-safe lock, read only on slow paths.
+
+use crate::fork_safe::ForkSafeMutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Fds at or above this are never ours: a socket we would have to track
+/// there is refused instead (see [`SLOTS`] users), never sent direct.
+pub const SLOTS: usize = 1 << 20;
+
+static KINDS: [AtomicU8; SLOTS] = [const { AtomicU8::new(0) }; SLOTS];
+
+pub mod kind {
+    /// Not ours.
+    pub const NONE: u8 = 0;
+    /// A TCP socket we connected through the proxy.
+    pub const PROXIED_TCP: u8 = 1;
+}
+
+#[inline(always)]
+pub fn kind(fd: i32) -> u8 {
+    match KINDS.get(fd as usize) {
+        Some(slot) => slot.load(Ordering::Relaxed),
+        None => kind::NONE,
+    }
+}
+
+/// Details of a TCP socket we connected through the proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxiedTcp {
+    /// The destination the program asked for, as it gave it (a fake
+    /// address stays fake): what `getpeername` reports.
+    pub peer: SocketAddr,
+    /// The first hop, what the kernel sees as the peer. A mismatch means
+    /// the fd was closed behind our back and reused.
+    pub proxy: SocketAddr,
+}
+
+static TCP: ForkSafeMutex<Option<HashMap<i32, ProxiedTcp>>> = ForkSafeMutex::new(None);
+
+pub fn set_proxied_tcp(fd: i32, details: ProxiedTcp) -> bool {
+    let Some(slot) = KINDS.get(fd as usize) else { return false };
+    TCP.lock().get_or_insert_with(HashMap::new).insert(fd, details);
+    slot.store(kind::PROXIED_TCP, Ordering::Release);
+    true
+}
+
+pub fn proxied_tcp(fd: i32) -> Option<ProxiedTcp> {
+    TCP.lock().as_ref().and_then(|m| m.get(&fd).copied())
+}
+
+/// Forgets everything about `fd` (it was closed, or found reused).
+pub fn forget(fd: i32) {
+    let Some(slot) = KINDS.get(fd as usize) else { return };
+    if slot.swap(kind::NONE, Ordering::AcqRel) == kind::PROXIED_TCP {
+        if let Some(m) = TCP.lock().as_mut() {
+            m.remove(&fd);
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Re-entrancy guard: while a thread runs our code, our hooks pass every
+//! call straight to libc. Our own sockets and look-ups (and anything libc or
+//! std does on our behalf) must never be proxied a second time.
+
+use std::cell::Cell;
+
+thread_local! {
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Proof that this thread is inside the shim; leaving drops it.
+pub struct Inside(());
+
+/// Enters the shim, or `None` if this thread already is inside (or is being
+/// torn down and has no thread-locals left).
+pub fn enter() -> Option<Inside> {
+    INSIDE.try_with(|inside| (!inside.replace(true)).then_some(Inside(()))).ok().flatten()
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let _ = INSIDE.try_with(|inside| inside.set(false));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nested_entry_is_refused() {
+        let outer = super::enter().expect("first entry");
+        assert!(super::enter().is_none());
+        drop(outer);
+        assert!(super::enter().is_some());
+    }
+}

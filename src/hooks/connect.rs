@@ -1,0 +1,116 @@
+//! `connect` and `getpeername`.
+
+use crate::fd_table::{self, ProxiedTcp};
+use crate::ffi::{self, fail};
+use crate::{guard, real, runtime, socket_addr, tcp};
+use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
+use socksify_proto::wire::socks5::Command;
+use socksify_proto::wire::TargetAddr;
+
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // Fast path: only IPv4/IPv6 destinations can be ours.
+    let family = unsafe { socket_addr::family(addr, len) };
+    if family != Some(AF_INET) && family != Some(AF_INET6) {
+        return unsafe { real::connect(fd, addr, len) };
+    }
+    let Some(_inside) = guard::enter() else { return unsafe { real::connect(fd, addr, len) } };
+    ffi::catch(-1, libc::ECONNREFUSED, || unsafe { connect_inet(fd, addr, len) })
+}
+
+/// What a `connect` to an IPv4/IPv6 address turns into.
+unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(dst) = (unsafe { socket_addr::read(addr, len) }) else {
+        return unsafe { real::connect(fd, addr, len) }; // too short: let the kernel say EINVAL
+    };
+    let Some((sock_family, sock_type)) = socket_family_and_type(fd) else {
+        return unsafe { real::connect(fd, addr, len) }; // not a socket: the kernel says ENOTSOCK/EBADF
+    };
+    if sock_type != SOCK_STREAM {
+        return unsafe { real::connect(fd, addr, len) };
+    }
+    let Some(config) = runtime::config() else {
+        log::error!("connect to {dst} refused: the configuration is malformed (see the message above)");
+        return fail(libc::ECONNREFUSED);
+    };
+    if config.no_proxy.bypasses_addr(&dst) || runtime::is_first_hop(config, &dst) {
+        log::debug!("connect fd {fd} to {dst}: bypassed, direct");
+        return unsafe { real::connect(fd, addr, len) };
+    }
+    if fd_table::kind(fd) == fd_table::kind::PROXIED_TCP {
+        if still_proxied(fd) {
+            return fail(libc::EISCONN);
+        }
+        fd_table::forget(fd);
+    }
+    if fd as usize >= fd_table::SLOTS {
+        log::error!("connect fd {fd} to {dst} refused: fd number beyond the shim's table");
+        return fail(libc::EMFILE);
+    }
+    let target = TargetAddr::Ip(dst);
+    match tcp::connect_via_proxy(fd, sock_family, config, Command::Connect, &target) {
+        Ok((proxy, bound)) => {
+            log::info!("tcp fd {fd} -> {target} via {}: connected (proxy bound {bound})", config.chain[0]);
+            fd_table::set_proxied_tcp(fd, ProxiedTcp { peer: dst, proxy });
+            0
+        }
+        Err(e) => {
+            log::warn!("tcp fd {fd} -> {target} via {}: {e}", config.chain[0]);
+            fail(e.errno())
+        }
+    }
+}
+
+/// The socket's domain and type, or `None` if `fd` is not a socket.
+fn socket_family_and_type(fd: c_int) -> Option<(c_int, c_int)> {
+    let read = |opt| {
+        let mut value: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: these options read one int.
+        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, &mut value as *mut _ as *mut c_void, &mut len) };
+        (rc == 0).then_some(value)
+    };
+    Some((read(libc::SO_DOMAIN)?, read(libc::SO_TYPE)?))
+}
+
+/// Whether `fd` is still the socket we connected (not closed behind our
+/// back, e.g. by `fclose` or a raw syscall, and reused).
+fn still_proxied(fd: c_int) -> bool {
+    let Some(details) = fd_table::proxied_tcp(fd) else { return false };
+    kernel_peer(fd).is_some_and(|peer| socksify_proto::wire::canonical_ip(peer.ip()) == socksify_proto::wire::canonical_ip(details.proxy.ip()) && peer.port() == details.proxy.port())
+}
+
+fn kernel_peer(fd: c_int) -> Option<std::net::SocketAddr> {
+    // SAFETY: zeroed storage is a valid out-buffer.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: storage is large enough for any address.
+    let rc = unsafe { real::getpeername(fd, &mut storage as *mut _ as *mut sockaddr, &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    unsafe { socket_addr::read(&storage as *const _ as *const sockaddr, len) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if fd_table::kind(fd) != fd_table::kind::PROXIED_TCP {
+        return unsafe { real::getpeername(fd, addr, len) };
+    }
+    let Some(_inside) = guard::enter() else { return unsafe { real::getpeername(fd, addr, len) } };
+    ffi::catch(-1, libc::EIO, || {
+        let Some(details) = fd_table::proxied_tcp(fd).filter(|_| still_proxied(fd)) else {
+            fd_table::forget(fd);
+            return unsafe { real::getpeername(fd, addr, len) };
+        };
+        let family = socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
+        match socket_addr::encode(&details.peer, family) {
+            Some(encoded) if !addr.is_null() && !len.is_null() => {
+                unsafe { socket_addr::copy_out(&encoded, addr, len) };
+                0
+            }
+            Some(_) => fail(libc::EFAULT),
+            None => unsafe { real::getpeername(fd, addr, len) },
+        }
+    })
+}

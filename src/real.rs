@@ -1,0 +1,58 @@
+//! The real libc functions behind our hooks, found with `dlsym(RTLD_NEXT)`
+//! on first use and cached in an atomic, so the fast path of a hook costs
+//! one relaxed load and an indirect call.
+
+use libc::{c_char, c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// Looks `name` (NUL-terminated) up in the libraries loaded after us.
+pub fn resolve(slot: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
+    let cached = slot.load(Ordering::Relaxed);
+    if !cached.is_null() {
+        return cached;
+    }
+    // SAFETY: name is a NUL-terminated literal; dlsym is thread-safe.
+    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) };
+    if found.is_null() {
+        // Only possible with a libc that lacks a POSIX function: there is
+        // nothing sane to call, and returning would hide traffic from us.
+        let msg = b"socksify: a libc function is missing; aborting\n";
+        // SAFETY: plain write(2) of a static buffer to stderr.
+        unsafe {
+            libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len());
+            libc::abort();
+        }
+    }
+    slot.store(found, Ordering::Relaxed);
+    found
+}
+
+/// `real_fns! { fn connect(fd: c_int, ...) -> c_int; }` defines
+/// `real::connect(...)`, which calls the next definition of the symbol.
+#[macro_export]
+macro_rules! real_fns {
+    ($( fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; )*) => {
+        $(
+            #[allow(clippy::missing_safety_doc)]
+            #[inline]
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                static SLOT: std::sync::atomic::AtomicPtr<libc::c_void> =
+                    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+                let ptr = $crate::real::resolve(&SLOT, concat!(stringify!($name), "\0").as_bytes());
+                // SAFETY: the symbol named like this function has this C signature.
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ptr) };
+                unsafe { f($($arg),*) }
+            }
+        )*
+    };
+}
+
+real_fns! {
+    fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    fn close(fd: c_int) -> c_int;
+    fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t;
+    fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t;
+    fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const libc::addrinfo, res: *mut *mut libc::addrinfo) -> c_int;
+    fn freeaddrinfo(res: *mut libc::addrinfo) -> ();
+}

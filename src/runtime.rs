@@ -1,0 +1,99 @@
+//! Process-wide state, set up on first use (never at load): the
+//! configuration, the logger, and the proxies' resolved addresses.
+//!
+//! A malformed configuration is reported once, on stderr, in one line;
+//! from then on [`config`] returns `None` and every call that would have
+//! been proxied fails. Nothing goes out directly because of a typo.
+
+use once_cell::sync::OnceCell;
+use socksify_proto::config::{Config, ProxyHost};
+use std::net::{IpAddr, SocketAddr};
+
+static CONFIG: OnceCell<Option<Config>> = OnceCell::new();
+
+/// The configuration, or `None` if it is malformed (already reported).
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get_or_init(load).as_ref()
+}
+
+fn load() -> Option<Config> {
+    init_logger();
+    match Config::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(config) => {
+            log::debug!("configuration: {config:?}");
+            Some(config)
+        }
+        Err(e) => {
+            // One line, whatever SOCKSIFY_LOG says: the user must see this.
+            eprintln!("socksify: {e}; refusing to make network connections until it is fixed");
+            None
+        }
+    }
+}
+
+fn init_logger() {
+    let filter = std::env::var("SOCKSIFY_LOG").unwrap_or_else(|_| "warn".into());
+    let pid = std::process::id();
+    let _ = env_logger::Builder::new()
+        .parse_filters(&filter)
+        .target(env_logger::Target::Stderr)
+        .format(move |buf, record| {
+            use std::io::Write;
+            writeln!(buf, "socksify[{pid}] {}: {}", record.level().as_str().to_ascii_lowercase(), record.args())
+        })
+        .try_init();
+}
+
+/// Addresses of chain hop `index` (resolved once, with the real resolver).
+pub fn proxy_addrs(config: &'static Config, index: usize) -> &'static [SocketAddr] {
+    const MAX_HOPS: usize = 8;
+    static RESOLVED: [OnceCell<Vec<SocketAddr>>; MAX_HOPS] = [const { OnceCell::new() }; MAX_HOPS];
+    let hop = &config.chain[index];
+    let resolve = || match &hop.host {
+        ProxyHost::Ip(ip) => vec![SocketAddr::new(*ip, hop.port)],
+        ProxyHost::Name(name) => resolve_real(name, hop.port),
+    };
+    match RESOLVED.get(index) {
+        Some(cell) => cell.get_or_init(resolve),
+        None => Box::leak(resolve().into_boxed_slice()),
+    }
+}
+
+/// Resolves with libc's own `getaddrinfo`, never our hook.
+fn resolve_real(name: &str, port: u16) -> Vec<SocketAddr> {
+    let Ok(cname) = std::ffi::CString::new(name) else { return Vec::new() };
+    // SAFETY: zeroed addrinfo is a valid "no hints" value; we set two fields.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid C strings and out-pointer; the list is freed below.
+    let rc = unsafe { crate::real::getaddrinfo(cname.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    let mut out = Vec::new();
+    if rc != 0 {
+        log::warn!("cannot resolve proxy host {name:?} (getaddrinfo error {rc})");
+        return out;
+    }
+    let mut cur = res;
+    while !cur.is_null() {
+        // SAFETY: cur walks the list getaddrinfo returned.
+        let ai = unsafe { &*cur };
+        if let Some(sa) = unsafe { crate::socket_addr::read(ai.ai_addr, ai.ai_addrlen) } {
+            out.push(SocketAddr::new(sa.ip(), port));
+        }
+        cur = ai.ai_next;
+    }
+    // SAFETY: res came from the real getaddrinfo.
+    unsafe { crate::real::freeaddrinfo(res) };
+    out
+}
+
+/// Whether `addr` is one of the first hop's addresses: a program that
+/// talks to the proxy itself (say, `curl --socks5`) goes there directly.
+pub fn is_first_hop(config: &'static Config, addr: &SocketAddr) -> bool {
+    let ip = socksify_proto::wire::canonical_ip(addr.ip());
+    proxy_addrs(config, 0).iter().any(|p| p.port() == addr.port() && canonical(p.ip()) == ip)
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    socksify_proto::wire::canonical_ip(ip)
+}
