@@ -7,7 +7,7 @@ use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // Fast path: only IPv4/IPv6 destinations can be ours.
     let family = unsafe { socket_addr::family(addr, len) };
@@ -92,7 +92,7 @@ fn kernel_peer(fd: c_int) -> Option<std::net::SocketAddr> {
     unsafe { socket_addr::read(&storage as *const _ as *const sockaddr, len) }
 }
 
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if fd_table::kind(fd) != fd_table::kind::PROXIED_TCP {
         return unsafe { real::getpeername(fd, addr, len) };
