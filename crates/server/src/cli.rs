@@ -1,0 +1,219 @@
+//! The command line: `socksify-server [OPTIONS]`, parsed into a [`Config`].
+//!
+//! Promise: every option of the contract in the project briefing is accepted
+//! with exactly that spelling; a bad value is an error naming the option, never
+//! a silent default.
+
+use crate::rules::{Cidr, Rule, Rules};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub const HELP: &str = "\
+socksify-server: a small SOCKS4/4a/5 server (CONNECT, UDP ASSOCIATE, BIND)
+
+Usage: socksify-server [OPTIONS]
+
+Options:
+  --listen ADDR:PORT        listen here (repeatable; IPv6 as [::1]:0; default
+                            127.0.0.1:1080). Port 0 picks a free port. For each
+                            listener, in order, one line `listening ADDR:PORT`
+                            is printed on stdout; nothing else goes to stdout.
+  --user NAME:PASS          accept RFC 1929 username/password (repeatable). When
+                            any user is given, no-auth and SOCKS4 are refused.
+  --map NAME=IP             resolve NAME to IP before asking the system resolver
+                            (repeatable; names compare case-insensitively).
+  --bind-out ADDR           source address for outgoing TCP connections, UDP
+                            datagrams to destinations and BIND listeners of the
+                            same family (repeatable: one IPv4, one IPv6).
+  --allow RULE              allow destinations matching RULE (repeatable)
+  --deny RULE               deny destinations matching RULE (repeatable)
+  --allow-client CIDR       accept clients only from these ranges (repeatable;
+                            default: any client). Others are closed at once.
+  --max-conns N             at most N client connections at once (default 1024);
+                            connections over the cap are closed at once.
+  --handshake-timeout-ms N  a client must finish its handshake within N ms
+                            (default 10000), else the connection is closed.
+  --connect-timeout-ms N    give up on an outgoing connection after N ms
+                            (default 10000; reply TTL expired).
+  --quiet                   no per-request log lines on stderr
+  -h, --help                this text
+
+Rules: RULE is ADDR[/PREFIX][:PORT[-PORT]] with IPv6 in brackets when a port
+follows, or `*` for every address of both families:
+  --deny 127.0.0.3/32         --deny 0.0.0.0/0:25        --deny '[::1]:22'
+  --allow 10.0.0.0/8:80-443   --deny '[2001:db8::]/32'   --deny '*:25'
+--allow and --deny rules are checked in the order given against the resolved
+destination address and port of CONNECT, BIND and each UDP datagram; the first
+matching rule wins; when none matches the destination is allowed. A denied
+request is answered `not allowed` (SOCKS5 reply 2, SOCKS4 reply 91).
+
+Log: one line per request on stderr, key=value, for example
+  socksify-server: client=127.0.0.1:40312 cmd=connect dst=127.0.0.1:8080 reply=succeeded sent=120 received=4520 ms=3
+";
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    /// (user, password) pairs; empty means no authentication.
+    pub users: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Lower-cased host name → address.
+    pub map: HashMap<String, IpAddr>,
+    pub bind_out_v4: Option<IpAddr>,
+    pub bind_out_v6: Option<IpAddr>,
+    pub rules: Rules,
+    pub allow_clients: Vec<Cidr>,
+    pub max_conns: usize,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub quiet: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: Vec::new(),
+            users: Vec::new(),
+            map: HashMap::new(),
+            bind_out_v4: None,
+            bind_out_v6: None,
+            rules: Rules::default(),
+            allow_clients: Vec::new(),
+            max_conns: 1024,
+            handshake_timeout: Duration::from_millis(10_000),
+            connect_timeout: Duration::from_millis(10_000),
+            quiet: false,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Config),
+    Help,
+}
+
+impl Config {
+    /// The `--bind-out` address for the family of `ip`, if one was given.
+    pub fn bind_out_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        if ip.is_ipv4() {
+            self.bind_out_v4
+        } else {
+            self.bind_out_v6
+        }
+    }
+
+    /// Whether a client at `ip` may use the server at all.
+    pub fn client_allowed(&self, ip: IpAddr) -> bool {
+        self.allow_clients.is_empty() || self.allow_clients.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let mut cfg = Config::default();
+    let mut args = args.into_iter();
+    while let Some(opt) = args.next() {
+        // Accept both `--opt value` and `--opt=value`.
+        let (name, inline) = match opt.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (opt.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value"))
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--quiet" => cfg.quiet = true,
+            "--listen" => {
+                let v = value(&name)?;
+                cfg.listen.push(v.parse().map_err(|_| format!("--listen {v}: expected ADDR:PORT (IPv6 as [::1]:0)"))?);
+            }
+            "--user" => {
+                let v = value(&name)?;
+                let (user, pass) = v.split_once(':').ok_or_else(|| format!("--user {v}: expected NAME:PASS"))?;
+                if user.is_empty() || user.len() > 255 || pass.len() > 255 {
+                    return Err(format!("--user {user}: name must be 1..=255 bytes and password at most 255"));
+                }
+                cfg.users.push((user.as_bytes().to_vec(), pass.as_bytes().to_vec()));
+            }
+            "--map" => {
+                let v = value(&name)?;
+                let (host, ip) = v.split_once('=').ok_or_else(|| format!("--map {v}: expected NAME=IP"))?;
+                let ip: IpAddr = ip.parse().map_err(|_| format!("--map {v}: `{ip}` is not an IP address"))?;
+                if host.is_empty() {
+                    return Err(format!("--map {v}: empty name"));
+                }
+                cfg.map.insert(host.to_ascii_lowercase(), ip);
+            }
+            "--bind-out" => {
+                let v = value(&name)?;
+                let ip: IpAddr = v.trim_matches(|c| c == '[' || c == ']').parse().map_err(|_| format!("--bind-out {v}: not an IP address"))?;
+                match ip {
+                    IpAddr::V4(_) => cfg.bind_out_v4 = Some(ip),
+                    IpAddr::V6(_) => cfg.bind_out_v6 = Some(ip),
+                }
+            }
+            "--allow" | "--deny" => {
+                let v = value(&name)?;
+                let rule = Rule::parse(&v, name == "--allow").map_err(|e| format!("{name} {v}: {e}"))?;
+                cfg.rules.push(rule);
+            }
+            "--allow-client" => {
+                let v = value(&name)?;
+                cfg.allow_clients.push(Cidr::parse(&v).map_err(|e| format!("--allow-client {v}: {e}"))?);
+            }
+            "--max-conns" => cfg.max_conns = number(&name, &value(&name)?)?,
+            "--handshake-timeout-ms" => cfg.handshake_timeout = Duration::from_millis(number(&name, &value(&name)?)?),
+            "--connect-timeout-ms" => cfg.connect_timeout = Duration::from_millis(number(&name, &value(&name)?)?),
+            other => return Err(format!("unknown option `{other}` (see --help)")),
+        }
+    }
+    if cfg.listen.is_empty() {
+        cfg.listen.push(SocketAddr::from(([127, 0, 0, 1], 1080)));
+    }
+    Ok(Command::Run(cfg))
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{name} {v}: expected a non-negative number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(|s| s.to_string()))? {
+            Command::Run(c) => Ok(c),
+            Command::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn contract_options() {
+        let c = run(&[
+            "--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--user", "a:b:c", "--map", "Name.Test=127.0.0.1",
+            "--bind-out", "127.0.0.2", "--bind-out", "::1", "--deny", "127.0.0.3/32", "--max-conns", "5",
+            "--handshake-timeout-ms", "300", "--quiet",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.users, vec![(b"a".to_vec(), b"b:c".to_vec())]);
+        assert_eq!(c.map["name.test"], "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.bind_out_v4, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(c.bind_out_v6, Some("::1".parse().unwrap()));
+        assert_eq!((c.max_conns, c.handshake_timeout, c.quiet), (5, Duration::from_millis(300), true));
+        assert_eq!(run(&[]).unwrap().listen, vec!["127.0.0.1:1080".parse().unwrap()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        for bad in [&["--listen", "nope"][..], &["--user", "x"], &["--map", "a=b"], &["--deny", "1.2.3.4/40"], &["--max-conns"], &["--frob"]] {
+            let err = run(bad).unwrap_err();
+            assert!(err.contains(bad[0]), "{err}");
+        }
+    }
+}
