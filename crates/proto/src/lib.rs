@@ -5,7 +5,9 @@
 //! * [`handshake`]: the client side of a SOCKS handshake as a sans-I/O state
 //!   machine; the shim drives it over a raw fd, tests over plain buffers.
 //! * [`config`]: proxy URLs, the bypass list and the environment variables.
+//! * [`fake_dns`]: the fake-address table of remote DNS.
 
 pub mod config;
+pub mod fake_dns;
 pub mod handshake;
 pub mod wire;
