@@ -1,0 +1,153 @@
+//! `scripts/socksify`, the wrapper: it refuses programs LD_PRELOAD cannot
+//! reach (their traffic would silently go direct), keeps existing
+//! LD_PRELOAD entries, and really runs a program through the proxy.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A statically linked program that prints `RAN` when it runs: built with
+/// `gcc -static`, or failing that `rustc -C target-feature=+crt-static`.
+fn static_binary(dir: &Path) -> PathBuf {
+    let exe = dir.join("static-prog");
+    let c = dir.join("prog.c");
+    fs::write(&c, "#include <stdio.h>\nint main(void) { puts(\"RAN\"); return 0; }\n").unwrap();
+    let gcc = Command::new("gcc").arg("-static").arg("-o").arg(&exe).arg(&c).output();
+    if gcc.is_ok_and(|o| o.status.success()) {
+        return exe;
+    }
+    let rs = dir.join("prog.rs");
+    fs::write(&rs, "fn main() { println!(\"RAN\"); }\n").unwrap();
+    let out = Command::new("rustc")
+        .args(["-C", "target-feature=+crt-static", "-o"])
+        .arg(&exe)
+        .arg(&rs)
+        .output()
+        .expect("run rustc");
+    assert!(out.status.success(), "cannot build a static binary (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+fn is_static(path: &Path) -> bool {
+    let out = Command::new("readelf").arg("-l").arg(path).output().expect("readelf (binutils)");
+    !String::from_utf8_lossy(&out.stdout).contains("program interpreter")
+}
+
+fn wrapper() -> Run {
+    Run::plain(wrapper_path()).env("SOCKSIFY_LIB", shim_path().to_str().unwrap())
+}
+
+#[test]
+fn refuses_a_statically_linked_binary() {
+    let dir = TempDir::new("wrapper-static");
+    let exe = static_binary(dir.path());
+    assert!(is_static(&exe), "test setup: {} should be static", exe.display());
+    // It does run without the wrapper...
+    Run::plain(&exe).run().assert_success();
+    // ...but not under it.
+    let out = wrapper().args(["-x", "socks5h://127.0.0.1:9", "--"]).arg(&exe).run();
+    assert!(out.code.is_some_and(|c| c != 0), "a static binary must be refused:\n{out}");
+    assert!(!out.stdout.contains("RAN"), "the static binary ran:\n{out}");
+    assert!(out.stderr.contains("statically linked"), "the message must say why:\n{out}");
+}
+
+#[test]
+fn refuses_a_script_whose_interpreter_is_static() {
+    let dir = TempDir::new("wrapper-static-script");
+    let exe = static_binary(dir.path());
+    let script = dir.path().join("script");
+    fs::write(&script, format!("#!{}\n", exe.display())).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = wrapper().arg(&script).run();
+    assert!(out.code.is_some_and(|c| c != 0), "{out}");
+    assert!(!out.stdout.contains("RAN"), "{out}");
+    assert!(out.stderr.contains("statically linked"), "{out}");
+}
+
+#[test]
+fn refuses_setuid_and_setgid_binaries() {
+    let dir = TempDir::new("wrapper-setuid");
+    let echo = dir.path().join("echo");
+    fs::copy("/bin/echo", &echo).unwrap();
+    for mode in [0o4755, 0o2755] {
+        fs::set_permissions(&echo, fs::Permissions::from_mode(mode)).unwrap();
+        let out = wrapper().arg(&echo).arg("RAN").run();
+        assert!(out.code.is_some_and(|c| c != 0), "mode {mode:o} must be refused:\n{out}");
+        assert!(!out.stdout.contains("RAN"), "mode {mode:o}: the program ran:\n{out}");
+        assert!(out.stderr.contains("setuid/setgid"), "mode {mode:o}: the message must say why:\n{out}");
+    }
+    // The same copy without the bits runs.
+    fs::set_permissions(&echo, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = wrapper().arg(&echo).arg("RAN").run();
+    out.assert_success();
+    assert_eq!(out.stdout, "RAN\n");
+}
+
+#[test]
+fn keeps_existing_ld_preload_entries() {
+    let dir = TempDir::new("wrapper-preload");
+    // A harmless library of our own to be kept in LD_PRELOAD.
+    let c = dir.path().join("other.c");
+    fs::write(&c, "int socksify_test_other_library = 1;\n").unwrap();
+    let other = dir.path().join("libother.so");
+    let out = Command::new("gcc").args(["-shared", "-fPIC", "-o"]).arg(&other).arg(&c).output().expect("gcc");
+    assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
+    let shim = fs::canonicalize(shim_path()).unwrap();
+    let out = wrapper()
+        .env("LD_PRELOAD", other.to_str().unwrap())
+        .args(["-x", "socks5h://127.0.0.1:1", "-n", "", "-v", "printenv", "LD_PRELOAD", "SOCKSIFY_PROXY", "SOCKSIFY_NO_PROXY", "SOCKSIFY_LOG"])
+        .run();
+    out.assert_success();
+    assert_eq!(out.stdout, format!("{}:{}\nsocks5h://127.0.0.1:1\n\ninfo\n", shim.display(), other.display()), "{out}");
+}
+
+#[test]
+fn finds_the_library_in_target_release() {
+    // Without SOCKSIFY_LIB the wrapper finds ../target/release/libsocksify.so.
+    let shim = fs::canonicalize(shim_path()).unwrap();
+    let out = Run::plain(wrapper_path()).args(["-q", "printenv", "LD_PRELOAD", "SOCKSIFY_LOG"]).run();
+    out.assert_success();
+    assert_eq!(out.stdout, format!("{}\nerror\n", shim.display()), "{out}");
+}
+
+#[test]
+fn percent_encodes_credentials() {
+    let out = wrapper()
+        .args(["-x", "socks5h://[::1]:1080", "-U", "al ice:p@ss:w/rd", "printenv", "SOCKSIFY_PROXY"])
+        .run();
+    out.assert_success();
+    assert_eq!(out.stdout, "socks5h://al%20ice:p%40ss%3Aw%2Frd@[::1]:1080\n");
+}
+
+#[test]
+fn help_goes_to_stdout_and_exits_0() {
+    let out = wrapper().arg("-h").run();
+    out.assert_success();
+    assert!(out.stdout.starts_with("usage: socksify"), "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    let out = wrapper().arg("-Z").run();
+    assert_eq!(out.code, Some(2), "an unknown option is a usage error:\n{out}");
+    let out = wrapper().arg("no-such-command-socksify").run();
+    assert_eq!(out.code, Some(127), "{out}");
+}
+
+#[test]
+fn runs_curl_through_the_proxy_with_credentials() {
+    // The whole user story: socksify -x URL -U user:pass -n '' curl URL.
+    let (user, pass) = ("bob", "pa ss@:/%");
+    let server = Server::bundled(&["--user", &format!("{user}:{pass}")]);
+    let body = token("wrapper-body");
+    let target = TcpTarget::http(&body);
+    let out = Run::plain(wrapper_path())
+        .args(["-x", &server.url(), "-U", &format!("{user}:{pass}"), "-n", "", "-v", "--"])
+        .args(["curl", "-sS", "--max-time", "20", &format!("http://{}/", target.addr)])
+        .run();
+    out.assert_success();
+    assert_eq!(out.stdout, body, "{out}");
+    target.assert_peers(1, BUNDLED_OUT);
+    server.wait_connect_line(target.addr);
+}
