@@ -1,0 +1,97 @@
+//! TCP through the bundled `socksify-server`, end to end: real programs run
+//! under `LD_PRELOAD=libsocksify.so`; the server connects out from 127.0.0.2,
+//! so a target that sees 127.0.0.2 proves the bytes went through it.
+
+mod common;
+#[path = "common/tcp_cases.rs"]
+mod tcp_cases;
+
+use common::*;
+
+#[test]
+fn curl_fetches_a_page() {
+    tcp_cases::curl(&Server::bundled(&[]));
+}
+
+#[test]
+fn python_blocking_socket() {
+    tcp_cases::python_blocking(&Server::bundled(&[]));
+}
+
+#[test]
+fn python_nonblocking_socket_with_select() {
+    tcp_cases::python_nonblocking(&Server::bundled(&[]));
+}
+
+#[test]
+fn python_asyncio_open_connection() {
+    tcp_cases::python_asyncio(&Server::bundled(&[]));
+}
+
+#[test]
+fn netcat_openbsd() {
+    tcp_cases::netcat(&Server::bundled(&[]));
+}
+
+#[test]
+fn username_password_auth() {
+    // Characters that must be percent-encoded in the URL and decoded by the shim.
+    let (user, pass) = ("al ice", "p@ss:w/rd%é");
+    let server = Server::bundled(&["--user", &format!("{user}:{pass}")]);
+    let good = server.url_with(user, pass);
+    let bad = server.url_with(user, "wrong");
+    tcp_cases::auth(&server, &good, &bad);
+}
+
+#[test]
+fn username_password_required_when_configured() {
+    // A server with users refuses a client that offers no credentials.
+    let server = Server::bundled(&["--user", "alice:secret"]);
+    let target = TcpTarget::echo();
+    let out = Run::python(&server.url(), tcp_cases::CONNECT_ERRNO)
+        .args([target.addr.ip().to_string(), target.addr.port().to_string()])
+        .run();
+    out.assert_success();
+    assert!(
+        out.stdout.contains("errno 13") || out.stdout.contains("errno 111"),
+        "no credentials against a server that wants them must fail with EACCES or ECONNREFUSED:\n{out}"
+    );
+    target.assert_untouched();
+}
+
+#[test]
+fn ipv6_target_through_ipv4_proxy() {
+    tcp_cases::ipv6_target(&Server::bundled(&[]));
+}
+
+#[test]
+fn getpeername_reports_the_target() {
+    tcp_cases::getpeername(&Server::bundled(&[]));
+}
+
+#[test]
+fn fifty_concurrent_connections() {
+    tcp_cases::concurrent_50(&Server::bundled(&[]));
+}
+
+#[test]
+fn proxy_on_ipv6_loopback() {
+    // An AF_INET6 client reaches an IPv6 target through a proxy on [::1].
+    let server = Server::start(&["--listen", "[::1]:0", "--bind-out", "127.0.0.2"]);
+    tcp_cases::ipv6_target(&server);
+}
+
+#[test]
+fn ipv4_socket_cannot_reach_an_ipv6_proxy_and_does_not_leak() {
+    // An AF_INET socket cannot be connected to [::1] (the shim keeps the
+    // program's own fd, so it cannot change its family): the connect must
+    // fail, and must not go direct.
+    let server = Server::start(&["--listen", "[::1]:0", "--bind-out", "127.0.0.2"]);
+    let target = TcpTarget::echo();
+    let out = Run::python(&server.url(), tcp_cases::CONNECT_ERRNO)
+        .args([target.addr.ip().to_string(), target.addr.port().to_string()])
+        .run();
+    out.assert_success();
+    assert!(!out.stdout.contains("errno 0"), "the connect must fail:\n{out}");
+    target.assert_untouched();
+}
