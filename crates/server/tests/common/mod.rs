@@ -1,0 +1,250 @@
+//! What the server's integration tests share: the real server binary under a
+//! kill-on-drop guard, echo targets that record who reached them, and a
+//! plain-socket SOCKS client. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Bound on every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `socksify-server`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addrs: Vec<SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server with `args` (add `--listen` yourself, or get
+    /// `127.0.0.1:0`) and waits for its `listening` lines.
+    pub fn start(args: &[&str]) -> Server {
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if !args.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
+        }
+        let listeners = args.iter().filter(|a| *a == "--listen").count();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_socksify-server"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn socksify-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server { child, addrs: Vec::new(), log };
+        for _ in 0..listeners {
+            let line = rx.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no `listening` line; stderr: {:?}", server.log_lines()));
+            let addr = line.strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected stdout line {line:?}"));
+            server.addrs.push(addr.parse().expect("listening ADDR:PORT"));
+        }
+        server
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for a log line containing every one of `parts`.
+    pub fn wait_log(&self, parts: &[&str]) -> String {
+        let end = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.log_lines().into_iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return l;
+            }
+            assert!(Instant::now() < end, "no log line with {parts:?}; log: {:#?}", self.log_lines());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP echo server that records the peer address of each connection.
+pub struct TcpEcho {
+    pub addr: SocketAddr,
+    pub peers: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl TcpEcho {
+    pub fn start(bind: &str) -> TcpEcho {
+        let listener = TcpListener::bind(bind).expect("bind echo");
+        let addr = listener.local_addr().unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let seen = peers.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                if let Ok(p) = conn.peer_addr() {
+                    seen.lock().unwrap().push(p);
+                }
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(WAIT));
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        TcpEcho { addr, peers }
+    }
+
+    pub fn peer_ips(&self) -> Vec<std::net::IpAddr> {
+        self.peers.lock().unwrap().iter().map(|p| p.ip()).collect()
+    }
+}
+
+/// A UDP echo server that records every datagram's source and payload.
+pub struct UdpEcho {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>,
+}
+
+impl UdpEcho {
+    pub fn start(bind: &str) -> UdpEcho {
+        let sock = UdpSocket::bind(bind).expect("bind udp echo");
+        let addr = sock.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                log.lock().unwrap().push((from, buf[..n].to_vec()));
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        });
+        UdpEcho { addr, seen }
+    }
+}
+
+/// A connection to the server with read/write timeouts set.
+pub fn dial(server: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&server, WAIT).expect("connect to server");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+pub fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).expect("read from server");
+    buf
+}
+
+/// ATYP + address + port bytes of a SocketAddr.
+pub fn addr_bytes(a: SocketAddr) -> Vec<u8> {
+    let mut out = Vec::new();
+    match a {
+        SocketAddr::V4(v4) => {
+            out.push(1);
+            out.extend_from_slice(&v4.ip().octets());
+        }
+        SocketAddr::V6(v6) => {
+            out.push(4);
+            out.extend_from_slice(&v6.ip().octets());
+        }
+    }
+    out.extend_from_slice(&a.port().to_be_bytes());
+    out
+}
+
+/// ATYP 3 + name + port bytes.
+pub fn name_bytes(name: &str, port: u16) -> Vec<u8> {
+    let mut out = vec![3, name.len() as u8];
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&port.to_be_bytes());
+    out
+}
+
+/// Reads a SOCKS5 reply; returns (code, bound address bytes after ATYP).
+pub fn read_reply5(s: &mut TcpStream) -> (u8, Option<SocketAddr>) {
+    let head = read_exact(s, 4);
+    assert_eq!(head[0], 5, "reply version");
+    let bound = match head[3] {
+        1 => {
+            let b = read_exact(s, 6);
+            Some(SocketAddr::from(([b[0], b[1], b[2], b[3]], u16::from_be_bytes([b[4], b[5]]))))
+        }
+        4 => {
+            let b = read_exact(s, 18);
+            let ip: [u8; 16] = b[..16].try_into().unwrap();
+            Some(SocketAddr::from((ip, u16::from_be_bytes([b[16], b[17]]))))
+        }
+        other => panic!("unexpected ATYP {other} in reply"),
+    };
+    (head[1], bound)
+}
+
+/// No-auth greeting, then `cmd` to `dst` (already encoded); returns the reply.
+pub fn request5(server: SocketAddr, cmd: u8, dst: &[u8]) -> (TcpStream, u8, Option<SocketAddr>) {
+    let mut s = dial(server);
+    s.write_all(&[5, 1, 0]).unwrap();
+    assert_eq!(read_exact(&mut s, 2), [5, 0]);
+    let mut req = vec![5, cmd, 0];
+    req.extend_from_slice(dst);
+    s.write_all(&req).unwrap();
+    let (code, bound) = read_reply5(&mut s);
+    (s, code, bound)
+}
+
+/// Sends `msg` through an established stream and expects it echoed back.
+pub fn echo_through(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).unwrap();
+    assert_eq!(read_exact(s, msg.len()), msg);
+}
+
+/// True once the server closed `s` (EOF or reset), false if it stayed open
+/// for the whole bounded wait.
+pub fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A free port that nothing listens on (bound once, then released).
+pub fn refused_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
