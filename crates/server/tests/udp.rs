@@ -1,0 +1,133 @@
+//! UDP ASSOCIATE against the real server binary: echo round trips over
+//! IPv4, IPv6 and a `--map`ped name, FRAG≠0 dropped, strangers dropped, and
+//! the association ending with its control connection.
+
+mod common;
+use common::*;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+/// Opens an association; returns the control connection and the relay address.
+fn associate(server: SocketAddr) -> (std::net::TcpStream, SocketAddr) {
+    let any = if server.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], 0)) } else { "[::]:0".parse().unwrap() };
+    let (control, code, relay) = request5(server, 3, &addr_bytes(any));
+    assert_eq!(code, 0, "UDP ASSOCIATE accepted");
+    let relay = relay.expect("relay address");
+    assert_eq!(relay.ip(), server.ip(), "relay bound on the IP the client reached");
+    (control, relay)
+}
+
+fn client_socket(bind: &str) -> UdpSocket {
+    let s = UdpSocket::bind(bind).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// Wraps `payload` in the RFC 1928 header for `dst` with `frag`.
+fn wrap(frag: u8, dst: &[u8], payload: &[u8]) -> Vec<u8> {
+    [&[0, 0, frag][..], dst, payload].concat()
+}
+
+/// Receives one datagram from the relay; returns (header address bytes, payload).
+fn recv_wrapped(s: &UdpSocket, relay: SocketAddr) -> (Vec<u8>, Vec<u8>) {
+    let mut buf = vec![0u8; 70000];
+    let (n, from) = s.recv_from(&mut buf).expect("a datagram from the relay");
+    assert_eq!(from, relay);
+    assert_eq!(&buf[..3], &[0, 0, 0]);
+    let alen = match buf[3] {
+        1 => 1 + 4 + 2,
+        4 => 1 + 16 + 2,
+        t => panic!("ATYP {t} in a reply"),
+    };
+    (buf[3..3 + alen].to_vec(), buf[3 + alen..n].to_vec())
+}
+
+#[test]
+fn udp_echo_ipv4_from_bind_out_with_counts() {
+    let echo = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&["--bind-out", "127.0.0.2"]);
+    let (control, relay) = associate(server.addr());
+    let client = client_socket("127.0.0.1:0");
+    for msg in [&b"first"[..], b"second datagram"] {
+        client.send_to(&wrap(0, &addr_bytes(echo.addr), msg), relay).unwrap();
+        let (src, payload) = recv_wrapped(&client, relay);
+        assert_eq!(src, addr_bytes(echo.addr), "header carries the source");
+        assert_eq!(payload, msg);
+    }
+    let seen = echo.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|(from, _)| from.ip() == "127.0.0.2".parse::<IpAddr>().unwrap()), "{seen:?}");
+    drop(control);
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=2", "datagrams_in=2", "bytes_out=20", "bytes_in=20"]);
+}
+
+#[test]
+fn udp_echo_ipv6_and_mapped_name() {
+    let echo6 = UdpEcho::start("[::1]:0");
+    let echo4 = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&["--listen", "[::1]:0", "--map", "udp.test=127.0.0.1", "--bind-out", "127.0.0.2"]);
+    let (control, relay) = associate(server.addr());
+    let client = client_socket("[::1]:0");
+    client.send_to(&wrap(0, &addr_bytes(echo6.addr), b"v6"), relay).unwrap();
+    let (src, payload) = recv_wrapped(&client, relay);
+    assert_eq!((src, payload), (addr_bytes(echo6.addr), b"v6".to_vec()));
+    client.send_to(&wrap(0, &name_bytes("udp.test", echo4.addr.port()), b"by name"), relay).unwrap();
+    let (src, payload) = recv_wrapped(&client, relay);
+    assert_eq!((src, payload), (addr_bytes(echo4.addr), b"by name".to_vec()));
+    assert_eq!(echo4.seen.lock().unwrap()[0].0.ip(), "127.0.0.2".parse::<IpAddr>().unwrap());
+    drop(control);
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=2", "datagrams_in=2"]);
+}
+
+#[test]
+fn fragments_and_strangers_are_dropped() {
+    let echo = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&[]);
+    let (control, relay) = associate(server.addr());
+    let client = client_socket("127.0.0.1:0");
+    client.send_to(&wrap(1, &addr_bytes(echo.addr), b"fragment"), relay).unwrap();
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), b"whole"), relay).unwrap();
+    let (_, payload) = recv_wrapped(&client, relay);
+    assert_eq!(payload, b"whole");
+    // Locked to the client's first address: another port of the same IP is a stranger.
+    let stranger = client_socket("127.0.0.1:0");
+    stranger.send_to(&wrap(0, &addr_bytes(echo.addr), b"stranger"), relay).unwrap();
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), b"again"), relay).unwrap();
+    let (_, payload) = recv_wrapped(&client, relay);
+    assert_eq!(payload, b"again");
+    let payloads: Vec<Vec<u8>> = echo.seen.lock().unwrap().iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(payloads, vec![b"whole".to_vec(), b"again".to_vec()], "only whole datagrams from the client arrived");
+    drop(control);
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=2", "datagrams_in=2", "dropped=2"]);
+}
+
+#[test]
+fn association_ends_with_its_control_connection() {
+    let echo = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&[]);
+    let (control, relay) = associate(server.addr());
+    let client = client_socket("127.0.0.1:0");
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), b"one"), relay).unwrap();
+    recv_wrapped(&client, relay);
+    drop(control);
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=1"]);
+    // The relay port is closed now: nothing comes back, and the echo sees nothing new.
+    client.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    let _ = client.send_to(&wrap(0, &addr_bytes(echo.addr), b"late"), relay);
+    let mut buf = [0u8; 100];
+    assert!(client.recv_from(&mut buf).is_err(), "no answer after the association ended");
+    assert_eq!(echo.seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn denied_destinations_are_dropped() {
+    let echo = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&["--deny", &format!("127.0.0.1/32:{}", echo.addr.port())]);
+    let allowed = UdpEcho::start("127.0.0.1:0");
+    let (control, relay) = associate(server.addr());
+    let client = client_socket("127.0.0.1:0");
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), b"denied"), relay).unwrap();
+    client.send_to(&wrap(0, &addr_bytes(allowed.addr), b"allowed"), relay).unwrap();
+    assert_eq!(recv_wrapped(&client, relay).1, b"allowed");
+    assert!(echo.seen.lock().unwrap().is_empty());
+    drop(control);
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=1", "dropped=1"]);
+}
