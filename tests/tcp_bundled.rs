@@ -95,3 +95,37 @@ fn ipv4_socket_cannot_reach_an_ipv6_proxy_and_does_not_leak() {
     assert!(!out.stdout.contains("errno 0"), "the connect must fail:\n{out}");
     target.assert_untouched();
 }
+
+#[test]
+fn socks4_and_socks4a_urls() {
+    let server = Server::bundled(&[]);
+    for scheme in ["socks4", "socks4a"] {
+        let target = TcpTarget::echo();
+        let tok = token(scheme);
+        let url = format!("{scheme}://{}", server.addr());
+        let out = tcp_cases::run_echo(&url, tcp_cases::ECHO_BLOCKING, &target, &tok, 5000);
+        out.assert_success();
+        assert!(out.stdout.contains("echo intact"), "{scheme}: {out}");
+        let line = server.wait_connect_line(target.addr);
+        assert!(line.contains("socks=4"), "{scheme}: the server must have spoken SOCKS4: {line}");
+        target.assert_peers(1, BUNDLED_OUT);
+    }
+}
+
+#[test]
+fn chain_of_two_proxies() {
+    // SOCKSIFY_PROXY=first,second: the first hop (out from 127.0.0.2)
+    // connects to the second (out from 127.0.0.3), which reaches the target.
+    let first = Server::bundled(&[]);
+    let second = Server::start(&["--listen", "127.0.0.1:0", "--bind-out", "127.0.0.3"]);
+    let target = TcpTarget::echo();
+    let tok = token("chain");
+    let url = format!("{},{}", first.url(), second.url());
+    let out = tcp_cases::run_echo(&url, tcp_cases::ECHO_BLOCKING, &target, &tok, 5000);
+    out.assert_success();
+    assert!(out.stdout.contains("echo intact"), "{out}");
+    target.assert_peers(1, "127.0.0.3".parse().unwrap());
+    let line = second.wait_connect_line(target.addr);
+    assert!(line.contains("client=127.0.0.2:"), "the second hop must be reached through the first: {line}");
+    first.wait_connect_line(second.addr());
+}
