@@ -1,0 +1,177 @@
+//! The wire contract, checked on arbitrary input: every parser that reads
+//! bytes from the network never panics, never claims to have used more bytes
+//! than it was given, and `emit` → `parse` gives back what was emitted.
+
+use proptest::prelude::*;
+use socksify_proto::handshake::{ClientHandshake, Credentials, Dialect};
+use socksify_proto::wire::auth::{AuthReply, AuthRequest};
+use socksify_proto::wire::socks4::{Reply4, Request4};
+use socksify_proto::wire::socks5::{Command, Greeting, MethodSelection, Reply, ReplyCode, Request};
+use socksify_proto::wire::udp::UdpHeader;
+use socksify_proto::wire::TargetAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..700)
+}
+
+/// Bytes that start like a real message of `version`, so parsers get past the first check.
+fn shaped(first: u8) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..600).prop_map(move |mut v| {
+        v.insert(0, first);
+        v
+    })
+}
+
+/// Any address SOCKS5 carries unchanged (v4-mapped IPv6 is sent as IPv4 by design).
+fn target() -> impl Strategy<Value = TargetAddr> {
+    prop_oneof![
+        (any::<u32>(), any::<u16>()).prop_map(|(ip, port)| TargetAddr::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))),
+        (any::<u128>(), any::<u16>())
+            .prop_filter("not v4-mapped", |(ip, _)| Ipv6Addr::from(*ip).to_ipv4_mapped().is_none())
+            .prop_map(|(ip, port)| TargetAddr::Ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port))),
+        ("[a-z0-9.-]{1,255}", any::<u16>()).prop_map(|(name, port)| TargetAddr::domain(&name, port).unwrap()),
+        ("\\PC{1,60}", any::<u16>()).prop_filter_map("fits in 255 bytes", |(name, port)| TargetAddr::domain(&name, port)),
+    ]
+}
+
+fn used_within<T>(r: Result<(T, usize), socksify_proto::wire::Error>, len: usize) -> bool {
+    r.map_or(true, |(_, used)| used <= len)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_parser_panics_on_arbitrary_bytes(b in bytes()) {
+        let n = b.len();
+        prop_assert!(used_within(TargetAddr::parse(&b), n));
+        prop_assert!(used_within(Greeting::parse(&b), n));
+        prop_assert!(used_within(MethodSelection::parse(&b), n));
+        prop_assert!(used_within(Request::parse(&b), n));
+        prop_assert!(used_within(Reply::parse(&b), n));
+        let _ = Reply::total_len(&b);
+        prop_assert!(used_within(AuthRequest::parse(&b), n));
+        prop_assert!(used_within(AuthReply::parse(&b), n));
+        prop_assert!(used_within(UdpHeader::parse(&b), n));
+        prop_assert!(used_within(Request4::parse(&b), n));
+        prop_assert!(used_within(Reply4::parse(&b), n));
+    }
+
+    #[test]
+    fn no_parser_panics_past_the_version_byte(b5 in shaped(5), b4 in shaped(4), b1 in shaped(1), b0 in shaped(0)) {
+        prop_assert!(used_within(Greeting::parse(&b5), b5.len()));
+        prop_assert!(used_within(Request::parse(&b5), b5.len()));
+        prop_assert!(used_within(Reply::parse(&b5), b5.len()));
+        let _ = Reply::total_len(&b5);
+        prop_assert!(used_within(Request4::parse(&b4), b4.len()));
+        prop_assert!(used_within(AuthRequest::parse(&b1), b1.len()));
+        prop_assert!(used_within(UdpHeader::parse(&[&[0u8, 0][..], &b0].concat()), b0.len() + 2));
+        prop_assert!(used_within(Reply4::parse(&b0), b0.len()));
+    }
+
+    #[test]
+    fn every_prefix_of_a_valid_request_is_truncated_not_malformed(dst in target(), cmd in 1u8..=3) {
+        let mut out = Vec::new();
+        Request { command: cmd, dst }.emit(&mut out);
+        for k in 0..out.len() {
+            prop_assert_eq!(Request::parse(&out[..k]), Err(socksify_proto::wire::Error::Truncated));
+        }
+    }
+
+    #[test]
+    fn socks5_messages_round_trip(dst in target(), cmd in any::<u8>(), code in any::<u8>(), methods in prop::collection::vec(any::<u8>(), 1..=255), tail in bytes()) {
+        let req = Request { command: cmd, dst: dst.clone() };
+        let mut out = Vec::new();
+        req.emit(&mut out);
+        let len = out.len();
+        out.extend_from_slice(&tail);
+        prop_assert_eq!(Request::parse(&out), Ok((req, len)));
+
+        let reply = Reply { code: ReplyCode::from_code(code), bound: dst.clone() };
+        let mut out = Vec::new();
+        reply.emit(&mut out);
+        prop_assert_eq!(Reply::total_len(&out), Ok(out.len()));
+        prop_assert_eq!(Reply::parse(&out), Ok((reply, out.len())));
+
+        let g = Greeting { methods };
+        let mut out = Vec::new();
+        g.emit(&mut out);
+        prop_assert_eq!(Greeting::parse(&out), Ok((g, out.len())));
+
+        let h = UdpHeader { frag: code, dst };
+        let mut out = Vec::new();
+        h.emit(&mut out);
+        prop_assert_eq!(out.len(), h.encoded_len());
+        out.extend_from_slice(&tail);
+        prop_assert_eq!(UdpHeader::parse(&out), Ok((h.clone(), h.encoded_len())));
+    }
+
+    #[test]
+    fn auth_round_trips(user in prop::collection::vec(any::<u8>(), 0..=255), pass in prop::collection::vec(any::<u8>(), 0..=255), status in any::<u8>()) {
+        let req = AuthRequest { user, pass };
+        let mut out = Vec::new();
+        req.emit(&mut out);
+        prop_assert_eq!(AuthRequest::parse(&out), Ok((req, out.len())));
+        let rep = AuthReply { status };
+        let mut out = Vec::new();
+        rep.emit(&mut out);
+        prop_assert_eq!(AuthReply::parse(&out), Ok((rep, 2)));
+    }
+
+    #[test]
+    fn socks4_round_trips(
+        ip in any::<u32>().prop_filter("0.0.0.x means 4a", |ip| *ip > 0xff),
+        port in any::<u16>(),
+        user in "[^\u{0}]{0,60}".prop_filter("fits", |u| u.len() <= 255),
+        name in "[a-z0-9.-]{1,255}",
+        command in any::<u8>(),
+        code in any::<u8>(),
+    ) {
+        for dst in [TargetAddr::Ip(SocketAddr::new(Ipv4Addr::from(ip).into(), port)), TargetAddr::domain(&name, port).unwrap()] {
+            let req = Request4 { command, user_id: user.as_bytes().to_vec(), dst };
+            let mut out = Vec::new();
+            req.emit(&mut out);
+            prop_assert_eq!(Request4::parse(&out), Ok((req, out.len())));
+        }
+        let rep = Reply4 { code, port, ip: Ipv4Addr::from(ip) };
+        let mut out = Vec::new();
+        rep.emit(&mut out);
+        prop_assert_eq!(Reply4::parse(&out), Ok((rep, 8)));
+    }
+
+    /// The client handshake fed arbitrary proxy bytes, as a driver would
+    /// (never more than `wanted`), never panics and always ends.
+    #[test]
+    fn client_handshake_survives_any_server(dst in target(), reply in bytes(), auth in any::<bool>(), v4 in any::<bool>()) {
+        let dialect = if v4 {
+            Dialect::Socks4 { user_id: b"u".to_vec() }
+        } else {
+            Dialect::Socks5 { credentials: auth.then(|| Credentials { user: b"u".to_vec(), pass: b"p".to_vec() }) }
+        };
+        let Ok((mut hs, flight)) = ClientHandshake::start(&dialect, Command::Connect, &dst) else { return Ok(()) };
+        // The first flight is what a server reads, pipelined.
+        if let Dialect::Socks5 { .. } = dialect {
+            let (g, mut at) = Greeting::parse(&flight).unwrap();
+            prop_assert_eq!(g.methods.len(), 1);
+            if auth {
+                at += AuthRequest::parse(&flight[at..]).unwrap().1;
+            }
+            let (req, used) = Request::parse(&flight[at..]).unwrap();
+            prop_assert_eq!((req.dst, at + used), (dst, flight.len()));
+        }
+        let mut rest = &reply[..];
+        let mut steps = 0;
+        while !hs.is_done() && !rest.is_empty() {
+            let n = hs.wanted().min(rest.len());
+            let (now, later) = rest.split_at(n);
+            rest = later;
+            steps += 1;
+            match hs.feed(now) {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => {}
+            }
+            prop_assert!(steps <= reply.len() + 1);
+        }
+    }
+}
