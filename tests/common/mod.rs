@@ -571,8 +571,18 @@ impl TcpTarget {
         TcpTarget::start(DIRECT, Serve::Http(body.to_owned()))
     }
 
+    /// Every connection accepted so far. First makes sure the accept thread
+    /// has caught up: it connects a sentinel of its own and waits until that
+    /// is accepted (the backlog is first in, first out), so a connection a
+    /// client made just before exiting is never missed.
     pub fn accepted(&self) -> Vec<Accepted> {
-        self.accepted.lock().unwrap().clone()
+        let sentinel = TcpStream::connect_timeout(&self.addr, WAIT).expect("connect sentinel to target");
+        let me = sentinel.local_addr().unwrap();
+        let seen = wait_until(WAIT, || self.accepted.lock().unwrap().iter().any(|a| a.peer == me).then_some(()));
+        assert!(seen.is_some(), "target {} did not accept its own sentinel connection", self.addr);
+        let mut list = self.accepted.lock().unwrap();
+        list.retain(|a| a.peer != me);
+        list.clone()
     }
 
     /// Peer addresses of all connections accepted so far.
@@ -595,8 +605,9 @@ impl TcpTarget {
         assert!(peers.is_empty(), "target {} must not be contacted, but saw {peers:?}", self.addr);
     }
 
-    /// Waits until the client side of every accepted connection has closed
-    /// and returns what each sent.
+    /// What each accepted connection has sent so far, in accept order (an
+    /// echo target records bytes before echoing them, an HTTP target the
+    /// request before answering it).
     pub fn received(&self) -> Vec<Vec<u8>> {
         self.accepted().iter().map(|a| a.received.lock().unwrap().clone()).collect()
     }
