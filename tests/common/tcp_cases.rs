@@ -191,6 +191,9 @@ pub fn curl(proxy: &dyn Proxy) {
     out.assert_success();
     assert_eq!(out.stdout, body, "curl printed something else than the page:\n{out}");
     target.assert_peers(1, proxy.out_ip(target.addr.ip()));
+    // SOCKSIFY_LOG=info: one line on stderr per proxied flow.
+    let flow_lines = out.stderr.lines().filter(|l| l.contains(&target.addr.to_string())).count();
+    assert_eq!(flow_lines, 1, "want exactly one shim log line naming {}:\n{out}", target.addr);
     let request = String::from_utf8_lossy(&target.received()[0]).into_owned();
     assert!(request.starts_with(&format!("GET /{path} HTTP/1.1\r\n")), "target got {request:?}");
     proxy.wait_connect_line(target.addr);
