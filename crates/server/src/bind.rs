@@ -111,7 +111,7 @@ fn wait_for_peer(listener: &TcpListener, control: &TcpStream, expected: Option<I
         }
         if fds[0].revents != 0 {
             match listener.accept() {
-                Ok((s, from)) if expected.map_or(true, |ip| ip == canonical_ip(from.ip())) => break Ok((s, from)),
+                Ok((s, from)) if expected.is_none_or(|ip| ip == canonical_ip(from.ip())) => break Ok((s, from)),
                 Ok(_) => continue, // a stranger: closed by drop
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => break Err(e),

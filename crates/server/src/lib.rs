@@ -1,13 +1,13 @@
 //! `socksify-server`: a small SOCKS4/4a/5 server, socksify's bundled proxy.
 //!
-//! * [`cli`]: the command line and [`cli::Config`].
-//! * [`server`]: listeners, connection cap, a thread per client.
-//! * [`session`]: one client's handshake under a deadline, then its command.
-//! * [`connect`], [`udp_relay`], [`bind`], [`socks4`]: the commands.
-//! * [`outbound`]: resolution (`--map` first), rules, outgoing sockets, reply codes.
-//! * [`relay`]: moving TCP bytes with `splice(2)`, half-close preserved.
-//! * [`rules`]: `--allow`/`--deny`/`--allow-client`.
-//! * [`log`]: the one-line-per-request log.
+//! * [`cli`] — the command line and [`cli::Config`].
+//! * [`server`] — listeners, connection cap, a thread per client.
+//! * [`session`] — one client's handshake under a deadline, then its command.
+//! * [`connect`], [`udp_relay`], [`bind`], [`socks4`] — the commands.
+//! * [`outbound`] — resolution (`--map` first), rules, outgoing sockets, reply codes.
+//! * [`relay`] — moving TCP bytes with `splice(2)`, half-close preserved.
+//! * [`rules`] — `--allow`/`--deny`/`--allow-client`.
+//! * [`log`] — the one-line-per-request log.
 //!
 //! The wire formats are `socksify_proto::wire`; this crate does the I/O.
 

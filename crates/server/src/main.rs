@@ -6,7 +6,7 @@ fn main() {
     match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Help) => print!("{}", cli::HELP),
         Ok(Command::Run(cfg)) => {
-            if let Err(e) = socksify_server::server::run(cfg) {
+            if let Err(e) = socksify_server::server::run(*cfg) {
                 eprintln!("socksify-server: {e}");
                 std::process::exit(1);
             }

@@ -97,7 +97,7 @@ impl Rule {
     }
 
     fn matches(&self, ip: IpAddr, port: u16) -> bool {
-        self.net.contains(ip) && self.ports.map_or(true, |(lo, hi)| (lo..=hi).contains(&port))
+        self.net.contains(ip) && self.ports.is_none_or(|(lo, hi)| (lo..=hi).contains(&port))
     }
 }
 
@@ -112,7 +112,7 @@ impl Rules {
 
     /// The first matching rule's verdict; allowed when none matches.
     pub fn allows(&self, ip: IpAddr, port: u16) -> bool {
-        self.0.iter().find(|r| r.matches(ip, port)).map_or(true, |r| r.allow)
+        self.0.iter().find(|r| r.matches(ip, port)).is_none_or(|r| r.allow)
     }
 }
 

@@ -51,7 +51,7 @@ struct Association<'a> {
     client: Option<SocketAddr>,
     out4: Option<UdpSocket>,
     out6: Option<UdpSocket>,
-    names: HashMap<String, Option<SocketAddr>>,
+    names: HashMap<String, Vec<SocketAddr>>,
     n: Counters,
 }
 
@@ -137,18 +137,18 @@ impl Association<'_> {
                 return Ok(());
             }
             if fds[1].revents != 0 {
-                self.from_client(&mut buf);
+                self.relay_from_client(&mut buf);
             }
             for pfd in &fds[2..] {
                 if pfd.revents != 0 {
-                    self.from_destination(pfd.fd, &mut buf);
+                    self.relay_to_client(pfd.fd, &mut buf);
                 }
             }
         }
     }
 
     /// Drains the relay socket: client datagrams to their destinations.
-    fn from_client(&mut self, buf: &mut [u8]) {
+    fn relay_from_client(&mut self, buf: &mut [u8]) {
         // A bounded batch, so a flood on one socket cannot starve the others.
         for _ in 0..BATCH {
             let (len, src) = match self.relay.recv_from(buf) {
@@ -157,8 +157,8 @@ impl Association<'_> {
             };
             let src = SocketAddr::new(canonical_ip(src.ip()), src.port());
             let accepted = src.ip() == self.client_ip
-                && self.client.map_or(true, |c| c == src)
-                && self.client_port.map_or(true, |p| p == src.port());
+                && self.client.is_none_or(|c| c == src)
+                && self.client_port.is_none_or(|p| p == src.port());
             if !accepted || !self.forward(&buf[..len]) {
                 self.n.dropped += 1;
                 continue;
@@ -173,31 +173,43 @@ impl Association<'_> {
         if header.frag != 0 {
             return false; // no reassembly, as RFC 1928 allows
         }
-        let Some(dst) = self.destination(&header.dst) else { return false };
         let payload = &datagram[offset..];
-        let Some(sock) = self.outward(dst) else { return false };
-        if sock.send_to(payload, dst).is_err() {
-            return false;
+        // Try each address of the destination until one family works; for a
+        // name, remember the one that did.
+        for dst in self.destinations(&header.dst) {
+            let Some(sock) = self.outward(dst) else { continue };
+            if sock.send_to(payload, dst).is_ok() {
+                if let TargetAddr::Domain(name, _) = &header.dst {
+                    if let Some(addrs) = self.names.get_mut(name) {
+                        if let Some(i) = addrs.iter().position(|a| a.ip() == dst.ip()) {
+                            addrs.swap(0, i);
+                        }
+                    }
+                }
+                self.n.datagrams_out += 1;
+                self.n.bytes_out += payload.len() as u64;
+                return true;
+            }
         }
-        self.n.datagrams_out += 1;
-        self.n.bytes_out += payload.len() as u64;
-        true
+        false
     }
 
-    /// The address a header names, resolved (cached per name) and allowed by the rules.
-    fn destination(&mut self, target: &TargetAddr) -> Option<SocketAddr> {
-        if let TargetAddr::Domain(name, port) = target {
-            if let Some(hit) = self.names.get(name) {
-                return hit.map(|a| SocketAddr::new(a.ip(), *port));
-            }
-            if self.names.len() >= NAME_CACHE_MAX {
-                self.names.clear();
-            }
-            let addr = outbound::allowed_addrs(self.cfg, target).ok().and_then(|v| v.into_iter().next());
-            self.names.insert(name.clone(), addr);
-            return addr;
+    /// The addresses a header names, resolved (cached per name) and allowed by the rules.
+    fn destinations(&mut self, target: &TargetAddr) -> Vec<SocketAddr> {
+        let TargetAddr::Domain(name, port) = target else {
+            return outbound::allowed_addrs(self.cfg, target).unwrap_or_default();
+        };
+        if let Some(hit) = self.names.get(name) {
+            let rules = &self.cfg.rules;
+            return hit.iter().map(|a| SocketAddr::new(a.ip(), *port)).filter(|a| rules.allows(a.ip(), a.port())).collect();
         }
-        outbound::allowed_addrs(self.cfg, target).ok().and_then(|v| v.into_iter().next())
+        if self.names.len() >= NAME_CACHE_MAX {
+            self.names.clear();
+        }
+        // Cached without the port: the rules are re-checked for each new port.
+        let addrs = outbound::resolve(self.cfg, target).unwrap_or_default();
+        self.names.insert(name.clone(), addrs);
+        self.destinations(target)
     }
 
     /// The outward socket for `dst`'s family, created on first use.
@@ -216,7 +228,7 @@ impl Association<'_> {
     }
 
     /// Drains one outward socket: answers wrapped back to the client.
-    fn from_destination(&mut self, fd: i32, buf: &mut [u8]) {
+    fn relay_to_client(&mut self, fd: i32, buf: &mut [u8]) {
         let header_room = 3 + 1 + 16 + 2;
         for _ in 0..BATCH {
             let sock = [&self.out4, &self.out6].into_iter().flatten().find(|s| s.as_raw_fd() == fd);

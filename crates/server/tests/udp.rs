@@ -131,3 +131,21 @@ fn denied_destinations_are_dropped() {
     drop(control);
     server.wait_log(&["cmd=udp-associate", "datagrams_out=1", "dropped=1"]);
 }
+
+#[test]
+fn a_port_named_in_the_request_is_the_only_one_accepted() {
+    let echo = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&[]);
+    let client = client_socket("127.0.0.1:0");
+    let other = client_socket("127.0.0.1:0");
+    let (control, code, relay) = request5(server.addr(), 3, &addr_bytes(client.local_addr().unwrap()));
+    assert_eq!(code, 0);
+    let relay = relay.unwrap();
+    other.send_to(&wrap(0, &addr_bytes(echo.addr), b"from elsewhere"), relay).unwrap();
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), b"from the named port"), relay).unwrap();
+    assert_eq!(recv_wrapped(&client, relay).1, b"from the named port");
+    let payloads: Vec<Vec<u8>> = echo.seen.lock().unwrap().iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(payloads, vec![b"from the named port".to_vec()]);
+    drop(control);
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=1", "dropped=1"]);
+}

@@ -131,17 +131,20 @@ impl TcpEcho {
     }
 }
 
+/// Datagrams a UDP echo received: (source, payload), in arrival order.
+pub type Datagrams = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
 /// A UDP echo server that records every datagram's source and payload.
 pub struct UdpEcho {
     pub addr: SocketAddr,
-    pub seen: Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>,
+    pub seen: Datagrams,
 }
 
 impl UdpEcho {
     pub fn start(bind: &str) -> UdpEcho {
         let sock = UdpSocket::bind(bind).expect("bind udp echo");
         let addr = sock.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen: Datagrams = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
