@@ -19,6 +19,7 @@ Options:
                             127.0.0.1:1080). Port 0 picks a free port. For each
                             listener, in order, one line `listening ADDR:PORT`
                             is printed on stdout; nothing else goes to stdout.
+                            IPv6 listeners are IPv6-only.
   --user NAME:PASS          accept RFC 1929 username/password (repeatable). When
                             any user is given, no-auth and SOCKS4 are refused.
   --map NAME=IP             resolve NAME to IP before asking the system resolver
@@ -47,6 +48,9 @@ follows, or `*` for every address of both families:
 destination address and port of CONNECT, BIND and each UDP datagram; the first
 matching rule wins; when none matches the destination is allowed. A denied
 request is answered `not allowed` (SOCKS5 reply 2, SOCKS4 reply 91).
+
+UDP ASSOCIATE relays from a socket on the IP the client reached; BIND listens
+on the --bind-out address (else that IP) and waits up to 120 s for one peer.
 
 Log: one line per request on stderr, key=value, for example
   socksify-server: client=127.0.0.1:40312 cmd=connect dst=127.0.0.1:8080 reply=succeeded sent=120 received=4520 ms=3

@@ -86,7 +86,7 @@ fn accept_loop(listener: TcpListener, cfg: Arc<Config>, active: Arc<AtomicUsize>
         }
         let slot = Slot(active.clone());
         let cfg = cfg.clone();
-        let spawned = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
+        let spawned = std::thread::Builder::new().stack_size(512 * 1024).spawn(move || {
             let _slot = slot;
             session::serve(stream, cfg, client);
         });
