@@ -5,7 +5,6 @@ use crate::ffi::{self, fail};
 use crate::{guard, real, runtime, socket_addr, tcp};
 use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
 use socksify_proto::wire::socks5::Command;
-use socksify_proto::wire::TargetAddr;
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
@@ -33,7 +32,10 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
         log::error!("connect to {dst} refused: the configuration is malformed (see the message above)");
         return fail(libc::ECONNREFUSED);
     };
-    if config.no_proxy.bypasses_addr(&dst) || runtime::is_first_hop(config, &dst) {
+    // A fake address (remote DNS) always goes to the proxy, by name: the
+    // fake pool wins over any bypass rule that happens to cover it.
+    let fake = crate::fake_dns::is_fake(config, dst.ip());
+    if !fake && (config.no_proxy.bypasses_addr(&dst) || runtime::is_first_hop(config, &dst)) {
         log::debug!("connect fd {fd} to {dst}: bypassed, direct");
         return unsafe { real::connect(fd, addr, len) };
     }
@@ -47,7 +49,10 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
         log::error!("connect fd {fd} to {dst} refused: fd number beyond the shim's table");
         return fail(libc::EMFILE);
     }
-    let target = TargetAddr::Ip(dst);
+    let Some(target) = crate::fake_dns::target_for(config, &dst) else {
+        log::warn!("connect fd {fd} to {dst} refused: a fake address no name holds (stale or from another process)");
+        return fail(libc::EHOSTUNREACH);
+    };
     match tcp::connect_via_proxy(fd, sock_family, config, Command::Connect, &target) {
         Ok((proxy, bound)) => {
             log::info!("tcp fd {fd} -> {target} via {}: connected (proxy bound {bound})", config.chain[0]);

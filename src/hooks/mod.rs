@@ -4,3 +4,4 @@
 
 mod close;
 mod connect;
+mod resolve;

@@ -1,0 +1,60 @@
+//! The process's fake-address table (remote DNS), built from the
+//! configuration on first use and kept behind a fork-safe lock. A `fork`
+//! child inherits it with the rest of memory, so a name resolved before the
+//! fork connects by name after it.
+//!
+//! Users: the resolver hooks hand addresses out ([`addrs_for`]); `connect`
+//! and the UDP path turn a fake destination back into its name
+//! ([`target_for`], [`name_for`]).
+
+use crate::fork_safe::ForkSafeMutex;
+use crate::runtime;
+use socksify_proto::config::{Config, DnsMode};
+use socksify_proto::fake_dns::{FakeDns, DEFAULT_MAX_NAMES};
+use socksify_proto::wire::TargetAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+static TABLE: ForkSafeMutex<Option<FakeDns>> = ForkSafeMutex::new(None);
+
+fn with_table<R>(config: &Config, f: impl FnOnce(&mut FakeDns) -> R) -> R {
+    let mut table = TABLE.lock();
+    let table = table.get_or_insert_with(|| FakeDns::new(config.fake_v4, config.fake_v6, DEFAULT_MAX_NAMES));
+    f(table)
+}
+
+/// Whether fake addresses are in use: remote DNS with a valid configuration.
+fn remote(config: &Config) -> bool {
+    config.dns == DnsMode::Remote
+}
+
+/// The fake addresses of `name`, allocated on first use.
+pub fn addrs_for(config: &Config, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
+    with_table(config, |t| t.addrs_for(name))
+}
+
+/// Whether `ip` is in the fake pools (remote DNS only): such an address is
+/// never bypassed and never connected to directly.
+pub fn is_fake(config: &Config, ip: IpAddr) -> bool {
+    remote(config) && with_table(config, |t| t.in_pool(ip))
+}
+
+/// The name behind fake address `ip`, if `ip` is one that is held now.
+pub fn name_for(ip: IpAddr) -> Option<String> {
+    let config = runtime::config()?;
+    if !is_fake(config, ip) {
+        return None;
+    }
+    with_table(config, |t| t.name_for(ip).map(str::to_owned))
+}
+
+/// What to ask the proxy for when the program names `dst`: the name for a
+/// fake address, the address itself otherwise. `None` for a fake address
+/// no name holds (never looked up in this process, or evicted): the caller
+/// fails with `EHOSTUNREACH` rather than go anywhere.
+pub fn target_for(config: &Config, dst: &SocketAddr) -> Option<TargetAddr> {
+    if !is_fake(config, dst.ip()) {
+        return Some(TargetAddr::Ip(*dst));
+    }
+    let name = with_table(config, |t| t.name_for(dst.ip()).map(str::to_owned))?;
+    TargetAddr::domain(&name, dst.port())
+}

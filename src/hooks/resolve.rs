@@ -1,0 +1,473 @@
+//! Name resolution: `getaddrinfo`, `freeaddrinfo`, `gethostbyname`,
+//! `gethostbyname2`, `gethostbyname_r`, `gethostbyname2_r`,
+//! `gethostbyaddr`, `gethostbyaddr_r` and `getnameinfo`.
+//!
+//! Who answers a name ([`forward`]):
+//! * libc, for numeric hosts, `AI_NUMERICHOST`, a null node, local DNS mode
+//!   (`socks5://`, `SOCKSIFY_DNS=local`) and names `SOCKSIFY_NO_PROXY`
+//!   bypasses (name rules apply before any faking);
+//! * `/etc/hosts`, read by us, for names it lists and for `localhost`;
+//! * the fake-address table for every other name in remote mode: the
+//!   program gets an address from the fake pools and `connect` sends the
+//!   name to the proxy. No DNS query leaves the program.
+//!
+//! Reverse look-ups ([`reverse`]) of a fake address give its name; of any
+//! other address in remote mode, `/etc/hosts` or the numeric form (a PTR
+//! query would leak), unless the address is bypassed.
+//!
+//! Every hook: the guard (our own look-ups go straight to libc), then the
+//! slow path inside [`ffi::catch`]; a panic returns an error, never libc's
+//! answer for a name that must not reach DNS.
+
+mod addrinfo;
+mod hostent;
+mod hosts;
+
+use crate::{fake_dns, ffi, guard, real, runtime, socket_addr};
+use addrinfo::Hints;
+use hostent::HostData;
+use libc::{addrinfo as AddrInfo, c_char, c_int, c_void, hostent as HostEnt, size_t, sockaddr, socklen_t};
+use libc::{AF_INET, AF_INET6, AI_CANONNAME, AI_NUMERICHOST, EAI_FAIL, EAI_NONAME, EAI_OVERFLOW, NI_NAMEREQD, NI_NUMERICHOST};
+use socksify_proto::config::DnsMode;
+use std::ffi::{CStr, CString};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ptr::null_mut;
+
+mod libc_resolver {
+    use libc::{c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
+    crate::real_fns! {
+        fn gethostbyname(name: *const c_char) -> *mut hostent;
+        fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent;
+        fn gethostbyname_r(name: *const c_char, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int;
+        fn gethostbyname2_r(name: *const c_char, af: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int;
+        fn gethostbyaddr(addr: *const c_void, len: socklen_t, af: c_int) -> *mut hostent;
+        fn gethostbyaddr_r(addr: *const c_void, len: socklen_t, af: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int;
+        fn getnameinfo(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> c_int;
+    }
+}
+
+// <netdb.h> values the libc crate does not carry for glibc.
+const NETDB_INTERNAL: c_int = -1;
+const HOST_NOT_FOUND: c_int = 1;
+const NO_RECOVERY: c_int = 3;
+
+extern "C" {
+    fn __h_errno_location() -> *mut c_int;
+    fn inet_aton(cp: *const c_char, inp: *mut libc::in_addr) -> c_int;
+}
+
+fn set_h_errno(value: c_int) {
+    // SAFETY: glibc's per-thread h_errno slot.
+    unsafe { *__h_errno_location() = value }
+}
+
+/// Who answers a forward look-up of a non-numeric name.
+#[derive(Debug)]
+enum Forward {
+    /// libc's resolver (local mode, bypassed names).
+    Libc,
+    Hosts(hosts::Host),
+    Fake(Ipv4Addr, Ipv6Addr),
+    NotFound,
+    /// The configuration is malformed: a name that would need the proxy
+    /// fails rather than going to DNS.
+    Refused,
+}
+
+/// `name` is not numeric; `port` is 0 when the caller gives none.
+fn forward(name: &str, port: u16) -> Forward {
+    let config = runtime::config();
+    if let Some(config) = config {
+        if config.dns == DnsMode::Local || config.no_proxy.bypasses_name(name, port) {
+            return Forward::Libc;
+        }
+    }
+    if let Some(host) = hosts::by_name(name) {
+        return Forward::Hosts(host);
+    }
+    let Some(config) = config else {
+        log::error!("look-up of {name:?} refused: the configuration is malformed (see the message above)");
+        return Forward::Refused;
+    };
+    let key = socksify_proto::fake_dns::normalize(name);
+    if key.is_empty() || key.len() > 255 {
+        return Forward::NotFound;
+    }
+    match fake_dns::addrs_for(config, name) {
+        Some((v4, v6)) => {
+            log::debug!("{name}: fake addresses {v4} and {v6}; the proxy resolves it");
+            Forward::Fake(v4, v6)
+        }
+        None => Forward::Refused,
+    }
+}
+
+/// Who answers a reverse look-up.
+enum Reverse {
+    Libc,
+    Name(String, Vec<String>),
+    NotFound,
+}
+
+fn reverse(ip: IpAddr, port: u16) -> Reverse {
+    let Some(config) = runtime::config() else {
+        return hosts::by_addr(ip).map_or(Reverse::NotFound, |(n, a)| Reverse::Name(n, a));
+    };
+    if fake_dns::is_fake(config, ip) {
+        return fake_dns::name_for(ip).map_or(Reverse::NotFound, |n| Reverse::Name(n, Vec::new()));
+    }
+    if config.dns == DnsMode::Local || config.no_proxy.bypasses_addr(&SocketAddr::new(ip, port)) {
+        return Reverse::Libc;
+    }
+    hosts::by_addr(ip).map_or(Reverse::NotFound, |(n, a)| Reverse::Name(n, a))
+}
+
+/// Whether glibc reads `name` as an address without any look-up
+/// (`inet_aton` forms such as `127.1`, IPv6 with an optional scope).
+fn is_numeric(name: &CStr) -> bool {
+    // SAFETY: zeroed in_addr is a valid out-buffer; name is a C string.
+    let mut a: libc::in_addr = unsafe { std::mem::zeroed() };
+    if unsafe { inet_aton(name.as_ptr(), &mut a) } != 0 {
+        return true;
+    }
+    name.to_str().ok().and_then(|s| s.split('%').next()).is_some_and(|s| s.parse::<Ipv6Addr>().is_ok())
+}
+
+// ---------------------------------------------------------------- getaddrinfo
+
+#[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
+pub unsafe extern "C" fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const AddrInfo, res: *mut *mut AddrInfo) -> c_int {
+    if node.is_null() || res.is_null() {
+        return unsafe { real::getaddrinfo(node, service, hints, res) };
+    }
+    let Some(_inside) = guard::enter() else { return unsafe { real::getaddrinfo(node, service, hints, res) } };
+    ffi::catch(EAI_FAIL, libc::EIO, || unsafe { getaddrinfo_slow(node, service, hints, res) })
+}
+
+unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_ptr: *const AddrInfo, res: *mut *mut AddrInfo) -> c_int {
+    let hints = unsafe { Hints::read(hints_ptr) };
+    // A numeric host, or an error glibc finds before any look-up (flags,
+    // family, service, socket type): glibc answers, without a query.
+    let mut probe = hints.to_c();
+    probe.ai_flags |= AI_NUMERICHOST;
+    let rc = unsafe { real::getaddrinfo(node, service, &probe, res) };
+    if rc == 0 {
+        // glibc reports the caller's flags in each entry, not the probe's.
+        let mut cur = unsafe { *res };
+        while !cur.is_null() {
+            unsafe {
+                (*cur).ai_flags = hints.flags;
+                cur = (*cur).ai_next;
+            }
+        }
+    }
+    if rc != EAI_NONAME || hints.flags & AI_NUMERICHOST != 0 {
+        return rc;
+    }
+    let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else { return EAI_NONAME };
+    let tuples = match unsafe { addrinfo::tuples(service, &hints) } {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let port = tuples.first().map_or(0, |t| t.port);
+    let (canon, v4, v6) = match forward(name, port) {
+        Forward::Libc => return unsafe { real::getaddrinfo(node, service, hints_ptr, res) },
+        Forward::Hosts(h) => (h.canon, h.v4, h.v6),
+        Forward::Fake(v4, v6) => (name.to_owned(), vec![v4], vec![v6]),
+        Forward::NotFound => return EAI_NONAME,
+        Forward::Refused => return EAI_FAIL,
+    };
+    let addrs = match addrinfo::select(&hints, &v4, &v6, addrinfo::configured_families) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let canon = if hints.flags & AI_CANONNAME != 0 { CString::new(canon).ok() } else { None };
+    match addrinfo::build(&addrs, &tuples, hints.flags, canon.as_deref()) {
+        Ok(list) => {
+            unsafe { *res = list };
+            0
+        }
+        Err(e) => e,
+    }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn freeaddrinfo(res: *mut AddrInfo) {
+    if res.is_null() {
+        return;
+    }
+    let errno = ffi::errno();
+    // On a panic we leak the list rather than risk freeing ours twice.
+    let ours = ffi::catch(true, errno, || unsafe { addrinfo::free_if_ours(res) });
+    if !ours {
+        unsafe { real::freeaddrinfo(res) };
+    }
+}
+
+// ------------------------------------------------------------ gethostbyname*
+
+enum HostLookup {
+    Libc,
+    Found(HostData),
+    NotFound(c_int),
+}
+
+unsafe fn by_name(name: *const c_char, family: c_int) -> HostLookup {
+    if name.is_null() || (family != AF_INET && family != AF_INET6) {
+        return HostLookup::Libc;
+    }
+    let cname = unsafe { CStr::from_ptr(name) };
+    if is_numeric(cname) {
+        return HostLookup::Libc;
+    }
+    let Ok(text) = cname.to_str() else { return HostLookup::NotFound(HOST_NOT_FOUND) };
+    let (name, aliases, addrs): (String, Vec<String>, Vec<IpAddr>) = match forward(text, 0) {
+        Forward::Libc => return HostLookup::Libc,
+        Forward::Hosts(h) if family == AF_INET => (h.canon, h.aliases, h.v4.into_iter().map(IpAddr::V4).collect()),
+        Forward::Hosts(h) => (h.canon, h.aliases, h.v6.into_iter().map(IpAddr::V6).collect()),
+        Forward::Fake(v4, _) if family == AF_INET => (text.to_owned(), Vec::new(), vec![v4.into()]),
+        Forward::Fake(_, v6) => (text.to_owned(), Vec::new(), vec![v6.into()]),
+        Forward::NotFound => return HostLookup::NotFound(HOST_NOT_FOUND),
+        Forward::Refused => return HostLookup::NotFound(NO_RECOVERY),
+    };
+    if addrs.is_empty() {
+        return HostLookup::NotFound(HOST_NOT_FOUND);
+    }
+    HostLookup::Found(HostData { name, aliases, family, addrs })
+}
+
+unsafe fn by_addr(addr: *const c_void, len: socklen_t, family: c_int) -> HostLookup {
+    if addr.is_null() {
+        return HostLookup::Libc;
+    }
+    let ip = match (family, len) {
+        // SAFETY: the caller says `addr` holds `len` bytes.
+        (AF_INET, 4) => IpAddr::V4(Ipv4Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 4]) })),
+        (AF_INET6, 16) => IpAddr::V6(Ipv6Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 16]) })),
+        _ => return HostLookup::Libc,
+    };
+    match reverse(ip, 0) {
+        Reverse::Libc => HostLookup::Libc,
+        Reverse::Name(name, aliases) => HostLookup::Found(HostData { name, aliases, family, addrs: vec![ip] }),
+        Reverse::NotFound => HostLookup::NotFound(HOST_NOT_FOUND),
+    }
+}
+
+/// The non-reentrant form: our answers live in a per-thread buffer.
+fn answer_static(lookup: HostLookup, libc_answer: impl FnOnce() -> *mut HostEnt) -> *mut HostEnt {
+    match lookup {
+        HostLookup::Libc => libc_answer(),
+        HostLookup::Found(data) => {
+            let ent = hostent::in_thread_buffer(&data);
+            if ent.is_null() {
+                set_h_errno(NETDB_INTERNAL);
+            }
+            ent
+        }
+        HostLookup::NotFound(h_errno) => {
+            set_h_errno(h_errno);
+            null_mut()
+        }
+    }
+}
+
+/// The reentrant form: the caller's buffer, `ERANGE` when it is too small.
+unsafe fn answer_r(
+    lookup: HostLookup,
+    ret: *mut HostEnt,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut HostEnt,
+    h_errnop: *mut c_int,
+    libc_answer: impl FnOnce() -> c_int,
+) -> c_int {
+    let set = |found: *mut HostEnt, h_errno: c_int| unsafe {
+        if !result.is_null() {
+            *result = found;
+        }
+        if !h_errnop.is_null() {
+            *h_errnop = h_errno;
+        }
+    };
+    match lookup {
+        HostLookup::Libc => libc_answer(),
+        HostLookup::Found(data) => match unsafe { hostent::write(&data, ret, buf, buflen) } {
+            Ok(()) => {
+                set(ret, 0);
+                0
+            }
+            Err(()) => {
+                set(null_mut(), NETDB_INTERNAL);
+                ffi::set_errno(libc::ERANGE);
+                libc::ERANGE
+            }
+        },
+        HostLookup::NotFound(h_errno) => {
+            set(null_mut(), h_errno);
+            0
+        }
+    }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut HostEnt {
+    let Some(_inside) = guard::enter() else { return unsafe { libc_resolver::gethostbyname(name) } };
+    set_h_errno(NO_RECOVERY); // what a panic leaves
+    ffi::catch(null_mut(), libc::EIO, || {
+        answer_static(unsafe { by_name(name, AF_INET) }, || unsafe { libc_resolver::gethostbyname(name) })
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut HostEnt {
+    let Some(_inside) = guard::enter() else { return unsafe { libc_resolver::gethostbyname2(name, af) } };
+    set_h_errno(NO_RECOVERY);
+    ffi::catch(null_mut(), libc::EIO, || {
+        answer_static(unsafe { by_name(name, af) }, || unsafe { libc_resolver::gethostbyname2(name, af) })
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn gethostbyname_r(
+    name: *const c_char,
+    ret: *mut HostEnt,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut HostEnt,
+    h_errnop: *mut c_int,
+) -> c_int {
+    let Some(_inside) = guard::enter() else {
+        return unsafe { libc_resolver::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) };
+    };
+    unsafe { reset_r(result, h_errnop) };
+    ffi::catch(libc::EIO, libc::EIO, || unsafe {
+        answer_r(by_name(name, AF_INET), ret, buf, buflen, result, h_errnop, || {
+            libc_resolver::gethostbyname_r(name, ret, buf, buflen, result, h_errnop)
+        })
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut HostEnt,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut HostEnt,
+    h_errnop: *mut c_int,
+) -> c_int {
+    let Some(_inside) = guard::enter() else {
+        return unsafe { libc_resolver::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) };
+    };
+    unsafe { reset_r(result, h_errnop) };
+    ffi::catch(libc::EIO, libc::EIO, || unsafe {
+        answer_r(by_name(name, af), ret, buf, buflen, result, h_errnop, || {
+            libc_resolver::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop)
+        })
+    })
+}
+
+/// What a `_r` call reports if it panics: no result, `NO_RECOVERY`.
+unsafe fn reset_r(result: *mut *mut HostEnt, h_errnop: *mut c_int) {
+    unsafe {
+        if !result.is_null() {
+            *result = null_mut();
+        }
+        if !h_errnop.is_null() {
+            *h_errnop = NO_RECOVERY;
+        }
+    }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn gethostbyaddr(addr: *const c_void, len: socklen_t, af: c_int) -> *mut HostEnt {
+    let Some(_inside) = guard::enter() else { return unsafe { libc_resolver::gethostbyaddr(addr, len, af) } };
+    set_h_errno(NO_RECOVERY);
+    ffi::catch(null_mut(), libc::EIO, || {
+        answer_static(unsafe { by_addr(addr, len, af) }, || unsafe { libc_resolver::gethostbyaddr(addr, len, af) })
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn gethostbyaddr_r(
+    addr: *const c_void,
+    len: socklen_t,
+    af: c_int,
+    ret: *mut HostEnt,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut HostEnt,
+    h_errnop: *mut c_int,
+) -> c_int {
+    let Some(_inside) = guard::enter() else {
+        return unsafe { libc_resolver::gethostbyaddr_r(addr, len, af, ret, buf, buflen, result, h_errnop) };
+    };
+    unsafe { reset_r(result, h_errnop) };
+    ffi::catch(libc::EIO, libc::EIO, || unsafe {
+        answer_r(by_addr(addr, len, af), ret, buf, buflen, result, h_errnop, || {
+            libc_resolver::gethostbyaddr_r(addr, len, af, ret, buf, buflen, result, h_errnop)
+        })
+    })
+}
+
+// ---------------------------------------------------------------- getnameinfo
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn getnameinfo(
+    sa: *const sockaddr,
+    salen: socklen_t,
+    host: *mut c_char,
+    hostlen: socklen_t,
+    serv: *mut c_char,
+    servlen: socklen_t,
+    flags: c_int,
+) -> c_int {
+    let libc_answer = |flags| unsafe { libc_resolver::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
+    // Only a host name look-up can be ours; services come from /etc/services.
+    if host.is_null() || hostlen == 0 || flags & NI_NUMERICHOST != 0 {
+        return libc_answer(flags);
+    }
+    let Some(_inside) = guard::enter() else { return libc_answer(flags) };
+    ffi::catch(EAI_FAIL, libc::EIO, || {
+        let Some(addr) = (unsafe { socket_addr::read(sa, salen) }) else { return libc_answer(flags) };
+        match reverse(addr.ip(), addr.port()) {
+            Reverse::Libc => libc_answer(flags),
+            Reverse::NotFound if flags & NI_NAMEREQD != 0 => EAI_NONAME,
+            Reverse::NotFound => libc_answer(flags | NI_NUMERICHOST),
+            Reverse::Name(name, _) => {
+                if !serv.is_null() && servlen > 0 {
+                    // SAFETY: the caller's arguments, without the host part.
+                    let rc = unsafe { libc_resolver::getnameinfo(sa, salen, null_mut(), 0, serv, servlen, flags) };
+                    if rc != 0 {
+                        return rc;
+                    }
+                }
+                if name.len() >= hostlen as usize {
+                    return EAI_OVERFLOW;
+                }
+                // SAFETY: host has hostlen > name.len() bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(name.as_ptr(), host as *mut u8, name.len());
+                    *host.add(name.len()) = 0;
+                }
+                0
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_forms_glibc_accepts() {
+        for n in [c"127.0.0.1", c"127.1", c"0x7f.1", c"::1", c"fe80::1%lo", c"::ffff:1.2.3.4"] {
+            assert!(is_numeric(n), "{n:?}");
+        }
+        for n in [c"name.test", c"localhost", c"1.2.3.4.example", c""] {
+            assert!(!is_numeric(n), "{n:?}");
+        }
+    }
+}
