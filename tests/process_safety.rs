@@ -1,0 +1,103 @@
+//! The shim inside a busy process: threads connecting while the process
+//! forks, children that connect through the proxy right after the fork, and
+//! signals interrupting the handshake. Nothing deadlocks, nothing fails,
+//! and every connection still goes through the proxy.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+use std::time::Duration;
+
+/// 8 threads make 20 proxied connections each while the main thread forks
+/// 20 times; each child makes one proxied connection and exits. A fork
+/// that copied a lock held by another thread would hang the child (and the
+/// script's alarm would fire); a broken table would fail the echo.
+#[test]
+fn fork_while_threads_connect() {
+    let server = Server::bundled(&["--quiet"]);
+    let target = TcpTarget::echo();
+    let script = r#"
+import os, signal, socket, sys, threading
+signal.alarm(60)
+host, port = sys.argv[1], int(sys.argv[2])
+def echo(tag):
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(tag)
+        got = b""
+        while len(got) < len(tag):
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            got += chunk
+        return got == tag
+failures = []
+def worker(n):
+    for i in range(20):
+        if not echo(b"thread-%d-%d" % (n, i)):
+            failures.append((n, i))
+threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+for t in threads:
+    t.start()
+children = []
+for i in range(20):
+    pid = os.fork()
+    if pid == 0:
+        ok = echo(b"child-%d" % i)
+        os._exit(0 if ok else 1)
+    children.append(pid)
+for t in threads:
+    t.join()
+bad_children = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
+print("thread failures", len(failures), "child failures", len(bad_children))
+"#;
+    let out = Run::python(&server.url(), script)
+        .args([target.addr.ip().to_string(), target.addr.port().to_string()])
+        .env("SOCKSIFY_LOG", "warn")
+        .timeout(Duration::from_secs(90))
+        .run();
+    out.assert_success();
+    assert!(out.stdout.contains("thread failures 0 child failures 0"), "{out}");
+    target.assert_peers(8 * 20 + 20, BUNDLED_OUT);
+}
+
+/// A 5 ms interval timer keeps interrupting the program while a slow proxy
+/// takes 300 ms to answer: the shim retries EINTR inside the handshake, so
+/// `connect` still succeeds and the bytes arrive.
+#[test]
+fn signals_during_the_handshake() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let proxy = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut flight = [0u8; 13];
+        conn.read_exact(&mut flight).unwrap();
+        thread::sleep(Duration::from_millis(300));
+        conn.write_all(&[5, 0, 5, 0, 0, 1, 127, 0, 0, 9, 0x10, 0x00]).unwrap();
+        let mut ping = [0u8; 4];
+        conn.read_exact(&mut ping).unwrap();
+        conn.write_all(b"pong").unwrap();
+    });
+    let script = r#"
+import signal, socket
+hits = 0
+def on_alarm(sig, frame):
+    global hits
+    hits += 1
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.005, 0.005)
+s = socket.create_connection(("192.0.2.1", 7), timeout=10)
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+s.sendall(b"ping")
+print("reply", s.recv(4).decode(), "signals", hits)
+"#;
+    let out = Run::python(&format!("socks5h://127.0.0.1:{port}"), script).env("SOCKSIFY_TIMEOUT_MS", "5000").run();
+    proxy.join().unwrap();
+    out.assert_success();
+    assert!(out.stdout.starts_with("reply pong signals "), "{out}");
+    let hits: u32 = out.stdout.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(hits >= 1, "the timer must have fired during the 300 ms handshake: {out}");
+}
