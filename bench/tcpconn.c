@@ -1,0 +1,45 @@
+/* Sequential TCP connections: connect + 1-byte echo + close.
+ *
+ *   tcpconn plain|socks5 COUNT TARGET PROXY|- EXPECT_OCTET
+ *       prints "cps=<connections per second> rss_kib=<own peak RSS>"
+ *
+ * plain   connect() to TARGET: direct, or through whatever LD_PRELOAD shim
+ *         the harness loaded (socksify, proxychains4, Dante's socksify).
+ * socks5  speak SOCKS5 to PROXY ourselves, greeting and request pipelined
+ *         in one write: the floor for any shim through the same server.
+ * Each answer byte is the last octet of the address the target saw the
+ * connection come from; anything but EXPECT_OCTET (1 direct, 2 bundled
+ * server, 3 danted) aborts the run: a number is printed only for the path
+ * it claims. */
+#include "common.h"
+
+static void one(int socks, const struct sockaddr_in *target, const struct sockaddr_in *proxy, int expect) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) die("socket");
+    const struct sockaddr_in *to = socks ? proxy : target;
+    if (connect(fd, (const struct sockaddr *)to, sizeof *to)) die("connect");
+    if (socks) socks5_request(fd, 1, target, NULL);
+    char c = 'e';
+    write_all(fd, &c, 1);
+    read_exact(fd, &c, 1);
+    if ((unsigned char)c != expect) {
+        fprintf(stderr, "tcpconn: the target saw the connection from 127.0.0.%u, expected 127.0.0.%d\n", (unsigned char)c, expect);
+        exit(3);
+    }
+    close(fd);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 6) fail("usage: tcpconn plain|socks5 COUNT TARGET PROXY|- EXPECT_OCTET");
+    int socks = !strcmp(argv[1], "socks5");
+    long count = atol(argv[2]);
+    struct sockaddr_in target = parse_addr(argv[3]), proxy = {0};
+    if (socks) proxy = parse_addr(argv[4]);
+    int expect = atoi(argv[5]);
+    for (int i = 0; i < 20; i++) one(socks, &target, &proxy, expect); /* warm-up */
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < count; i++) one(socks, &target, &proxy, expect);
+    double s = (now_ns() - t0) / 1e9;
+    printf("cps=%.1f rss_kib=%ld\n", count / s, peak_rss_kib());
+    return 0;
+}
