@@ -123,10 +123,8 @@ fn connect_first_hop(fd: c_int, family: c_int, config: &'static Config, deadline
             if so_error == 0 {
                 return Ok(*addr);
             }
+            // Linux lets a socket whose connect failed try again.
             last = ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(so_error)));
-            // A failed connect leaves the socket unusable for another
-            // attempt on some kernels; only the first address is tried then.
-            break;
         } else if err == 0 {
             return Ok(*addr);
         } else {
