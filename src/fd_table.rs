@@ -22,6 +22,9 @@ pub mod kind {
     pub const NONE: u8 = 0;
     /// A TCP socket we connected through the proxy.
     pub const PROXIED_TCP: u8 = 1;
+    /// A UDP socket with a SOCKS association or a proxied peer: its
+    /// details are in [`crate::udp`].
+    pub const UDP: u8 = 2;
 }
 
 #[inline(always)]
@@ -56,12 +59,32 @@ pub fn proxied_tcp(fd: i32) -> Option<ProxiedTcp> {
     TCP.lock().as_ref().and_then(|m| m.get(&fd).copied())
 }
 
-/// Forgets everything about `fd` (it was closed, or found reused).
+/// Marks `fd` as a UDP socket of ours (details in [`crate::udp`]).
+pub fn set_udp(fd: i32) -> bool {
+    let Some(slot) = KINDS.get(fd as usize) else { return false };
+    slot.store(kind::UDP, Ordering::Release);
+    true
+}
+
+/// Forgets everything about `fd` (it was closed, or found reused); a UDP
+/// socket's association ends with its last fd.
 pub fn forget(fd: i32) {
     let Some(slot) = KINDS.get(fd as usize) else { return };
-    if slot.swap(kind::NONE, Ordering::AcqRel) == kind::PROXIED_TCP {
-        if let Some(m) = TCP.lock().as_mut() {
-            m.remove(&fd);
+    match slot.swap(kind::NONE, Ordering::AcqRel) {
+        kind::PROXIED_TCP => {
+            if let Some(m) = TCP.lock().as_mut() {
+                m.remove(&fd);
+            }
         }
+        kind::UDP => crate::udp::forget(fd),
+        _ => {}
     }
+}
+
+/// Our fds in `first..=last` (for `close_range`), TCP and UDP.
+pub fn tracked_in(first: u32, last: u32) -> Vec<i32> {
+    let in_range = |fd: &i32| (first..=last).contains(&(*fd as u32));
+    let mut fds: Vec<i32> = TCP.lock().as_ref().map_or_else(Vec::new, |m| m.keys().copied().filter(in_range).collect());
+    fds.extend(crate::udp::tracked_fds().into_iter().filter(in_range));
+    fds
 }

@@ -24,3 +24,4 @@ mod real;
 mod runtime;
 mod socket_addr;
 mod tcp;
+mod udp;

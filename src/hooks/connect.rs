@@ -11,20 +11,27 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // Fast path: only IPv4/IPv6 destinations can be ours.
     let family = unsafe { socket_addr::family(addr, len) };
     if family != Some(AF_INET) && family != Some(AF_INET6) {
+        if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
+            super::udp::disconnect_udp(fd); // dissolving a UDP socket's proxied peer
+        }
         return unsafe { real::connect(fd, addr, len) };
     }
     let Some(_inside) = guard::enter() else { return unsafe { real::connect(fd, addr, len) } };
     ffi::catch(-1, libc::ECONNREFUSED, || unsafe { connect_inet(fd, addr, len) })
 }
 
-/// What a `connect` to an IPv4/IPv6 address turns into.
-unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+/// What a `connect` to an IPv4/IPv6 address turns into (also the first
+/// half of `sendto(MSG_FASTOPEN)`, see hooks/udp.rs).
+pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let Some(dst) = (unsafe { socket_addr::read(addr, len) }) else {
         return unsafe { real::connect(fd, addr, len) }; // too short: let the kernel say EINVAL
     };
     let Some((sock_family, sock_type)) = socket_family_and_type(fd) else {
         return unsafe { real::connect(fd, addr, len) }; // not a socket: the kernel says ENOTSOCK/EBADF
     };
+    if sock_type == libc::SOCK_DGRAM && (sock_family == AF_INET || sock_family == AF_INET6) {
+        return unsafe { super::udp::connect_udp(fd, sock_family, addr, len, dst) };
+    }
     if sock_type != SOCK_STREAM {
         return unsafe { real::connect(fd, addr, len) };
     }
@@ -99,10 +106,26 @@ fn kernel_peer(fd: c_int) -> Option<std::net::SocketAddr> {
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if fd_table::kind(fd) != fd_table::kind::PROXIED_TCP {
+    let kind = fd_table::kind(fd);
+    if kind == fd_table::kind::NONE {
         return unsafe { real::getpeername(fd, addr, len) };
     }
     let Some(_inside) = guard::enter() else { return unsafe { real::getpeername(fd, addr, len) } };
+    if kind == fd_table::kind::UDP {
+        return ffi::catch(-1, libc::EIO, || match super::udp::udp_peer(fd) {
+            Some(peer) => {
+                let family = socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
+                match socket_addr::encode(&peer, family) {
+                    Some(encoded) if !addr.is_null() && !len.is_null() => {
+                        unsafe { socket_addr::copy_out(&encoded, addr, len) };
+                        0
+                    }
+                    _ => fail(libc::EFAULT),
+                }
+            }
+            None => unsafe { real::getpeername(fd, addr, len) },
+        });
+    }
     ffi::catch(-1, libc::EIO, || {
         let Some(details) = fd_table::proxied_tcp(fd).filter(|_| still_proxied(fd)) else {
             fd_table::forget(fd);

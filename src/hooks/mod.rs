@@ -5,3 +5,5 @@
 mod close;
 mod connect;
 mod resolve;
+mod dup;
+mod udp;

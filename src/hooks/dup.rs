@@ -1,0 +1,136 @@
+//! `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)`, `close_range`, `closefrom`:
+//! keeping the fd table right when fds are copied or closed in bulk.
+//!
+//! A copy of one of our fds is ours too (same socket: a proxied TCP
+//! connection keeps its `getpeername`, a UDP socket shares its
+//! association). An fd replaced by `dup2`/`dup3` is forgotten. Bulk
+//! closes forget what they close and leave our own control connections
+//! open (the program never saw them).
+
+use crate::fd_table::{self, kind};
+use crate::{guard, real, udp};
+use libc::{c_int, c_uint, c_ulong};
+
+/// `new` now refers to what `old` refers to.
+fn copied(old: c_int, new: c_int) {
+    let Some(_inside) = guard::enter() else { return };
+    crate::ffi::catch((), 0, || match fd_table::kind(old) {
+        kind::PROXIED_TCP => {
+            if let Some(details) = fd_table::proxied_tcp(old) {
+                fd_table::set_proxied_tcp(new, details);
+            }
+        }
+        kind::UDP => udp::dup(old, new),
+        _ => {}
+    });
+}
+
+#[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let new = unsafe { real::dup(fd) };
+    if new >= 0 && fd_table::kind(fd) != kind::NONE {
+        copied(fd, new);
+    }
+    new
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if fd_table::kind(old) == kind::NONE && fd_table::kind(new) == kind::NONE {
+        return unsafe { real::dup2(old, new) };
+    }
+    let rc = unsafe { real::dup2(old, new) };
+    if rc >= 0 && old != new {
+        fd_table::forget(new);
+        copied(old, new);
+    }
+    rc
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if fd_table::kind(old) == kind::NONE && fd_table::kind(new) == kind::NONE {
+        return unsafe { real::dup3(old, new, flags) };
+    }
+    let rc = unsafe { real::dup3(old, new, flags) };
+    if rc >= 0 {
+        fd_table::forget(new);
+        copied(old, new);
+    }
+    rc
+}
+
+/// `fcntl` is variadic in C; every command's argument (an int, a flag
+/// word or a pointer) travels in one integer register, read here as
+/// `c_ulong` and passed on unchanged.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if fd_table::kind(fd) == kind::NONE || !is_dupfd(cmd) {
+        return unsafe { real::fcntl(fd, cmd, arg) };
+    }
+    let new = unsafe { real::fcntl(fd, cmd, arg) };
+    if new >= 0 {
+        copied(fd, new);
+    }
+    new
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if fd_table::kind(fd) == kind::NONE || !is_dupfd(cmd) {
+        return unsafe { real::fcntl64(fd, cmd, arg) };
+    }
+    let new = unsafe { real::fcntl64(fd, cmd, arg) };
+    if new >= 0 {
+        copied(fd, new);
+    }
+    new
+}
+
+fn is_dupfd(cmd: c_int) -> bool {
+    cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) != 0 || first > last {
+        return unsafe { real::close_range(first, last, flags) }; // closes nothing now
+    }
+    let Some(_inside) = guard::enter() else { return unsafe { real::close_range(first, last, flags) } };
+    crate::ffi::catch(-1, libc::EINVAL, || {
+        for fd in fd_table::tracked_in(first, last) {
+            fd_table::forget(fd);
+        }
+        // Close around our control connections.
+        let mut keep: Vec<c_uint> = udp::control_fds().into_iter().map(|fd| fd as c_uint).filter(|fd| (first..=last).contains(fd)).collect();
+        keep.sort_unstable();
+        let mut from = first;
+        for k in keep {
+            if k > from {
+                let rc = unsafe { real::close_range(from, k - 1, flags) };
+                if rc != 0 {
+                    return rc;
+                }
+            }
+            match k.checked_add(1) {
+                Some(next) => from = next,
+                None => return 0,
+            }
+        }
+        if from <= last {
+            unsafe { real::close_range(from, last, flags) }
+        } else {
+            0
+        }
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    // glibc's closefrom is close_range(first, ~0U, 0) with a fallback;
+    // ours closes around our control fds the same way.
+    let first = first.max(0) as c_uint;
+    if unsafe { close_range(first, c_uint::MAX, 0) } != 0 {
+        unsafe { real::closefrom(first as c_int) };
+    }
+}

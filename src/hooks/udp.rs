@@ -1,0 +1,529 @@
+//! UDP: `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `sendmmsg`,
+//! `recvmmsg`, and `send`/`recv`/`write`/`read`/`writev`/`readv` on our
+//! UDP sockets; `connect` on a UDP socket comes here from
+//! [`super::connect`]. The associations themselves are in [`crate::udp`].
+//!
+//! Fast path: a call on an fd that is not ours (kind `NONE`) and that names
+//! no IPv4/IPv6 destination is one relaxed load, then the real call. A send
+//! that names an IPv4/IPv6 destination is checked even on an fd we have
+//! never seen (a socket made before we were loaded, or by a path we do not
+//! hook): bypass list first, socket type only for proxied destinations.
+//!
+//! Every send to a proxied destination goes through the association or
+//! fails (`SOCKSIFY_UDP=block`: `EPERM`; association failed: the errno of
+//! the failure); it is never sent directly.
+
+use crate::fd_table::{self, kind};
+use crate::ffi::{self, fail};
+use crate::udp::{self, Incoming, View, HEADER_MAX};
+use crate::{guard, real, runtime, socket_addr};
+use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM, SOCK_STREAM};
+use socksify_proto::config::{Config, UdpMode};
+use std::net::SocketAddr;
+
+/// Whether `addr` is an IPv4/IPv6 address (the only ones we may proxy).
+#[inline(always)]
+unsafe fn names_inet(addr: *const sockaddr, len: socklen_t) -> bool {
+    matches!(unsafe { socket_addr::family(addr, len) }, Some(libc::AF_INET) | Some(libc::AF_INET6))
+}
+
+/// A send as the program made it: the bytes, and where (if it said).
+struct Out<'a> {
+    iov: &'a [iovec],
+    dst: *const sockaddr,
+    dst_len: socklen_t,
+    control: *mut c_void,
+    control_len: usize,
+}
+
+/// Where a received datagram's details go.
+struct In<'a> {
+    iov: &'a [iovec],
+    name: *mut sockaddr,
+    name_len: *mut socklen_t,
+    control: *mut c_void,
+    /// In: room for control messages; out: bytes of them.
+    control_len: *mut usize,
+    msg_flags: *mut c_int,
+}
+
+/// The slow path of every send. `real` makes the call as the program did.
+unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+    let Some(_inside) = guard::enter() else { return real() };
+    ffi::catch(-1, libc::ENETUNREACH, || unsafe { send_inner(fd, out, flags, real) })
+}
+
+unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+    let view = match fd_table::kind(fd) == kind::UDP {
+        true => match udp::tracked(fd) {
+            Some(ino) if udp::inode(fd) == Some(ino) => udp::view(fd),
+            _ => {
+                fd_table::forget(fd); // closed behind our back and reused
+                None
+            }
+        },
+        false => None,
+    };
+    let ours = fd_table::kind(fd) == kind::UDP;
+    let dst = match unsafe { socket_addr::read(out.dst, out.dst_len) } {
+        Some(dst) => dst,
+        None if !out.dst.is_null() => return real(), // another family, or too short: the kernel answers
+        None => match ours.then(|| udp::peer(fd)).flatten() {
+            Some(peer) => peer, // connected through us
+            None => return real(),
+        },
+    };
+    let Some(config) = runtime::config() else {
+        // Which sockets we would proxy is unknown: refuse every UDP send.
+        return match udp::socket_family_and_type(fd) {
+            Some((family, SOCK_DGRAM)) if udp::is_inet(family) => {
+                udp::log_once(format!("udp to {dst} refused: the configuration is malformed (see the message above)"));
+                fail(libc::ENETUNREACH)
+            }
+            _ => real(),
+        };
+    };
+    let fake = crate::fake_dns::is_fake(config, dst.ip());
+    if !fake && config.no_proxy.bypasses_addr(&dst) {
+        return real();
+    }
+    let family = match (view, ours) {
+        (Some(v), _) => v.family,
+        (None, true) => match udp::family(fd) {
+            Some(f) => f,
+            None => return real(),
+        },
+        (None, false) => match udp::socket_family_and_type(fd) {
+            Some((family, SOCK_DGRAM)) if udp::is_inet(family) => family,
+            Some((_, SOCK_STREAM)) if flags & libc::MSG_FASTOPEN != 0 && !out.dst.is_null() => {
+                return unsafe { fast_open(fd, out, flags, config, dst, real) };
+            }
+            _ => return real(),
+        },
+    };
+    match config.udp {
+        UdpMode::Direct => return real(),
+        UdpMode::Block => {
+            udp::log_once(format!("udp to {dst} refused: SOCKSIFY_UDP=block"));
+            return fail(libc::EPERM);
+        }
+        UdpMode::Proxy => {}
+    }
+    let view = match udp::ensure(fd, family, config) {
+        Ok(v) => v,
+        Err(e) => {
+            udp::log_once(format!("udp to {dst} via {}: {}", config.chain[0], e.why));
+            return fail(e.errno);
+        }
+    };
+    let Some(header) = udp::header_for(view.ino, config, dst) else {
+        udp::log_once(format!("udp to {dst}: a fake address that no name holds (looked up before, or evicted)"));
+        return fail(libc::EHOSTUNREACH);
+    };
+    unsafe { send_wrapped(fd, &view, &header, out, flags) }
+}
+
+/// Sends one datagram to the relay: our header, then the program's bytes.
+unsafe fn send_wrapped(fd: c_int, view: &View, header: &[u8], out: &Out, flags: c_int) -> ssize_t {
+    let Some(relay) = socket_addr::encode(&view.relay, view.family) else { return fail(libc::ENETUNREACH) };
+    let mut iov: Vec<iovec> = Vec::with_capacity(out.iov.len() + 1);
+    iov.push(iovec { iov_base: header.as_ptr() as *mut c_void, iov_len: header.len() });
+    iov.extend_from_slice(out.iov);
+    // SAFETY: all-zero is a valid msghdr; the fields set point to live data.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &relay.0 as *const _ as *mut c_void;
+    msg.msg_namelen = relay.1;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    msg.msg_control = out.control;
+    msg.msg_controllen = out.control_len as _;
+    let n = unsafe { real::sendmsg(fd, &msg, flags & !libc::MSG_FASTOPEN) };
+    if n < 0 {
+        return n;
+    }
+    (n as usize).saturating_sub(header.len()) as ssize_t
+}
+
+/// `sendto(..., MSG_FASTOPEN)` on a TCP socket to a proxied destination:
+/// our proxied connect, then a plain send.
+unsafe fn fast_open(fd: c_int, out: &Out, flags: c_int, config: &'static Config, dst: SocketAddr, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+    if runtime::is_first_hop(config, &dst) {
+        return real();
+    }
+    if unsafe { super::connect::connect_inet(fd, out.dst, out.dst_len) } != 0 {
+        return -1;
+    }
+    // SAFETY: all-zero is a valid msghdr; iov is the program's.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = out.iov.as_ptr() as *mut iovec;
+    msg.msg_iovlen = out.iov.len() as _;
+    unsafe { real::sendmsg(fd, &msg, flags & !libc::MSG_FASTOPEN) }
+}
+
+/// The slow path of every receive on one of our sockets.
+unsafe fn recv_slow(fd: c_int, inp: &In, flags: c_int, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+    let Some(_inside) = guard::enter() else { return real() };
+    ffi::catch(-1, libc::EIO, || unsafe { recv_inner(fd, inp, flags, real) })
+}
+
+unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+    match udp::tracked(fd) {
+        Some(ino) if udp::inode(fd) == Some(ino) => {}
+        _ => {
+            fd_table::forget(fd); // closed behind our back and reused
+            return real();
+        }
+    }
+    let Some(view) = udp::view(fd) else { return real() };
+    let Some(config) = runtime::config() else { return real() };
+    let cap: usize = inp.iov.iter().map(|v| v.iov_len).sum();
+    let room = cap.min(65536) + HEADER_MAX;
+    let mut buf: Vec<u8> = Vec::with_capacity(room);
+    let control_room = if inp.control_len.is_null() { 0 } else { unsafe { *inp.control_len } };
+    loop {
+        // SAFETY: all-zero storage and msghdr are valid; pointers set below are live.
+        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut iov = iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: room };
+        let mut msg: msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = &mut from as *mut _ as *mut c_void;
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = inp.control;
+        msg.msg_controllen = control_room as _;
+        let n = unsafe { real::recvmsg(fd, &mut msg, flags | MSG_TRUNC) };
+        if n < 0 {
+            return n;
+        }
+        let got = (n as usize).min(room);
+        // SAFETY: the kernel wrote `got` bytes.
+        unsafe { buf.set_len(got) };
+        let src_kernel = unsafe { socket_addr::read(&from as *const _ as *const sockaddr, msg.msg_namelen) };
+        let (src, offset) = match udp::classify(fd, &view, config, src_kernel, &buf) {
+            Incoming::Relayed { src, offset } => (src, offset),
+            Incoming::Direct => (src_kernel.expect("classify checked"), 0),
+            Incoming::Drop(why) => {
+                log::debug!("udp fd {fd}: dropped a datagram from {src_kernel:?}: {why}");
+                if flags & MSG_PEEK != 0 {
+                    // Peeking left it queued: take it off.
+                    unsafe { real::recv(fd, std::ptr::null_mut(), 0, MSG_DONTWAIT) };
+                }
+                buf.clear();
+                continue;
+            }
+        };
+        let full = n as usize - offset;
+        let copied = copy_to_iov(&buf[offset..], inp.iov);
+        if !inp.name.is_null() && !inp.name_len.is_null() {
+            if let Some(encoded) = socket_addr::encode(&src, view.family) {
+                unsafe { socket_addr::copy_out(&encoded, inp.name, inp.name_len) };
+            }
+        }
+        if !inp.control_len.is_null() {
+            unsafe { *inp.control_len = msg.msg_controllen as usize };
+        }
+        if !inp.msg_flags.is_null() {
+            let trunc = if full > cap { MSG_TRUNC } else { 0 };
+            unsafe { *inp.msg_flags = (msg.msg_flags & !MSG_TRUNC) | trunc };
+        }
+        return if flags & MSG_TRUNC != 0 { full as ssize_t } else { copied as ssize_t };
+    }
+}
+
+/// Copies `data` into the buffers of `iov`; returns the bytes copied.
+fn copy_to_iov(mut data: &[u8], iov: &[iovec]) -> usize {
+    let mut copied = 0;
+    for v in iov {
+        if data.is_empty() {
+            break;
+        }
+        let n = data.len().min(v.iov_len);
+        // SAFETY: the program gave us iov_len writable bytes at iov_base.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), v.iov_base as *mut u8, n) };
+        data = &data[n..];
+        copied += n;
+    }
+    copied
+}
+
+fn one_iov(buf: *const c_void, len: size_t) -> iovec {
+    iovec { iov_base: buf as *mut c_void, iov_len: len }
+}
+
+/// The program's iovec array as a slice (empty if null).
+unsafe fn iov_slice<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
+    if iov.is_null() || n == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(iov, n) }
+    }
+}
+
+fn no_in(iov: &[iovec]) -> In<'_> {
+    In {
+        iov,
+        name: std::ptr::null_mut(),
+        name_len: std::ptr::null_mut(),
+        control: std::ptr::null_mut(),
+        control_len: std::ptr::null_mut(),
+        msg_flags: std::ptr::null_mut(),
+    }
+}
+
+fn no_out(iov: &[iovec]) -> Out<'_> {
+    Out { iov, dst: std::ptr::null(), dst_len: 0, control: std::ptr::null_mut(), control_len: 0 }
+}
+
+// ------------------------------------------------------------------ hooks
+
+#[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
+pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
+    let k = fd_table::kind(fd);
+    if !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet(addr, alen) })) {
+        return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
+    }
+    let iov = [one_iov(buf, len)];
+    let out = Out { iov: &iov, dst: addr, dst_len: alen, control: std::ptr::null_mut(), control_len: 0 };
+    unsafe { send_slow(fd, &out, flags, &mut || real::sendto(fd, buf, len, flags, addr, alen)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    let k = fd_table::kind(fd);
+    if msg.is_null() || !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) })) {
+        return unsafe { real::sendmsg(fd, msg, flags) };
+    }
+    let m = unsafe { &*msg };
+    let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
+    let out = Out { iov, dst: m.msg_name as *const sockaddr, dst_len: m.msg_namelen, control: m.msg_control, control_len: m.msg_controllen as usize };
+    unsafe { send_slow(fd, &out, flags, &mut || real::sendmsg(fd, msg, flags)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
+    let k = fd_table::kind(fd);
+    let mine = k == kind::UDP
+        || (k == kind::NONE
+            && !msgs.is_null()
+            && (0..vlen as usize).any(|i| unsafe {
+                let m = &(*msgs.add(i)).msg_hdr;
+                names_inet(m.msg_name as *const sockaddr, m.msg_namelen)
+            }));
+    if !mine {
+        return unsafe { real::sendmmsg(fd, msgs, vlen, flags) };
+    }
+    let mut sent = 0;
+    for i in 0..vlen as usize {
+        let entry = unsafe { &mut *msgs.add(i) };
+        let n = unsafe { sendmsg(fd, &entry.msg_hdr, flags) };
+        if n < 0 {
+            if sent == 0 {
+                return -1;
+            }
+            break;
+        }
+        entry.msg_len = n as c_uint;
+        sent += 1;
+    }
+    sent
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if fd_table::kind(fd) != kind::UDP {
+        return unsafe { real::send(fd, buf, len, flags) };
+    }
+    let iov = [one_iov(buf, len)];
+    unsafe { send_slow(fd, &no_out(&iov), flags, &mut || real::send(fd, buf, len, flags)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    if fd_table::kind(fd) != kind::UDP {
+        return unsafe { real::write(fd, buf, len) };
+    }
+    let iov = [one_iov(buf, len)];
+    unsafe { send_slow(fd, &no_out(&iov), 0, &mut || real::write(fd, buf, len)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    if fd_table::kind(fd) != kind::UDP {
+        return unsafe { real::writev(fd, iov, n) };
+    }
+    let v = unsafe { iov_slice(iov, n.max(0) as usize) };
+    unsafe { send_slow(fd, &no_out(v), 0, &mut || real::writev(fd, iov, n)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
+    if fd_table::kind(fd) != kind::UDP {
+        return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
+    }
+    let iov = [one_iov(buf, len)];
+    let inp = In { name: addr, name_len: alen, ..no_in(&iov) };
+    unsafe { recv_slow(fd, &inp, flags, &mut || real::recvfrom(fd, buf, len, flags, addr, alen)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if fd_table::kind(fd) != kind::UDP {
+        return unsafe { real::recv(fd, buf, len, flags) };
+    }
+    let iov = [one_iov(buf, len)];
+    unsafe { recv_slow(fd, &no_in(&iov), flags, &mut || real::recv(fd, buf, len, flags)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    if fd_table::kind(fd) != kind::UDP {
+        return unsafe { real::read(fd, buf, len) };
+    }
+    let iov = [one_iov(buf, len)];
+    unsafe { recv_slow(fd, &no_in(&iov), 0, &mut || real::read(fd, buf, len)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    if fd_table::kind(fd) != kind::UDP {
+        return unsafe { real::readv(fd, iov, n) };
+    }
+    let v = unsafe { iov_slice(iov, n.max(0) as usize) };
+    unsafe { recv_slow(fd, &no_in(v), 0, &mut || real::readv(fd, iov, n)) }
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if fd_table::kind(fd) != kind::UDP || msg.is_null() {
+        return unsafe { real::recvmsg(fd, msg, flags) };
+    }
+    unsafe { recvmsg_ours(fd, msg, flags) }
+}
+
+unsafe fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    let m = unsafe { &mut *msg };
+    let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
+    let mut control_len = m.msg_controllen as usize;
+    let mut msg_flags = 0;
+    let inp = In {
+        iov,
+        name: m.msg_name as *mut sockaddr,
+        name_len: &mut m.msg_namelen,
+        control: m.msg_control,
+        control_len: &mut control_len,
+        msg_flags: &mut msg_flags,
+    };
+    let n = unsafe { recv_slow(fd, &inp, flags, &mut || real::recvmsg(fd, msg, flags)) };
+    if n >= 0 && fd_table::kind(fd) == kind::UDP {
+        m.msg_controllen = control_len as _;
+        m.msg_flags = msg_flags;
+    }
+    n
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int {
+    if fd_table::kind(fd) != kind::UDP || msgs.is_null() {
+        return unsafe { real::recvmmsg(fd, msgs, vlen, flags, timeout) };
+    }
+    // One datagram at a time: the first as the flags say, the rest only if
+    // already queued (as with MSG_WAITFORONE).
+    let saved = ffi::errno();
+    let mut got = 0;
+    for i in 0..vlen as usize {
+        let entry = unsafe { &mut *msgs.add(i) };
+        let f = (flags & !libc::MSG_WAITFORONE) | if i == 0 { 0 } else { MSG_DONTWAIT };
+        let n = unsafe { recvmsg_ours(fd, &mut entry.msg_hdr, f) };
+        if n < 0 {
+            if got == 0 {
+                return -1;
+            }
+            ffi::set_errno(saved);
+            break;
+        }
+        entry.msg_len = n as c_uint;
+        got += 1;
+    }
+    got
+}
+
+/// `connect` on an IPv4/IPv6 UDP socket (from [`super::connect`]): a
+/// proxied destination opens the association and connects the socket in
+/// the kernel to the relay (so only the relay can reach it); `getpeername`
+/// then reports `dst`.
+pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr, len: socklen_t, dst: SocketAddr) -> c_int {
+    let ours = fd_table::kind(fd) == kind::UDP;
+    let Some(config) = runtime::config() else {
+        udp::log_once(format!("udp connect to {dst} refused: the configuration is malformed (see the message above)"));
+        return fail(libc::ECONNREFUSED);
+    };
+    let fake = crate::fake_dns::is_fake(config, dst.ip());
+    if (!fake && config.no_proxy.bypasses_addr(&dst)) || config.udp == UdpMode::Direct {
+        let rc = unsafe { real::connect(fd, addr, len) };
+        if rc == 0 && ours {
+            udp::set_peer(fd, None);
+        }
+        return rc;
+    }
+    if config.udp == UdpMode::Block {
+        udp::log_once(format!("udp connect to {dst} refused: SOCKSIFY_UDP=block"));
+        return fail(libc::EPERM);
+    }
+    if fake && crate::fake_dns::target_for(config, &dst).is_none() {
+        udp::log_once(format!("udp connect to {dst}: a fake address that no name holds"));
+        return fail(libc::EHOSTUNREACH);
+    }
+    let view = match udp::ensure(fd, family, config) {
+        Ok(v) => v,
+        Err(e) => {
+            udp::log_once(format!("udp connect to {dst} via {}: {}", config.chain[0], e.why));
+            return fail(e.errno);
+        }
+    };
+    if let Err(e) = udp::connect_kernel(fd, family, view.relay) {
+        udp::log_once(format!("udp connect to {dst}: {}", e.why));
+        return fail(e.errno);
+    }
+    udp::set_peer(fd, Some(dst));
+    log::info!("udp fd {fd} connected to {dst} via {} (relay {})", config.chain[0], view.relay);
+    0
+}
+
+/// `connect(AF_UNSPEC)` on one of our UDP sockets: dissolve the peer.
+pub(super) fn disconnect_udp(fd: c_int) {
+    if let Some(_inside) = guard::enter() {
+        ffi::catch((), 0, || udp::set_peer(fd, None));
+    }
+}
+
+/// What `getpeername` reports for one of our UDP sockets, if connected
+/// through us.
+pub(super) fn udp_peer(fd: c_int) -> Option<SocketAddr> {
+    udp::peer(fd)
+}
+
+/// `syscall(2)`, the libc function: libuv (and so `dig`) sends and
+/// receives UDP with `syscall(SYS_sendmmsg, ...)`/`syscall(SYS_recvmmsg,
+/// ...)`. Those numbers, and the other UDP calls and `close`, go to our
+/// hooks; every other number is one comparison, then libc's own.
+/// (Raw `syscall` instructions and io_uring cannot be seen from here.)
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn syscall(n: libc::c_long, a1: libc::c_long, a2: libc::c_long, a3: libc::c_long, a4: libc::c_long, a5: libc::c_long, a6: libc::c_long) -> libc::c_long {
+    use libc::c_long;
+    let fd = a1 as c_int;
+    unsafe {
+        match n {
+            libc::SYS_sendmmsg => sendmmsg(fd, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int) as c_long,
+            libc::SYS_recvmmsg => recvmmsg(fd, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int, a5 as *mut libc::timespec) as c_long,
+            libc::SYS_sendmsg => sendmsg(fd, a2 as *const msghdr, a3 as c_int) as c_long,
+            libc::SYS_recvmsg => recvmsg(fd, a2 as *mut msghdr, a3 as c_int) as c_long,
+            libc::SYS_sendto => sendto(fd, a2 as *const c_void, a3 as size_t, a4 as c_int, a5 as *const sockaddr, a6 as socklen_t) as c_long,
+            libc::SYS_recvfrom => recvfrom(fd, a2 as *mut c_void, a3 as size_t, a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t) as c_long,
+            libc::SYS_close if fd_table::kind(fd) != kind::NONE => {
+                fd_table::forget(fd);
+                real::syscall(n, a1, a2, a3, a4, a5, a6)
+            }
+            _ => real::syscall(n, a1, a2, a3, a4, a5, a6),
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! UDP through SOCKS5 UDP ASSOCIATE: the associations and the datagram
+//! format. The hooks that use this live in [`crate::hooks::udp`].
+//!
+//! One association per *socket* (not per fd: `dup`s share it), opened by
+//! the first datagram to a proxied destination (or a `connect` to one):
+//! the socket is bound first if it is not, a TCP control connection of our
+//! own (`O_CLOEXEC`, never in the fd table, never seen by the program)
+//! sends UDP ASSOCIATE with the socket's bound address, and the reply's
+//! address is the relay (`0.0.0.0`/`::` there means the proxy's own
+//! address). Datagrams then go from the program's own socket to the relay
+//! with the RFC 1928 header; replies are unwrapped and reported with their
+//! real source. Datagrams from anywhere else are dropped, except from
+//! bypassed sources, which the program may talk to directly.
+//!
+//! The association ends when the socket's last fd is closed (the control
+//! connection is closed, so the server tears its side down). If the
+//! control fd is closed behind our back (`close_range`, a raw syscall) or
+//! the server ends the association, the next datagram notices (`poll` on
+//! the control fd) and opens a new one.
+//!
+//! Tables sit behind one [`ForkSafeMutex`], held only for map operations:
+//! every syscall (handshake, send, receive) runs with the lock released,
+//! on values copied out.
+
+use crate::fork_safe::ForkSafeMutex;
+use crate::{fd_table, real, runtime, socket_addr, tcp};
+use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET, AF_INET6};
+use socksify_proto::config::Config;
+use socksify_proto::wire::socks5::Command;
+use socksify_proto::wire::udp::UdpHeader;
+use socksify_proto::wire::{canonical_ip, TargetAddr};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The largest RFC 1928 UDP header (a 255-byte name).
+pub const HEADER_MAX: usize = 3 + 1 + 1 + 255 + 2;
+
+/// An open association.
+#[derive(Debug, Clone, Copy)]
+struct Assoc {
+    /// Our TCP control connection.
+    ctrl: c_int,
+    /// Its inode: tells our socket from a program fd that reused the number.
+    ctrl_ino: u64,
+    /// Where datagrams go, as the kernel will see it (canonical IP).
+    relay: SocketAddr,
+}
+
+/// One UDP socket of the program.
+#[derive(Debug, Default)]
+struct Sock {
+    /// How many of the program's fds refer to it.
+    fds: u32,
+    /// `AF_INET` or `AF_INET6`.
+    family: c_int,
+    assoc: Option<Assoc>,
+    /// The destination of a `connect` through us (as the program gave it).
+    peer: Option<SocketAddr>,
+    /// Names sent as ATYP 3, with the fake address the program used, so a
+    /// reply that names its source is reported from that address.
+    names: Vec<(String, IpAddr)>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Program fd → socket inode.
+    fds: HashMap<c_int, u64>,
+    socks: HashMap<u64, Sock>,
+}
+
+static TABLE: ForkSafeMutex<Option<Table>> = ForkSafeMutex::new(None);
+
+/// What a send or receive needs, copied out of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    pub family: c_int,
+    pub relay: SocketAddr,
+    pub peer: Option<SocketAddr>,
+    ctrl: c_int,
+    ctrl_ino: u64,
+    /// The socket's inode: a mismatch with the fd's means the fd was
+    /// closed behind our back and reused.
+    pub ino: u64,
+}
+
+
+
+/// Why an association could not be used; the errno the call fails with.
+#[derive(Debug)]
+pub struct AssocError {
+    pub errno: i32,
+    pub why: String,
+}
+
+fn err(errno: i32, why: impl Into<String>) -> AssocError {
+    AssocError { errno, why: why.into() }
+}
+
+/// The inode of `fd`, or `None` if it is not open.
+pub fn inode(fd: c_int) -> Option<u64> {
+    // SAFETY: zeroed stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one struct stat.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
+}
+
+/// Closes our control fd, unless the number now belongs to someone else.
+fn close_ctrl(assoc: &Assoc) {
+    if inode(assoc.ctrl) == Some(assoc.ctrl_ino) {
+        // SAFETY: the fd is still our control socket.
+        unsafe { real::close(assoc.ctrl) };
+    }
+}
+
+/// Whether the control connection is still up: `poll` says nothing to
+/// read (the server never sends on it: readable means closed, and an fd
+/// closed behind our back answers `POLLNVAL`).
+fn alive(view: &View) -> bool {
+    let mut pfd = libc::pollfd { fd: view.ctrl, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd, zero timeout.
+    match unsafe { libc::poll(&mut pfd, 1, 0) } {
+        0 => true,
+        n if n < 0 => inode(view.ctrl) == Some(view.ctrl_ino), // EINTR and the like
+        _ => false,
+    }
+}
+
+/// The table entry for `fd`, if it is tracked.
+pub fn view(fd: c_int) -> Option<View> {
+    let table = TABLE.lock();
+    let t = table.as_ref()?;
+    let ino = *t.fds.get(&fd)?;
+    let sock = t.socks.get(&ino)?;
+    let assoc = sock.assoc?;
+    Some(View { family: sock.family, relay: assoc.relay, peer: sock.peer, ctrl: assoc.ctrl, ctrl_ino: assoc.ctrl_ino, ino })
+}
+
+/// The socket inode `fd` is recorded as, if tracked.
+pub fn tracked(fd: c_int) -> Option<u64> {
+    TABLE.lock().as_ref()?.fds.get(&fd).copied()
+}
+
+/// The recorded family of a tracked socket.
+pub fn family(fd: c_int) -> Option<c_int> {
+    let table = TABLE.lock();
+    let t = table.as_ref()?;
+    t.socks.get(t.fds.get(&fd)?).map(|s| s.family)
+}
+
+/// The proxied peer of a connected socket (what `getpeername` reports).
+pub fn peer(fd: c_int) -> Option<SocketAddr> {
+    let table = TABLE.lock();
+    let t = table.as_ref()?;
+    t.socks.get(t.fds.get(&fd)?)?.peer
+}
+
+/// Records (or clears) the proxied peer of a tracked socket.
+pub fn set_peer(fd: c_int, peer: Option<SocketAddr>) {
+    let mut table = TABLE.lock();
+    let Some(t) = table.as_mut() else { return };
+    let Some(ino) = t.fds.get(&fd).copied() else { return };
+    if let Some(sock) = t.socks.get_mut(&ino) {
+        sock.peer = peer;
+    }
+}
+
+/// The fake address the program used for `name`, if it sent to one.
+pub fn fake_for(fd: c_int, name: &str) -> Option<IpAddr> {
+    let table = TABLE.lock();
+    let t = table.as_ref()?;
+    let sock = t.socks.get(t.fds.get(&fd)?)?;
+    sock.names.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, ip)| *ip)
+}
+
+fn remember_name(ino: u64, name: &str, ip: IpAddr) {
+    const MAX_NAMES: usize = 64;
+    let mut table = TABLE.lock();
+    let Some(sock) = table.as_mut().and_then(|t| t.socks.get_mut(&ino)) else { return };
+    if sock.names.iter().any(|(n, i)| n == name && *i == ip) {
+        return;
+    }
+    if sock.names.len() >= MAX_NAMES {
+        sock.names.remove(0);
+    }
+    sock.names.push((name.to_owned(), ip));
+}
+
+/// `fd` was closed: the socket's association ends with its last fd.
+/// Called by [`fd_table::forget`] after it cleared the kind.
+pub fn forget(fd: c_int) {
+    let ended = {
+        let mut table = TABLE.lock();
+        let Some(t) = table.as_mut() else { return };
+        let Some(ino) = t.fds.remove(&fd) else { return };
+        let last = t.socks.get_mut(&ino).map(|s| {
+            s.fds = s.fds.saturating_sub(1);
+            s.fds == 0
+        });
+        if last == Some(true) {
+            t.socks.remove(&ino).and_then(|s| s.assoc)
+        } else {
+            None
+        }
+    };
+    // The syscalls run after the lock is released.
+    if let Some(assoc) = ended {
+        log::info!("udp association via relay {} closed with its socket", assoc.relay);
+        close_ctrl(&assoc);
+    }
+}
+
+/// `new` is a duplicate of `old` (`dup`, `dup2`, `fcntl(F_DUPFD)`).
+pub fn dup(old: c_int, new: c_int) {
+    let mut table = TABLE.lock();
+    let Some(t) = table.as_mut() else { return };
+    let Some(ino) = t.fds.get(&old).copied() else { return };
+    if !fd_table::set_udp(new) {
+        return;
+    }
+    if t.fds.insert(new, ino) != Some(ino) {
+        if let Some(s) = t.socks.get_mut(&ino) {
+            s.fds += 1;
+        }
+    }
+}
+
+/// The program's fds we track as UDP sockets.
+pub fn tracked_fds() -> Vec<c_int> {
+    TABLE.lock().as_ref().map_or_else(Vec::new, |t| t.fds.keys().copied().collect())
+}
+
+/// Our control fds (so `close_range` can leave them open).
+pub fn control_fds() -> Vec<c_int> {
+    TABLE.lock().as_ref().map_or_else(Vec::new, |t| t.socks.values().filter_map(|s| s.assoc.map(|a| a.ctrl)).collect())
+}
+
+/// The socket's local address, binding it to the wildcard address of its
+/// family (port 0) first if it is unbound: the association names it.
+fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
+    let local = |fd| -> Option<SocketAddr> {
+        // SAFETY: storage is large enough for any address.
+        let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+        let rc = unsafe { libc::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) };
+        if rc != 0 {
+            return None;
+        }
+        unsafe { socket_addr::read(&st as *const _ as *const sockaddr, len) }
+    };
+    let addr = local(fd).ok_or_else(|| err(libc::EBADF, "reading the socket's address"))?;
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let any = if family == AF_INET6 { SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0) } else { SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0) };
+    let raw = socket_addr::encode(&any, family).ok_or_else(|| err(libc::EAFNOSUPPORT, "binding the socket"))?;
+    // SAFETY: raw is a valid sockaddr of the socket's family.
+    if unsafe { libc::bind(fd, &raw.0 as *const _ as *const sockaddr, raw.1) } != 0 {
+        let e = crate::ffi::errno();
+        // EINVAL: bound meanwhile by another thread; read it again.
+        if e != libc::EINVAL {
+            return Err(err(e, format!("binding the socket: {}", std::io::Error::from_raw_os_error(e))));
+        }
+    }
+    local(fd).filter(|a| a.port() != 0).ok_or_else(|| err(libc::EADDRNOTAVAIL, "binding the socket"))
+}
+
+/// Opens an association for a UDP socket bound at `local`.
+fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Assoc, AssocError> {
+    if config.chain.len() != 1 {
+        return Err(err(libc::ENETUNREACH, "UDP cannot go through a chain of proxies (UDP ASSOCIATE needs the relay reachable from here)"));
+    }
+    let hop = &config.chain[0];
+    if !hop.scheme.supports_udp() {
+        return Err(err(libc::ENETUNREACH, format!("{hop} cannot carry UDP (SOCKS4 has no UDP ASSOCIATE)")));
+    }
+    // SAFETY: plain socket(2); the fd is ours, close-on-exec.
+    let ctrl = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if ctrl < 0 {
+        let e = crate::ffi::errno();
+        return Err(err(e, format!("creating the control socket: {}", std::io::Error::from_raw_os_error(e))));
+    }
+    let close = || unsafe { real::close(ctrl) };
+    // The address our datagrams will come from: the bound one, or (bound
+    // to the wildcard) "any address, this port" in the proxy's family.
+    let proxy_v4 = runtime::proxy_addrs(config, 0).first().is_none_or(|a| canonical_ip(a.ip()).is_ipv4());
+    let ip = canonical_ip(local.ip());
+    let ip = match ip.is_unspecified() {
+        true if proxy_v4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        true => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        false => ip,
+    };
+    let request = TargetAddr::Ip(SocketAddr::new(ip, local.port()));
+    let (proxy, bound) = match tcp::connect_via_proxy(ctrl, family, config, Command::UdpAssociate, &request) {
+        Ok(x) => x,
+        Err(e) => {
+            close();
+            return Err(err(e.errno(), format!("UDP ASSOCIATE via {hop}: {e}")));
+        }
+    };
+    let relay = match bound {
+        TargetAddr::Ip(sa) if sa.ip().is_unspecified() => SocketAddr::new(canonical_ip(proxy.ip()), sa.port()),
+        TargetAddr::Ip(sa) => SocketAddr::new(canonical_ip(sa.ip()), sa.port()),
+        TargetAddr::Domain(name, port) => {
+            close();
+            return Err(err(libc::ECONNREFUSED, format!("UDP ASSOCIATE via {hop}: relay given as a name ({name}:{port})")));
+        }
+    };
+    let Some(ctrl_ino) = inode(ctrl) else {
+        close();
+        return Err(err(libc::EBADF, "control socket vanished"));
+    };
+    log::info!("udp association for {local} via {hop}: relay {relay}");
+    Ok(Assoc { ctrl, ctrl_ino, relay })
+}
+
+/// The live association of UDP socket `fd` (of `family`), opening one
+/// (or a new one, if the old one died) as needed. Also tracks `fd`.
+pub fn ensure(fd: c_int, family: c_int, config: &'static Config) -> Result<View, AssocError> {
+    if let Some(v) = view(fd) {
+        if alive(&v) {
+            return Ok(v);
+        }
+        // Died: forget it (closing our fd if it is still ours), open anew.
+        let dead = {
+            let mut table = TABLE.lock();
+            table.as_mut().and_then(|t| t.socks.get_mut(&v.ino)).and_then(|s| {
+                let same = s.assoc.is_some_and(|a| a.ctrl == v.ctrl && a.ctrl_ino == v.ctrl_ino);
+                if same { s.assoc.take() } else { None }
+            })
+        };
+        if let Some(a) = dead {
+            log::info!("udp association via relay {} ended (control connection closed); opening a new one", a.relay);
+            close_ctrl(&a);
+        }
+    }
+    if fd as usize >= fd_table::SLOTS {
+        return Err(err(libc::EMFILE, "fd number beyond the shim's table"));
+    }
+    let ino = inode(fd).ok_or_else(|| err(libc::EBADF, "the socket is not open"))?;
+    let local = bound_addr(fd, family)?;
+    let fresh = open(family, local, config)?;
+    // Install it, unless another thread was faster.
+    let (chosen, loser, peer) = {
+        let mut table = TABLE.lock();
+        let t = table.get_or_insert_with(Table::default);
+        if let Some(old) = t.fds.get(&fd).copied().filter(|&old| old != ino) {
+            // The fd number was reused behind our back: drop the stale entry.
+            t.fds.remove(&fd);
+            if let Some(s) = t.socks.get_mut(&old) {
+                s.fds = s.fds.saturating_sub(1);
+            }
+        }
+        if t.fds.insert(fd, ino).is_none() {
+            t.socks.entry(ino).or_default().fds += 1;
+        }
+        let sock = t.socks.entry(ino).or_default();
+        sock.family = family;
+        match sock.assoc {
+            Some(theirs) => (theirs, Some(fresh), sock.peer),
+            None => {
+                sock.assoc = Some(fresh);
+                (fresh, None, sock.peer)
+            }
+        }
+    };
+    fd_table::set_udp(fd);
+    if let Some(extra) = loser {
+        close_ctrl(&extra);
+    }
+    if peer.is_some() {
+        // A connected socket follows its relay.
+        connect_kernel(fd, family, chosen.relay)?;
+    }
+    Ok(View { family, relay: chosen.relay, peer, ctrl: chosen.ctrl, ctrl_ino: chosen.ctrl_ino, ino })
+}
+
+/// Connects the socket in the kernel to `addr` (the relay, for a socket
+/// connected to a proxied destination: only the relay can then reach it).
+pub fn connect_kernel(fd: c_int, family: c_int, addr: SocketAddr) -> Result<(), AssocError> {
+    let raw = socket_addr::encode(&addr, family).ok_or_else(|| err(libc::ENETUNREACH, format!("relay {addr} not reachable from this socket's family")))?;
+    // SAFETY: raw is a valid sockaddr for the socket's family.
+    if unsafe { real::connect(fd, &raw.0 as *const _ as *const sockaddr, raw.1) } != 0 {
+        let e = crate::ffi::errno();
+        return Err(err(e, format!("connecting to the relay {addr}")));
+    }
+    Ok(())
+}
+
+/// The header for a datagram to `dst`: a fake address from remote DNS
+/// travels as the name it stands for. `None` for a fake address that no
+/// name holds (the send fails with `EHOSTUNREACH`, it goes nowhere).
+pub fn header_for(ino: u64, config: &'static Config, dst: SocketAddr) -> Option<Vec<u8>> {
+    let target = crate::fake_dns::target_for(config, &dst)?;
+    if let TargetAddr::Domain(name, _) = &target {
+        remember_name(ino, name, dst.ip());
+    }
+    let header = UdpHeader::new(target);
+    let mut out = Vec::with_capacity(header.encoded_len());
+    header.emit(&mut out);
+    Some(out)
+}
+
+/// The name a fake address (remote DNS) stands for.
+fn fake_name(ip: IpAddr) -> Option<String> {
+    crate::fake_dns::name_for(ip)
+}
+
+/// What a datagram received on one of our sockets is.
+pub enum Incoming {
+    /// From the relay: the payload starts at `offset`, sent by `src`.
+    Relayed { src: SocketAddr, offset: usize },
+    /// From a bypassed source, delivered as it is.
+    Direct,
+    /// Dropped (not from the relay, malformed, fragment, not the peer).
+    Drop(&'static str),
+}
+
+/// Classifies a datagram of `len` bytes (`data` holds the start of it)
+/// that came from `from` on socket `fd`.
+pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<SocketAddr>, data: &[u8]) -> Incoming {
+    let Some(from) = from else { return Incoming::Drop("no source address") };
+    let from = SocketAddr::new(canonical_ip(from.ip()), from.port());
+    if from != view.relay {
+        if view.peer.is_none() && config.no_proxy.bypasses_addr(&from) {
+            return Incoming::Direct;
+        }
+        return Incoming::Drop("not from the relay");
+    }
+    let (header, offset) = match UdpHeader::parse(data) {
+        Ok(x) => x,
+        Err(_) => return Incoming::Drop("malformed header"),
+    };
+    if header.frag != 0 {
+        return Incoming::Drop("fragment");
+    }
+    let src = match header.dst {
+        TargetAddr::Ip(sa) => sa,
+        TargetAddr::Domain(name, port) => match fake_for(fd, &name).or_else(|| view.peer.map(|p| p.ip())) {
+            Some(ip) => SocketAddr::new(ip, port),
+            None => return Incoming::Drop("source given as an unknown name"),
+        },
+    };
+    if let Some(peer) = view.peer {
+        // A connected socket hears only its peer (the kernel's rule). A
+        // fake peer stands for a name: the proxy may report the address
+        // it resolved, so only the port can be checked then.
+        let fake = fake_name(peer.ip()).is_some();
+        let same = canonical_ip(src.ip()) == canonical_ip(peer.ip()) && src.port() == peer.port();
+        if !same && !(fake && src.port() == peer.port()) {
+            return Incoming::Drop("not from the connected peer");
+        }
+        return Incoming::Relayed { src: peer, offset };
+    }
+    Incoming::Relayed { src, offset }
+}
+
+/// Logs `msg` at warn the first time, at debug afterwards: a program that
+/// retries a refused send must not flood its stderr.
+pub fn log_once(msg: String) {
+    static SEEN: ForkSafeMutex<Option<HashSet<String>>> = ForkSafeMutex::new(None);
+    let first = SEEN.lock().get_or_insert_with(HashSet::new).insert(msg.clone());
+    if first {
+        log::warn!("{msg}");
+    } else {
+        log::debug!("{msg}");
+    }
+}
+
+/// The socket's domain and type, or `None` if `fd` is not a socket.
+pub fn socket_family_and_type(fd: c_int) -> Option<(c_int, c_int)> {
+    let read = |opt| {
+        let mut value: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: these options read one int.
+        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, &mut value as *mut _ as *mut c_void, &mut len) };
+        (rc == 0).then_some(value)
+    };
+    Some((read(libc::SO_DOMAIN)?, read(libc::SO_TYPE)?))
+}
+
+/// Whether `family` is one we proxy.
+pub fn is_inet(family: c_int) -> bool {
+    family == AF_INET || family == AF_INET6
+}
