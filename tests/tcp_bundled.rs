@@ -129,3 +129,19 @@ fn chain_of_two_proxies() {
     assert!(line.contains("client=127.0.0.2:"), "the second hop must be reached through the first: {line}");
     first.wait_connect_line(second.addr());
 }
+
+#[test]
+fn proxy_given_by_host_name() {
+    // `localhost` is resolved with libc's own resolver (never faked): it
+    // names ::1 first, where nothing listens, then 127.0.0.1; the shim tries
+    // each address until the proxy answers.
+    let server = Server::bundled(&[]);
+    let target = TcpTarget::echo();
+    let tok = token("proxy-by-name");
+    let url = format!("socks5h://localhost:{}", server.addr().port());
+    let out = tcp_cases::run_echo(&url, tcp_cases::ECHO_BLOCKING, &target, &tok, 5000);
+    out.assert_success();
+    assert!(out.stdout.contains("echo intact"), "{out}");
+    server.wait_connect_line(target.addr);
+    target.assert_peers(1, BUNDLED_OUT);
+}
