@@ -19,9 +19,12 @@ pub const DEFAULT_PROXY: &str = "socks5h://127.0.0.1:1080";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// RFC 2544's benchmarking range: routable nowhere, not multicast, and not
 /// rejected by `dig` or `nmap` as proxychains' 224/8 is.
-pub const DEFAULT_FAKE_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 15);
+pub const DEFAULT_FAKE_V4: Cidr<Ipv4Addr> = (Ipv4Addr::new(198, 18, 0, 0), 15);
 /// A unique-local /64 of our own.
-pub const DEFAULT_FAKE_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd50, 0xc5f1, 0xf1ed, 0, 0, 0, 0, 0), 64);
+pub const DEFAULT_FAKE_V6: Cidr<Ipv6Addr> = (Ipv6Addr::new(0xfd50, 0xc5f1, 0xf1ed, 0, 0, 0, 0, 0), 64);
+
+/// A network as address and prefix length, e.g. `(198.18.0.0, 15)`.
+pub type Cidr<A> = (A, u8);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpMode {
@@ -44,8 +47,8 @@ pub struct Config {
     pub no_proxy: BypassList,
     pub udp: UdpMode,
     pub dns: DnsMode,
-    pub fake_v4: (Ipv4Addr, u8),
-    pub fake_v6: (Ipv6Addr, u8),
+    pub fake_v4: Cidr<Ipv4Addr>,
+    pub fake_v6: Cidr<Ipv6Addr>,
     /// Bound on reaching the proxy and on each handshake.
     pub timeout: Duration,
 }
@@ -108,7 +111,7 @@ impl Config {
 }
 
 /// `198.18.0.0/15,fd50::/64`: one IPv4 and one IPv6 pool, in either order.
-fn parse_fake_net(text: &str) -> Result<((Ipv4Addr, u8), (Ipv6Addr, u8)), String> {
+fn parse_fake_net(text: &str) -> Result<(Cidr<Ipv4Addr>, Cidr<Ipv6Addr>), String> {
     let (mut v4, mut v6) = (None, None);
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (addr, prefix) = item.split_once('/').ok_or_else(|| format!("{item:?} is not a CIDR"))?;
