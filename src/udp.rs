@@ -56,9 +56,12 @@ struct Sock {
     assoc: Option<Assoc>,
     /// The destination of a `connect` through us (as the program gave it).
     peer: Option<SocketAddr>,
-    /// Names sent as ATYP 3, with the fake address the program used, so a
-    /// reply that names its source is reported from that address.
-    names: Vec<(String, IpAddr)>,
+    /// Recent destinations, most recent last, with the name a fake one
+    /// stands for. A reply is reported from the address the program sent
+    /// to: a name's reply (which the proxy reports from the address it
+    /// resolved, or as the name) from its fake address, as the program
+    /// (musl's resolver, for one) expects.
+    recent: Vec<(SocketAddr, Option<String>)>,
 }
 
 #[derive(Default)]
@@ -164,25 +167,40 @@ pub fn set_peer(fd: c_int, peer: Option<SocketAddr>) {
     }
 }
 
-/// The fake address the program used for `name`, if it sent to one.
-pub fn fake_for(fd: c_int, name: &str) -> Option<IpAddr> {
+/// Where the program believes a relayed datagram from `src` (as the
+/// proxy reported it) came from: `src` itself if the program sent there,
+/// else the fake address of a name it sent to on that port.
+fn reported_source(fd: c_int, src: &TargetAddr) -> Option<SocketAddr> {
     let table = TABLE.lock();
-    let t = table.as_ref()?;
-    let sock = t.socks.get(t.fds.get(&fd)?)?;
-    sock.names.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, ip)| *ip)
+    let recent = table.as_ref().and_then(|t| t.socks.get(t.fds.get(&fd)?)).map_or(&[][..], |s| &s.recent[..]);
+    match src {
+        TargetAddr::Domain(name, port) => recent
+            .iter()
+            .rev()
+            .find(|(a, n)| a.port() == *port && n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .map(|(a, _)| *a),
+        TargetAddr::Ip(sa) => {
+            let sa = SocketAddr::new(canonical_ip(sa.ip()), sa.port());
+            let sent_there = recent.iter().any(|(a, n)| n.is_none() && canonical_ip(a.ip()) == sa.ip() && a.port() == sa.port());
+            let named = || recent.iter().rev().find(|(a, n)| n.is_some() && a.port() == sa.port()).map(|(a, _)| *a);
+            Some(if sent_there { sa } else { named().unwrap_or(sa) })
+        }
+    }
 }
 
-fn remember_name(ino: u64, name: &str, ip: IpAddr) {
-    const MAX_NAMES: usize = 64;
+/// Records a destination the program sent to (cheap when it repeats).
+fn note_destination(ino: u64, dst: SocketAddr, name: Option<&str>) {
+    const MAX_RECENT: usize = 64;
     let mut table = TABLE.lock();
     let Some(sock) = table.as_mut().and_then(|t| t.socks.get_mut(&ino)) else { return };
-    if sock.names.iter().any(|(n, i)| n == name && *i == ip) {
+    if sock.recent.last().is_some_and(|(a, n)| *a == dst && n.as_deref() == name) {
         return;
     }
-    if sock.names.len() >= MAX_NAMES {
-        sock.names.remove(0);
+    sock.recent.retain(|(a, n)| !(*a == dst && n.as_deref() == name));
+    if sock.recent.len() >= MAX_RECENT {
+        sock.recent.remove(0);
     }
-    sock.names.push((name.to_owned(), ip));
+    sock.recent.push((dst, name.map(str::to_owned)));
 }
 
 /// `fd` was closed: the socket's association ends with its last fd.
@@ -391,8 +409,9 @@ pub fn connect_kernel(fd: c_int, family: c_int, addr: SocketAddr) -> Result<(), 
 /// name holds (the send fails with `EHOSTUNREACH`, it goes nowhere).
 pub fn header_for(ino: u64, config: &'static Config, dst: SocketAddr) -> Option<Vec<u8>> {
     let target = crate::fake_dns::target_for(config, &dst)?;
-    if let TargetAddr::Domain(name, _) = &target {
-        remember_name(ino, name, dst.ip());
+    match &target {
+        TargetAddr::Domain(name, _) => note_destination(ino, dst, Some(name)),
+        TargetAddr::Ip(_) => note_destination(ino, dst, None),
     }
     let header = UdpHeader::new(target);
     let mut out = Vec::with_capacity(header.encoded_len());
@@ -433,13 +452,7 @@ pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<So
     if header.frag != 0 {
         return Incoming::Drop("fragment");
     }
-    let src = match header.dst {
-        TargetAddr::Ip(sa) => sa,
-        TargetAddr::Domain(name, port) => match fake_for(fd, &name).or_else(|| view.peer.map(|p| p.ip())) {
-            Some(ip) => SocketAddr::new(ip, port),
-            None => return Incoming::Drop("source given as an unknown name"),
-        },
-    };
+    let Some(src) = reported_source(fd, &header.dst) else { return Incoming::Drop("source given as an unknown name") };
     if let Some(peer) = view.peer {
         // A connected socket hears only its peer (the kernel's rule). A
         // fake peer stands for a name: the proxy may report the address

@@ -63,3 +63,15 @@ fn udp_block_refuses_with_eperm() {
 fn proxy_down_fails_the_send_never_direct() {
     udp_cases::proxy_down_never_direct();
 }
+
+#[test]
+fn control_connection_closed_behind_our_back() {
+    udp_cases::control_closed_behind_our_back(&Server::bundled(&[]));
+}
+
+#[test]
+fn fake_address_from_remote_dns_sends_the_name() {
+    let target = udp_cases::UdpTarget::echo(DIRECT);
+    let server = Server::bundled(&["--map", "udp-echo.socksify.test=127.0.0.1"]);
+    udp_cases::fake_address_sends_the_name(&server, "udp-echo.socksify.test", &target);
+}

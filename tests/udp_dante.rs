@@ -58,3 +58,8 @@ fn datagram_not_from_the_relay_is_dropped() {
 fn udp_block_refuses_with_eperm() {
     udp_cases::blocked(&Dante::start());
 }
+
+#[test]
+fn control_connection_closed_behind_our_back() {
+    udp_cases::control_closed_behind_our_back(&Dante::start());
+}

@@ -130,6 +130,13 @@ pub trait UdpLog: Proxy {
     fn wait_association_end(&self, dst: SocketAddr, datagrams: usize) -> String;
     /// Every UDP-association line so far.
     fn association_lines(&self) -> Vec<String>;
+    /// How many associations have ended so far.
+    fn ended_associations(&self) -> usize;
+    /// Waits until `n` associations have ended; panics otherwise.
+    fn wait_ended_associations(&self, n: usize) {
+        let seen = wait_until(WAIT, || (self.ended_associations() >= n).then_some(()));
+        assert!(seen.is_some(), "{} logged {} ended associations, expected {n}: {:?}", self.name(), self.ended_associations(), self.association_lines());
+    }
 }
 
 impl UdpLog for Server {
@@ -143,6 +150,10 @@ impl UdpLog for Server {
     fn association_lines(&self) -> Vec<String> {
         self.log.text().lines().filter(|l| l.contains("cmd=udp-associate")).map(str::to_owned).collect()
     }
+    fn ended_associations(&self) -> usize {
+        // The server writes an association's line when it ends.
+        self.association_lines().len()
+    }
 }
 
 impl UdpLog for Dante {
@@ -154,6 +165,9 @@ impl UdpLog for Dante {
     }
     fn association_lines(&self) -> Vec<String> {
         self.log().lines().filter(|l| l.contains("udpassociate")).map(str::to_owned).collect()
+    }
+    fn ended_associations(&self) -> usize {
+        self.log().lines().filter(|l| l.contains("udp/udpassociate ]:")).count()
     }
 }
 
@@ -248,9 +262,11 @@ s.sendto(b"abcdefghij" * 10, (host, port))
 data, anc, flags, addr = s.recvmsg(10)
 print("trunc", data.decode(), bool(flags & socket.MSG_TRUNC))
 s.sendto(b"x" * 50, (host, port))
-import ctypes
+import ctypes, select
 libc = ctypes.CDLL(None, use_errno=True)
 buf = ctypes.create_string_buffer(8)
+# settimeout made the fd non-blocking: wait for readiness (poll) first.
+select.select([s], [], [], 15)
 full = libc.recv(s.fileno(), buf, 8, socket.MSG_TRUNC)
 print("full", full)
 s.setblocking(False)
@@ -444,4 +460,73 @@ pub fn proxy_down_never_direct() {
     out.assert_success();
     assert_eq!(out.stdout, "sendto ECONNREFUSED\nconnect ECONNREFUSED\n", "{out}");
     target.assert_peers(0, DIRECT);
+}
+
+/// The hidden control connection closed behind the shim's back (`close`
+/// on a number the program never got, as a careless cleanup does): the
+/// next datagram opens a new association. `close_range` over it leaves it
+/// open (the same association carries on).
+pub const CONTROL_CLOSED: &str = r#"
+import os, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(15)
+def hidden():
+    out = []
+    for f in os.listdir("/proc/self/fd"):
+        try:
+            if int(f) != s.fileno() and os.readlink("/proc/self/fd/" + f).startswith("socket:"):
+                out.append(int(f))
+        except OSError:
+            pass
+    return out
+s.sendto(b"one", (host, port))
+print(s.recvfrom(100)[0].decode())
+ctrl = hidden()
+print("hidden", len(ctrl))
+os.close(ctrl[0])
+s.sendto(b"two", (host, port))
+print(s.recvfrom(100)[0].decode())
+ctrl = hidden()
+print("hidden", len(ctrl))
+os.closerange(s.fileno() + 1, ctrl[0] + 10)
+print("hidden after close_range", hidden() == ctrl)
+s.sendto(b"three", (host, port))
+print(s.recvfrom(100)[0].decode())
+"#;
+
+pub fn control_closed_behind_our_back(proxy: &dyn UdpLog) {
+    let target = UdpTarget::echo(DIRECT);
+    let out = python(proxy, CONTROL_CLOSED, &target, &[]);
+    out.assert_success();
+    assert_eq!(out.stdout, "one\nhidden 1\ntwo\nhidden 1\nhidden after close_range True\nthree\n", "{out}");
+    target.assert_peers(3, proxy.out_ip(DIRECT));
+    // The first association ended when its control connection was closed,
+    // the second carried "two" and "three" and ended with the process.
+    proxy.wait_ended_associations(2);
+    assert_eq!(proxy.ended_associations(), 2, "{:?}", proxy.association_lines());
+}
+
+/// A name resolved by the proxy (remote DNS): `getaddrinfo` gives a fake
+/// address, the datagram carries the name (ATYP 3; the bundled server maps
+/// it with `--map`: had the fake address gone out, nothing would arrive),
+/// and the reply is reported from the fake address the program used.
+pub const FAKE: &str = r#"
+import socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+addr = socket.getaddrinfo(name, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+print("fake", addr[0].startswith("198.18.") or addr[0].startswith("198.19."))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(15)
+s.sendto(b"by-name", addr)
+data, src = s.recvfrom(100)
+print(data.decode(), src == addr)
+"#;
+
+pub fn fake_address_sends_the_name(proxy: &Server, name: &str, target: &UdpTarget) {
+    let out = Run::python(&proxy.url(), FAKE).arg(name).arg(target.addr.port().to_string()).timeout(Duration::from_secs(40)).run();
+    out.assert_success();
+    assert_eq!(out.stdout, "fake True\nby-name True\n", "{out}");
+    target.assert_peers(1, proxy.out_ip(DIRECT));
+    proxy.wait_association_end(target.addr, 1);
 }
