@@ -106,6 +106,23 @@ static inline void socks5_request(int fd, uint8_t cmd, const struct sockaddr_in 
     }
 }
 
+/* A system call no LD_PRELOAD hook can see: libc's syscall() is itself a
+ * symbol a shim may interpose (socksify does, to catch raw-syscall users). */
+static inline long raw_syscall6(long n, long a, long b, long c, long d, long e, long f) {
+#if defined(__x86_64__)
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
+    if (ret < 0 && ret > -4096) { errno = (int)-ret; return -1; }
+    return ret;
+#else
+    return syscall(n, a, b, c, d, e, f);
+#endif
+}
+#define RAW(n, a, b, c, d, e, f) raw_syscall6((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+
 static inline long peak_rss_kib(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

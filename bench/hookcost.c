@@ -9,8 +9,9 @@
  *                 the default SOCKSIFY_NO_PROXY); the receiver is drained
  *                 with raw syscalls, which no LD_PRELOAD hook sees
  *       read      read(1 byte) from a pipe kept full with raw write syscalls
- * Only the call named is made through libc; helpers use syscall(2) so that
- * with a shim loaded only the hook under test is on the measured path. */
+ * Only the call named is made through libc; helpers use inline `syscall`
+ * instructions (RAW in common.h, not libc's syscall(), which a shim may
+ * hook) so that with a shim loaded only the hook under test is measured. */
 #include "common.h"
 #include <fcntl.h>
 
@@ -20,18 +21,18 @@
  * creation (Dante's library crashes on the accept otherwise), so it is an
  * fd no shim owns by construction. */
 static int tcp_pair(int *b) {
-    int l = (int)syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
+    int l = (int)RAW(SYS_socket, AF_INET, SOCK_STREAM, 0, 0, 0, 0);
     struct sockaddr_in a = parse_addr("127.0.0.1:0");
     socklen_t len = sizeof a;
-    if (syscall(SYS_bind, l, &a, sizeof a) || syscall(SYS_listen, l, 1)) die("listen");
-    syscall(SYS_getsockname, l, &a, &len);
-    int c = (int)syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
-    if (syscall(SYS_connect, c, &a, sizeof a)) die("connect");
-    *b = (int)syscall(SYS_accept, l, NULL, NULL);
+    if (RAW(SYS_bind, l, &a, sizeof a, 0, 0, 0) || RAW(SYS_listen, l, 1, 0, 0, 0, 0)) die("listen");
+    RAW(SYS_getsockname, l, &a, &len, 0, 0, 0);
+    int c = (int)RAW(SYS_socket, AF_INET, SOCK_STREAM, 0, 0, 0, 0);
+    if (RAW(SYS_connect, c, &a, sizeof a, 0, 0, 0)) die("connect");
+    *b = (int)RAW(SYS_accept, l, 0, 0, 0, 0, 0);
     if (*b < 0) die("accept");
     int one = 1;
-    syscall(SYS_setsockopt, c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    syscall(SYS_close, l);
+    RAW(SYS_setsockopt, c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one, 0);
+    RAW(SYS_close, l, 0, 0, 0, 0, 0);
     return c;
 }
 
@@ -84,10 +85,10 @@ int main(int argc, char **argv) {
             case 3:
                 if (sendto(fd, &byte, 1, 0, (struct sockaddr *)&dst, sizeof dst) != 1) die("sendto");
                 if ((i & 31) == 31)
-                    while (syscall(SYS_recvfrom, peer, sink, sizeof sink, MSG_DONTWAIT, NULL, NULL) > 0) {}
+                    while (RAW(SYS_recvfrom, peer, sink, sizeof sink, MSG_DONTWAIT, 0, 0) > 0) {}
                 break;
             case 4:
-                if ((i & 4095) == 0 && syscall(SYS_write, peer, sink, sizeof sink) != (long)sizeof sink) die("fill pipe");
+                if ((i & 4095) == 0 && RAW(SYS_write, peer, sink, sizeof sink, 0, 0, 0) != (long)sizeof sink) die("fill pipe");
                 if (read(fd, &byte, 1) != 1) die("read");
                 break;
             }
