@@ -25,6 +25,9 @@ pub mod kind {
     /// A UDP socket with a SOCKS association or a proxied peer: its
     /// details are in [`crate::udp`].
     pub const UDP: u8 = 2;
+    /// The shim's own control connection of a UDP association: the
+    /// program never opened it, so its `close` answers `EBADF`.
+    pub const CONTROL: u8 = 3;
 }
 
 #[inline(always)]
@@ -66,6 +69,16 @@ pub fn set_udp(fd: i32) -> bool {
     true
 }
 
+/// Marks `fd` as one of our control connections, or clears that mark.
+pub fn set_control(fd: i32, on: bool) {
+    let Some(slot) = KINDS.get(fd as usize) else { return };
+    if on {
+        slot.store(kind::CONTROL, Ordering::Release);
+    } else {
+        let _ = slot.compare_exchange(kind::CONTROL, kind::NONE, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
 /// Forgets everything about `fd` (it was closed, or found reused); a UDP
 /// socket's association ends with its last fd.
 pub fn forget(fd: i32) {
@@ -77,6 +90,7 @@ pub fn forget(fd: i32) {
             }
         }
         kind::UDP => crate::udp::forget(fd),
+        kind::CONTROL => crate::udp::control_lost(fd),
         _ => {}
     }
 }

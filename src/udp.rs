@@ -62,6 +62,8 @@ struct Sock {
     /// resolved, or as the name) from its fake address, as the program
     /// (musl's resolver, for one) expects.
     recent: Vec<(SocketAddr, Option<String>)>,
+    /// When the control connection was last checked ([`coarse_ms`]).
+    checked_ms: u64,
 }
 
 #[derive(Default)]
@@ -110,10 +112,37 @@ pub fn inode(fd: c_int) -> Option<u64> {
 /// Closes our control fd, unless the number now belongs to someone else.
 fn close_ctrl(assoc: &Assoc) {
     if inode(assoc.ctrl) == Some(assoc.ctrl_ino) {
+        fd_table::set_control(assoc.ctrl, false);
         // SAFETY: the fd is still our control socket.
         unsafe { real::close(assoc.ctrl) };
     }
 }
+
+/// Our control fd `fd` was replaced behind our back (`dup2` over it, a
+/// raw close): its association is dead; the next datagram opens another.
+pub fn control_lost(fd: c_int) {
+    let mut table = TABLE.lock();
+    let Some(t) = table.as_mut() else { return };
+    for sock in t.socks.values_mut() {
+        if sock.assoc.is_some_and(|a| a.ctrl == fd) {
+            sock.assoc = None;
+        }
+    }
+}
+
+/// Milliseconds of a cheap monotonic clock (vDSO, no syscall).
+fn coarse_ms() -> u64 {
+    // SAFETY: all-zero timespec is valid; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// How often a send checks that the association's control connection is
+/// still up (the server ended it, or a raw syscall closed our fd): a
+/// `close` by the program cannot take it (it answers `EBADF`), so this is
+/// for rarer ends, and costs one `poll` per socket per interval.
+const CHECK_EVERY_MS: u64 = 200;
 
 /// Whether the control connection is still up: `poll` says nothing to
 /// read (the server never sends on it: readable means closed, and an fd
@@ -136,6 +165,22 @@ pub fn view(fd: c_int) -> Option<View> {
     let sock = t.socks.get(&ino)?;
     let assoc = sock.assoc?;
     Some(View { family: sock.family, relay: assoc.relay, peer: sock.peer, ctrl: assoc.ctrl, ctrl_ino: assoc.ctrl_ino, ino })
+}
+
+/// [`view`], and whether the control connection is due for a check
+/// (then the check is counted as done).
+fn view_for_send(fd: c_int) -> Option<(View, bool)> {
+    let now = coarse_ms();
+    let mut table = TABLE.lock();
+    let t = table.as_mut()?;
+    let ino = *t.fds.get(&fd)?;
+    let sock = t.socks.get_mut(&ino)?;
+    let assoc = sock.assoc?;
+    let due = now.saturating_sub(sock.checked_ms) >= CHECK_EVERY_MS;
+    if due {
+        sock.checked_ms = now;
+    }
+    Some((View { family: sock.family, relay: assoc.relay, peer: sock.peer, ctrl: assoc.ctrl, ctrl_ino: assoc.ctrl_ino, ino }, due))
 }
 
 /// The socket inode `fd` is recorded as, if tracked.
@@ -327,6 +372,7 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
         close();
         return Err(err(libc::EBADF, "control socket vanished"));
     };
+    fd_table::set_control(ctrl, true);
     log::info!("udp association for {local} via {hop}: relay {relay}");
     Ok(Assoc { ctrl, ctrl_ino, relay })
 }
@@ -334,8 +380,8 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
 /// The live association of UDP socket `fd` (of `family`), opening one
 /// (or a new one, if the old one died) as needed. Also tracks `fd`.
 pub fn ensure(fd: c_int, family: c_int, config: &'static Config) -> Result<View, AssocError> {
-    if let Some(v) = view(fd) {
-        if alive(&v) {
+    if let Some((v, due)) = view_for_send(fd) {
+        if !due || alive(&v) {
             return Ok(v);
         }
         // Died: forget it (closing our fd if it is still ours), open anew.
@@ -377,6 +423,7 @@ pub fn ensure(fd: c_int, family: c_int, config: &'static Config) -> Result<View,
             Some(theirs) => (theirs, Some(fresh), sock.peer),
             None => {
                 sock.assoc = Some(fresh);
+                sock.checked_ms = coarse_ms();
                 (fresh, None, sock.peer)
             }
         }

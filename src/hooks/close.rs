@@ -5,7 +5,13 @@ use libc::c_int;
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if fd_table::kind(fd) != fd_table::kind::NONE {
+    let kind = fd_table::kind(fd);
+    if kind == fd_table::kind::CONTROL {
+        // Ours (a UDP association's control connection): the program
+        // never opened this fd, so it is not open as far as it knows.
+        return crate::ffi::fail(libc::EBADF);
+    }
+    if kind != fd_table::kind::NONE {
         // No guard or catch needed: forget() takes a lock and cannot fail.
         fd_table::forget(fd);
     }

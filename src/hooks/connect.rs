@@ -107,7 +107,7 @@ fn kernel_peer(fd: c_int) -> Option<std::net::SocketAddr> {
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let kind = fd_table::kind(fd);
-    if kind == fd_table::kind::NONE {
+    if kind == fd_table::kind::NONE || kind == fd_table::kind::CONTROL {
         return unsafe { real::getpeername(fd, addr, len) };
     }
     let Some(_inside) = guard::enter() else { return unsafe { real::getpeername(fd, addr, len) } };

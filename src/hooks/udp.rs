@@ -519,10 +519,7 @@ pub unsafe extern "C" fn syscall(n: libc::c_long, a1: libc::c_long, a2: libc::c_
             libc::SYS_recvmsg => recvmsg(fd, a2 as *mut msghdr, a3 as c_int) as c_long,
             libc::SYS_sendto => sendto(fd, a2 as *const c_void, a3 as size_t, a4 as c_int, a5 as *const sockaddr, a6 as socklen_t) as c_long,
             libc::SYS_recvfrom => recvfrom(fd, a2 as *mut c_void, a3 as size_t, a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t) as c_long,
-            libc::SYS_close if fd_table::kind(fd) != kind::NONE => {
-                fd_table::forget(fd);
-                real::syscall(n, a1, a2, a3, a4, a5, a6)
-            }
+            libc::SYS_close if fd_table::kind(fd) != kind::NONE => super::close::close(fd) as c_long,
             _ => real::syscall(n, a1, a2, a3, a4, a5, a6),
         }
     }

@@ -462,12 +462,12 @@ pub fn proxy_down_never_direct() {
     target.assert_peers(0, DIRECT);
 }
 
-/// The hidden control connection closed behind the shim's back (`close`
-/// on a number the program never got, as a careless cleanup does): the
-/// next datagram opens a new association. `close_range` over it leaves it
-/// open (the same association carries on).
+/// The hidden control connection, which the program never opened: its
+/// `close` answers `EBADF` (the association carries on); replaced behind
+/// the shim's back (`dup2` over its number), the next datagram opens a new
+/// association; `close_range` over it leaves it open.
 pub const CONTROL_CLOSED: &str = r#"
-import os, socket, sys
+import errno, os, socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(15)
@@ -480,29 +480,37 @@ def hidden():
         except OSError:
             pass
     return out
-s.sendto(b"one", (host, port))
-print(s.recvfrom(100)[0].decode())
+def echo(m):
+    s.sendto(m, (host, port))
+    print(s.recvfrom(100)[0].decode())
+echo(b"one")
 ctrl = hidden()
 print("hidden", len(ctrl))
-os.close(ctrl[0])
-s.sendto(b"two", (host, port))
-print(s.recvfrom(100)[0].decode())
-ctrl = hidden()
+try:
+    os.close(ctrl[0])
+    print("closed")
+except OSError as e:
+    print("close", errno.errorcode[e.errno])
+echo(b"two")
+null = os.open("/dev/null", os.O_RDONLY)
+os.dup2(null, ctrl[0])
+echo(b"three")
+ctrl = [fd for fd in hidden()]
 print("hidden", len(ctrl))
-os.closerange(s.fileno() + 1, ctrl[0] + 10)
+os.closerange(s.fileno() + 1, max(ctrl) + 10)
 print("hidden after close_range", hidden() == ctrl)
-s.sendto(b"three", (host, port))
-print(s.recvfrom(100)[0].decode())
+echo(b"four")
 "#;
 
 pub fn control_closed_behind_our_back(proxy: &dyn UdpLog) {
     let target = UdpTarget::echo(DIRECT);
     let out = python(proxy, CONTROL_CLOSED, &target, &[]);
     out.assert_success();
-    assert_eq!(out.stdout, "one\nhidden 1\ntwo\nhidden 1\nhidden after close_range True\nthree\n", "{out}");
-    target.assert_peers(3, proxy.out_ip(DIRECT));
-    // The first association ended when its control connection was closed,
-    // the second carried "two" and "three" and ended with the process.
+    assert_eq!(out.stdout, "one\nhidden 1\nclose EBADF\ntwo\nthree\nhidden 1\nhidden after close_range True\nfour\n", "{out}");
+    target.assert_peers(4, proxy.out_ip(DIRECT));
+    // The first association carried "one" and "two" and ended when dup2
+    // replaced its control connection; the second carried "three" and
+    // "four" and ended with the process.
     proxy.wait_ended_associations(2);
     assert_eq!(proxy.ended_associations(), 2, "{:?}", proxy.association_lines());
 }
