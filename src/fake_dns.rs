@@ -58,3 +58,33 @@ pub fn target_for(config: &Config, dst: &SocketAddr) -> Option<TargetAddr> {
     let name = with_table(config, |t| t.name_for(dst.ip()).map(str::to_owned))?;
     TargetAddr::domain(&name, dst.port())
 }
+
+/// Addresses the real resolver gave for names `SOCKSIFY_NO_PROXY` bypasses
+/// (`.local.test`): a connection to one goes direct, as the name rule
+/// says, although no address rule covers it. Bounded; the oldest entry is
+/// forgotten first (a forgotten address is proxied, never leaked).
+const MAX_BYPASSED: usize = 4096;
+
+static BYPASSED: ForkSafeMutex<Option<(std::collections::HashSet<IpAddr>, std::collections::VecDeque<IpAddr>)>> =
+    ForkSafeMutex::new(None);
+
+/// Remembers that a bypassed name resolved to `ip`.
+pub fn remember_bypassed(ip: IpAddr) {
+    let ip = socksify_proto::wire::canonical_ip(ip);
+    let mut guard = BYPASSED.lock();
+    let (set, order) = guard.get_or_insert_with(Default::default);
+    if set.insert(ip) {
+        order.push_back(ip);
+        if order.len() > MAX_BYPASSED {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
+}
+
+/// Whether `ip` came from the look-up of a bypassed name.
+pub fn resolved_for_bypassed_name(ip: IpAddr) -> bool {
+    let ip = socksify_proto::wire::canonical_ip(ip);
+    BYPASSED.lock().as_ref().is_some_and(|(set, _)| set.contains(&ip))
+}

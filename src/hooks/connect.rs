@@ -42,7 +42,8 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
     // A fake address (remote DNS) always goes to the proxy, by name: the
     // fake pool wins over any bypass rule that happens to cover it.
     let fake = crate::fake_dns::is_fake(config, dst.ip());
-    if !fake && (config.no_proxy.bypasses_addr(&dst) || runtime::is_first_hop(config, &dst)) {
+    let bypassed = config.no_proxy.bypasses_addr(&dst) || crate::fake_dns::resolved_for_bypassed_name(dst.ip());
+    if !fake && (bypassed || runtime::is_first_hop(config, &dst)) {
         log::debug!("connect fd {fd} to {dst}: bypassed, direct");
         return unsafe { real::connect(fd, addr, len) };
     }

@@ -64,8 +64,9 @@ fn set_h_errno(value: c_int) {
 /// Who answers a forward look-up of a non-numeric name.
 #[derive(Debug)]
 enum Forward {
-    /// libc's resolver (local mode, bypassed names).
-    Libc,
+    /// libc's resolver: local mode, or a name `SOCKSIFY_NO_PROXY` bypasses
+    /// (`bypassed`: its addresses are remembered so `connect` goes direct).
+    Libc { bypassed: bool },
     Hosts(hosts::Host),
     Fake(Ipv4Addr, Ipv6Addr),
     NotFound,
@@ -78,8 +79,11 @@ enum Forward {
 fn forward(name: &str, port: u16) -> Forward {
     let config = runtime::config();
     if let Some(config) = config {
-        if config.dns == DnsMode::Local || config.no_proxy.bypasses_name(name, port) {
-            return Forward::Libc;
+        if config.no_proxy.bypasses_name(name, port) {
+            return Forward::Libc { bypassed: true };
+        }
+        if config.dns == DnsMode::Local {
+            return Forward::Libc { bypassed: false };
         }
     }
     if let Some(host) = hosts::by_name(name) {
@@ -171,7 +175,13 @@ unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_pt
     };
     let port = tuples.first().map_or(0, |t| t.port);
     let (canon, v4, v6) = match forward(name, port) {
-        Forward::Libc => return unsafe { real::getaddrinfo(node, service, hints_ptr, res) },
+        Forward::Libc { bypassed } => {
+            let rc = unsafe { real::getaddrinfo(node, service, hints_ptr, res) };
+            if rc == 0 && bypassed {
+                unsafe { remember_addrinfo(*res) };
+            }
+            return rc;
+        }
         Forward::Hosts(h) => (h.canon, h.v4, h.v6),
         Forward::Fake(v4, v6) => (name.to_owned(), vec![v4], vec![v6]),
         Forward::NotFound => return EAI_NONAME,
@@ -204,25 +214,60 @@ pub unsafe extern "C" fn freeaddrinfo(res: *mut AddrInfo) {
     }
 }
 
+/// Remembers the addresses of a bypassed name's answer (see [`Forward`]).
+unsafe fn remember_addrinfo(mut cur: *const AddrInfo) {
+    while !cur.is_null() {
+        // SAFETY: walking the list libc just returned.
+        let ai = unsafe { &*cur };
+        if let Some(sa) = unsafe { socket_addr::read(ai.ai_addr, ai.ai_addrlen) } {
+            fake_dns::remember_bypassed(sa.ip());
+        }
+        cur = ai.ai_next;
+    }
+}
+
+unsafe fn remember_hostent(ent: *const HostEnt) {
+    if ent.is_null() {
+        return;
+    }
+    // SAFETY: a hostent libc just returned: a null-terminated address list.
+    let ent = unsafe { &*ent };
+    let mut i = 0;
+    while !ent.h_addr_list.is_null() {
+        let addr = unsafe { *ent.h_addr_list.add(i) };
+        if addr.is_null() {
+            break;
+        }
+        let ip = match ent.h_length {
+            4 => IpAddr::V4(Ipv4Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 4]) })),
+            16 => IpAddr::V6(Ipv6Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 16]) })),
+            _ => break,
+        };
+        fake_dns::remember_bypassed(ip);
+        i += 1;
+    }
+}
+
 // ------------------------------------------------------------ gethostbyname*
 
 enum HostLookup {
-    Libc,
+    /// libc answers; `bypassed`: remember its addresses (see [`Forward`]).
+    Libc { bypassed: bool },
     Found(HostData),
     NotFound(c_int),
 }
 
 unsafe fn by_name(name: *const c_char, family: c_int) -> HostLookup {
     if name.is_null() || (family != AF_INET && family != AF_INET6) {
-        return HostLookup::Libc;
+        return HostLookup::Libc { bypassed: false };
     }
     let cname = unsafe { CStr::from_ptr(name) };
     if is_numeric(cname) {
-        return HostLookup::Libc;
+        return HostLookup::Libc { bypassed: false };
     }
     let Ok(text) = cname.to_str() else { return HostLookup::NotFound(HOST_NOT_FOUND) };
     let (name, aliases, addrs): (String, Vec<String>, Vec<IpAddr>) = match forward(text, 0) {
-        Forward::Libc => return HostLookup::Libc,
+        Forward::Libc { bypassed } => return HostLookup::Libc { bypassed },
         Forward::Hosts(h) if family == AF_INET => (h.canon, h.aliases, h.v4.into_iter().map(IpAddr::V4).collect()),
         Forward::Hosts(h) => (h.canon, h.aliases, h.v6.into_iter().map(IpAddr::V6).collect()),
         Forward::Fake(v4, _) if family == AF_INET => (text.to_owned(), Vec::new(), vec![v4.into()]),
@@ -238,16 +283,16 @@ unsafe fn by_name(name: *const c_char, family: c_int) -> HostLookup {
 
 unsafe fn by_addr(addr: *const c_void, len: socklen_t, family: c_int) -> HostLookup {
     if addr.is_null() {
-        return HostLookup::Libc;
+        return HostLookup::Libc { bypassed: false };
     }
     let ip = match (family, len) {
         // SAFETY: the caller says `addr` holds `len` bytes.
         (AF_INET, 4) => IpAddr::V4(Ipv4Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 4]) })),
         (AF_INET6, 16) => IpAddr::V6(Ipv6Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 16]) })),
-        _ => return HostLookup::Libc,
+        _ => return HostLookup::Libc { bypassed: false },
     };
     match reverse(ip, 0) {
-        Reverse::Libc => HostLookup::Libc,
+        Reverse::Libc => HostLookup::Libc { bypassed: false },
         Reverse::Name(name, aliases) => HostLookup::Found(HostData { name, aliases, family, addrs: vec![ip] }),
         Reverse::NotFound => HostLookup::NotFound(HOST_NOT_FOUND),
     }
@@ -256,7 +301,13 @@ unsafe fn by_addr(addr: *const c_void, len: socklen_t, family: c_int) -> HostLoo
 /// The non-reentrant form: our answers live in a per-thread buffer.
 fn answer_static(lookup: HostLookup, libc_answer: impl FnOnce() -> *mut HostEnt) -> *mut HostEnt {
     match lookup {
-        HostLookup::Libc => libc_answer(),
+        HostLookup::Libc { bypassed } => {
+            let ent = libc_answer();
+            if bypassed {
+                unsafe { remember_hostent(ent) };
+            }
+            ent
+        }
         HostLookup::Found(data) => {
             let ent = hostent::in_thread_buffer(&data);
             if ent.is_null() {
@@ -290,7 +341,13 @@ unsafe fn answer_r(
         }
     };
     match lookup {
-        HostLookup::Libc => libc_answer(),
+        HostLookup::Libc { bypassed } => {
+            let rc = libc_answer();
+            if rc == 0 && bypassed && !result.is_null() {
+                unsafe { remember_hostent(*result) };
+            }
+            rc
+        }
         HostLookup::Found(data) => match unsafe { hostent::write(&data, ret, buf, buflen) } {
             Ok(()) => {
                 set(ret, 0);

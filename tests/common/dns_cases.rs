@@ -215,7 +215,9 @@ pub fn round_trip(proxy: &dyn NameProxy, wrap: Wrap) {
     assert!(parts[2..].iter().all(|a| is_fake(a.parse().unwrap())) && parts.len() == 3, "{ex}");
 }
 
-/// `getent ahosts`, `ahostsv6` and `hosts`: well-formed fake answers.
+/// `getent ahosts` and `hosts`: well-formed fake answers. (Not `ahostsv6`:
+/// it sets `AI_ADDRCONFIG`, which, as in glibc, finds no IPv6 answer on a
+/// machine with IPv6 on loopback only, such as the leak test's namespace.)
 pub fn getent(url: &str, wrap: Wrap) {
     let out = wrap(url, "getent").args(["ahosts", NAME]).run();
     out.assert_success();
@@ -230,13 +232,6 @@ pub fn getent(url: &str, wrap: Wrap) {
         assert!(is_fake(r[0].parse().unwrap()), "{r:?} is not a fake address:\n{out}");
     }
     assert!(rows[3][0].parse::<IpAddr>().unwrap().is_ipv6());
-
-    let out = wrap(url, "getent").args(["ahostsv6", NAME]).run();
-    out.assert_success();
-    for line in out.stdout.lines() {
-        let ip: IpAddr = line.split_whitespace().next().unwrap().parse().unwrap();
-        assert!(ip.is_ipv6() && is_fake(ip), "IPv6-only look-ups get IPv6 fake addresses:\n{out}");
-    }
 
     // getent hosts uses gethostbyname2(AF_INET6) first.
     let out = wrap(url, "getent").args(["hosts", NAME]).run();
