@@ -506,7 +506,7 @@ pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<So
         // it resolved, so only the port can be checked then.
         let fake = fake_name(peer.ip()).is_some();
         let same = canonical_ip(src.ip()) == canonical_ip(peer.ip()) && src.port() == peer.port();
-        if !same && !(fake && src.port() == peer.port()) {
+        if !(same || (fake && src.port() == peer.port())) {
             return Incoming::Drop("not from the connected peer");
         }
         return Incoming::Relayed { src: peer, offset };

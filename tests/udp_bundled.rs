@@ -75,3 +75,13 @@ fn fake_address_from_remote_dns_sends_the_name() {
     let server = Server::bundled(&["--map", "udp-echo.socksify.test=127.0.0.1"]);
     udp_cases::fake_address_sends_the_name(&server, "udp-echo.socksify.test", &target);
 }
+
+#[test]
+fn dup_shares_the_association() {
+    udp_cases::dup_shares_the_association(&Server::bundled(&[]));
+}
+
+#[test]
+fn tcp_sendto_msg_fastopen_is_a_proxied_connect() {
+    udp_cases::tcp_fast_open(&Server::bundled(&[]));
+}

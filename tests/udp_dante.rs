@@ -63,3 +63,13 @@ fn udp_block_refuses_with_eperm() {
 fn control_connection_closed_behind_our_back() {
     udp_cases::control_closed_behind_our_back(&Dante::start());
 }
+
+#[test]
+fn dup_shares_the_association() {
+    udp_cases::dup_shares_the_association(&Dante::start());
+}
+
+#[test]
+fn tcp_sendto_msg_fastopen_is_a_proxied_connect() {
+    udp_cases::tcp_fast_open(&Dante::start());
+}

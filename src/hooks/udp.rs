@@ -13,6 +13,9 @@
 //! fails (`SOCKSIFY_UDP=block`: `EPERM`; association failed: the errno of
 //! the failure); it is never sent directly.
 
+// msghdr's field types differ between C libraries (glibc: size_t, musl: int).
+#![allow(clippy::unnecessary_cast)]
+
 use crate::fd_table::{self, kind};
 use crate::ffi::{self, fail};
 use crate::udp::{self, Incoming, View, HEADER_MAX};

@@ -538,3 +538,49 @@ pub fn fake_address_sends_the_name(proxy: &Server, name: &str, target: &UdpTarge
     target.assert_peers(1, proxy.out_ip(DIRECT));
     proxy.wait_association_end(target.addr, 1);
 }
+
+/// `dup` of a UDP socket shares its association: the copy receives the
+/// unwrapped reply; closing the original leaves the copy working.
+pub const DUP: &str = r#"
+import os, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"one", (host, port))
+d = s.dup()
+d.settimeout(15)
+print(d.recvfrom(100)[0].decode())
+s.close()
+d.sendto(b"two", (host, port))
+data, addr = d.recvfrom(100)
+print(data.decode(), addr[1] == port)
+"#;
+
+pub fn dup_shares_the_association(proxy: &dyn UdpLog) {
+    let target = UdpTarget::echo(DIRECT);
+    let out = python(proxy, DUP, &target, &[]);
+    out.assert_success();
+    assert_eq!(out.stdout, "one\ntwo True\n", "{out}");
+    target.assert_peers(2, proxy.out_ip(DIRECT));
+    proxy.wait_ended_associations(1);
+    assert_eq!(proxy.ended_associations(), 1, "one association for both fds: {:?}", proxy.association_lines());
+}
+
+/// `sendto(..., MSG_FASTOPEN)` on a TCP socket: a proxied connect, then
+/// the bytes (the target sees the proxy's address).
+pub const FASTOPEN: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout(15)
+print("sent", s.sendto(b"fast-open", socket.MSG_FASTOPEN, (host, port)))
+print("peer", *s.getpeername())
+print("echo", s.recv(100).decode())
+"#;
+
+pub fn tcp_fast_open(proxy: &dyn UdpLog) {
+    let target = TcpTarget::echo();
+    let out = Run::python(&proxy.url(), FASTOPEN).arg("127.0.0.1").arg(target.addr.port().to_string()).timeout(Duration::from_secs(40)).run();
+    out.assert_success();
+    assert_eq!(out.stdout, format!("sent 9\npeer 127.0.0.1 {}\necho fast-open\n", target.addr.port()), "{out}");
+    target.assert_peers(1, proxy.out_ip(DIRECT));
+}
