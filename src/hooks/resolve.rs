@@ -33,6 +33,7 @@ use std::ffi::{CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ptr::null_mut;
 
+#[allow(clippy::too_many_arguments)] // gethostbyaddr_r's C signature
 mod libc_resolver {
     use libc::{c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
     crate::real_fns! {

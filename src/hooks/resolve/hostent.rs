@@ -95,11 +95,13 @@ struct ThreadHost {
 }
 
 thread_local! {
-    static THREAD_HOST: UnsafeCell<ThreadHost> = UnsafeCell::new(ThreadHost {
-        // SAFETY: all-zero is a valid hostent.
-        ent: unsafe { std::mem::zeroed() },
-        buf: Vec::new(),
-    });
+    static THREAD_HOST: UnsafeCell<ThreadHost> = const {
+        UnsafeCell::new(ThreadHost {
+            // SAFETY: all-zero is a valid hostent.
+            ent: unsafe { std::mem::zeroed() },
+            buf: Vec::new(),
+        })
+    };
 }
 
 /// `data` as a `hostent` in this thread's buffer, valid until this thread's
