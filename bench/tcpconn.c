@@ -1,4 +1,5 @@
-/* Sequential TCP connections: connect + 1-byte echo + close.
+/* Sequential TCP connections: connect + 1-byte echo + close (the target
+ * closes first; the client reads EOF, then closes).
  *
  *   tcpconn plain|socks5 COUNT TARGET PROXY|- EXPECT_OCTET
  *       prints "cps=<connections per second> rss_kib=<own peak RSS>"
@@ -26,6 +27,9 @@ static void one(int socks, const struct sockaddr_in *target, const struct sockad
         fprintf(stderr, "tcpconn: the target saw the connection from 127.0.0.%u, expected 127.0.0.%d\n", (unsigned char)c, expect);
         exit(3);
     }
+    /* The target closes first (see target.c): wait for its FIN, through
+     * the proxy if there is one, so that TIME_WAIT is not ours. */
+    if (read(fd, &c, 1) != 0) fail("tcpconn: expected EOF after the echo");
     close(fd);
 }
 
