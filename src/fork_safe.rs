@@ -10,8 +10,7 @@
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 pub struct ForkSafeMutex<T> {
     locked: AtomicBool,
@@ -79,13 +78,15 @@ static LOCKS: [std::sync::atomic::AtomicPtr<AtomicBool>; MAX_LOCKS] =
     [const { std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()) }; MAX_LOCKS];
 static LOCK_COUNT: AtomicUsize = AtomicUsize::new(0);
 static REGISTRY: ForkSafeMutex<()> = ForkSafeMutex::new(());
-static ATFORK: Once = Once::new();
+static ATFORK_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 fn register(flag: &'static AtomicBool) {
-    ATFORK.call_once(|| {
+    // Not a std `Once`: a fork while another thread ran it would leave the
+    // child waiting for that thread forever.
+    if !ATFORK_REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: the handlers are plain functions that only touch atomics.
         unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
-    });
+    }
     let ptr = flag as *const AtomicBool as *mut AtomicBool;
     let n = LOCK_COUNT.load(Ordering::Acquire);
     if LOCKS[..n].iter().any(|p| p.load(Ordering::Relaxed) == ptr) {
@@ -117,9 +118,58 @@ extern "C" fn after_fork() {
     REGISTRY.locked.store(false, Ordering::Release);
 }
 
+/// A value computed once, on first use, that survives `fork`.
+///
+/// `once_cell`'s and std's once-cells park other threads while one
+/// initializes; a fork in that window leaves the child's cell "being
+/// initialized" by a thread that does not exist there, forever. Here the
+/// initializer runs under a [`ForkSafeMutex`], which a fork waits for.
+pub struct ForkSafeOnce<T> {
+    value: AtomicPtr<T>,
+    init: ForkSafeMutex<()>,
+}
+
+impl<T> ForkSafeOnce<T> {
+    pub const fn new() -> Self {
+        ForkSafeOnce { value: AtomicPtr::new(std::ptr::null_mut()), init: ForkSafeMutex::new(()) }
+    }
+
+    /// The value, computing it with `make` if this is the first use. The
+    /// value lives for the rest of the process.
+    pub fn get_or_init(&'static self, make: impl FnOnce() -> T) -> &'static T {
+        let ptr = self.value.load(Ordering::Acquire);
+        if !ptr.is_null() {
+            // SAFETY: set once below from a leaked Box, never freed.
+            return unsafe { &*ptr };
+        }
+        let _init = self.init.lock();
+        let ptr = self.value.load(Ordering::Acquire);
+        if !ptr.is_null() {
+            // SAFETY: as above.
+            return unsafe { &*ptr };
+        }
+        let leaked: &'static T = Box::leak(Box::new(make()));
+        self.value.store(leaked as *const T as *mut T, Ordering::Release);
+        leaked
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn once_runs_the_initializer_once() {
+        static ONCE: ForkSafeOnce<u32> = ForkSafeOnce::new();
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| *ONCE.get_or_init(|| CALLS.fetch_add(1, Ordering::SeqCst) as u32 + 7)))
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 7);
+        }
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+    }
 
     static COUNTER: ForkSafeMutex<u64> = ForkSafeMutex::new(0);
 

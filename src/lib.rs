@@ -23,5 +23,6 @@ mod hooks;
 mod real;
 mod runtime;
 mod socket_addr;
+mod stderr_log;
 mod tcp;
 mod udp;

@@ -5,11 +5,11 @@
 //! from then on [`config`] returns `None` and every call that would have
 //! been proxied fails. Nothing goes out directly because of a typo.
 
-use once_cell::sync::OnceCell;
+use crate::fork_safe::ForkSafeOnce;
 use socksify_proto::config::{Config, ProxyHost};
 use std::net::{IpAddr, SocketAddr};
 
-static CONFIG: OnceCell<Option<Config>> = OnceCell::new();
+static CONFIG: ForkSafeOnce<Option<Config>> = ForkSafeOnce::new();
 
 /// The configuration, or `None` if it is malformed (already reported).
 pub fn config() -> Option<&'static Config> {
@@ -17,7 +17,7 @@ pub fn config() -> Option<&'static Config> {
 }
 
 fn load() -> Option<Config> {
-    init_logger();
+    crate::stderr_log::init();
     match Config::from_lookup(|name| std::env::var(name).ok()) {
         Ok(config) => {
             log::debug!("configuration: {config:?}");
@@ -31,23 +31,10 @@ fn load() -> Option<Config> {
     }
 }
 
-fn init_logger() {
-    let filter = std::env::var("SOCKSIFY_LOG").unwrap_or_else(|_| "warn".into());
-    let pid = std::process::id();
-    let _ = env_logger::Builder::new()
-        .parse_filters(&filter)
-        .target(env_logger::Target::Stderr)
-        .format(move |buf, record| {
-            use std::io::Write;
-            writeln!(buf, "socksify[{pid}] {}: {}", record.level().as_str().to_ascii_lowercase(), record.args())
-        })
-        .try_init();
-}
-
 /// Addresses of chain hop `index` (resolved once, with the real resolver).
 pub fn proxy_addrs(config: &'static Config, index: usize) -> &'static [SocketAddr] {
     const MAX_HOPS: usize = 8;
-    static RESOLVED: [OnceCell<Vec<SocketAddr>>; MAX_HOPS] = [const { OnceCell::new() }; MAX_HOPS];
+    static RESOLVED: [ForkSafeOnce<Vec<SocketAddr>>; MAX_HOPS] = [const { ForkSafeOnce::new() }; MAX_HOPS];
     let hop = &config.chain[index];
     let resolve = || match &hop.host {
         ProxyHost::Ip(ip) => vec![SocketAddr::new(*ip, hop.port)],
