@@ -74,9 +74,19 @@ fn resolve_real(name: &str, port: u16) -> Vec<SocketAddr> {
     out
 }
 
+/// Whether traffic to `dst` goes direct: a `SOCKSIFY_NO_PROXY` rule covers
+/// it, the real resolver gave it for a bypassed name, or it is the proxy
+/// itself. Never for a fake address (remote DNS): the fake pool wins over
+/// any rule that happens to cover it, so a name is never connected by its
+/// fake address. The one routing decision of TCP and UDP alike.
+pub fn goes_direct(config: &'static Config, dst: &SocketAddr) -> bool {
+    !crate::fake_dns::is_fake(config, dst.ip())
+        && (config.no_proxy.bypasses_addr(dst) || crate::fake_dns::resolved_for_bypassed_name(dst.ip()) || is_first_hop(config, dst))
+}
+
 /// Whether `addr` is one of the first hop's addresses: a program that
 /// talks to the proxy itself (say, `curl --socks5`) goes there directly.
-pub fn is_first_hop(config: &'static Config, addr: &SocketAddr) -> bool {
+fn is_first_hop(config: &'static Config, addr: &SocketAddr) -> bool {
     let ip = socksify_proto::wire::canonical_ip(addr.ip());
     proxy_addrs(config, 0).iter().any(|p| p.port() == addr.port() && canonical(p.ip()) == ip)
 }

@@ -487,7 +487,7 @@ pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<So
     let Some(from) = from else { return Incoming::Drop("no source address") };
     let from = SocketAddr::new(canonical_ip(from.ip()), from.port());
     if from != view.relay {
-        if view.peer.is_none() && config.no_proxy.bypasses_addr(&from) {
+        if view.peer.is_none() && runtime::goes_direct(config, &from) {
             return Incoming::Direct;
         }
         return Incoming::Drop("not from the relay");

@@ -39,11 +39,7 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
         log::error!("connect to {dst} refused: the configuration is malformed (see the message above)");
         return fail(libc::ECONNREFUSED);
     };
-    // A fake address (remote DNS) always goes to the proxy, by name: the
-    // fake pool wins over any bypass rule that happens to cover it.
-    let fake = crate::fake_dns::is_fake(config, dst.ip());
-    let bypassed = config.no_proxy.bypasses_addr(&dst) || crate::fake_dns::resolved_for_bypassed_name(dst.ip());
-    if !fake && (bypassed || runtime::is_first_hop(config, &dst)) {
+    if runtime::goes_direct(config, &dst) {
         log::debug!("connect fd {fd} to {dst}: bypassed, direct");
         return unsafe { real::connect(fd, addr, len) };
     }

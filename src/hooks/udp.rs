@@ -21,7 +21,7 @@ use crate::ffi::{self, fail};
 use crate::udp::{self, Incoming, View, HEADER_MAX};
 use crate::{guard, real, runtime, socket_addr};
 use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM, SOCK_STREAM};
-use socksify_proto::config::{Config, UdpMode};
+use socksify_proto::config::UdpMode;
 use std::net::SocketAddr;
 
 /// Whether `addr` is an IPv4/IPv6 address (the only ones we may proxy).
@@ -86,8 +86,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() 
             _ => real(),
         };
     };
-    let fake = crate::fake_dns::is_fake(config, dst.ip());
-    if !fake && config.no_proxy.bypasses_addr(&dst) {
+    if runtime::goes_direct(config, &dst) {
         return real();
     }
     let family = match (view, ours) {
@@ -99,7 +98,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() 
         (None, false) => match udp::socket_family_and_type(fd) {
             Some((family, SOCK_DGRAM)) if udp::is_inet(family) => family,
             Some((_, SOCK_STREAM)) if flags & libc::MSG_FASTOPEN != 0 && !out.dst.is_null() => {
-                return unsafe { fast_open(fd, out, flags, config, dst, real) };
+                return unsafe { fast_open(fd, out, flags) };
             }
             _ => return real(),
         },
@@ -149,10 +148,7 @@ unsafe fn send_wrapped(fd: c_int, view: &View, header: &[u8], out: &Out, flags: 
 
 /// `sendto(..., MSG_FASTOPEN)` on a TCP socket to a proxied destination:
 /// our proxied connect, then a plain send.
-unsafe fn fast_open(fd: c_int, out: &Out, flags: c_int, config: &'static Config, dst: SocketAddr, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
-    if runtime::is_first_hop(config, &dst) {
-        return real();
-    }
+unsafe fn fast_open(fd: c_int, out: &Out, flags: c_int) -> ssize_t {
     if unsafe { super::connect::connect_inet(fd, out.dst, out.dst_len) } != 0 {
         return -1;
     }
@@ -460,8 +456,7 @@ pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr
         udp::log_once(format!("udp connect to {dst} refused: the configuration is malformed (see the message above)"));
         return fail(libc::ECONNREFUSED);
     };
-    let fake = crate::fake_dns::is_fake(config, dst.ip());
-    if (!fake && config.no_proxy.bypasses_addr(&dst)) || config.udp == UdpMode::Direct {
+    if runtime::goes_direct(config, &dst) || config.udp == UdpMode::Direct {
         let rc = unsafe { real::connect(fd, addr, len) };
         if rc == 0 && ours {
             udp::set_peer(fd, None);
@@ -472,7 +467,7 @@ pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr
         udp::log_once(format!("udp connect to {dst} refused: SOCKSIFY_UDP=block"));
         return fail(libc::EPERM);
     }
-    if fake && crate::fake_dns::target_for(config, &dst).is_none() {
+    if crate::fake_dns::is_fake(config, dst.ip()) && crate::fake_dns::target_for(config, &dst).is_none() {
         udp::log_once(format!("udp connect to {dst}: a fake address that no name holds"));
         return fail(libc::EHOSTUNREACH);
     }
