@@ -145,3 +145,32 @@ fn proxy_given_by_host_name() {
     server.wait_connect_line(target.addr);
     target.assert_peers(1, BUNDLED_OUT);
 }
+
+#[test]
+fn connect_through_libc_syscall_function() {
+    // Some programs call libc's syscall(SYS_connect, ...) instead of
+    // connect(); that still goes through the proxy, and a successful
+    // connect leaves errno as the program set it.
+    let server = Server::bundled(&[]);
+    let target = TcpTarget::echo();
+    let script = r#"
+import ctypes, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+SYS_connect = 42  # x86_64
+s = socket.socket()
+addr = struct.pack("!HH4s8x", socket.AF_INET, int(sys.argv[2]), socket.inet_aton(sys.argv[1]))
+addr = struct.pack("=H", socket.AF_INET) + addr[2:]
+buf = ctypes.create_string_buffer(addr, len(addr))
+ctypes.set_errno(0)
+rc = libc.syscall(ctypes.c_long(SYS_connect), ctypes.c_long(s.fileno()), buf, ctypes.c_long(len(addr)))
+print("rc", rc, "errno", ctypes.get_errno())
+s.sendall(b"via-syscall")
+print("echo", s.recv(64).decode())
+"#;
+    let out = Run::python(&server.url(), script).args([target.addr.ip().to_string(), target.addr.port().to_string()]).run();
+    out.assert_success();
+    assert!(out.stdout.contains("rc 0 errno 0") && out.stdout.contains("echo via-syscall"), "{out}");
+    server.wait_connect_line(target.addr);
+    target.assert_peers(1, BUNDLED_OUT);
+}

@@ -17,7 +17,14 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         return unsafe { real::connect(fd, addr, len) };
     }
     let Some(_inside) = guard::enter() else { return unsafe { real::connect(fd, addr, len) } };
-    ffi::catch(-1, libc::ECONNREFUSED, || unsafe { connect_inet(fd, addr, len) })
+    // A successful connect leaves errno as it was, as the real one does;
+    // the handshake's own EAGAINs are not the program's business.
+    let errno_before = ffi::errno();
+    let rc = ffi::catch(-1, libc::ECONNREFUSED, || unsafe { connect_inet(fd, addr, len) });
+    if rc == 0 {
+        ffi::set_errno(errno_before);
+    }
+    rc
 }
 
 /// What a `connect` to an IPv4/IPv6 address turns into (also the first

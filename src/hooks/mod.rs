@@ -6,4 +6,5 @@ mod close;
 mod connect;
 mod resolve;
 mod dup;
+mod syscall;
 mod udp;
