@@ -94,3 +94,14 @@ fn is_first_hop(config: &'static Config, addr: &SocketAddr) -> bool {
 fn canonical(ip: IpAddr) -> IpAddr {
     socksify_proto::wire::canonical_ip(ip)
 }
+
+/// Test hook: `SOCKSIFY_DEBUG_PANIC=SITE` makes the hook at `SITE`
+/// (`connect`, `udp-send`) panic for a proxied destination, so the tests
+/// can prove that a panic is caught, reported, and never becomes a direct
+/// connection. Unset in normal use; costs one load on slow paths only.
+pub fn debug_panic(site: &str) {
+    static SITE: ForkSafeOnce<Option<String>> = ForkSafeOnce::new();
+    if SITE.get_or_init(|| std::env::var("SOCKSIFY_DEBUG_PANIC").ok()).as_deref() == Some(site) {
+        panic!("SOCKSIFY_DEBUG_PANIC={site}");
+    }
+}

@@ -140,3 +140,53 @@ for port in sys.argv[1:]:
     server.wait_connect_line(proxied.addr);
     assert_eq!(server.connect_count(direct.addr), 0, "a bypassed destination must not go through the proxy");
 }
+
+/// A panic inside the shim (forced with the test hook
+/// `SOCKSIFY_DEBUG_PANIC`) is caught at the FFI boundary: the program gets
+/// an error, keeps running, and nothing reaches a destination directly.
+#[test]
+fn a_panic_in_a_hook_fails_the_call_and_leaks_nothing() {
+    let server = Server::bundled(&[]);
+    let script = r#"
+import socket, sys
+host, port, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket()
+try:
+    s.connect((host, port))
+    print("tcp connected")
+except OSError as e:
+    print("tcp errno", e.errno)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    u.sendto(b"leak?", (host, uport))
+    print("udp sent")
+except OSError as e:
+    print("udp errno", e.errno)
+print("still running")
+"#;
+    // (site that panics, what the program sees, TCP connections the target sees)
+    for (site, expected, tcp_via_proxy) in [("connect", "tcp errno 111", 0), ("udp-send", "udp errno 101", 1)] {
+        let target = TcpTarget::echo();
+        let udp_target = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp_target.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+        let out = Run::python(&server.url(), script)
+            .args([target.addr.ip().to_string(), target.addr.port().to_string(), udp_target.local_addr().unwrap().port().to_string()])
+            .env("SOCKSIFY_DEBUG_PANIC", site)
+            .run();
+        out.assert_success();
+        assert!(out.stdout.contains("still running"), "{site}: {out}");
+        assert!(out.stdout.contains(expected), "{site}: the call must fail: {out}");
+        assert!(out.stderr.contains("internal error (panic)"), "{site}: the panic is reported: {out}");
+        // The call that did not panic went through the proxy; the one that
+        // did reached nothing.
+        target.assert_peers(tcp_via_proxy, BUNDLED_OUT);
+        let mut buf = [0u8; 64];
+        match udp_target.recv_from(&mut buf) {
+            Ok((_, from)) => {
+                assert_eq!(site, "connect", "udp-send panicked, yet a datagram arrived from {from}");
+                assert_eq!(from.ip(), BUNDLED_OUT, "a datagram arrived directly from {from}");
+            }
+            Err(_) => assert_eq!(site, "udp-send", "the datagram of the connect run must arrive through the proxy"),
+        }
+    }
+}

@@ -50,6 +50,7 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
         log::debug!("connect fd {fd} to {dst}: bypassed, direct");
         return unsafe { real::connect(fd, addr, len) };
     }
+    runtime::debug_panic("connect");
     if fd_table::kind(fd) == fd_table::kind::PROXIED_TCP {
         if still_proxied(fd) {
             return fail(libc::EISCONN);

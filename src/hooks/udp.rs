@@ -111,6 +111,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() 
         }
         UdpMode::Proxy => {}
     }
+    runtime::debug_panic("udp-send");
     let view = match udp::ensure(fd, family, config) {
         Ok(v) => v,
         Err(e) => {
