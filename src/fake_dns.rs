@@ -9,6 +9,7 @@
 
 use crate::fork_safe::ForkSafeMutex;
 use crate::runtime;
+use socksify_proto::config::bypass::in_net;
 use socksify_proto::config::{Config, DnsMode};
 use socksify_proto::fake_dns::{FakeDns, DEFAULT_MAX_NAMES};
 use socksify_proto::wire::TargetAddr;
@@ -34,8 +35,13 @@ pub fn addrs_for(config: &Config, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
 
 /// Whether `ip` is in the fake pools (remote DNS only): such an address is
 /// never bypassed and never connected to directly.
+///
+/// A pure range check on the configuration, no lock: it runs for every
+/// datagram a program sends to an address, proxied or not.
 pub fn is_fake(config: &Config, ip: IpAddr) -> bool {
-    remote(config) && with_table(config, |t| t.in_pool(ip))
+    let ip = socksify_proto::wire::canonical_ip(ip);
+    remote(config)
+        && (in_net(ip, config.fake_v4.0.into(), config.fake_v4.1) || in_net(ip, config.fake_v6.0.into(), config.fake_v6.1))
 }
 
 /// The name behind fake address `ip`, if `ip` is one that is held now.

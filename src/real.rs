@@ -5,12 +5,12 @@
 use libc::{c_char, c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-/// Looks `name` (NUL-terminated) up in the libraries loaded after us.
-pub fn resolve(slot: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
-    let cached = slot.load(Ordering::Relaxed);
-    if !cached.is_null() {
-        return cached;
-    }
+/// Looks `name` (NUL-terminated) up in the libraries loaded after us and
+/// caches it in `slot`: the first call of each real function, out of the
+/// hooks' way.
+#[cold]
+#[inline(never)]
+pub fn resolve_first(slot: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
     // SAFETY: name is a NUL-terminated literal; dlsym is thread-safe.
     let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) };
     if found.is_null() {
@@ -34,12 +34,25 @@ macro_rules! real_fns {
     ($( fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; )*) => {
         $(
             #[allow(clippy::missing_safety_doc)]
-            #[inline]
+            #[inline(always)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 static SLOT: std::sync::atomic::AtomicPtr<libc::c_void> =
                     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
-                let ptr = $crate::real::resolve(&SLOT, concat!(stringify!($name), "\0").as_bytes());
-                // SAFETY: the symbol named like this function has this C signature.
+                // Both branches end in a tail call, so a hook's fast path
+                // needs no stack frame: load, test, jump.
+                #[cold]
+                #[inline(never)]
+                unsafe fn first_call($($arg: $ty),*) -> $ret {
+                    let ptr = $crate::real::resolve_first(&SLOT, concat!(stringify!($name), "\0").as_bytes());
+                    // SAFETY: the symbol named like this function has this C signature.
+                    let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ptr) };
+                    unsafe { f($($arg),*) }
+                }
+                let ptr = SLOT.load(std::sync::atomic::Ordering::Relaxed);
+                if ptr.is_null() {
+                    return unsafe { first_call($($arg),*) };
+                }
+                // SAFETY: as above.
                 let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ptr) };
                 unsafe { f($($arg),*) }
             }

@@ -81,7 +81,10 @@ fn resolve_real(name: &str, port: u16) -> Vec<SocketAddr> {
 /// fake address. The one routing decision of TCP and UDP alike.
 pub fn goes_direct(config: &'static Config, dst: &SocketAddr) -> bool {
     !crate::fake_dns::is_fake(config, dst.ip())
-        && (config.no_proxy.bypasses_addr(dst) || crate::fake_dns::resolved_for_bypassed_name(dst.ip()) || is_first_hop(config, dst))
+        && (config.no_proxy.bypasses_addr(dst)
+            || is_first_hop(config, dst)
+            // Last, and only with name rules: it takes a lock.
+            || (config.no_proxy.has_name_rules() && crate::fake_dns::resolved_for_bypassed_name(dst.ip())))
 }
 
 /// Whether `addr` is one of the first hop's addresses: a program that

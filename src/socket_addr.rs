@@ -92,6 +92,25 @@ pub unsafe fn copy_out(encoded: &(sockaddr_storage, socklen_t), out: *mut sockad
     }
 }
 
+/// `getsockopt(SOL_SOCKET, opt)` for an int option; `None` if `fd` is not a socket.
+fn int_option(fd: libc::c_int, opt: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as socklen_t;
+    // SAFETY: these options read one int into `value`.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, &mut value as *mut _ as *mut libc::c_void, &mut len) };
+    (rc == 0).then_some(value)
+}
+
+/// The socket's type (`SOCK_STREAM`, `SOCK_DGRAM`, ...), or `None` if `fd` is not a socket.
+pub fn socket_type(fd: libc::c_int) -> Option<libc::c_int> {
+    int_option(fd, libc::SO_TYPE)
+}
+
+/// The socket's domain and type, or `None` if `fd` is not a socket.
+pub fn socket_family_and_type(fd: libc::c_int) -> Option<(libc::c_int, libc::c_int)> {
+    Some((int_option(fd, libc::SO_DOMAIN)?, socket_type(fd)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

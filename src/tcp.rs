@@ -108,7 +108,7 @@ impl Drop for NonBlocking {
 /// Connects `fd` to the first hop that answers; returns its address.
 fn connect_first_hop(fd: c_int, family: c_int, config: &'static Config, deadline: &Deadline) -> Result<SocketAddr, ConnectError> {
     let addrs = runtime::proxy_addrs(config, 0);
-    let mut last = ConnectError::ProxyUnreachable(format!("no address for {}", config.chain[0]));
+    let mut last = None;
     for addr in addrs {
         let Some(raw) = socket_addr::encode(addr, family) else { continue };
         // SAFETY: raw is a valid sockaddr of the socket's family.
@@ -124,14 +124,15 @@ fn connect_first_hop(fd: c_int, family: c_int, config: &'static Config, deadline
                 return Ok(*addr);
             }
             // Linux lets a socket whose connect failed try again.
-            last = ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(so_error)));
+            last = Some(ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(so_error))));
         } else if err == 0 {
             return Ok(*addr);
         } else {
-            last = ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(err)));
+            last = Some(ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(err))));
         }
     }
-    Err(last)
+    // The message is built only on failure: this runs on every connect.
+    Err(last.unwrap_or_else(|| ConnectError::ProxyUnreachable(format!("no usable address for {}", config.chain[0]))))
 }
 
 fn send_all(fd: c_int, mut bytes: &[u8], deadline: &Deadline) -> Result<(), ConnectError> {

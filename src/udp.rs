@@ -24,7 +24,7 @@
 
 use crate::fork_safe::ForkSafeMutex;
 use crate::{fd_table, real, runtime, socket_addr, tcp};
-use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET, AF_INET6};
+use libc::{c_int, sockaddr, socklen_t, AF_INET, AF_INET6};
 use socksify_proto::config::Config;
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::udp::UdpHeader;
@@ -526,17 +526,6 @@ pub fn log_once(msg: String) {
     }
 }
 
-/// The socket's domain and type, or `None` if `fd` is not a socket.
-pub fn socket_family_and_type(fd: c_int) -> Option<(c_int, c_int)> {
-    let read = |opt| {
-        let mut value: c_int = 0;
-        let mut len = std::mem::size_of::<c_int>() as socklen_t;
-        // SAFETY: these options read one int.
-        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, &mut value as *mut _ as *mut c_void, &mut len) };
-        (rc == 0).then_some(value)
-    };
-    Some((read(libc::SO_DOMAIN)?, read(libc::SO_TYPE)?))
-}
 
 /// Whether `family` is one we proxy.
 pub fn is_inet(family: c_int) -> bool {

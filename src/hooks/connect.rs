@@ -3,7 +3,7 @@
 use crate::fd_table::{self, ProxiedTcp};
 use crate::ffi::{self, fail};
 use crate::{guard, real, runtime, socket_addr, tcp};
-use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
+use libc::{c_int, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
 use socksify_proto::wire::socks5::Command;
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
@@ -33,9 +33,12 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
     let Some(dst) = (unsafe { socket_addr::read(addr, len) }) else {
         return unsafe { real::connect(fd, addr, len) }; // too short: let the kernel say EINVAL
     };
-    let Some((sock_family, sock_type)) = socket_family_and_type(fd) else {
+    let Some(sock_type) = socket_addr::socket_type(fd) else {
         return unsafe { real::connect(fd, addr, len) }; // not a socket: the kernel says ENOTSOCK/EBADF
     };
+    // The address's family is the socket's: the kernel refuses any other
+    // (EAFNOSUPPORT), so asking it (SO_DOMAIN) would cost a syscall for nothing.
+    let sock_family = if dst.is_ipv4() { AF_INET } else { AF_INET6 };
     if sock_type == libc::SOCK_DGRAM && (sock_family == AF_INET || sock_family == AF_INET6) {
         return unsafe { super::udp::connect_udp(fd, sock_family, addr, len, dst) };
     }
@@ -78,18 +81,6 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
     }
 }
 
-/// The socket's domain and type, or `None` if `fd` is not a socket.
-fn socket_family_and_type(fd: c_int) -> Option<(c_int, c_int)> {
-    let read = |opt| {
-        let mut value: c_int = 0;
-        let mut len = std::mem::size_of::<c_int>() as socklen_t;
-        // SAFETY: these options read one int.
-        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, &mut value as *mut _ as *mut c_void, &mut len) };
-        (rc == 0).then_some(value)
-    };
-    Some((read(libc::SO_DOMAIN)?, read(libc::SO_TYPE)?))
-}
-
 /// Whether `fd` is still the socket we connected (not closed behind our
 /// back, e.g. by `fclose` or a raw syscall, and reused).
 fn still_proxied(fd: c_int) -> bool {
@@ -119,7 +110,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     if kind == fd_table::kind::UDP {
         return ffi::catch(-1, libc::EIO, || match super::udp::udp_peer(fd) {
             Some(peer) => {
-                let family = socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
+                let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
                 match socket_addr::encode(&peer, family) {
                     Some(encoded) if !addr.is_null() && !len.is_null() => {
                         unsafe { socket_addr::copy_out(&encoded, addr, len) };
@@ -136,7 +127,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             fd_table::forget(fd);
             return unsafe { real::getpeername(fd, addr, len) };
         };
-        let family = socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
+        let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
         match socket_addr::encode(&details.peer, family) {
             Some(encoded) if !addr.is_null() && !len.is_null() => {
                 unsafe { socket_addr::copy_out(&encoded, addr, len) };

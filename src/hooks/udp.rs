@@ -78,7 +78,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() 
     };
     let Some(config) = runtime::config() else {
         // Which sockets we would proxy is unknown: refuse every UDP send.
-        return match udp::socket_family_and_type(fd) {
+        return match socket_addr::socket_family_and_type(fd) {
             Some((family, SOCK_DGRAM)) if udp::is_inet(family) => {
                 udp::log_once(format!("udp to {dst} refused: the configuration is malformed (see the message above)"));
                 fail(libc::ENETUNREACH)
@@ -95,7 +95,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() 
             Some(f) => f,
             None => return real(),
         },
-        (None, false) => match udp::socket_family_and_type(fd) {
+        (None, false) => match socket_addr::socket_family_and_type(fd) {
             Some((family, SOCK_DGRAM)) if udp::is_inet(family) => family,
             Some((_, SOCK_STREAM)) if flags & libc::MSG_FASTOPEN != 0 && !out.dst.is_null() => {
                 return unsafe { fast_open(fd, out, flags) };
@@ -282,6 +282,12 @@ pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flag
     if !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet(addr, alen) })) {
         return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
     }
+    unsafe { sendto_ours(fd, buf, len, flags, addr, alen) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn sendto_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let out = Out { iov: &iov, dst: addr, dst_len: alen, control: std::ptr::null_mut(), control_len: 0 };
     unsafe { send_slow(fd, &out, flags, &mut || real::sendto(fd, buf, len, flags, addr, alen)) }
@@ -293,6 +299,12 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     if msg.is_null() || !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) })) {
         return unsafe { real::sendmsg(fd, msg, flags) };
     }
+    unsafe { sendmsg_ours(fd, msg, flags) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn sendmsg_ours(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let m = unsafe { &*msg };
     let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
     let out = Out { iov, dst: m.msg_name as *const sockaddr, dst_len: m.msg_namelen, control: m.msg_control, control_len: m.msg_controllen as usize };
@@ -333,6 +345,12 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
     if fd_table::kind(fd) != kind::UDP {
         return unsafe { real::send(fd, buf, len, flags) };
     }
+    unsafe { send_ours(fd, buf, len, flags) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn send_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     let iov = [one_iov(buf, len)];
     unsafe { send_slow(fd, &no_out(&iov), flags, &mut || real::send(fd, buf, len, flags)) }
 }
@@ -342,6 +360,12 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
     if fd_table::kind(fd) != kind::UDP {
         return unsafe { real::write(fd, buf, len) };
     }
+    unsafe { write_ours(fd, buf, len) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn write_ours(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     unsafe { send_slow(fd, &no_out(&iov), 0, &mut || real::write(fd, buf, len)) }
 }
@@ -351,6 +375,12 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
     if fd_table::kind(fd) != kind::UDP {
         return unsafe { real::writev(fd, iov, n) };
     }
+    unsafe { writev_ours(fd, iov, n) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn writev_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let v = unsafe { iov_slice(iov, n.max(0) as usize) };
     unsafe { send_slow(fd, &no_out(v), 0, &mut || real::writev(fd, iov, n)) }
 }
@@ -360,6 +390,12 @@ pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flag
     if fd_table::kind(fd) != kind::UDP {
         return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
     }
+    unsafe { recvfrom_ours(fd, buf, len, flags, addr, alen) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn recvfrom_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let inp = In { name: addr, name_len: alen, ..no_in(&iov) };
     unsafe { recv_slow(fd, &inp, flags, &mut || real::recvfrom(fd, buf, len, flags, addr, alen)) }
@@ -370,6 +406,12 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
     if fd_table::kind(fd) != kind::UDP {
         return unsafe { real::recv(fd, buf, len, flags) };
     }
+    unsafe { recv_ours(fd, buf, len, flags) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn recv_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     let iov = [one_iov(buf, len)];
     unsafe { recv_slow(fd, &no_in(&iov), flags, &mut || real::recv(fd, buf, len, flags)) }
 }
@@ -379,6 +421,12 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
     if fd_table::kind(fd) != kind::UDP {
         return unsafe { real::read(fd, buf, len) };
     }
+    unsafe { read_ours(fd, buf, len) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn read_ours(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     unsafe { recv_slow(fd, &no_in(&iov), 0, &mut || real::read(fd, buf, len)) }
 }
@@ -388,6 +436,12 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
     if fd_table::kind(fd) != kind::UDP {
         return unsafe { real::readv(fd, iov, n) };
     }
+    unsafe { readv_ours(fd, iov, n) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let v = unsafe { iov_slice(iov, n.max(0) as usize) };
     unsafe { recv_slow(fd, &no_in(v), 0, &mut || real::readv(fd, iov, n)) }
 }
@@ -400,6 +454,8 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     unsafe { recvmsg_ours(fd, msg, flags) }
 }
 
+#[cold]
+#[inline(never)]
 unsafe fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     let m = unsafe { &mut *msg };
     let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };

@@ -147,16 +147,34 @@ impl ClientHandshake {
     }
 
     /// How many bytes to read next; 0 once done. Never past the handshake.
+    ///
+    /// Because the first flight was pipelined, the proxy's answers to it
+    /// arrive back to back, and a successful handshake is at least the
+    /// method selection, the auth reply (with credentials) and a reply
+    /// head: so that much can be asked for in one read. A failing proxy
+    /// sends less and hangs up; what did arrive is still judged.
     pub fn wanted(&self) -> usize {
-        let need = match self.stage {
-            Stage::MethodSelection => MethodSelection::LEN,
-            Stage::AuthReply => AuthReply::LEN,
+        let ahead = match self.stage {
+            Stage::MethodSelection => MethodSelection::LEN + if self.with_auth { AuthReply::LEN } else { 0 } + Reply::MIN_LEN,
+            Stage::AuthReply => AuthReply::LEN + Reply::MIN_LEN,
             Stage::ReplyHead => Reply::MIN_LEN,
             Stage::ReplyRest(total) => total,
             Stage::Reply4 => Reply4::LEN,
             Stage::Done => return 0,
         };
-        need - self.input.len()
+        ahead - self.input.len()
+    }
+
+    /// Bytes the current stage needs in `self.input` before it can be judged.
+    fn stage_len(&self) -> usize {
+        match self.stage {
+            Stage::MethodSelection => MethodSelection::LEN,
+            Stage::AuthReply => AuthReply::LEN,
+            Stage::ReplyHead => Reply::MIN_LEN,
+            Stage::ReplyRest(total) => total,
+            Stage::Reply4 => Reply4::LEN,
+            Stage::Done => 0,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -169,7 +187,7 @@ impl ClientHandshake {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<TargetAddr>, HandshakeError> {
         assert!(bytes.len() <= self.wanted(), "driver read past the handshake");
         self.input.extend_from_slice(bytes);
-        while self.stage != Stage::Done && self.wanted() == 0 {
+        while self.stage != Stage::Done && self.input.len() >= self.stage_len() {
             if let Some(bound) = self.step()? {
                 return Ok(Some(bound));
             }
@@ -177,12 +195,15 @@ impl ClientHandshake {
         Ok(None)
     }
 
-    /// Processes one complete stage held in `self.input`.
+    /// Judges the current stage, whose bytes start `self.input`; later
+    /// stages' bytes stay there.
     fn step(&mut self) -> Result<Option<TargetAddr>, HandshakeError> {
-        let input = std::mem::take(&mut self.input);
+        let len = self.stage_len();
+        let input = &self.input[..len];
+        let mut consumed = len;
         match self.stage {
             Stage::MethodSelection => {
-                let (sel, _) = MethodSelection::parse(&input)?;
+                let (sel, _) = MethodSelection::parse(input)?;
                 let offered = if self.with_auth { method::USER_PASS } else { method::NO_AUTH };
                 self.stage = match sel.method {
                     m if m == offered && self.with_auth => Stage::AuthReply,
@@ -192,7 +213,7 @@ impl ClientHandshake {
                 };
             }
             Stage::AuthReply => {
-                let (reply, _) = AuthReply::parse(&input)?;
+                let (reply, _) = AuthReply::parse(input)?;
                 if !reply.succeeded() {
                     return Err(HandshakeError::AuthFailed(reply.status));
                 }
@@ -207,16 +228,16 @@ impl ClientHandshake {
                 if code != ReplyCode::Succeeded {
                     return Err(HandshakeError::Rejected(code));
                 }
-                self.stage = Stage::ReplyRest(Reply::total_len(&input)?);
-                self.input = input;
+                self.stage = Stage::ReplyRest(Reply::total_len(input)?);
+                consumed = 0; // the whole reply is parsed at once, head included
             }
             Stage::ReplyRest(_) => {
-                let (reply, _) = Reply::parse(&input)?;
+                let (reply, _) = Reply::parse(input)?;
                 self.stage = Stage::Done;
                 return Ok(Some(reply.bound));
             }
             Stage::Reply4 => {
-                let (reply, _) = Reply4::parse(&input)?;
+                let (reply, _) = Reply4::parse(input)?;
                 if reply.code != socks4::GRANTED {
                     return Err(HandshakeError::Rejected4(reply.code));
                 }
@@ -225,6 +246,7 @@ impl ClientHandshake {
             }
             Stage::Done => {}
         }
+        self.input.drain(..consumed);
         Ok(None)
     }
 }
@@ -263,6 +285,10 @@ mod tests {
         assert_eq!(used, 12, "the banner after the reply is left for the program");
         assert!(hs.is_done());
         assert_eq!(hs.wanted(), 0);
+        let (mut hs, _) = ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
+        assert_eq!(hs.wanted(), 7, "method selection and reply head in one read");
+        assert_eq!(hs.feed(&server[..7]), Ok(None));
+        assert_eq!(hs.wanted(), 5, "then the rest of an IPv4 reply");
     }
 
     #[test]

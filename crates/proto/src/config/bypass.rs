@@ -61,6 +61,12 @@ impl BypassList {
         })
     }
 
+    /// Whether any rule names hosts (`intranet`, `.corp.example`): only then
+    /// can an address be bypassed because of the name it was looked up by.
+    pub fn has_name_rules(&self) -> bool {
+        self.rules.iter().any(|rule| matches!(rule, Rule::Domain { .. }))
+    }
+
     /// Whether every destination bypasses the proxy (`*`).
     pub fn bypasses_everything(&self) -> bool {
         self.rules.contains(&Rule::All)
@@ -99,7 +105,8 @@ fn full_prefix(ip: IpAddr) -> u8 {
     if canonical_ip(ip).is_ipv4() { 32 } else { 128 }
 }
 
-fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+/// Whether `ip` lies in `net/prefix` (both of one family; mixed is false).
+pub fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(ip), IpAddr::V4(net)) => {
             let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
@@ -133,6 +140,8 @@ mod tests {
         assert!(l.bypasses_name("localhost", 0));
         assert!(l.bypasses_name("LOCALHOST.", 0));
         assert!(!l.bypasses_name("example.org", 0));
+        assert!(l.has_name_rules(), "localhost is a name rule");
+        assert!(!BypassList::parse("127.0.0.0/8,::1").unwrap().has_name_rules());
     }
 
     #[test]
