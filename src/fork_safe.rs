@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 pub struct ForkSafeMutex<T> {
     locked: AtomicBool,
+    /// Whether the fork handlers know this lock yet (checked on every lock).
+    registered: AtomicBool,
     value: UnsafeCell<T>,
 }
 
@@ -23,11 +25,14 @@ unsafe impl<T: Send> Send for ForkSafeMutex<T> {}
 
 impl<T> ForkSafeMutex<T> {
     pub const fn new(value: T) -> Self {
-        ForkSafeMutex { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        ForkSafeMutex { locked: AtomicBool::new(false), registered: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     pub fn lock(&'static self) -> Guard<'static, T> {
-        register(&self.locked);
+        if !self.registered.load(Ordering::Acquire) {
+            register(&self.locked);
+            self.registered.store(true, Ordering::Release);
+        }
         acquire(&self.locked);
         Guard { mutex: self }
     }

@@ -42,7 +42,7 @@ macro_rules! real_fns {
                 // needs no stack frame: load, test, jump.
                 #[cold]
                 #[inline(never)]
-                unsafe fn first_call($($arg: $ty),*) -> $ret {
+                unsafe extern "C" fn first_call($($arg: $ty),*) -> $ret {
                     let ptr = $crate::real::resolve_first(&SLOT, concat!(stringify!($name), "\0").as_bytes());
                     // SAFETY: the symbol named like this function has this C signature.
                     let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ptr) };

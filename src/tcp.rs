@@ -60,15 +60,16 @@ impl Deadline {
     }
 }
 
-/// Waits until `fd` is ready for `events`, retrying on EINTR.
-fn wait(fd: c_int, events: i16, deadline: &Deadline, step: &'static str) -> Result<(), ConnectError> {
+/// Waits until `fd` is ready for `events`, retrying on EINTR; returns the
+/// events that fired (`POLLERR`/`POLLHUP` included).
+fn wait(fd: c_int, events: i16, deadline: &Deadline, step: &'static str) -> Result<i16, ConnectError> {
     loop {
         let Some(ms) = deadline.remaining_ms() else { return Err(ConnectError::Timeout(step)) };
         let mut pfd = libc::pollfd { fd, events, revents: 0 };
         // SAFETY: one valid pollfd.
         match unsafe { libc::poll(&mut pfd, 1, ms) } {
             0 => return Err(ConnectError::Timeout(step)),
-            n if n > 0 => return Ok(()),
+            n if n > 0 => return Ok(pfd.revents),
             _ if crate::ffi::errno() == EINTR => continue,
             _ => return Err(ConnectError::Io(step, crate::ffi::errno())),
         }
@@ -115,14 +116,17 @@ fn connect_first_hop(fd: c_int, family: c_int, config: &'static Config, deadline
         let rc = unsafe { real::connect(fd, &raw.0 as *const _ as *const libc::sockaddr, raw.1) };
         let err = if rc == 0 { 0 } else { crate::ffi::errno() };
         if err == EINPROGRESS || err == EINTR {
-            wait(fd, libc::POLLOUT, deadline, "connecting to the proxy")?;
+            let events = wait(fd, libc::POLLOUT, deadline, "connecting to the proxy")?;
+            // A failed connect always raises POLLERR; only then is SO_ERROR
+            // worth a syscall (this runs on every proxied connect).
+            if events & (libc::POLLERR | libc::POLLHUP) == 0 {
+                return Ok(*addr);
+            }
             let mut so_error: c_int = 0;
             let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
             // SAFETY: SO_ERROR reads one int.
             unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut so_error as *mut _ as *mut c_void, &mut len) };
-            if so_error == 0 {
-                return Ok(*addr);
-            }
+            let so_error = if so_error == 0 { libc::ECONNREFUSED } else { so_error };
             // Linux lets a socket whose connect failed try again.
             last = Some(ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(so_error))));
         } else if err == 0 {
@@ -145,7 +149,7 @@ fn send_all(fd: c_int, mut bytes: &[u8], deadline: &Deadline) -> Result<(), Conn
         }
         match crate::ffi::errno() {
             EINTR => continue,
-            libc::EAGAIN => wait(fd, libc::POLLOUT, deadline, "sending the SOCKS request")?,
+            libc::EAGAIN => _ = wait(fd, libc::POLLOUT, deadline, "sending the SOCKS request")?,
             e => return Err(ConnectError::Io("sending the SOCKS request", e)),
         }
     }
@@ -157,6 +161,9 @@ fn handshake(fd: c_int, hs_start: (ClientHandshake, Vec<u8>), deadline: &Deadlin
     let (mut hs, first_flight) = hs_start;
     send_all(fd, &first_flight, deadline)?;
     let mut buf = [0u8; 262];
+    // The proxy cannot have answered a request it is only now receiving:
+    // wait before the first read instead of failing it with EAGAIN.
+    wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
     loop {
         let want = hs.wanted().min(buf.len());
         // SAFETY: reading at most `want` bytes into buf.
@@ -172,7 +179,7 @@ fn handshake(fd: c_int, hs_start: (ClientHandshake, Vec<u8>), deadline: &Deadlin
         }
         match crate::ffi::errno() {
             EINTR => continue,
-            libc::EAGAIN => wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?,
+            libc::EAGAIN => _ = wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?,
             e => return Err(ConnectError::Io("reading the SOCKS reply", e)),
         }
     }

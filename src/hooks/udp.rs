@@ -287,7 +287,7 @@ pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flag
 
 #[cold]
 #[inline(never)]
-unsafe fn sendto_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
+unsafe extern "C" fn sendto_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let out = Out { iov: &iov, dst: addr, dst_len: alen, control: std::ptr::null_mut(), control_len: 0 };
     unsafe { send_slow(fd, &out, flags, &mut || real::sendto(fd, buf, len, flags, addr, alen)) }
@@ -304,7 +304,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 
 #[cold]
 #[inline(never)]
-unsafe fn sendmsg_ours(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+unsafe extern "C" fn sendmsg_ours(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let m = unsafe { &*msg };
     let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
     let out = Out { iov, dst: m.msg_name as *const sockaddr, dst_len: m.msg_namelen, control: m.msg_control, control_len: m.msg_controllen as usize };
@@ -350,7 +350,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 
 #[cold]
 #[inline(never)]
-unsafe fn send_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+unsafe extern "C" fn send_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     let iov = [one_iov(buf, len)];
     unsafe { send_slow(fd, &no_out(&iov), flags, &mut || real::send(fd, buf, len, flags)) }
 }
@@ -365,7 +365,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 
 #[cold]
 #[inline(never)]
-unsafe fn write_ours(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+unsafe extern "C" fn write_ours(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     unsafe { send_slow(fd, &no_out(&iov), 0, &mut || real::write(fd, buf, len)) }
 }
@@ -380,7 +380,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 
 #[cold]
 #[inline(never)]
-unsafe fn writev_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+unsafe extern "C" fn writev_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let v = unsafe { iov_slice(iov, n.max(0) as usize) };
     unsafe { send_slow(fd, &no_out(v), 0, &mut || real::writev(fd, iov, n)) }
 }
@@ -395,7 +395,7 @@ pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flag
 
 #[cold]
 #[inline(never)]
-unsafe fn recvfrom_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
+unsafe extern "C" fn recvfrom_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let inp = In { name: addr, name_len: alen, ..no_in(&iov) };
     unsafe { recv_slow(fd, &inp, flags, &mut || real::recvfrom(fd, buf, len, flags, addr, alen)) }
@@ -411,7 +411,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 
 #[cold]
 #[inline(never)]
-unsafe fn recv_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+unsafe extern "C" fn recv_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     let iov = [one_iov(buf, len)];
     unsafe { recv_slow(fd, &no_in(&iov), flags, &mut || real::recv(fd, buf, len, flags)) }
 }
@@ -426,7 +426,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 
 #[cold]
 #[inline(never)]
-unsafe fn read_ours(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+unsafe extern "C" fn read_ours(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     unsafe { recv_slow(fd, &no_in(&iov), 0, &mut || real::read(fd, buf, len)) }
 }
@@ -441,7 +441,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
 
 #[cold]
 #[inline(never)]
-unsafe fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+unsafe extern "C" fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let v = unsafe { iov_slice(iov, n.max(0) as usize) };
     unsafe { recv_slow(fd, &no_in(v), 0, &mut || real::readv(fd, iov, n)) }
 }
@@ -456,7 +456,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 
 #[cold]
 #[inline(never)]
-unsafe fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+unsafe extern "C" fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     let m = unsafe { &mut *msg };
     let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
     let mut control_len = m.msg_controllen as usize;

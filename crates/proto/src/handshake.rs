@@ -85,6 +85,10 @@ impl From<wire::Error> for HandshakeError {
     }
 }
 
+/// The longest server answer buffered at once: a reply with a 255-byte
+/// name (the method selection and auth reply are consumed before it).
+const MAX_REPLY: usize = 4 + 1 + 255 + 2;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     MethodSelection,
@@ -124,7 +128,7 @@ impl ClientHandshake {
                     AuthRequest { user: c.user.clone(), pass: c.pass.clone() }.emit(&mut out);
                 }
                 Request::new(command, dst.clone()).emit(&mut out);
-                let hs = ClientHandshake { stage: Stage::MethodSelection, with_auth: credentials.is_some(), input: Vec::new() };
+                let hs = ClientHandshake { stage: Stage::MethodSelection, with_auth: credentials.is_some(), input: Vec::with_capacity(MAX_REPLY) };
                 Ok((hs, out))
             }
             Dialect::Socks4 { user_id } => {
@@ -141,7 +145,7 @@ impl ClientHandshake {
                     name => name.clone(),
                 };
                 Request4 { command: code, user_id: user_id.clone(), dst }.emit(&mut out);
-                Ok((ClientHandshake { stage: Stage::Reply4, with_auth: false, input: Vec::new() }, out))
+                Ok((ClientHandshake { stage: Stage::Reply4, with_auth: false, input: Vec::with_capacity(MAX_REPLY) }, out))
             }
         }
     }
