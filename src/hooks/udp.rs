@@ -51,15 +51,36 @@ struct In<'a> {
 }
 
 /// The slow path of every send. `real` makes the call as the program did.
-unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
-    let Some(_inside) = guard::enter() else { return real() };
-    ffi::catch(-1, libc::ENETUNREACH, || unsafe { send_inner(fd, out, flags, real) })
+/// Which calls check, with an `fstat`, that one of our fds is still the
+/// socket we recorded (it could have been closed behind our back, by a raw
+/// syscall, and the number reused). `write`/`read` and their vector forms
+/// can land on any fd, and a file written through our UDP path would be
+/// broken, so they check. The socket calls skip it: on a reused number they
+/// can only reach a socket, and then still only the relay (no leak), and
+/// the two `fstat`s per round trip were the shim's main cost on UDP.
+#[derive(Clone, Copy, PartialEq)]
+enum FdCheck {
+    Verify,
+    Trust,
 }
 
-unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+    let Some(_inside) = guard::enter() else { return real() };
+    ffi::catch(-1, libc::ENETUNREACH, || unsafe { send_inner(fd, out, flags, check, real) })
+}
+
+/// Whether `fd`, recorded as ours, still is (see [`FdCheck`]).
+fn still_ours(fd: c_int, check: FdCheck) -> bool {
+    match udp::tracked(fd) {
+        Some(ino) => check == FdCheck::Trust || udp::inode(fd) == Some(ino),
+        None => false,
+    }
+}
+
+unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
     let view = match fd_table::kind(fd) == kind::UDP {
-        true => match udp::tracked(fd) {
-            Some(ino) if udp::inode(fd) == Some(ino) => udp::view(fd),
+        true => match still_ours(fd, check) {
+            true => udp::view(fd),
             _ => {
                 fd_table::forget(fd); // closed behind our back and reused
                 None
@@ -161,18 +182,15 @@ unsafe fn fast_open(fd: c_int, out: &Out, flags: c_int) -> ssize_t {
 }
 
 /// The slow path of every receive on one of our sockets.
-unsafe fn recv_slow(fd: c_int, inp: &In, flags: c_int, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+unsafe fn recv_slow(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
     let Some(_inside) = guard::enter() else { return real() };
-    ffi::catch(-1, libc::EIO, || unsafe { recv_inner(fd, inp, flags, real) })
+    ffi::catch(-1, libc::EIO, || unsafe { recv_inner(fd, inp, flags, check, real) })
 }
 
-unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
-    match udp::tracked(fd) {
-        Some(ino) if udp::inode(fd) == Some(ino) => {}
-        _ => {
-            fd_table::forget(fd); // closed behind our back and reused
-            return real();
-        }
+unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
+    if !still_ours(fd, check) {
+        fd_table::forget(fd); // closed behind our back and reused
+        return real();
     }
     let Some(view) = udp::view(fd) else { return real() };
     let Some(config) = runtime::config() else { return real() };
@@ -290,7 +308,7 @@ pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flag
 unsafe extern "C" fn sendto_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let out = Out { iov: &iov, dst: addr, dst_len: alen, control: std::ptr::null_mut(), control_len: 0 };
-    unsafe { send_slow(fd, &out, flags, &mut || real::sendto(fd, buf, len, flags, addr, alen)) }
+    unsafe { send_slow(fd, &out, flags, FdCheck::Trust, &mut || real::sendto(fd, buf, len, flags, addr, alen)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -308,7 +326,7 @@ unsafe extern "C" fn sendmsg_ours(fd: c_int, msg: *const msghdr, flags: c_int) -
     let m = unsafe { &*msg };
     let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
     let out = Out { iov, dst: m.msg_name as *const sockaddr, dst_len: m.msg_namelen, control: m.msg_control, control_len: m.msg_controllen as usize };
-    unsafe { send_slow(fd, &out, flags, &mut || real::sendmsg(fd, msg, flags)) }
+    unsafe { send_slow(fd, &out, flags, FdCheck::Trust, &mut || real::sendmsg(fd, msg, flags)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -352,7 +370,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 #[inline(never)]
 unsafe extern "C" fn send_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     let iov = [one_iov(buf, len)];
-    unsafe { send_slow(fd, &no_out(&iov), flags, &mut || real::send(fd, buf, len, flags)) }
+    unsafe { send_slow(fd, &no_out(&iov), flags, FdCheck::Trust, &mut || real::send(fd, buf, len, flags)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -367,7 +385,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 #[inline(never)]
 unsafe extern "C" fn write_ours(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
-    unsafe { send_slow(fd, &no_out(&iov), 0, &mut || real::write(fd, buf, len)) }
+    unsafe { send_slow(fd, &no_out(&iov), 0, FdCheck::Verify, &mut || real::write(fd, buf, len)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -382,7 +400,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 #[inline(never)]
 unsafe extern "C" fn writev_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let v = unsafe { iov_slice(iov, n.max(0) as usize) };
-    unsafe { send_slow(fd, &no_out(v), 0, &mut || real::writev(fd, iov, n)) }
+    unsafe { send_slow(fd, &no_out(v), 0, FdCheck::Verify, &mut || real::writev(fd, iov, n)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -398,7 +416,7 @@ pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flag
 unsafe extern "C" fn recvfrom_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let inp = In { name: addr, name_len: alen, ..no_in(&iov) };
-    unsafe { recv_slow(fd, &inp, flags, &mut || real::recvfrom(fd, buf, len, flags, addr, alen)) }
+    unsafe { recv_slow(fd, &inp, flags, FdCheck::Trust, &mut || real::recvfrom(fd, buf, len, flags, addr, alen)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -413,7 +431,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 #[inline(never)]
 unsafe extern "C" fn recv_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     let iov = [one_iov(buf, len)];
-    unsafe { recv_slow(fd, &no_in(&iov), flags, &mut || real::recv(fd, buf, len, flags)) }
+    unsafe { recv_slow(fd, &no_in(&iov), flags, FdCheck::Trust, &mut || real::recv(fd, buf, len, flags)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -428,7 +446,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 #[inline(never)]
 unsafe extern "C" fn read_ours(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
-    unsafe { recv_slow(fd, &no_in(&iov), 0, &mut || real::read(fd, buf, len)) }
+    unsafe { recv_slow(fd, &no_in(&iov), 0, FdCheck::Verify, &mut || real::read(fd, buf, len)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -443,7 +461,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
 #[inline(never)]
 unsafe extern "C" fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let v = unsafe { iov_slice(iov, n.max(0) as usize) };
-    unsafe { recv_slow(fd, &no_in(v), 0, &mut || real::readv(fd, iov, n)) }
+    unsafe { recv_slow(fd, &no_in(v), 0, FdCheck::Verify, &mut || real::readv(fd, iov, n)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -469,7 +487,7 @@ unsafe extern "C" fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> 
         control_len: &mut control_len,
         msg_flags: &mut msg_flags,
     };
-    let n = unsafe { recv_slow(fd, &inp, flags, &mut || real::recvmsg(fd, msg, flags)) };
+    let n = unsafe { recv_slow(fd, &inp, flags, FdCheck::Trust, &mut || real::recvmsg(fd, msg, flags)) };
     if n >= 0 && fd_table::kind(fd) == kind::UDP {
         m.msg_controllen = control_len as _;
         m.msg_flags = msg_flags;
