@@ -336,7 +336,7 @@ pub struct Dante {
 impl Dante {
     /// No authentication.
     pub fn start() -> Dante {
-        Dante::start_with(false)
+        Dante::start_with(false, None)
     }
 
     /// `socksmethod: username`: clients must log in as [`DANTE_USER`].
@@ -346,11 +346,14 @@ impl Dante {
             out.status.success(),
             "system user {DANTE_USER} is missing: scripts/test creates it for Dante's username method"
         );
-        Dante::start_with(true)
+        Dante::start_with(true, None)
     }
 
-    fn start_with(auth: bool) -> Dante {
+    /// Starts danted, in a mount namespace of its own whose `/etc/hosts`
+    /// is `hosts` when given.
+    fn start_with(auth: bool, hosts: Option<&str>) -> Dante {
         let danted = require_program("danted", "dante-server");
+        let unshare = hosts.map(|_| require_program("unshare", "util-linux"));
         let mut last_err = String::new();
         // The port is picked free and then handed to Dante: retry if another
         // process took it in between.
@@ -359,12 +362,25 @@ impl Dante {
             let port = free_port(DIRECT);
             let log_path = dir.path().join("sockd.log");
             let conf = dir.path().join("sockd.conf");
+            let pid_file = dir.path().join("sockd.pid");
             fs::write(&conf, dante_config(port, &log_path, auth)).expect("write sockd.conf");
-            let mut child = Command::new(&danted)
-                .arg("-f")
-                .arg(&conf)
-                .args(["-N", "1", "-p"])
-                .arg(dir.path().join("sockd.pid"))
+            let mut cmd = match (hosts, &unshare) {
+                (Some(hosts), Some(unshare)) => {
+                    let hosts_path = dir.path().join("hosts");
+                    fs::write(&hosts_path, hosts).expect("write hosts");
+                    // Private propagation: the bind mount is seen by danted alone.
+                    let script = r#"mount --bind "$1" /etc/hosts && exec "$2" -f "$3" -N 1 -p "$4""#;
+                    let mut cmd = Command::new(unshare);
+                    cmd.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"]).arg(&hosts_path).arg(&danted).arg(&conf).arg(&pid_file);
+                    cmd
+                }
+                _ => {
+                    let mut cmd = Command::new(&danted);
+                    cmd.arg("-f").arg(&conf).args(["-N", "1", "-p"]).arg(&pid_file);
+                    cmd
+                }
+            };
+            let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -849,44 +865,6 @@ impl Dante {
     /// own whose `/etc/hosts` is `hosts`: the names in it resolve for the
     /// proxy only, never for the client (which must send them by name).
     pub fn start_with_hosts(hosts: &str) -> Dante {
-        let danted = require_program("danted", "dante-server");
-        let unshare = require_program("unshare", "util-linux");
-        let mut last_err = String::new();
-        for _ in 0..3 {
-            let dir = TempDir::new("dante-hosts");
-            let port = free_port(DIRECT);
-            let log_path = dir.path().join("sockd.log");
-            let conf = dir.path().join("sockd.conf");
-            let hosts_path = dir.path().join("hosts");
-            fs::write(&conf, dante_config(port, &log_path, false)).expect("write sockd.conf");
-            fs::write(&hosts_path, hosts).expect("write hosts");
-            // Private propagation: the bind mount is seen by danted alone.
-            let script = r#"mount --bind "$1" /etc/hosts && exec "$2" -f "$3" -N 1 -p "$4""#;
-            let mut child = Command::new(&unshare)
-                .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
-                .arg(&hosts_path)
-                .arg(&danted)
-                .arg(&conf)
-                .arg(dir.path().join("sockd.pid"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .expect("spawn unshare danted");
-            let addr = SocketAddr::new(DIRECT, port);
-            let up = wait_until(WAIT, || {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Some(false);
-                }
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| true)
-            });
-            if up == Some(true) {
-                return Dante { child, addr, log_path, _dir: dir };
-            }
-            kill_group(&mut child);
-            last_err = fs::read_to_string(&log_path).unwrap_or_default();
-        }
-        panic!("danted (in its own mount namespace) did not start; its log:\n{last_err}");
+        Dante::start_with(false, Some(hosts))
     }
 }
