@@ -85,3 +85,13 @@ fn dup_shares_the_association() {
 fn tcp_sendto_msg_fastopen_is_a_proxied_connect() {
     udp_cases::tcp_fast_open(&Server::bundled(&[]));
 }
+
+#[test]
+fn c_rcvtimeo_dontwait_epoll_recvmmsg() {
+    udp_cases::c_calls(&Server::bundled(&[]));
+}
+
+#[test]
+fn nslookup_against_a_dns_responder() {
+    udp_cases::nslookup(&Server::bundled(&[]));
+}

@@ -584,3 +584,34 @@ pub fn tcp_fast_open(proxy: &dyn UdpLog) {
     assert_eq!(out.stdout, format!("sent 9\npeer 127.0.0.1 {}\necho fast-open\n", target.addr.port()), "{out}");
     target.assert_peers(1, proxy.out_ip(DIRECT));
 }
+
+/// SO_RCVTIMEO, MSG_DONTWAIT, epoll readiness and recvmmsg on a proxied
+/// socket (`tests/programs/udp_calls.c`, built here with gcc).
+pub fn c_calls(proxy: &dyn UdpLog) {
+    let dir = TempDir::new("udp-calls");
+    let exe = dir.path().join("udp_calls");
+    Run::plain("gcc").args(["-O2", "-o"]).arg(&exe).arg(repo_root().join("tests/programs/udp_calls.c")).run().assert_success();
+    let target = UdpTarget::echo(DIRECT);
+    let out = Run::shimmed(&proxy.url(), &exe)
+        .args([host(target.addr.ip()), target.addr.port().to_string()])
+        .timeout(Duration::from_secs(40))
+        .run();
+    out.assert_success();
+    let expected = "first 4 from_target 1\ndontwait EAGAIN\nrcvtimeo EAGAIN waited_enough 1\nepoll_idle 0\nepoll_ready 1 in 1\nafter_epoll 4 poll\nrecvmmsg 3 good 3\n";
+    assert_eq!(out.stdout, expected, "{out}");
+    target.assert_peers(5, proxy.out_ip(DIRECT));
+}
+
+/// `nslookup -port=N NAME 127.0.0.1`: BIND's other resolver tool, which
+/// asks for A and AAAA (the responder answers each with `A 192.0.2.77`).
+pub fn nslookup(proxy: &dyn UdpLog) {
+    require_program("nslookup", "bind9-dnsutils");
+    let target = UdpTarget::start(DIRECT, Answer::Dns);
+    let out = Run::shimmed(&proxy.url(), "nslookup")
+        .args([&format!("-port={}", target.addr.port()), "-timeout=10", "-retry=1", "socksify-test.example", "127.0.0.1"])
+        .timeout(Duration::from_secs(40))
+        .run();
+    assert!(out.stdout.contains("Address: 192.0.2.77"), "{out}");
+    let peers = target.peers();
+    assert!(!peers.is_empty() && peers.iter().all(|p| p.ip() == proxy.out_ip(DIRECT)), "every query through the proxy: {peers:?}");
+}
