@@ -15,7 +15,7 @@ use crate::cli::Config;
 use crate::log::reply_name;
 use crate::outbound;
 use crate::session::{reply5, ClientConn, Session};
-use socket2::Type;
+use socket2::{SockAddr, Type};
 use socksify_proto::wire::socks5::ReplyCode;
 use socksify_proto::wire::udp::UdpHeader;
 use socksify_proto::wire::{canonical_ip, TargetAddr};
@@ -26,8 +26,8 @@ use std::os::fd::AsRawFd;
 
 /// Room for the largest UDP payload plus the largest header.
 const DATAGRAM_MAX: usize = 65536 + 262;
-/// Datagrams handled per socket per wake-up.
-const BATCH: usize = 64;
+/// Datagrams handled per socket per wake-up (one `recvmmsg`).
+const BATCH: usize = 32;
 /// Names resolved per association before the cache is flushed.
 const NAME_CACHE_MAX: usize = 256;
 
@@ -118,14 +118,17 @@ impl Association<'_> {
     fn run(&mut self, control: &std::net::TcpStream) -> io::Result<()> {
         control.set_nonblocking(true)?;
         self.relay.set_nonblocking(true)?;
-        let mut buf = vec![0u8; DATAGRAM_MAX];
+        let mut io = Batch::new();
         loop {
-            let mut fds = vec![pollfd(control.as_raw_fd()), pollfd(self.relay.as_raw_fd())];
+            // At most four fds: no allocation per wake-up.
+            let mut fds = [pollfd(control.as_raw_fd()), pollfd(self.relay.as_raw_fd()), pollfd(-1), pollfd(-1)];
+            let mut nfds = 2;
             for s in [&self.out4, &self.out6].into_iter().flatten() {
-                fds.push(pollfd(s.as_raw_fd()));
+                fds[nfds] = pollfd(s.as_raw_fd());
+                nfds += 1;
             }
-            // SAFETY: fds is a live array of initialised pollfd structs.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            // SAFETY: fds is a live array of at least nfds initialised pollfd structs.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds as libc::nfds_t, -1) };
             if rc < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -137,34 +140,80 @@ impl Association<'_> {
                 return Ok(());
             }
             if fds[1].revents != 0 {
-                self.relay_from_client(&mut buf);
+                self.relay_from_client(&mut io);
             }
-            for pfd in &fds[2..] {
+            for pfd in &fds[2..nfds] {
                 if pfd.revents != 0 {
-                    self.relay_to_client(pfd.fd, &mut buf);
+                    self.relay_to_client(pfd.fd, &mut io);
                 }
             }
         }
     }
 
     /// Drains the relay socket: client datagrams to their destinations.
-    fn relay_from_client(&mut self, buf: &mut [u8]) {
-        // A bounded batch, so a flood on one socket cannot starve the others.
-        for _ in 0..BATCH {
-            let (len, src) = match self.relay.recv_from(buf) {
-                Ok(x) => x,
-                Err(_) => return, // WouldBlock, or an ICMP error from an earlier send
+    /// One `recvmmsg` takes what is queued (a bounded batch, so a flood on
+    /// one socket cannot starve the others); datagrams to IP addresses
+    /// leave in `sendmmsg` batches per outward socket.
+    fn relay_from_client(&mut self, io: &mut Batch) {
+        let n = io.recv(self.relay.as_raw_fd(), 0);
+        io.out.clear();
+        for i in 0..n {
+            let Some(src) = io.source(i) else {
+                self.n.dropped += 1;
+                continue;
             };
-            let src = SocketAddr::new(canonical_ip(src.ip()), src.port());
             let accepted = src.ip() == self.client_ip
                 && self.client.is_none_or(|c| c == src)
                 && self.client_port.is_none_or(|p| p == src.port());
-            if !accepted || !self.forward(&buf[..len]) {
+            if !accepted {
                 self.n.dropped += 1;
                 continue;
             }
-            self.client = Some(src);
+            let datagram = io.datagram(i);
+            // Before the association is locked to its client, and for names,
+            // one datagram at a time (in order with what is already queued).
+            let fast = match (self.client, UdpHeader::parse(datagram)) {
+                (Some(_), Ok((UdpHeader { frag: 0, dst: TargetAddr::Ip(sa) }, offset))) => Some((sa, offset)),
+                _ => None,
+            };
+            let Some((sa, offset)) = fast else {
+                self.flush_out(io);
+                if self.forward(io.datagram(i)) {
+                    self.client = Some(src);
+                } else {
+                    self.n.dropped += 1;
+                }
+                continue;
+            };
+            let dst = SocketAddr::new(canonical_ip(sa.ip()), sa.port());
+            if !self.cfg.rules.allows(dst.ip(), dst.port()) || self.outward(dst).is_none() {
+                self.n.dropped += 1;
+                continue;
+            }
+            io.queue_out(i, offset, io.got[i].1 - offset, dst);
         }
+        self.flush_out(io);
+    }
+
+    /// Sends the queued client datagrams, one `sendmmsg` per run of the same family.
+    fn flush_out(&mut self, io: &mut Batch) {
+        let mut start = 0;
+        while start < io.out.len() {
+            let v4 = io.out[start].dst.is_ipv4();
+            let end = start + io.out[start..].iter().take_while(|o| o.dst.is_ipv4() == v4).count();
+            let sock = if v4 { &self.out4 } else { &self.out6 };
+            let Some(sock) = sock else {
+                self.n.dropped += (end - start) as u64;
+                start = end;
+                continue;
+            };
+            let (sent, bytes, failed) = io.send_out(sock.as_raw_fd(), start..end);
+            self.n.datagrams_out += sent;
+            self.n.bytes_out += bytes;
+            self.n.dropped += failed;
+            start = end;
+        }
+        io.out.clear();
     }
 
     /// Sends one client datagram on; false if it was dropped.
@@ -227,17 +276,19 @@ impl Association<'_> {
         slot.as_ref()
     }
 
-    /// Drains one outward socket: answers wrapped back to the client.
-    fn relay_to_client(&mut self, fd: i32, buf: &mut [u8]) {
-        let header_room = 3 + 1 + 16 + 2;
-        for _ in 0..BATCH {
-            let sock = [&self.out4, &self.out6].into_iter().flatten().find(|s| s.as_raw_fd() == fd);
-            let Some(sock) = sock else { return };
-            let (len, src) = match sock.recv_from(&mut buf[header_room..]) {
-                Ok(x) => x,
-                Err(_) => return,
+    /// Drains one outward socket: answers wrapped back to the client, one
+    /// `recvmmsg` in and one `sendmmsg` out per batch.
+    fn relay_to_client(&mut self, fd: i32, io: &mut Batch) {
+        if ![&self.out4, &self.out6].into_iter().flatten().any(|s| s.as_raw_fd() == fd) {
+            return;
+        }
+        let n = io.recv(fd, HEADER_ROOM);
+        io.out.clear();
+        for i in 0..n {
+            let Some(src) = io.source(i) else {
+                self.n.dropped += 1;
+                continue;
             };
-            let src = SocketAddr::new(canonical_ip(src.ip()), src.port());
             let Some(client) = self.client else {
                 self.n.dropped += 1;
                 continue;
@@ -246,17 +297,182 @@ impl Association<'_> {
                 self.n.dropped += 1;
                 continue;
             }
-            let mut head = Vec::with_capacity(header_room);
-            UdpHeader::new(TargetAddr::Ip(src)).emit(&mut head);
-            let start = header_room - head.len();
-            buf[start..header_room].copy_from_slice(&head);
-            if self.relay.send_to(&buf[start..header_room + len], client).is_ok() {
-                self.n.datagrams_in += 1;
-                self.n.bytes_in += len as u64;
-            } else {
-                self.n.dropped += 1;
-            }
+            io.head.clear();
+            UdpHeader::new(TargetAddr::Ip(src)).emit(&mut io.head);
+            let start = HEADER_ROOM - io.head.len();
+            let slot = i * SLOT;
+            let head = std::mem::take(&mut io.head);
+            io.mem[slot + start..slot + HEADER_ROOM].copy_from_slice(&head);
+            io.head = head;
+            io.queue_out(i, start, io.got[i].1, client);
         }
+        let (sent, bytes, failed) = io.send_out(self.relay.as_raw_fd(), 0..io.out.len());
+        self.n.datagrams_in += sent;
+        self.n.bytes_in += bytes;
+        self.n.dropped += failed;
+        io.out.clear();
+    }
+}
+
+/// Room in front of an answer for the largest header (IPv6).
+const HEADER_ROOM: usize = 3 + 1 + 16 + 2;
+/// One datagram's room in the batch buffer.
+const SLOT: usize = DATAGRAM_MAX;
+
+/// Buffers for `recvmmsg`/`sendmmsg`, allocated once per association.
+/// The datagram memory is `BATCH` slots of [`SLOT`] bytes, zero-allocated,
+/// so the kernel maps only the pages datagrams actually touch.
+struct Batch {
+    mem: Vec<u8>,
+    /// Received: (offset in its slot where the datagram starts, length) and the sender.
+    got: Vec<(usize, usize)>,
+    from: Vec<libc::sockaddr_storage>,
+    from_len: Vec<libc::socklen_t>,
+    /// Queued to send, in order.
+    out: Vec<Out>,
+    out_addr: Vec<SockAddr>,
+    iov: Vec<libc::iovec>,
+    hdr: Vec<libc::mmsghdr>,
+    head: Vec<u8>,
+}
+
+/// A datagram queued for `sendmmsg`: bytes `start..` (to the end of what
+/// was received) of batch slot `slot`, of which `payload` count as payload.
+struct Out {
+    slot: usize,
+    start: usize,
+    payload: usize,
+    dst: SocketAddr,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        // SAFETY: all-zero bytes are a valid sockaddr_storage / mmsghdr.
+        let zero_storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        Batch {
+            mem: vec![0u8; BATCH * SLOT],
+            got: Vec::with_capacity(BATCH),
+            from: vec![zero_storage; BATCH],
+            from_len: vec![0; BATCH],
+            out: Vec::with_capacity(BATCH),
+            out_addr: Vec::with_capacity(BATCH),
+            iov: Vec::with_capacity(BATCH),
+            hdr: Vec::with_capacity(BATCH),
+            head: Vec::with_capacity(HEADER_ROOM),
+        }
+    }
+
+    /// Receives what is queued on `fd` (up to `BATCH` datagrams, never
+    /// waiting), each at `offset` in its slot; returns how many.
+    fn recv(&mut self, fd: i32, offset: usize) -> usize {
+        self.got.clear();
+        self.iov.clear();
+        self.hdr.clear();
+        let base = self.mem.as_mut_ptr();
+        for i in 0..BATCH {
+            self.iov.push(libc::iovec {
+                // SAFETY: slot i lies inside mem (BATCH * SLOT bytes), offset < SLOT.
+                iov_base: unsafe { base.add(i * SLOT + offset) }.cast(),
+                iov_len: SLOT - offset,
+            });
+        }
+        for i in 0..BATCH {
+            // SAFETY: all-zero is a valid mmsghdr.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (&mut self.from[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut self.iov[i];
+            h.msg_hdr.msg_iovlen = 1;
+            self.hdr.push(h);
+        }
+        let n = loop {
+            // SAFETY: hdr holds BATCH headers pointing into buffers we own.
+            let n = unsafe { libc::recvmmsg(fd, self.hdr.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+            if n >= 0 {
+                break n as usize;
+            }
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                // EAGAIN, or an ICMP error from an earlier send.
+                return 0;
+            }
+        };
+        for i in 0..n {
+            self.from_len[i] = self.hdr[i].msg_hdr.msg_namelen;
+            self.got.push((offset, self.hdr[i].msg_len as usize));
+        }
+        n
+    }
+
+    /// The sender of received datagram `i`, IPv4-mapped addresses as IPv4.
+    fn source(&self, i: usize) -> Option<SocketAddr> {
+        // SAFETY: the kernel filled from[i] with from_len[i] bytes of a socket address.
+        let addr = unsafe { SockAddr::new(self.from[i], self.from_len[i]) };
+        let sa = addr.as_socket()?;
+        Some(SocketAddr::new(canonical_ip(sa.ip()), sa.port()))
+    }
+
+    /// Received datagram `i`.
+    fn datagram(&self, i: usize) -> &[u8] {
+        let (at, len) = self.got[i];
+        &self.mem[i * SLOT + at..i * SLOT + at + len]
+    }
+
+    /// Queues bytes `start..` of received datagram `i` for `dst`.
+    fn queue_out(&mut self, i: usize, start: usize, payload: usize, dst: SocketAddr) {
+        self.out.push(Out { slot: i, start, payload, dst });
+    }
+
+    /// Sends `out[range]` on `fd` with `sendmmsg`; a datagram the kernel
+    /// refuses is dropped and the rest still go. Returns (sent, payload
+    /// bytes sent, dropped).
+    fn send_out(&mut self, fd: i32, range: std::ops::Range<usize>) -> (u64, u64, u64) {
+        if range.is_empty() {
+            return (0, 0, 0);
+        }
+        self.iov.clear();
+        self.hdr.clear();
+        self.out_addr.clear();
+        let base = self.mem.as_mut_ptr();
+        for o in &self.out[range.clone()] {
+            let (at, len) = self.got[o.slot];
+            self.iov.push(libc::iovec {
+                // SAFETY: start..at+len lies inside slot o.slot of mem.
+                iov_base: unsafe { base.add(o.slot * SLOT + o.start) }.cast(),
+                iov_len: at + len - o.start,
+            });
+            self.out_addr.push(SockAddr::from(o.dst));
+        }
+        for k in 0..self.iov.len() {
+            // SAFETY: all-zero is a valid mmsghdr.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = self.out_addr[k].as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = self.out_addr[k].len();
+            h.msg_hdr.msg_iov = &mut self.iov[k];
+            h.msg_hdr.msg_iovlen = 1;
+            self.hdr.push(h);
+        }
+        let (mut sent, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+        let total = self.hdr.len();
+        let mut k = 0;
+        while k < total {
+            // SAFETY: hdr[k..] are headers pointing into buffers we own.
+            let r = unsafe { libc::sendmmsg(fd, self.hdr.as_mut_ptr().add(k), (total - k) as libc::c_uint, libc::MSG_DONTWAIT) };
+            if r <= 0 {
+                if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // hdr[k] was refused: drop it, go on with the next.
+                failed += 1;
+                k += 1;
+                continue;
+            }
+            for o in &self.out[range.start + k..range.start + k + r as usize] {
+                bytes += o.payload as u64;
+            }
+            sent += r as u64;
+            k += r as usize;
+        }
+        (sent, bytes, failed)
     }
 }
 

@@ -149,3 +149,31 @@ fn a_port_named_in_the_request_is_the_only_one_accepted() {
     drop(control);
     server.wait_log(&["cmd=udp-associate", "datagrams_out=1", "dropped=1"]);
 }
+
+#[test]
+fn bursts_and_the_largest_datagram_pass_whole_and_in_order() {
+    let echo = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&["--bind-out", "127.0.0.2"]);
+    let (control, relay) = associate(server.addr());
+    let client = client_socket("127.0.0.1:0");
+    // Lock the association to this client first, then a burst the relay
+    // finds queued together (one batch each way).
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), b"first"), relay).unwrap();
+    assert_eq!(recv_wrapped(&client, relay).1, b"first");
+    let burst: Vec<Vec<u8>> = (0..40).map(|i| format!("datagram {i}").into_bytes()).collect();
+    for msg in &burst {
+        client.send_to(&wrap(0, &addr_bytes(echo.addr), msg), relay).unwrap();
+    }
+    for msg in &burst {
+        let (src, payload) = recv_wrapped(&client, relay);
+        assert_eq!((src, &payload), (addr_bytes(echo.addr), msg));
+    }
+    // The largest IPv4 UDP payload, header included, arrives unmodified both ways.
+    let big: Vec<u8> = (0..65507 - 10).map(|i| (i % 251) as u8).collect();
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), &big), relay).unwrap();
+    assert_eq!(recv_wrapped(&client, relay).1, big);
+    assert!(echo.seen.lock().unwrap().iter().all(|(from, _)| from.ip() == "127.0.0.2".parse::<IpAddr>().unwrap()));
+    drop(control);
+    let bytes = 5 + burst.iter().map(Vec::len).sum::<usize>() + big.len();
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=42", "datagrams_in=42", &format!("bytes_out={bytes}"), &format!("bytes_in={bytes}"), "dropped=0"]);
+}
