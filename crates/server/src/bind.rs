@@ -59,7 +59,7 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
     if conn.send(&reply5(ReplyCode::Succeeded, Some(from))).is_err() {
         return;
     }
-    let counts = relay::relay(&conn.stream, &stream).unwrap_or_default();
+    let counts = relay::relay(conn.stream, stream).unwrap_or_default();
     let line = line.kv("reply", "succeeded").kv("sent", counts.sent).kv("received", counts.received).kv("ms", sess.ms());
     line.kv("peer", from).kv("listen", bound.map_or("-".into(), |b| b.to_string())).emit(sess.cfg.quiet);
 }

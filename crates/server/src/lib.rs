@@ -1,7 +1,8 @@
 //! `socksify-server`: a small SOCKS4/4a/5 server, socksify's bundled proxy.
 //!
 //! * [`cli`] — the command line and [`cli::Config`].
-//! * [`server`] — listeners, connection cap, a thread per client.
+//! * [`server`] — listeners, connection cap, a pooled thread per client.
+//! * [`pool`] — reused threads (sessions and relay directions).
 //! * [`session`] — one client's handshake under a deadline, then its command.
 //! * [`connect`], [`udp_relay`], [`bind`], [`socks4`] — the commands.
 //! * [`outbound`] — resolution (`--map` first), rules, outgoing sockets, reply codes.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod connect;
 pub mod log;
 pub mod outbound;
+pub mod pool;
 pub mod relay;
 pub mod rules;
 pub mod server;

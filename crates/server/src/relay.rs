@@ -3,13 +3,20 @@
 //! Promise: bytes move unmodified in both directions until both are done.
 //! EOF on one side becomes `shutdown(SHUT_WR)` on the other (half-close is
 //! preserved); an error on either side shuts both sockets down so neither
-//! direction is left waiting. On Linux the bytes go through a pipe with
-//! `splice(2)` and never enter user space; if the kernel refuses splice for
-//! these fds (`EINVAL`) the direction falls back to `read`/`write`.
+//! direction is left waiting. A direction starts with plain `read`/`write`;
+//! once it has moved [`SPLICE_AFTER`] bytes it goes on through a pipe with
+//! `splice(2)`, so bulk never enters user space while a short flow costs no
+//! pipe. If the kernel refuses splice for these fds (`EINVAL`) the direction
+//! stays with `read`/`write`.
 
+use crate::pool;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{mpsc, Arc};
+
+/// Bytes a direction copies through user space before it sets up a pipe.
+pub const SPLICE_AFTER: u64 = 64 * 1024;
 
 /// Bytes moved client → destination (`sent`) and destination → client (`received`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,21 +26,30 @@ pub struct Counts {
 }
 
 /// Relays until both directions have finished. The client → destination
-/// direction runs on the calling thread, the other on a helper thread.
-pub fn relay(client: &TcpStream, target: &TcpStream) -> io::Result<Counts> {
-    let (c2, t2) = (client.try_clone()?, target.try_clone()?);
-    let back = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || pump(&t2, &c2))?;
-    let sent = pump(client, target);
-    let received = back.join().unwrap_or(0);
+/// direction runs on the calling thread, the other on a pool thread.
+pub fn relay(client: TcpStream, target: TcpStream) -> io::Result<Counts> {
+    let (client, target) = (Arc::new(client), Arc::new(target));
+    let (c2, t2) = (client.clone(), target.clone());
+    let (done, back) = mpsc::sync_channel(1);
+    pool::run(move || {
+        let _ = done.send(pump(&t2, &c2));
+    })?;
+    let sent = pump(&client, &target);
+    // A panicked helper drops `done` without sending: count nothing.
+    let received = back.recv().unwrap_or(0);
     Ok(Counts { sent, received })
 }
 
 /// Moves `src` → `dst` until EOF or error; returns the bytes moved.
 fn pump(src: &TcpStream, dst: &TcpStream) -> u64 {
-    let (moved, result) = match splice_all(src, dst) {
-        Splice::Done(n) => (n, Ok(())),
-        Splice::Failed(n, e) => (n, Err(e)),
-        Splice::Unsupported => copy_all(src, dst),
+    let (moved, result) = match copy_some(src, dst) {
+        (n, Ok(true)) => match splice_all(src, dst, n) {
+            Splice::Done(n) => (n, Ok(())),
+            Splice::Failed(n, e) => (n, Err(e)),
+            Splice::Unsupported => copy_all(src, dst, n),
+        },
+        (n, Ok(false)) => (n, Ok(())),
+        (n, Err(e)) => (n, Err(e)),
     };
     match result {
         Ok(()) => {
@@ -87,17 +103,18 @@ fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
     }
 }
 
-fn splice_all(src: &TcpStream, dst: &TcpStream) -> Splice {
+/// Splices until EOF; `total` bytes were already moved before.
+fn splice_all(src: &TcpStream, dst: &TcpStream, mut total: u64) -> Splice {
+    let first = total;
     let (r, w) = match pipe() {
         Ok(p) => p,
         Err(_) => return Splice::Unsupported,
     };
-    let mut total = 0u64;
     loop {
         let n = match splice(src.as_raw_fd(), w.as_raw_fd(), PIPE_SIZE) {
             Ok(0) => return Splice::Done(total),
             Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && total == 0 => return Splice::Unsupported,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && total == first => return Splice::Unsupported,
             Err(e) => return Splice::Failed(total, e),
         };
         let mut left = n;
@@ -112,10 +129,30 @@ fn splice_all(src: &TcpStream, dst: &TcpStream) -> Splice {
     }
 }
 
-/// The portable fallback: `read` then `write`.
-fn copy_all(mut src: &TcpStream, mut dst: &TcpStream) -> (u64, io::Result<()>) {
-    let mut buf = vec![0u8; 64 * 1024];
+/// The start of every direction: `read` then `write` through a stack
+/// buffer until EOF (`Ok(false)`) or until [`SPLICE_AFTER`] bytes have
+/// moved (`Ok(true)`: go on with splice). Returns the bytes moved.
+fn copy_some(mut src: &TcpStream, mut dst: &TcpStream) -> (u64, io::Result<bool>) {
+    let mut buf = [0u8; 16 * 1024];
     let mut total = 0u64;
+    while total < SPLICE_AFTER {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return (total, Ok(false)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return (total, Err(e)),
+        };
+        if let Err(e) = dst.write_all(&buf[..n]) {
+            return (total, Err(e));
+        }
+        total += n as u64;
+    }
+    (total, Ok(true))
+}
+
+/// The portable fallback: `read` then `write`; `total` bytes were already moved.
+fn copy_all(mut src: &TcpStream, mut dst: &TcpStream, mut total: u64) -> (u64, io::Result<()>) {
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match src.read(&mut buf) {
             Ok(0) => return (total, Ok(())),
@@ -146,7 +183,7 @@ mod tests {
     fn relays_both_ways_and_half_closes() {
         let (mut client, server_side_client) = pair();
         let (server_side_target, mut target) = pair();
-        let h = std::thread::spawn(move || relay(&server_side_client, &server_side_target).unwrap());
+        let h = std::thread::spawn(move || relay(server_side_client, server_side_target).unwrap());
         let big = vec![7u8; 3 << 20];
         let writer = {
             let mut c = client.try_clone().unwrap();

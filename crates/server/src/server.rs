@@ -1,4 +1,4 @@
-//! Listeners, the connection cap and one thread per client.
+//! Listeners, the connection cap and one (pooled) thread per client.
 //!
 //! Promise: every `--listen` address is bound before anything is printed;
 //! then, in order, one `listening ADDR:PORT` line per listener goes to
@@ -7,7 +7,7 @@
 
 use crate::cli::Config;
 use crate::log::LogLine;
-use crate::session;
+use crate::{pool, session};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -86,7 +86,7 @@ fn accept_loop(listener: TcpListener, cfg: Arc<Config>, active: Arc<AtomicUsize>
         }
         let slot = Slot(active.clone());
         let cfg = cfg.clone();
-        let spawned = std::thread::Builder::new().stack_size(512 * 1024).spawn(move || {
+        let spawned = pool::run(move || {
             let _slot = slot;
             session::serve(stream, cfg, client);
         });
