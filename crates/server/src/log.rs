@@ -11,16 +11,26 @@ use std::io::Write as _;
 /// A log line being built, key by key.
 pub struct LogLine {
     text: String,
+    /// False for a line that will never be written (`--quiet`): keys cost nothing then.
+    on: bool,
 }
 
 impl LogLine {
     pub fn new() -> LogLine {
-        LogLine { text: String::from("socksify-server:") }
+        LogLine { text: String::from("socksify-server:"), on: true }
+    }
+
+    /// A line that ignores its keys and is never written.
+    pub fn off() -> LogLine {
+        LogLine { text: String::new(), on: false }
     }
 
     /// Appends `key=value`; a value with spaces or unprintable characters
     /// is quoted, with `"`, `\\` and control characters escaped.
     pub fn kv(mut self, key: &str, value: impl std::fmt::Display) -> LogLine {
+        if !self.on {
+            return self;
+        }
         let value = value.to_string();
         let plain = !value.is_empty() && value.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
         let _ = write!(self.text, " {key}=");
@@ -47,7 +57,7 @@ impl LogLine {
 
     /// Writes the line unless `quiet`.
     pub fn emit(mut self, quiet: bool) {
-        if quiet {
+        if quiet || !self.on {
             return;
         }
         self.text.push('\n');

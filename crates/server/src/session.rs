@@ -14,8 +14,9 @@ use crate::{bind, connect, socks4, udp_relay};
 use socksify_proto::wire::socks5::{method, Command, Greeting, MethodSelection, Reply, ReplyCode, Request};
 use socksify_proto::wire::auth::{AuthReply, AuthRequest};
 use socksify_proto::wire::{self, atyp, TargetAddr};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,9 @@ pub struct Session {
 impl Session {
     /// A log line with the keys every request has: `client=` and `cmd=`.
     pub fn log(&self, cmd: &str) -> LogLine {
+        if self.cfg.quiet {
+            return LogLine::off();
+        }
         LogLine::new().kv("client", self.client).kv("cmd", cmd)
     }
 
@@ -75,16 +79,26 @@ impl std::fmt::Display for HandshakeError {
 }
 
 /// The client's socket plus the bytes read from it but not yet consumed.
+///
+/// The socket stays blocking and carries no socket timeouts: during the
+/// handshake every read and write first tries without waiting and then
+/// waits in `poll` for what is left of the deadline; after
+/// [`ClientConn::end_handshake`] writes wait as long as they need.
 pub struct ClientConn {
     pub stream: TcpStream,
     pub buf: Vec<u8>,
     deadline: Instant,
+    /// The handshake timeout, also the longest a handshake write may wait.
+    timeout: Duration,
+    handshaking: bool,
+    /// Reply bytes held back to go out with the next [`ClientConn::send`]
+    /// (a pipelining client's method selection and reply in one segment).
+    pending: Vec<u8>,
 }
 
 impl ClientConn {
     pub fn new(stream: TcpStream, timeout: Duration) -> ClientConn {
-        let _ = stream.set_write_timeout(Some(timeout.max(Duration::from_millis(1))));
-        ClientConn { stream, buf: Vec::with_capacity(512), deadline: Instant::now() + timeout }
+        ClientConn { stream, buf: Vec::with_capacity(512), deadline: Instant::now() + timeout, timeout, handshaking: true, pending: Vec::new() }
     }
 
     /// Parses the next message from the buffer, reading more under the
@@ -108,34 +122,98 @@ impl ClientConn {
             return Err(HandshakeError::TooLong);
         }
         let mut chunk = [0u8; 1024];
+        let room = (MAX_HANDSHAKE - self.buf.len()).min(chunk.len());
         loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(HandshakeError::Timeout);
+            // SAFETY: recv into a live buffer of at least `room` bytes.
+            let n = unsafe { libc::recv(self.stream.as_raw_fd(), chunk.as_mut_ptr().cast(), room, libc::MSG_DONTWAIT) };
+            if n > 0 {
+                self.buf.extend_from_slice(&chunk[..n as usize]);
+                return Ok(());
             }
-            self.stream.set_read_timeout(Some(left)).map_err(HandshakeError::Io)?;
-            let room = MAX_HANDSHAKE - self.buf.len();
-            match self.stream.read(&mut chunk[..room.min(1024)]) {
-                Ok(0) => return Err(HandshakeError::Closed),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Err(HandshakeError::Timeout),
-                Err(e) => return Err(HandshakeError::Io(e)),
+            if n == 0 {
+                return Err(HandshakeError::Closed);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => self.wait(libc::POLLIN, self.deadline)?,
+                _ => return Err(HandshakeError::Io(e)),
             }
         }
     }
 
-    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+    /// Waits until the socket is ready for `events`; during the handshake
+    /// at most until `deadline`.
+    fn wait(&self, events: libc::c_short, deadline: Instant) -> Result<(), HandshakeError> {
+        loop {
+            let timeout = if self.handshaking {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(HandshakeError::Timeout);
+                }
+                // Round up, so the wait never ends before the deadline.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            } else {
+                -1
+            };
+            let mut pfd = libc::pollfd { fd: self.stream.as_raw_fd(), events, revents: 0 };
+            // SAFETY: one live pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, timeout) };
+            if rc > 0 {
+                return Ok(());
+            }
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(HandshakeError::Io(e));
+                }
+            }
+        }
     }
 
-    /// The handshake is over: lift its deadlines for the data phase.
+    /// Holds `bytes` back to go out in front of the next [`ClientConn::send`].
+    pub fn send_later(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// Writes what was held back, then `bytes`, in one write when it fits;
+    /// during the handshake a write that cannot finish within the handshake
+    /// timeout fails (a client that does not read).
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let joined;
+        let mut out = bytes;
+        if !self.pending.is_empty() {
+            self.pending.extend_from_slice(bytes);
+            joined = std::mem::take(&mut self.pending);
+            out = &joined;
+        }
+        while !out.is_empty() {
+            // SAFETY: send from a live buffer of out.len() bytes.
+            let n = unsafe { libc::send(self.stream.as_raw_fd(), out.as_ptr().cast(), out.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+            if n > 0 {
+                out = &out[n as usize..];
+                continue;
+            }
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => self.wait(libc::POLLOUT, Instant::now() + self.timeout.max(Duration::from_millis(1))).map_err(|e| match e {
+                    HandshakeError::Timeout => io::Error::new(io::ErrorKind::TimedOut, "client does not read"),
+                    HandshakeError::Io(e) => e,
+                    other => io::Error::other(other.to_string()),
+                })?,
+                _ => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The handshake is over: lift its deadline for the data phase.
     pub fn end_handshake(&mut self) {
-        let _ = self.stream.set_read_timeout(None);
-        let _ = self.stream.set_write_timeout(None);
+        self.handshaking = false;
     }
 }
 
@@ -170,7 +248,13 @@ fn socks5(sess: &mut Session, mut conn: ClientConn) -> Result<(), HandshakeError
     let chosen = if greeting.methods.contains(&wanted) { wanted } else { method::NO_ACCEPTABLE };
     let mut out = Vec::new();
     MethodSelection { method: chosen }.emit(&mut out);
-    conn.send(&out).map_err(HandshakeError::Io)?;
+    if chosen == method::NO_AUTH && Request::parse(&conn.buf).is_ok() {
+        // The client pipelined its request: the method selection can wait
+        // for the reply and share its segment.
+        conn.send_later(&out);
+    } else {
+        conn.send(&out).map_err(HandshakeError::Io)?;
+    }
     if chosen == method::NO_ACCEPTABLE {
         sess.finish(sess.log("handshake").kv("reply", "no-acceptable-method"));
         return Ok(());
