@@ -9,7 +9,7 @@
 use crate::fork_safe::ForkSafeMutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// Fds at or above this are never ours: a socket we would have to track
 /// there is refused instead (see [`SLOTS`] users), never sent direct.
@@ -101,4 +101,32 @@ pub fn tracked_in(first: u32, last: u32) -> Vec<i32> {
     let mut fds: Vec<i32> = TCP.lock().as_ref().map_or_else(Vec::new, |m| m.keys().copied().filter(in_range).collect());
     fds.extend(crate::udp::tracked_fds().into_iter().filter(in_range));
     fds
+}
+
+/// The last IPv4 destination each fd sent a datagram to directly (a
+/// bypassed destination), packed by [`direct_key`]; 0 for none. A program
+/// sending to a bypassed address (a local DNS server, say) pays the routing
+/// decision once, then one load and a compare per datagram. The verdict
+/// depends on the destination and the configuration alone, never on the fd,
+/// so an entry left by a closed fd stays true for whatever reuses it.
+const DIRECT_SLOTS: usize = 1 << 16;
+static LAST_DIRECT: [AtomicU64; DIRECT_SLOTS] = [const { AtomicU64::new(0) }; DIRECT_SLOTS];
+
+/// `sin` as a key: its address and port, and a bit that no empty slot has.
+#[inline(always)]
+pub fn direct_key(sin: &libc::sockaddr_in) -> u64 {
+    1 << 63 | (u32::from_be(sin.sin_addr.s_addr) as u64) << 16 | u16::from_be(sin.sin_port) as u64
+}
+
+/// Whether `fd`'s last direct datagram went to `key`.
+#[inline(always)]
+pub fn is_last_direct(fd: i32, key: u64) -> bool {
+    LAST_DIRECT.get(fd as usize).is_some_and(|slot| slot.load(Ordering::Relaxed) == key)
+}
+
+/// Remembers that `fd` sent to `key` directly (the routing decision said so).
+pub fn remember_direct(fd: i32, key: u64) {
+    if let Some(slot) = LAST_DIRECT.get(fd as usize) {
+        slot.store(key, Ordering::Relaxed);
+    }
 }

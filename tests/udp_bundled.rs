@@ -95,3 +95,8 @@ fn c_rcvtimeo_dontwait_epoll_recvmmsg() {
 fn nslookup_against_a_dns_responder() {
     udp_cases::nslookup(&Server::bundled(&[]));
 }
+
+#[test]
+fn bypassed_and_proxied_destinations_from_one_socket() {
+    udp_cases::bypassed_and_proxied_from_one_socket(&Server::bundled(&[]));
+}

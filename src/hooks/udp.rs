@@ -30,6 +30,23 @@ unsafe fn names_inet(addr: *const sockaddr, len: socklen_t) -> bool {
     matches!(unsafe { socket_addr::family(addr, len) }, Some(libc::AF_INET) | Some(libc::AF_INET6))
 }
 
+/// The IPv4 destination `addr` as a [`fd_table::direct_key`], if it is one.
+#[inline(always)]
+unsafe fn ipv4_key(addr: *const sockaddr, len: socklen_t) -> Option<u64> {
+    if unsafe { socket_addr::family(addr, len) } != Some(libc::AF_INET) || (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+        return None;
+    }
+    // SAFETY: an AF_INET address of sockaddr_in's length; any alignment.
+    Some(fd_table::direct_key(unsafe { &std::ptr::read_unaligned(addr as *const libc::sockaddr_in) }))
+}
+
+/// Whether `fd` last sent directly to this same IPv4 destination: then it
+/// goes directly again, without the routing decision.
+#[inline(always)]
+unsafe fn last_direct(fd: c_int, addr: *const sockaddr, len: socklen_t) -> bool {
+    unsafe { ipv4_key(addr, len) }.is_some_and(|key| fd_table::is_last_direct(fd, key))
+}
+
 /// A send as the program made it: the bytes, and where (if it said).
 struct Out<'a> {
     iov: &'a [iovec],
@@ -108,6 +125,11 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
         };
     };
     if runtime::goes_direct(config, &dst) {
+        if !ours {
+            if let Some(key) = unsafe { ipv4_key(out.dst, out.dst_len) } {
+                fd_table::remember_direct(fd, key);
+            }
+        }
         return real();
     }
     let family = match (view, ours) {
@@ -297,7 +319,7 @@ fn no_out(iov: &[iovec]) -> Out<'_> {
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
     let k = fd_table::kind(fd);
-    if !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet(addr, alen) })) {
+    if !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet(addr, alen) } && unsafe { !last_direct(fd, addr, alen) })) {
         return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
     }
     unsafe { sendto_ours(fd, buf, len, flags, addr, alen) }

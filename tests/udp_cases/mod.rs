@@ -615,3 +615,33 @@ pub fn nslookup(proxy: &dyn UdpLog) {
     let peers = target.peers();
     assert!(!peers.is_empty() && peers.iter().all(|p| p.ip() == proxy.out_ip(DIRECT)), "every query through the proxy: {peers:?}");
 }
+
+/// One socket alternates between a bypassed destination and a proxied one:
+/// each datagram takes its own route every time (the shim remembers an
+/// fd's last direct destination; that must never carry over to another).
+pub const ALTERNATE: &str = r#"
+import socket, sys
+host, direct_port, proxied_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(15)
+for i in range(5):
+    for port in (direct_port, proxied_port, direct_port):
+        s.sendto(b"alt-%d" % i, (host, port))
+        data, src = s.recvfrom(100)
+        assert src == (host, port), src
+print("alternated")
+"#;
+
+pub fn bypassed_and_proxied_from_one_socket(proxy: &dyn UdpLog) {
+    let direct = UdpTarget::echo(DIRECT);
+    let proxied = UdpTarget::echo(DIRECT);
+    let out = Run::python(&proxy.url(), ALTERNATE)
+        .args([host(DIRECT), direct.addr.port().to_string(), proxied.addr.port().to_string()])
+        .env("SOCKSIFY_NO_PROXY", &format!("127.0.0.1:{}", direct.addr.port()))
+        .timeout(Duration::from_secs(40))
+        .run();
+    out.assert_success();
+    assert!(out.stdout.contains("alternated"), "{out}");
+    direct.assert_peers(10, DIRECT);
+    proxied.assert_peers(5, proxy.out_ip(DIRECT));
+}
