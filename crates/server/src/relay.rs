@@ -42,11 +42,17 @@ pub fn relay(client: TcpStream, target: TcpStream) -> io::Result<Counts> {
 
 /// Moves `src` → `dst` until EOF or error; returns the bytes moved.
 fn pump(src: &TcpStream, dst: &TcpStream) -> u64 {
-    let (moved, result) = match copy_some(src, dst) {
+    // Every direction starts with a plain copy through a stack buffer, so a
+    // short flow never pays for a pipe.
+    let (moved, result) = match copy(src, dst, &mut [0u8; 16 * 1024], 0, SPLICE_AFTER) {
         (n, Ok(true)) => match splice_all(src, dst, n) {
             Splice::Done(n) => (n, Ok(())),
             Splice::Failed(n, e) => (n, Err(e)),
-            Splice::Unsupported => copy_all(src, dst, n),
+            // The portable fallback, with a bigger buffer for bulk.
+            Splice::Unsupported => match copy(src, dst, &mut vec![0u8; 64 * 1024], n, u64::MAX) {
+                (n, Ok(_)) => (n, Ok(())),
+                (n, Err(e)) => (n, Err(e)),
+            },
         },
         (n, Ok(false)) => (n, Ok(())),
         (n, Err(e)) => (n, Err(e)),
@@ -129,14 +135,12 @@ fn splice_all(src: &TcpStream, dst: &TcpStream, mut total: u64) -> Splice {
     }
 }
 
-/// The start of every direction: `read` then `write` through a stack
-/// buffer until EOF (`Ok(false)`) or until [`SPLICE_AFTER`] bytes have
-/// moved (`Ok(true)`: go on with splice). Returns the bytes moved.
-fn copy_some(mut src: &TcpStream, mut dst: &TcpStream) -> (u64, io::Result<bool>) {
-    let mut buf = [0u8; 16 * 1024];
-    let mut total = 0u64;
-    while total < SPLICE_AFTER {
-        let n = match src.read(&mut buf) {
+/// `read` then `write` through `buf` until EOF (`Ok(false)`) or until
+/// `total` reaches `limit` (`Ok(true)`); `total` bytes were already moved.
+/// Returns the bytes moved in all.
+fn copy(mut src: &TcpStream, mut dst: &TcpStream, buf: &mut [u8], mut total: u64, limit: u64) -> (u64, io::Result<bool>) {
+    while total < limit {
+        let n = match src.read(buf) {
             Ok(0) => return (total, Ok(false)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -148,23 +152,6 @@ fn copy_some(mut src: &TcpStream, mut dst: &TcpStream) -> (u64, io::Result<bool>
         total += n as u64;
     }
     (total, Ok(true))
-}
-
-/// The portable fallback: `read` then `write`; `total` bytes were already moved.
-fn copy_all(mut src: &TcpStream, mut dst: &TcpStream, mut total: u64) -> (u64, io::Result<()>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => return (total, Ok(())),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return (total, Err(e)),
-        };
-        if let Err(e) = dst.write_all(&buf[..n]) {
-            return (total, Err(e));
-        }
-        total += n as u64;
-    }
 }
 
 #[cfg(test)]
