@@ -180,3 +180,20 @@ fn fake_net_can_be_overridden() {
     assert_eq!(addrs.first(), Some(&"100.64.0.1"), "{out}");
     assert_eq!(addrs.last(), Some(&"fd00:5eed::1"), "{out}");
 }
+
+#[test]
+fn a_name_the_proxy_resolves_to_ipv6() {
+    // The client gets an IPv4 fake address for name6.test; the server maps
+    // the name to ::1, so the connection arrives over IPv6 at a target on
+    // ::1 (the server's log names the flow by name).
+    let server = Server::bundled(&["--map", "name6.test=::1"]);
+    let target = TcpTarget::start(LOCALHOST_V6, Serve::Echo);
+    let tok = token("dns-v6-map");
+    let out = dns_cases::direct(&server.url(), python3())
+        .args(["-c", dns_cases::ECHO_BY_NAME, "name6.test", &target.addr.port().to_string(), &tok])
+        .run();
+    out.assert_success();
+    assert!(out.stdout.contains("echo intact"), "{out}");
+    assert_eq!(target.received(), vec![tok.as_bytes().to_vec()]);
+    server.log.wait_line(&["cmd=connect", &format!("dst=name6.test:{} ", target.addr.port()), "reply=succeeded"]).unwrap_or_else(|| panic!("no CONNECT by name in the server's log:\n{}", server.log.text()));
+}
