@@ -100,3 +100,8 @@ fn nslookup_against_a_dns_responder() {
 fn bypassed_and_proxied_destinations_from_one_socket() {
     udp_cases::bypassed_and_proxied_from_one_socket(&Server::bundled(&[]));
 }
+
+#[test]
+fn a_restarted_proxy_gets_a_new_association() {
+    udp_cases::server_restart_reopens_the_association();
+}

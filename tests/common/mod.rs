@@ -282,6 +282,12 @@ impl Server {
         Server::start(&args)
     }
 
+    /// [`Server::bundled`], on a fixed `ADDR:PORT` (to restart a server
+    /// where its clients expect it).
+    pub fn bundled_on(listen: &str) -> Server {
+        Server::start(&["--listen", listen, "--bind-out", "127.0.0.2"])
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
     }

@@ -645,3 +645,72 @@ pub fn bypassed_and_proxied_from_one_socket(proxy: &dyn UdpLog) {
     direct.assert_peers(10, DIRECT);
     proxied.assert_peers(5, proxy.out_ip(DIRECT));
 }
+
+/// The proxy goes away while the program runs and comes back on the same
+/// port: the shim notices the association's control connection closed and
+/// opens a new association; no datagram ever goes direct.
+pub const SERVER_RESTART: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def echo(tag, tries):
+    s.settimeout(1)
+    for _ in range(tries):
+        try:
+            s.sendto(tag, (host, port))
+            if s.recvfrom(100)[0] == tag:
+                return True
+        except OSError:
+            pass
+    return False
+print("before", echo(b"before", 5))
+sys.stdout.flush()
+sys.stdin.readline()  # the test restarts the proxy, then says go
+print("after", echo(b"after", 15))
+"#;
+
+pub fn server_restart_reopens_the_association() {
+    let target = UdpTarget::echo(DIRECT);
+    let port = free_port(DIRECT);
+    let listen = format!("127.0.0.1:{port}");
+    let first = Server::bundled_on(&listen);
+    let url = first.url();
+    /// Kills the program however the test ends.
+    struct Program(std::process::Child);
+    impl Drop for Program {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut program = Program(
+        // Bounded by itself: two short retry loops, and a readline that a
+        // dropped stdin ends.
+        std::process::Command::new(python3())
+            .args(["-c", SERVER_RESTART, "127.0.0.1", &target.addr.port().to_string()])
+            .env("LD_PRELOAD", shim_path())
+            .env("SOCKSIFY_PROXY", &url)
+            .env("SOCKSIFY_NO_PROXY", "")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(program.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+    assert_eq!(line.trim(), "before True");
+    drop(first); // the proxy dies: its relay and the control connection go
+    let second = Server::bundled_on(&listen);
+    std::io::Write::write_all(program.0.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+    drop(program); // its association ends, and the server logs it
+    assert_eq!(line.trim(), "after True", "the shim must open a new association with the restarted proxy");
+    second
+        .log
+        .wait_line(&["cmd=udp-associate", "reply=succeeded"])
+        .unwrap_or_else(|| panic!("the restarted proxy never logged an association:\n{}", second.log.text()));
+    let peers = target.peers();
+    assert!(peers.len() >= 2 && peers.iter().all(|p| p.ip() == BUNDLED_OUT), "only the proxy may reach the target: {peers:?}");
+}
