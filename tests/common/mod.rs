@@ -860,6 +860,10 @@ impl Run {
         // (bounded: a grandchild holding the pipe must not hang the test).
         let _ = wait_until(Duration::from_secs(2), || Arc::strong_count(&out.0).eq(&1).then_some(()));
         let _ = wait_until(Duration::from_secs(2), || Arc::strong_count(&err.0).eq(&1).then_some(()));
+        // Whatever the program left behind in its process group (a forked
+        // child stuck somewhere) goes too: no test leaves processes.
+        // SAFETY: plain syscall on the group made for this program alone.
+        unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
         Output { code: status.code(), timed_out, stdout: out.text(), stderr: err.text(), what }
     }
 }
