@@ -40,8 +40,7 @@ pub fn addrs_for(config: &Config, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
 /// datagram a program sends to an address, proxied or not.
 pub fn is_fake(config: &Config, ip: IpAddr) -> bool {
     let ip = socksify_proto::wire::canonical_ip(ip);
-    remote(config)
-        && (in_net(ip, config.fake_v4.0.into(), config.fake_v4.1) || in_net(ip, config.fake_v6.0.into(), config.fake_v6.1))
+    remote(config) && (in_net(ip, config.fake_v4.0.into(), config.fake_v4.1) || in_net(ip, config.fake_v6.0.into(), config.fake_v6.1))
 }
 
 /// The name behind fake address `ip`, if `ip` is one that is held now.
@@ -71,8 +70,7 @@ pub fn target_for(config: &Config, dst: &SocketAddr) -> Option<TargetAddr> {
 /// forgotten first (a forgotten address is proxied, never leaked).
 const MAX_BYPASSED: usize = 4096;
 
-static BYPASSED: ForkSafeMutex<Option<(std::collections::HashSet<IpAddr>, std::collections::VecDeque<IpAddr>)>> =
-    ForkSafeMutex::new(None);
+static BYPASSED: ForkSafeMutex<Option<(std::collections::HashSet<IpAddr>, std::collections::VecDeque<IpAddr>)>> = ForkSafeMutex::new(None);
 
 /// Remembers that a bypassed name resolved to `ip`.
 pub fn remember_bypassed(ip: IpAddr) {

@@ -167,9 +167,8 @@ mod tests {
     fn once_runs_the_initializer_once() {
         static ONCE: ForkSafeOnce<u32> = ForkSafeOnce::new();
         static CALLS: AtomicUsize = AtomicUsize::new(0);
-        let threads: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| *ONCE.get_or_init(|| CALLS.fetch_add(1, Ordering::SeqCst) as u32 + 7)))
-            .collect();
+        let threads: Vec<_> =
+            (0..4).map(|_| std::thread::spawn(|| *ONCE.get_or_init(|| CALLS.fetch_add(1, Ordering::SeqCst) as u32 + 7))).collect();
         for t in threads {
             assert_eq!(t.join().unwrap(), 7);
         }
@@ -180,9 +179,7 @@ mod tests {
 
     #[test]
     fn serializes_threads() {
-        let threads: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| (0..10_000).for_each(|_| *COUNTER.lock() += 1)))
-            .collect();
+        let threads: Vec<_> = (0..4).map(|_| std::thread::spawn(|| (0..10_000).for_each(|_| *COUNTER.lock() += 1))).collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(*COUNTER.lock(), 40_000);
     }

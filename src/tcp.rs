@@ -7,7 +7,7 @@
 //! kernel carries the data: no per-byte cost.
 
 use crate::{real, runtime, socket_addr};
-use libc::{c_int, c_void, EINTR, EINPROGRESS, ETIMEDOUT};
+use libc::{c_int, c_void, EINPROGRESS, EINTR, ETIMEDOUT};
 use socksify_proto::config::{Config, ProxyHost};
 use socksify_proto::handshake::{ClientHandshake, HandshakeError};
 use socksify_proto::wire::socks5::Command;

@@ -88,8 +88,6 @@ pub struct View {
     pub ino: u64,
 }
 
-
-
 /// Why an association could not be used; the errno the call fails with.
 #[derive(Debug)]
 pub struct AssocError {
@@ -314,7 +312,11 @@ fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
     if addr.port() != 0 {
         return Ok(addr);
     }
-    let any = if family == AF_INET6 { SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0) } else { SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0) };
+    let any = if family == AF_INET6 {
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0)
+    } else {
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)
+    };
     let raw = socket_addr::encode(&any, family).ok_or_else(|| err(libc::EAFNOSUPPORT, "binding the socket"))?;
     // SAFETY: raw is a valid sockaddr of the socket's family.
     if unsafe { libc::bind(fd, &raw.0 as *const _ as *const sockaddr, raw.1) } != 0 {
@@ -389,7 +391,11 @@ pub fn ensure(fd: c_int, family: c_int, config: &'static Config) -> Result<View,
             let mut table = TABLE.lock();
             table.as_mut().and_then(|t| t.socks.get_mut(&v.ino)).and_then(|s| {
                 let same = s.assoc.is_some_and(|a| a.ctrl == v.ctrl && a.ctrl_ino == v.ctrl_ino);
-                if same { s.assoc.take() } else { None }
+                if same {
+                    s.assoc.take()
+                } else {
+                    None
+                }
             })
         };
         if let Some(a) = dead {
@@ -442,7 +448,8 @@ pub fn ensure(fd: c_int, family: c_int, config: &'static Config) -> Result<View,
 /// Connects the socket in the kernel to `addr` (the relay, for a socket
 /// connected to a proxied destination: only the relay can then reach it).
 pub fn connect_kernel(fd: c_int, family: c_int, addr: SocketAddr) -> Result<(), AssocError> {
-    let raw = socket_addr::encode(&addr, family).ok_or_else(|| err(libc::ENETUNREACH, format!("relay {addr} not reachable from this socket's family")))?;
+    let raw = socket_addr::encode(&addr, family)
+        .ok_or_else(|| err(libc::ENETUNREACH, format!("relay {addr} not reachable from this socket's family")))?;
     // SAFETY: raw is a valid sockaddr for the socket's family.
     if unsafe { real::connect(fd, &raw.0 as *const _ as *const sockaddr, raw.1) } != 0 {
         let e = crate::ffi::errno();
@@ -525,7 +532,6 @@ pub fn log_once(msg: String) {
         log::debug!("{msg}");
     }
 }
-
 
 /// Whether `family` is one we proxy.
 pub fn is_inet(family: c_int) -> bool {

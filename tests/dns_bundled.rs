@@ -171,10 +171,7 @@ fn fake_pool_wins_over_a_bypass_rule_covering_it() {
 #[test]
 fn fake_net_can_be_overridden() {
     let server = bundled_server();
-    let out = Run::shimmed(&server.url(), "getent")
-        .env("SOCKSIFY_FAKE_NET", "100.64.0.0/10,fd00:5eed::/64")
-        .args(["ahosts", NAME])
-        .run();
+    let out = Run::shimmed(&server.url(), "getent").env("SOCKSIFY_FAKE_NET", "100.64.0.0/10,fd00:5eed::/64").args(["ahosts", NAME]).run();
     out.assert_success();
     let addrs: Vec<&str> = out.stdout.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
     assert_eq!(addrs.first(), Some(&"100.64.0.1"), "{out}");
@@ -195,5 +192,8 @@ fn a_name_the_proxy_resolves_to_ipv6() {
     out.assert_success();
     assert!(out.stdout.contains("echo intact"), "{out}");
     assert_eq!(target.received(), vec![tok.as_bytes().to_vec()]);
-    server.log.wait_line(&["cmd=connect", &format!("dst=name6.test:{} ", target.addr.port()), "reply=succeeded"]).unwrap_or_else(|| panic!("no CONNECT by name in the server's log:\n{}", server.log.text()));
+    server
+        .log
+        .wait_line(&["cmd=connect", &format!("dst=name6.test:{} ", target.addr.port()), "reply=succeeded"])
+        .unwrap_or_else(|| panic!("no CONNECT by name in the server's log:\n{}", server.log.text()));
 }

@@ -61,14 +61,17 @@ impl NetNs {
 
     /// Runs `body` on a thread inside the namespace; its panic is ours.
     fn run<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
-        thread::scope(|s| match s.spawn(|| {
-            self.enter();
-            body()
-        })
-        .join()
-        {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
+        thread::scope(|s| {
+            match s
+                .spawn(|| {
+                    self.enter();
+                    body()
+                })
+                .join()
+            {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         })
     }
 

@@ -194,7 +194,11 @@ print("still running")
             // Nothing was sent; unblock the echo thread with a datagram of our own.
             let probe = std::net::UdpSocket::bind("127.0.0.9:0").unwrap();
             probe.send_to(b"probe", ("127.0.0.1", udp_port)).unwrap();
-            assert_eq!(udp_echo.join().unwrap().map(|a| a.ip()), Some("127.0.0.9".parse().unwrap()), "udp-send panicked, yet a datagram arrived");
+            assert_eq!(
+                udp_echo.join().unwrap().map(|a| a.ip()),
+                Some("127.0.0.9".parse().unwrap()),
+                "udp-send panicked, yet a datagram arrived"
+            );
         } else {
             assert!(out.stdout.contains("udp echoed"), "the datagram of the connect run goes through the proxy: {out}");
             assert_eq!(udp_echo.join().unwrap().map(|a| a.ip()), Some(BUNDLED_OUT), "the datagram must come from the proxy");

@@ -48,9 +48,8 @@ fn username_password_required_when_configured() {
     // A server with users refuses a client that offers no credentials.
     let server = Server::bundled(&["--user", "alice:secret"]);
     let target = TcpTarget::echo();
-    let out = Run::python(&server.url(), tcp_cases::CONNECT_ERRNO)
-        .args([target.addr.ip().to_string(), target.addr.port().to_string()])
-        .run();
+    let out =
+        Run::python(&server.url(), tcp_cases::CONNECT_ERRNO).args([target.addr.ip().to_string(), target.addr.port().to_string()]).run();
     out.assert_success();
     assert!(
         out.stdout.contains("errno 13") || out.stdout.contains("errno 111"),
@@ -88,9 +87,8 @@ fn ipv4_socket_cannot_reach_an_ipv6_proxy_and_does_not_leak() {
     // fail, and must not go direct.
     let server = Server::start(&["--listen", "[::1]:0", "--bind-out", "127.0.0.2"]);
     let target = TcpTarget::echo();
-    let out = Run::python(&server.url(), tcp_cases::CONNECT_ERRNO)
-        .args([target.addr.ip().to_string(), target.addr.port().to_string()])
-        .run();
+    let out =
+        Run::python(&server.url(), tcp_cases::CONNECT_ERRNO).args([target.addr.ip().to_string(), target.addr.port().to_string()]).run();
     out.assert_success();
     assert!(!out.stdout.contains("errno 0"), "the connect must fail:\n{out}");
     target.assert_untouched();

@@ -22,12 +22,7 @@ fn static_binary(dir: &Path) -> PathBuf {
     }
     let rs = dir.join("prog.rs");
     fs::write(&rs, "fn main() { println!(\"RAN\"); }\n").unwrap();
-    let out = Command::new("rustc")
-        .args(["-C", "target-feature=+crt-static", "-o"])
-        .arg(&exe)
-        .arg(&rs)
-        .output()
-        .expect("run rustc");
+    let out = Command::new("rustc").args(["-C", "target-feature=+crt-static", "-o"]).arg(&exe).arg(&rs).output().expect("run rustc");
     assert!(out.status.success(), "cannot build a static binary (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
     exe
 }
@@ -99,7 +94,18 @@ fn keeps_existing_ld_preload_entries() {
     let shim = fs::canonicalize(shim_path()).unwrap();
     let out = wrapper()
         .env("LD_PRELOAD", other.to_str().unwrap())
-        .args(["-x", "socks5h://127.0.0.1:1", "-n", "", "-v", "printenv", "LD_PRELOAD", "SOCKSIFY_PROXY", "SOCKSIFY_NO_PROXY", "SOCKSIFY_LOG"])
+        .args([
+            "-x",
+            "socks5h://127.0.0.1:1",
+            "-n",
+            "",
+            "-v",
+            "printenv",
+            "LD_PRELOAD",
+            "SOCKSIFY_PROXY",
+            "SOCKSIFY_NO_PROXY",
+            "SOCKSIFY_LOG",
+        ])
         .run();
     out.assert_success();
     assert_eq!(out.stdout, format!("{}:{}\nsocks5h://127.0.0.1:1\n\ninfo\n", shim.display(), other.display()), "{out}");
@@ -116,9 +122,7 @@ fn finds_the_library_in_target_release() {
 
 #[test]
 fn percent_encodes_credentials() {
-    let out = wrapper()
-        .args(["-x", "socks5h://[::1]:1080", "-U", "al ice:p@ss:w/rd", "printenv", "SOCKSIFY_PROXY"])
-        .run();
+    let out = wrapper().args(["-x", "socks5h://[::1]:1080", "-U", "al ice:p@ss:w/rd", "printenv", "SOCKSIFY_PROXY"]).run();
     out.assert_success();
     assert_eq!(out.stdout, "socks5h://al%20ice:p%40ss%3Aw%2Frd@[::1]:1080\n");
 }

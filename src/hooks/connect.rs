@@ -85,7 +85,10 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
 /// back, e.g. by `fclose` or a raw syscall, and reused).
 fn still_proxied(fd: c_int) -> bool {
     let Some(details) = fd_table::proxied_tcp(fd) else { return false };
-    kernel_peer(fd).is_some_and(|peer| socksify_proto::wire::canonical_ip(peer.ip()) == socksify_proto::wire::canonical_ip(details.proxy.ip()) && peer.port() == details.proxy.port())
+    kernel_peer(fd).is_some_and(|peer| {
+        socksify_proto::wire::canonical_ip(peer.ip()) == socksify_proto::wire::canonical_ip(details.proxy.ip())
+            && peer.port() == details.proxy.port()
+    })
 }
 
 fn kernel_peer(fd: c_int) -> Option<std::net::SocketAddr> {

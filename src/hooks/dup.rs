@@ -102,7 +102,8 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
             fd_table::forget(fd);
         }
         // Close around our control connections.
-        let mut keep: Vec<c_uint> = udp::control_fds().into_iter().map(|fd| fd as c_uint).filter(|fd| (first..=last).contains(fd)).collect();
+        let mut keep: Vec<c_uint> =
+            udp::control_fds().into_iter().map(|fd| fd as c_uint).filter(|fd| (first..=last).contains(fd)).collect();
         keep.sort_unstable();
         let mut from = first;
         for k in keep {

@@ -4,7 +4,7 @@
 
 mod close;
 mod connect;
-mod resolve;
 mod dup;
+mod resolve;
 mod syscall;
 mod udp;

@@ -67,7 +67,9 @@ fn set_h_errno(value: c_int) {
 enum Forward {
     /// libc's resolver: local mode, or a name `SOCKSIFY_NO_PROXY` bypasses
     /// (`bypassed`: its addresses are remembered so `connect` goes direct).
-    Libc { bypassed: bool },
+    Libc {
+        bypassed: bool,
+    },
     Hosts(hosts::Host),
     Fake(Ipv4Addr, Ipv6Addr),
     NotFound,
@@ -141,7 +143,12 @@ fn is_numeric(name: &CStr) -> bool {
 // ---------------------------------------------------------------- getaddrinfo
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
-pub unsafe extern "C" fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const AddrInfo, res: *mut *mut AddrInfo) -> c_int {
+pub unsafe extern "C" fn getaddrinfo(
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const AddrInfo,
+    res: *mut *mut AddrInfo,
+) -> c_int {
     if node.is_null() || res.is_null() {
         return unsafe { real::getaddrinfo(node, service, hints, res) };
     }
@@ -253,7 +260,9 @@ unsafe fn remember_hostent(ent: *const HostEnt) {
 
 enum HostLookup {
     /// libc answers; `bypassed`: remember its addresses (see [`Forward`]).
-    Libc { bypassed: bool },
+    Libc {
+        bypassed: bool,
+    },
     Found(HostData),
     NotFound(c_int),
 }
@@ -371,18 +380,14 @@ unsafe fn answer_r(
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut HostEnt {
     let Some(_inside) = guard::enter() else { return unsafe { libc_resolver::gethostbyname(name) } };
     set_h_errno(NO_RECOVERY); // what a panic leaves
-    ffi::catch(null_mut(), libc::EIO, || {
-        answer_static(unsafe { by_name(name, AF_INET) }, || unsafe { libc_resolver::gethostbyname(name) })
-    })
+    ffi::catch(null_mut(), libc::EIO, || answer_static(unsafe { by_name(name, AF_INET) }, || unsafe { libc_resolver::gethostbyname(name) }))
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut HostEnt {
     let Some(_inside) = guard::enter() else { return unsafe { libc_resolver::gethostbyname2(name, af) } };
     set_h_errno(NO_RECOVERY);
-    ffi::catch(null_mut(), libc::EIO, || {
-        answer_static(unsafe { by_name(name, af) }, || unsafe { libc_resolver::gethostbyname2(name, af) })
-    })
+    ffi::catch(null_mut(), libc::EIO, || answer_static(unsafe { by_name(name, af) }, || unsafe { libc_resolver::gethostbyname2(name, af) }))
 }
 
 #[cfg_attr(not(test), no_mangle)]

@@ -16,7 +16,15 @@ use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t};
 /// our hooks; every other number is one comparison, then libc's own.
 /// (Raw `syscall` instructions and io_uring cannot be seen from here.)
 #[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn syscall(n: libc::c_long, a1: libc::c_long, a2: libc::c_long, a3: libc::c_long, a4: libc::c_long, a5: libc::c_long, a6: libc::c_long) -> libc::c_long {
+pub unsafe extern "C" fn syscall(
+    n: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+    a6: libc::c_long,
+) -> libc::c_long {
     use libc::c_long;
     let fd = a1 as c_int;
     unsafe {
@@ -26,8 +34,12 @@ pub unsafe extern "C" fn syscall(n: libc::c_long, a1: libc::c_long, a2: libc::c_
             libc::SYS_recvmmsg => recvmmsg(fd, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int, a5 as *mut libc::timespec) as c_long,
             libc::SYS_sendmsg => sendmsg(fd, a2 as *const msghdr, a3 as c_int) as c_long,
             libc::SYS_recvmsg => recvmsg(fd, a2 as *mut msghdr, a3 as c_int) as c_long,
-            libc::SYS_sendto => sendto(fd, a2 as *const c_void, a3 as size_t, a4 as c_int, a5 as *const sockaddr, a6 as socklen_t) as c_long,
-            libc::SYS_recvfrom => recvfrom(fd, a2 as *mut c_void, a3 as size_t, a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t) as c_long,
+            libc::SYS_sendto => {
+                sendto(fd, a2 as *const c_void, a3 as size_t, a4 as c_int, a5 as *const sockaddr, a6 as socklen_t) as c_long
+            }
+            libc::SYS_recvfrom => {
+                recvfrom(fd, a2 as *mut c_void, a3 as size_t, a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t) as c_long
+            }
             libc::SYS_close if fd_table::kind(fd) != kind::NONE => close(fd) as c_long,
             _ => real::syscall(n, a1, a2, a3, a4, a5, a6),
         }

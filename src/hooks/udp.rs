@@ -20,7 +20,10 @@ use crate::fd_table::{self, kind};
 use crate::ffi::{self, fail};
 use crate::udp::{self, Incoming, View, HEADER_MAX};
 use crate::{guard, real, runtime, socket_addr};
-use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM, SOCK_STREAM};
+use libc::{
+    c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM,
+    SOCK_STREAM,
+};
 use socksify_proto::config::UdpMode;
 use std::net::SocketAddr;
 
@@ -317,7 +320,14 @@ fn no_out(iov: &[iovec]) -> Out<'_> {
 // ------------------------------------------------------------------ hooks
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
-pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
     let k = fd_table::kind(fd);
     if !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet(addr, alen) } && unsafe { !last_direct(fd, addr, alen) })) {
         return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
@@ -327,7 +337,14 @@ pub unsafe extern "C" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flag
 
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn sendto_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
+unsafe extern "C" fn sendto_ours(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let out = Out { iov: &iov, dst: addr, dst_len: alen, control: std::ptr::null_mut(), control_len: 0 };
     unsafe { send_slow(fd, &out, flags, FdCheck::Trust, &mut || real::sendto(fd, buf, len, flags, addr, alen)) }
@@ -336,7 +353,9 @@ unsafe extern "C" fn sendto_ours(fd: c_int, buf: *const c_void, len: size_t, fla
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let k = fd_table::kind(fd);
-    if msg.is_null() || !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) })) {
+    if msg.is_null()
+        || !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) }))
+    {
         return unsafe { real::sendmsg(fd, msg, flags) };
     }
     unsafe { sendmsg_ours(fd, msg, flags) }
@@ -347,7 +366,13 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 unsafe extern "C" fn sendmsg_ours(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let m = unsafe { &*msg };
     let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
-    let out = Out { iov, dst: m.msg_name as *const sockaddr, dst_len: m.msg_namelen, control: m.msg_control, control_len: m.msg_controllen as usize };
+    let out = Out {
+        iov,
+        dst: m.msg_name as *const sockaddr,
+        dst_len: m.msg_namelen,
+        control: m.msg_control,
+        control_len: m.msg_controllen as usize,
+    };
     unsafe { send_slow(fd, &out, flags, FdCheck::Trust, &mut || real::sendmsg(fd, msg, flags)) }
 }
 
@@ -426,7 +451,14 @@ unsafe extern "C" fn writev_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssiz
 }
 
 #[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP {
         return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
     }
@@ -435,7 +467,14 @@ pub unsafe extern "C" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flag
 
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn recvfrom_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t {
+unsafe extern "C" fn recvfrom_ours(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let inp = In { name: addr, name_len: alen, ..no_in(&iov) };
     unsafe { recv_slow(fd, &inp, flags, FdCheck::Trust, &mut || real::recvfrom(fd, buf, len, flags, addr, alen)) }

@@ -186,7 +186,10 @@ pub fn python_ipv6(proxy: &dyn NameProxy, wrap: Wrap) {
     assert!(!addrs.is_empty(), "no addresses:\n{out}");
     for a in addrs.split_whitespace() {
         let ip: Ipv6Addr = a.parse().unwrap();
-        assert!(is_fake(IpAddr::V6(ip)) && ip.to_ipv4_mapped().is_none(), "an AF_INET6 look-up must get an IPv6 fake address, got {a}:\n{out}");
+        assert!(
+            is_fake(IpAddr::V6(ip)) && ip.to_ipv4_mapped().is_none(),
+            "an AF_INET6 look-up must get an IPv6 fake address, got {a}:\n{out}"
+        );
     }
     assert_eq!(field(&out, "peer"), addrs.split_whitespace().next().unwrap().parse::<IpAddr>().unwrap());
 }

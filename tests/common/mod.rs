@@ -122,11 +122,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "socksify-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("socksify-{tag}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }
@@ -348,10 +345,7 @@ impl Dante {
     /// `socksmethod: username`: clients must log in as [`DANTE_USER`].
     pub fn start_with_auth() -> Dante {
         let out = Command::new("id").arg(DANTE_USER).output().expect("run id");
-        assert!(
-            out.status.success(),
-            "system user {DANTE_USER} is missing: scripts/test creates it for Dante's username method"
-        );
+        assert!(out.status.success(), "system user {DANTE_USER} is missing: scripts/test creates it for Dante's username method");
         Dante::start_with(true, None)
     }
 
@@ -377,7 +371,11 @@ impl Dante {
                     // Private propagation: the bind mount is seen by danted alone.
                     let script = r#"mount --bind "$1" /etc/hosts && exec "$2" -f "$3" -N 1 -p "$4""#;
                     let mut cmd = Command::new(unshare);
-                    cmd.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"]).arg(&hosts_path).arg(&danted).arg(&conf).arg(&pid_file);
+                    cmd.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+                        .arg(&hosts_path)
+                        .arg(&danted)
+                        .arg(&conf)
+                        .arg(&pid_file);
                     cmd
                 }
                 _ => {
@@ -386,13 +384,8 @@ impl Dante {
                     cmd
                 }
             };
-            let mut child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .expect("spawn danted");
+            let mut child =
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().expect("spawn danted");
             let addr = SocketAddr::new(DIRECT, port);
             let up = wait_until(WAIT, || {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -499,7 +492,11 @@ impl Proxy for Server {
         Server::url(self)
     }
     fn out_ip(&self, dst: IpAddr) -> IpAddr {
-        if dst.is_ipv4() { BUNDLED_OUT } else { LOCALHOST_V6 }
+        if dst.is_ipv4() {
+            BUNDLED_OUT
+        } else {
+            LOCALHOST_V6
+        }
     }
     fn wait_connect_line(&self, dst: SocketAddr) -> String {
         Server::wait_connect_line(self, dst)
@@ -518,7 +515,11 @@ impl Proxy for Dante {
         Dante::url(self)
     }
     fn out_ip(&self, dst: IpAddr) -> IpAddr {
-        if dst.is_ipv4() { DANTE_OUT } else { LOCALHOST_V6 }
+        if dst.is_ipv4() {
+            DANTE_OUT
+        } else {
+            LOCALHOST_V6
+        }
     }
     fn wait_connect_line(&self, dst: SocketAddr) -> String {
         Dante::wait_connect_line(self, dst)
@@ -671,10 +672,8 @@ fn serve_one(mut stream: TcpStream, serve: Serve, received: Arc<Mutex<Vec<u8>>>)
                     }
                 }
             }
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let response =
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
             let _ = stream.write_all(response.as_bytes());
             let _ = stream.shutdown(Shutdown::Write);
             // Drain until the client closes, so it never sees a reset.
@@ -748,11 +747,7 @@ impl Output {
 
 impl std::fmt::Display for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit={:?} timed_out={}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code, self.timed_out, self.stdout, self.stderr
-        )
+        write!(f, "exit={:?} timed_out={}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.code, self.timed_out, self.stdout, self.stderr)
     }
 }
 
@@ -824,7 +819,25 @@ impl Run {
         let mut cmd = Command::new(&self.prog);
         cmd.args(&self.args).process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Variables a developer may have set must not leak into a test.
-        for k in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy", "SOCKSIFY_PROXY", "SOCKSIFY_NO_PROXY", "SOCKSIFY_LOG", "SOCKSIFY_TIMEOUT_MS", "SOCKSIFY_UDP", "SOCKSIFY_DNS", "SOCKSIFY_FAKE_NET", "LD_PRELOAD", "SOCKSIFY_LIB"] {
+        for k in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "all_proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "SOCKSIFY_PROXY",
+            "SOCKSIFY_NO_PROXY",
+            "SOCKSIFY_LOG",
+            "SOCKSIFY_TIMEOUT_MS",
+            "SOCKSIFY_UDP",
+            "SOCKSIFY_DNS",
+            "SOCKSIFY_FAKE_NET",
+            "LD_PRELOAD",
+            "SOCKSIFY_LIB",
+        ] {
             cmd.env_remove(k);
         }
         for (k, v) in &self.env {

@@ -135,7 +135,13 @@ pub trait UdpLog: Proxy {
     /// Waits until `n` associations have ended; panics otherwise.
     fn wait_ended_associations(&self, n: usize) {
         let seen = wait_until(WAIT, || (self.ended_associations() >= n).then_some(()));
-        assert!(seen.is_some(), "{} logged {} ended associations, expected {n}: {:?}", self.name(), self.ended_associations(), self.association_lines());
+        assert!(
+            seen.is_some(),
+            "{} logged {} ended associations, expected {n}: {:?}",
+            self.name(),
+            self.ended_associations(),
+            self.association_lines()
+        );
     }
 }
 
@@ -143,9 +149,9 @@ impl UdpLog for Server {
     fn wait_association_end(&self, _dst: SocketAddr, datagrams: usize) -> String {
         let out = format!("datagrams_out={datagrams} ");
         let inn = format!("datagrams_in={datagrams} ");
-        self.log
-            .wait_line(&["cmd=udp-associate", "reply=succeeded", &out, &inn])
-            .unwrap_or_else(|| panic!("socksify-server never logged an association with {datagrams} datagrams each way; its log:\n{}", self.log.text()))
+        self.log.wait_line(&["cmd=udp-associate", "reply=succeeded", &out, &inn]).unwrap_or_else(|| {
+            panic!("socksify-server never logged an association with {datagrams} datagrams each way; its log:\n{}", self.log.text())
+        })
     }
     fn association_lines(&self) -> Vec<String> {
         self.log.text().lines().filter(|l| l.contains("cmd=udp-associate")).map(str::to_owned).collect()
@@ -579,7 +585,8 @@ print("echo", s.recv(100).decode())
 
 pub fn tcp_fast_open(proxy: &dyn UdpLog) {
     let target = TcpTarget::echo();
-    let out = Run::python(&proxy.url(), FASTOPEN).arg("127.0.0.1").arg(target.addr.port().to_string()).timeout(Duration::from_secs(40)).run();
+    let out =
+        Run::python(&proxy.url(), FASTOPEN).arg("127.0.0.1").arg(target.addr.port().to_string()).timeout(Duration::from_secs(40)).run();
     out.assert_success();
     assert_eq!(out.stdout, format!("sent 9\npeer 127.0.0.1 {}\necho fast-open\n", target.addr.port()), "{out}");
     target.assert_peers(1, proxy.out_ip(DIRECT));

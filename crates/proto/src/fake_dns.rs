@@ -58,10 +58,8 @@ impl FakeDns {
         let v4_mask = u32::MAX.checked_shl(32 - v4_prefix as u32).unwrap_or(0);
         let v6_mask = u128::MAX.checked_shl(128 - v6_prefix as u32).unwrap_or(0);
         let hosts = |bits: u32| if bits >= 32 { u64::MAX } else { (1u64 << bits).saturating_sub(2) };
-        let capacity = hosts(32 - v4_prefix as u32)
-            .min(hosts(128 - v6_prefix as u32))
-            .min(max_names as u64)
-            .min(u32::MAX as u64 - 1) as u32;
+        let capacity =
+            hosts(32 - v4_prefix as u32).min(hosts(128 - v6_prefix as u32)).min(max_names as u64).min(u32::MAX as u64 - 1) as u32;
         FakeDns {
             v4: (u32::from(v4.0) & v4_mask, v4_prefix),
             v6: (u128::from(v6.0) & v6_mask, v6_prefix),

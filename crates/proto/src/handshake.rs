@@ -111,9 +111,13 @@ pub struct ClientHandshake {
 /// Which protocol to speak to one proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dialect {
-    Socks5 { credentials: Option<Credentials> },
+    Socks5 {
+        credentials: Option<Credentials>,
+    },
     /// SOCKS4, or SOCKS4a when the destination is a name.
-    Socks4 { user_id: Vec<u8> },
+    Socks4 {
+        user_id: Vec<u8>,
+    },
 }
 
 impl ClientHandshake {
@@ -128,7 +132,11 @@ impl ClientHandshake {
                     AuthRequest { user: c.user.clone(), pass: c.pass.clone() }.emit(&mut out);
                 }
                 Request::new(command, dst.clone()).emit(&mut out);
-                let hs = ClientHandshake { stage: Stage::MethodSelection, with_auth: credentials.is_some(), input: Vec::with_capacity(MAX_REPLY) };
+                let hs = ClientHandshake {
+                    stage: Stage::MethodSelection,
+                    with_auth: credentials.is_some(),
+                    input: Vec::with_capacity(MAX_REPLY),
+                };
                 Ok((hs, out))
             }
             Dialect::Socks4 { user_id } => {
@@ -281,7 +289,8 @@ mod tests {
 
     #[test]
     fn no_auth_connect_is_one_flight() {
-        let (mut hs, out) = ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
+        let (mut hs, out) =
+            ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
         assert_eq!(out, [5, 1, 0, 5, 1, 0, 1, 192, 0, 2, 7, 0, 80]);
         let server = [5, 0, 5, 0, 0, 1, 10, 0, 0, 1, 0x1f, 0x90, b'b', b'a', b'n', b'n', b'e', b'r'];
         let (res, used) = drive(&mut hs, &server);
@@ -289,7 +298,8 @@ mod tests {
         assert_eq!(used, 12, "the banner after the reply is left for the program");
         assert!(hs.is_done());
         assert_eq!(hs.wanted(), 0);
-        let (mut hs, _) = ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
+        let (mut hs, _) =
+            ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
         assert_eq!(hs.wanted(), 7, "method selection and reply head in one read");
         assert_eq!(hs.feed(&server[..7]), Ok(None));
         assert_eq!(hs.wanted(), 5, "then the rest of an IPv4 reply");
@@ -320,7 +330,8 @@ mod tests {
     #[test]
     fn every_failure_reply_is_reported_with_its_errno() {
         for code in 1..=255u8 {
-            let (mut hs, _) = ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
+            let (mut hs, _) =
+                ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
             let (res, used) = drive(&mut hs, &[5, 0, 5, code, 0, 1, 0, 0, 0, 0, 0, 0]);
             let err = res.unwrap_err();
             assert_eq!(err, HandshakeError::Rejected(ReplyCode::from_code(code)));
@@ -331,10 +342,12 @@ mod tests {
 
     #[test]
     fn garbage_is_eproto() {
-        let (mut hs, _) = ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
+        let (mut hs, _) =
+            ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
         let err = drive(&mut hs, b"HTTP/1.1 400 Bad Request\r\n").0.unwrap_err();
         assert_eq!(err.errno(), 71);
-        let (mut hs, _) = ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
+        let (mut hs, _) =
+            ClientHandshake::start(&Dialect::Socks5 { credentials: None }, Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
         assert!(matches!(drive(&mut hs, &[5, 0, 5, 0, 0, 9, 0]).0, Err(HandshakeError::Garbage(_))));
     }
 

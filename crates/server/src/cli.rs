@@ -154,7 +154,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             }
             "--bind-out" => {
                 let v = value(&name)?;
-                let ip: IpAddr = v.trim_matches(|c| c == '[' || c == ']').parse().map_err(|_| format!("--bind-out {v}: not an IP address"))?;
+                let ip: IpAddr =
+                    v.trim_matches(|c| c == '[' || c == ']').parse().map_err(|_| format!("--bind-out {v}: not an IP address"))?;
                 match ip {
                     IpAddr::V4(_) => cfg.bind_out_v4 = Some(ip),
                     IpAddr::V6(_) => cfg.bind_out_v6 = Some(ip),
@@ -199,9 +200,25 @@ mod tests {
     #[test]
     fn contract_options() {
         let c = run(&[
-            "--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--user", "a:b:c", "--map", "Name.Test=127.0.0.1",
-            "--bind-out", "127.0.0.2", "--bind-out", "::1", "--deny", "127.0.0.3/32", "--max-conns", "5",
-            "--handshake-timeout-ms", "300", "--quiet",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--user",
+            "a:b:c",
+            "--map",
+            "Name.Test=127.0.0.1",
+            "--bind-out",
+            "127.0.0.2",
+            "--bind-out",
+            "::1",
+            "--deny",
+            "127.0.0.3/32",
+            "--max-conns",
+            "5",
+            "--handshake-timeout-ms",
+            "300",
+            "--quiet",
         ])
         .unwrap();
         assert_eq!(c.listen.len(), 2);
@@ -215,7 +232,9 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_option() {
-        for bad in [&["--listen", "nope"][..], &["--user", "x"], &["--map", "a=b"], &["--deny", "1.2.3.4/40"], &["--max-conns"], &["--frob"]] {
+        for bad in
+            [&["--listen", "nope"][..], &["--user", "x"], &["--map", "a=b"], &["--deny", "1.2.3.4/40"], &["--max-conns"], &["--frob"]]
+        {
             let err = run(bad).unwrap_err();
             assert!(err.contains(bad[0]), "{err}");
         }

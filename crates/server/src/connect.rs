@@ -61,10 +61,7 @@ pub fn serve(sess: &Session, mut conn: ClientConn, version: Version, dst: Target
     }
     let counts = relay::relay(conn.stream, target).unwrap_or_default();
     let out = bound.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |b| b.ip());
-    let line = line
-        .kv("reply", "succeeded")
-        .kv("sent", counts.sent + early.len() as u64)
-        .kv("received", counts.received);
+    let line = line.kv("reply", "succeeded").kv("sent", counts.sent + early.len() as u64).kv("received", counts.received);
     let mut line = line.kv("ms", sess.ms()).kv("out", out);
     if version == Version::Four {
         line = line.kv("socks", 4);

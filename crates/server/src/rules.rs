@@ -25,10 +25,13 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let addr: IpAddr =
+            addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.trim_end_matches(']').parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("prefix `{p}` is not 0..={max}"))?,
+            Some(p) => {
+                p.trim_end_matches(']').parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("prefix `{p}` is not 0..={max}"))?
+            }
             None => max,
         };
         Ok(Cidr::Net { addr: canonical_ip(addr), prefix })

@@ -11,8 +11,8 @@
 use crate::cli::Config;
 use crate::log::{reply_name, LogLine};
 use crate::{bind, connect, socks4, udp_relay};
-use socksify_proto::wire::socks5::{method, Command, Greeting, MethodSelection, Reply, ReplyCode, Request};
 use socksify_proto::wire::auth::{AuthReply, AuthRequest};
+use socksify_proto::wire::socks5::{method, Command, Greeting, MethodSelection, Reply, ReplyCode, Request};
 use socksify_proto::wire::{self, atyp, TargetAddr};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -98,7 +98,14 @@ pub struct ClientConn {
 
 impl ClientConn {
     pub fn new(stream: TcpStream, timeout: Duration) -> ClientConn {
-        ClientConn { stream, buf: Vec::with_capacity(512), deadline: Instant::now() + timeout, timeout, handshaking: true, pending: Vec::new() }
+        ClientConn {
+            stream,
+            buf: Vec::with_capacity(512),
+            deadline: Instant::now() + timeout,
+            timeout,
+            handshaking: true,
+            pending: Vec::new(),
+        }
     }
 
     /// Parses the next message from the buffer, reading more under the
@@ -200,11 +207,13 @@ impl ClientConn {
             let e = io::Error::last_os_error();
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => self.wait(libc::POLLOUT, Instant::now() + self.timeout.max(Duration::from_millis(1))).map_err(|e| match e {
-                    HandshakeError::Timeout => io::Error::new(io::ErrorKind::TimedOut, "client does not read"),
-                    HandshakeError::Io(e) => e,
-                    other => io::Error::other(other.to_string()),
-                })?,
+                io::ErrorKind::WouldBlock => {
+                    self.wait(libc::POLLOUT, Instant::now() + self.timeout.max(Duration::from_millis(1))).map_err(|e| match e {
+                        HandshakeError::Timeout => io::Error::new(io::ErrorKind::TimedOut, "client does not read"),
+                        HandshakeError::Io(e) => e,
+                        other => io::Error::other(other.to_string()),
+                    })?
+                }
                 _ => return Err(e),
             }
         }
@@ -266,7 +275,10 @@ fn socks5(sess: &mut Session, mut conn: ClientConn) -> Result<(), HandshakeError
         AuthReply { status: if ok { 0 } else { 1 } }.emit(&mut out);
         conn.send(&out).map_err(HandshakeError::Io)?;
         if !ok {
-            let line = sess.log("handshake").kv("reply", "auth-failed").kv("error", format!("bad password for user {}", String::from_utf8_lossy(&auth.user)));
+            let line = sess
+                .log("handshake")
+                .kv("reply", "auth-failed")
+                .kv("error", format!("bad password for user {}", String::from_utf8_lossy(&auth.user)));
             sess.finish(line);
             return Ok(());
         }

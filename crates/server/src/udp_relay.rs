@@ -162,9 +162,8 @@ impl Association<'_> {
                 self.n.dropped += 1;
                 continue;
             };
-            let accepted = src.ip() == self.client_ip
-                && self.client.is_none_or(|c| c == src)
-                && self.client_port.is_none_or(|p| p == src.port());
+            let accepted =
+                src.ip() == self.client_ip && self.client.is_none_or(|c| c == src) && self.client_port.is_none_or(|p| p == src.port());
             if !accepted {
                 self.n.dropped += 1;
                 continue;

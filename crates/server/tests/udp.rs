@@ -175,5 +175,12 @@ fn bursts_and_the_largest_datagram_pass_whole_and_in_order() {
     assert!(echo.seen.lock().unwrap().iter().all(|(from, _)| from.ip() == "127.0.0.2".parse::<IpAddr>().unwrap()));
     drop(control);
     let bytes = 5 + burst.iter().map(Vec::len).sum::<usize>() + big.len();
-    server.wait_log(&["cmd=udp-associate", "datagrams_out=42", "datagrams_in=42", &format!("bytes_out={bytes}"), &format!("bytes_in={bytes}"), "dropped=0"]);
+    server.wait_log(&[
+        "cmd=udp-associate",
+        "datagrams_out=42",
+        "datagrams_in=42",
+        &format!("bytes_out={bytes}"),
+        &format!("bytes_in={bytes}"),
+        "dropped=0",
+    ]);
 }

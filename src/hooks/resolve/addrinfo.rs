@@ -362,7 +362,15 @@ mod tests {
                                 // A numeric host of the other family is glibc's
                                 // EAI_ADDRFAMILY; a name without such an address
                                 // is EAI_NONAME, which is what we answer.
-                                let want = glibc(host, service, hints).map_err(|e| if e == -9 /* EAI_ADDRFAMILY */ { EAI_NONAME } else { e });
+                                let want = glibc(host, service, hints).map_err(|e| {
+                                    if e == -9
+                                    /* EAI_ADDRFAMILY */
+                                    {
+                                        EAI_NONAME
+                                    } else {
+                                        e
+                                    }
+                                });
                                 let got = ours(host, ip, service, hints);
                                 assert_eq!(got, want, "host {host} service {service:?} hints {hints:?}");
                                 compared += 1;
@@ -383,7 +391,10 @@ mod tests {
         let addrs = select(&hints, &v4, &v6, || unreachable!()).unwrap();
         assert_eq!(addrs, vec![IpAddr::from(v4[0]), IpAddr::from(v6[0])]);
         let t = unsafe { tuples(std::ptr::null(), &hints) }.unwrap();
-        assert_eq!(t.iter().map(|t| (t.socktype, t.protocol)).collect::<Vec<_>>(), vec![(SOCK_STREAM, IPPROTO_TCP), (SOCK_DGRAM, IPPROTO_UDP), (SOCK_RAW, 0)]);
+        assert_eq!(
+            t.iter().map(|t| (t.socktype, t.protocol)).collect::<Vec<_>>(),
+            vec![(SOCK_STREAM, IPPROTO_TCP), (SOCK_DGRAM, IPPROTO_UDP), (SOCK_RAW, 0)]
+        );
         // AF_INET6 with AI_V4MAPPED: the IPv6 address alone; with AI_ALL both.
         let h6 = Hints { family: AF_INET6, flags: AI_V4MAPPED, ..hints };
         assert_eq!(select(&h6, &v4, &v6, || unreachable!()).unwrap(), vec![IpAddr::from(v6[0])]);
@@ -419,7 +430,8 @@ mod tests {
     fn libc_lists_are_not_ours() {
         let mut res = null_mut();
         assert_eq!(unsafe { libc::getaddrinfo(c"127.0.0.1".as_ptr(), std::ptr::null(), std::ptr::null(), &mut res) }, 0);
-        let ours = build(&["192.0.2.1".parse().unwrap()], &[Tuple { socktype: SOCK_STREAM, protocol: IPPROTO_TCP, port: 1 }], 0, None).unwrap();
+        let ours =
+            build(&["192.0.2.1".parse().unwrap()], &[Tuple { socktype: SOCK_STREAM, protocol: IPPROTO_TCP, port: 1 }], 0, None).unwrap();
         assert!(!unsafe { free_if_ours(res) });
         unsafe { libc::freeaddrinfo(res) };
         assert!(unsafe { free_if_ours(ours) });

@@ -19,7 +19,11 @@ pub struct HostData {
 
 impl HostData {
     fn addr_len(&self) -> usize {
-        if self.family == AF_INET6 { 16 } else { 4 }
+        if self.family == AF_INET6 {
+            16
+        } else {
+            4
+        }
     }
 
     /// Bytes of buffer [`write`] needs (with the worst alignment padding).

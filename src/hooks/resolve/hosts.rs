@@ -90,7 +90,8 @@ pub fn by_addr(ip: IpAddr) -> Option<(String, Vec<String>)> {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "127.0.0.1 localhost\n# a comment\n10.1.2.3  Db.Corp db  # trailing\n::1 localhost ip6-localhost\nfd00::3 db.corp\nbogus line\n";
+    const TEXT: &str =
+        "127.0.0.1 localhost\n# a comment\n10.1.2.3  Db.Corp db  # trailing\n::1 localhost ip6-localhost\nfd00::3 db.corp\nbogus line\n";
 
     #[test]
     fn finds_names_aliases_and_both_families() {

@@ -14,9 +14,16 @@ pub const DEFAULT: &str = "localhost,127.0.0.0/8,::1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Rule {
     All,
-    Net { net: IpAddr, prefix: u8, port: Option<u16> },
+    Net {
+        net: IpAddr,
+        prefix: u8,
+        port: Option<u16>,
+    },
     /// Lowercase, without a leading dot; matches the name and its subdomains.
-    Domain { suffix: String, port: Option<u16> },
+    Domain {
+        suffix: String,
+        port: Option<u16>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -102,7 +109,11 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
 }
 
 fn full_prefix(ip: IpAddr) -> u8 {
-    if canonical_ip(ip).is_ipv4() { 32 } else { 128 }
+    if canonical_ip(ip).is_ipv4() {
+        32
+    } else {
+        128
+    }
 }
 
 /// Whether `ip` lies in `net/prefix` (both of one family; mixed is false).

@@ -211,9 +211,23 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_errors() {
-        for bad in ["", "127.0.0.1:1080", "http://x:1", "socks5://", "socks5://h:0", "socks5://h:99999", "socks5://h:x",
-            "socks5://::1:1080", "socks5://[::1", "socks5://[zz]:1", "socks5://h/path", "socks5://a b:1", "socks5://%zz:p@h:1",
-            "socks5://:pw@h:1", "socks4://u:pw@h:1"] {
+        for bad in [
+            "",
+            "127.0.0.1:1080",
+            "http://x:1",
+            "socks5://",
+            "socks5://h:0",
+            "socks5://h:99999",
+            "socks5://h:x",
+            "socks5://::1:1080",
+            "socks5://[::1",
+            "socks5://[zz]:1",
+            "socks5://h/path",
+            "socks5://a b:1",
+            "socks5://%zz:p@h:1",
+            "socks5://:pw@h:1",
+            "socks4://u:pw@h:1",
+        ] {
             assert!(ProxyUrl::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
