@@ -17,3 +17,17 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     unsafe { real::close(fd) }
 }
+
+/// `fclose` closes its fd inside libc, where the `close` hook cannot see
+/// it: forget a socket of ours that a program had wrapped in a `FILE`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
+    if !stream.is_null() {
+        // SAFETY: fileno on the stream the program is about to close.
+        let fd = unsafe { libc::fileno(stream) };
+        if fd >= 0 && fd_table::kind(fd) != fd_table::kind::NONE {
+            fd_table::forget(fd);
+        }
+    }
+    unsafe { real::fclose(stream) }
+}

@@ -36,15 +36,26 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
     let Some(sock_type) = socket_addr::socket_type(fd) else {
         return unsafe { real::connect(fd, addr, len) }; // not a socket: the kernel says ENOTSOCK/EBADF
     };
-    // The address's family is the socket's: the kernel refuses any other
-    // (EAFNOSUPPORT), so asking it (SO_DOMAIN) would cost a syscall for nothing.
-    let sock_family = if dst.is_ipv4() { AF_INET } else { AF_INET6 };
-    if sock_type == libc::SOCK_DGRAM && (sock_family == AF_INET || sock_family == AF_INET6) {
+    if sock_type == libc::SOCK_DGRAM {
+        // A dual-stack AF_INET6 UDP socket may be given an AF_INET address:
+        // ask the kernel for the socket's own family (UDP connects are rare).
+        let Some((sock_family, _)) = socket_addr::socket_family_and_type(fd) else { return unsafe { real::connect(fd, addr, len) } };
+        if sock_family != AF_INET && sock_family != AF_INET6 {
+            return unsafe { real::connect(fd, addr, len) };
+        }
         return unsafe { super::udp::connect_udp(fd, sock_family, addr, len, dst) };
     }
     if sock_type != SOCK_STREAM {
         return unsafe { real::connect(fd, addr, len) };
     }
+    if fd_table::kind(fd) == fd_table::kind::UDP {
+        // The fd number was a UDP socket of ours, closed behind our back
+        // (a raw syscall) and reused: that state is not this socket's.
+        fd_table::forget(fd);
+    }
+    // A TCP socket's family is its address's: the kernel refuses any other,
+    // so asking it (SO_DOMAIN) would cost a syscall for nothing.
+    let sock_family = if dst.is_ipv4() { AF_INET } else { AF_INET6 };
     let Some(config) = runtime::config() else {
         log::error!("connect to {dst} refused: the configuration is malformed (see the message above)");
         return fail(libc::ECONNREFUSED);
@@ -76,6 +87,12 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
         }
         Err(e) => {
             log::warn!("tcp fd {fd} -> {target} via {}: {e}", config.chain[0]);
+            // Leave the socket as a failed direct connect would: not
+            // connected to anything (the proxy may have accepted it), and
+            // free to connect again.
+            let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+            // SAFETY: a valid AF_UNSPEC address dissolves the connection.
+            unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) };
             fail(e.errno())
         }
     }

@@ -6,5 +6,6 @@ mod close;
 mod connect;
 mod dup;
 mod resolve;
+mod socket;
 mod syscall;
 mod udp;

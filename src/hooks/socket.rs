@@ -1,0 +1,39 @@
+//! `socket`, `accept`, `accept4`: a new fd.
+//!
+//! The kernel hands out a number only once the old holder of it is closed.
+//! If the fd table still knows that number, it was closed behind our back
+//! (a raw syscall), and what the table says belongs to the old socket: it
+//! is forgotten before the program uses the new one, so a TCP stream never
+//! gets a UDP header or loses bytes to a stale association.
+
+use crate::{fd_table, real};
+use libc::{c_int, sockaddr, socklen_t};
+
+/// Forgets stale state for a number the kernel just handed out.
+#[inline(always)]
+fn fresh(fd: c_int) {
+    if fd >= 0 && fd_table::kind(fd) != fd_table::kind::NONE {
+        fd_table::forget(fd);
+    }
+}
+
+#[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let fd = unsafe { real::socket(domain, ty, protocol) };
+    fresh(fd);
+    fd
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let new = unsafe { real::accept(fd, addr, len) };
+    fresh(new);
+    new
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    let new = unsafe { real::accept4(fd, addr, len, flags) };
+    fresh(new);
+    new
+}
