@@ -18,10 +18,13 @@
 //! Every hook: the guard (our own look-ups go straight to libc), then the
 //! slow path inside [`ffi::catch`]; a panic returns an error, never libc's
 //! answer for a name that must not reach DNS.
+//!
+//! `getaddrinfo_a` and the raw `res_*` queries: [`raw_dns`].
 
 mod addrinfo;
 mod hostent;
 mod hosts;
+mod raw_dns; // getaddrinfo_a and res_* (glibc's resolver bypasses our hooks)
 
 use crate::{fake_dns, ffi, guard, real, runtime, socket_addr};
 use addrinfo::Hints;

@@ -1,0 +1,263 @@
+//! Resolver entry points that bypass `getaddrinfo`: glibc's asynchronous
+//! `getaddrinfo_a`, and the raw DNS calls `res_query`, `res_search`,
+//! `res_querydomain`, `res_send` and their `res_n*` forms (also under
+//! their `__res_*` names, which old binaries and `<resolv.h>` bind to).
+//! glibc runs these with its own internal socket calls, which our hooks
+//! never see, so in remote DNS mode each would send a query straight to
+//! the system's nameserver.
+//!
+//! * `getaddrinfo_a` in remote mode (or with a malformed configuration)
+//!   answers every request at once with our own `getaddrinfo` logic (fake
+//!   addresses, freed by our `freeaddrinfo`), then notifies as `sevp` asks.
+//!   In local mode glibc's own runs.
+//! * The `res_*` calls in remote mode (or with a malformed configuration)
+//!   fail: -1, `h_errno` `NO_RECOVERY`, errno `ECONNREFUSED`. A DNS message
+//!   has no proxy to go to; it would leave the machine directly. For the
+//!   `res_n*` forms only the thread's `h_errno` is set, not
+//!   `statp->res_h_errno` (we do not write into glibc's `__res_state`).
+//!
+//! The real functions are looked up without aborting when missing: on
+//! glibc before 2.34 they live in libanl / libresolv, which a program that
+//! calls them has loaded; if one is still missing the call fails.
+
+use super::{getaddrinfo_slow, set_h_errno, NO_RECOVERY};
+use crate::{ffi, guard, runtime};
+use libc::{addrinfo as AddrInfo, c_char, c_int, c_uchar, c_void};
+use socksify_proto::config::DnsMode;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+// <netdb.h> / <signal.h> values the libc crate does not carry.
+const GAI_WAIT: c_int = 0;
+const GAI_NOWAIT: c_int = 1;
+const EAI_SYSTEM: c_int = -11;
+const SIGEV_SIGNAL: c_int = 0;
+const SIGEV_NONE: c_int = 1;
+const SIGEV_THREAD: c_int = 2;
+
+/// glibc's `struct gaicb`.
+#[repr(C)]
+pub struct GaiCb {
+    pub ar_name: *const c_char,
+    pub ar_service: *const c_char,
+    pub ar_request: *const AddrInfo,
+    pub ar_result: *mut AddrInfo,
+    pub __return: c_int,
+    pub __glibc_reserved: [c_int; 5],
+}
+
+/// The part of glibc's `struct sigevent` that `getaddrinfo_a` reads
+/// (`union sigval` is pointer-sized; the thread fields follow `sigev_notify`).
+#[repr(C)]
+pub struct SigEvent {
+    sigev_value: *mut c_void,
+    sigev_signo: c_int,
+    sigev_notify: c_int,
+    sigev_notify_function: Option<unsafe extern "C" fn(*mut c_void)>,
+    sigev_notify_attributes: *mut c_void,
+}
+
+/// `dlsym(RTLD_NEXT)` of the first of `names` that exists, cached; null if
+/// none does (the caller fails rather than abort the program).
+fn next_fn(slot: &AtomicPtr<c_void>, names: &[&'static [u8]]) -> *mut c_void {
+    let cached = slot.load(Ordering::Relaxed);
+    if !cached.is_null() {
+        return cached;
+    }
+    for name in names {
+        // SAFETY: NUL-terminated literal; dlsym is thread-safe.
+        let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) };
+        if !found.is_null() {
+            slot.store(found, Ordering::Relaxed);
+            return found;
+        }
+    }
+    std::ptr::null_mut()
+}
+
+/// Who answers a look-up that glibc would run without our hooks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Local DNS mode: glibc's own function.
+    Real,
+    /// Remote DNS mode or a malformed configuration: the shim.
+    Ours,
+}
+
+fn mode() -> Mode {
+    match runtime::config() {
+        Some(config) if config.dns == DnsMode::Local => Mode::Real,
+        _ => Mode::Ours,
+    }
+}
+
+// ------------------------------------------------------------- getaddrinfo_a
+
+type GaiA = unsafe extern "C" fn(c_int, *mut *mut GaiCb, c_int, *mut SigEvent) -> c_int;
+
+unsafe fn real_getaddrinfo_a(mode: c_int, list: *mut *mut GaiCb, nitems: c_int, sevp: *mut SigEvent) -> c_int {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let ptr = next_fn(&SLOT, &[b"getaddrinfo_a\0"]);
+    if ptr.is_null() {
+        ffi::set_errno(libc::ENOSYS);
+        return EAI_SYSTEM;
+    }
+    // SAFETY: the symbol getaddrinfo_a has this C signature.
+    let f: GaiA = unsafe { std::mem::transmute(ptr) };
+    unsafe { f(mode, list, nitems, sevp) }
+}
+
+/// The requests of `list`, null entries skipped.
+unsafe fn requests<'a>(list: *mut *mut GaiCb, nitems: c_int) -> impl Iterator<Item = &'a mut GaiCb> {
+    (0..nitems.max(0) as usize).filter_map(move |i| unsafe { (*list.add(i)).as_mut() })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn getaddrinfo_a(mode_arg: c_int, list: *mut *mut GaiCb, nitems: c_int, sevp: *mut SigEvent) -> c_int {
+    if (mode_arg != GAI_WAIT && mode_arg != GAI_NOWAIT) || nitems < 0 || (list.is_null() && nitems > 0) {
+        ffi::set_errno(libc::EINVAL);
+        return EAI_SYSTEM;
+    }
+    let inside = guard::enter();
+    if ffi::catch(Mode::Ours, libc::EIO, mode) == Mode::Real {
+        drop(inside);
+        return unsafe { real_getaddrinfo_a(mode_arg, list, nitems, sevp) };
+    }
+    // What a panic (or a call from inside the shim) leaves: failed, done.
+    for req in unsafe { requests(list, nitems) } {
+        req.ar_result = std::ptr::null_mut();
+        req.__return = libc::EAI_FAIL;
+    }
+    if inside.is_some() {
+        ffi::catch((), libc::EIO, || {
+            for req in unsafe { requests(list, nitems) } {
+                req.__return = unsafe { answer(req) };
+            }
+        });
+    }
+    // Outside the guard: a signal handler or notify function may look
+    // names up itself, and must get our hooks.
+    drop(inside);
+    notify(mode_arg, sevp)
+}
+
+/// One request, through the same code as our `getaddrinfo`.
+unsafe fn answer(req: &mut GaiCb) -> c_int {
+    let mut res: *mut AddrInfo = std::ptr::null_mut();
+    let rc = if req.ar_name.is_null() {
+        // No name: glibc needs no look-up (the passive or loopback address).
+        unsafe { crate::real::getaddrinfo(req.ar_name, req.ar_service, req.ar_request, &mut res) }
+    } else {
+        unsafe { getaddrinfo_slow(req.ar_name, req.ar_service, req.ar_request, &mut res) }
+    };
+    if rc == 0 {
+        req.ar_result = res;
+    }
+    rc
+}
+
+/// Every request is done: tell the caller as `sevp` asks (GAI_NOWAIT only).
+fn notify(mode_arg: c_int, sevp: *mut SigEvent) -> c_int {
+    if mode_arg != GAI_NOWAIT || sevp.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller's sigevent.
+    let sev = unsafe { &*sevp };
+    match sev.sigev_notify {
+        SIGEV_SIGNAL => {
+            let value = libc::sigval { sival_ptr: sev.sigev_value };
+            // SAFETY: plain syscall wrappers.
+            unsafe { libc::sigqueue(libc::getpid(), sev.sigev_signo, value) };
+        }
+        SIGEV_THREAD => {
+            if let Some(function) = sev.sigev_notify_function {
+                let value = sev.sigev_value as usize;
+                // SAFETY: the caller's notify function and value, as glibc would call them.
+                let spawned =
+                    std::thread::Builder::new().name("gai-notify".into()).spawn(move || unsafe { function(value as *mut c_void) });
+                if spawned.is_err() {
+                    log::warn!("getaddrinfo_a: cannot start the notification thread");
+                }
+            }
+        }
+        SIGEV_NONE => {}
+        _ => {}
+    }
+    0
+}
+
+// ------------------------------------------------------------------ res_*
+
+/// Once per process: why the program's raw DNS query failed.
+fn refuse(what: &str) -> c_int {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        let why = if runtime::config().is_some() { "in remote DNS mode" } else { "while the configuration is malformed" };
+        log::warn!(
+            "{what}: raw DNS queries are refused {why}: they would leave the machine directly, \
+             not through the proxy (use SOCKSIFY_DNS=local, or a resolver that uses getaddrinfo)"
+        );
+    }
+    set_h_errno(NO_RECOVERY);
+    ffi::set_errno(libc::ECONNREFUSED);
+    -1
+}
+
+/// Runs a `res_*` hook: `real` in local mode, a refusal otherwise (also
+/// inside the guard and after a panic).
+fn res_hook(what: &str, real: impl FnOnce() -> c_int) -> c_int {
+    let inside = guard::enter();
+    if ffi::catch(Mode::Ours, libc::ECONNREFUSED, mode) == Mode::Real {
+        drop(inside);
+        return real();
+    }
+    if inside.is_none() {
+        return refuse_quietly();
+    }
+    set_h_errno(NO_RECOVERY); // what a panic leaves
+    ffi::catch(-1, libc::ECONNREFUSED, || refuse(what))
+}
+
+/// A refusal without logging: from inside the shim, where logging could recurse.
+fn refuse_quietly() -> c_int {
+    set_h_errno(NO_RECOVERY);
+    ffi::fail(libc::ECONNREFUSED)
+}
+
+/// Defines each hook under its names (`res_query`, `__res_query`), calling
+/// the real function found under either.
+macro_rules! res_hooks {
+    ($( $name:ident / $alias:ident ($($arg:ident: $ty:ty),*); )*) => {
+        $(
+            #[cfg_attr(not(test), no_mangle)]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
+                static SLOT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+                res_hook(stringify!($name), || {
+                    let ptr = next_fn(&SLOT, &[concat!(stringify!($name), "\0").as_bytes(), concat!(stringify!($alias), "\0").as_bytes()]);
+                    if ptr.is_null() {
+                        set_h_errno(NO_RECOVERY);
+                        return ffi::fail(libc::ENOSYS);
+                    }
+                    // SAFETY: the symbol has this C signature.
+                    let f: unsafe extern "C" fn($($ty),*) -> c_int = unsafe { std::mem::transmute(ptr) };
+                    unsafe { f($($arg),*) }
+                })
+            }
+
+            #[cfg_attr(not(test), no_mangle)]
+            pub unsafe extern "C" fn $alias($($arg: $ty),*) -> c_int {
+                unsafe { $name($($arg),*) }
+            }
+        )*
+    };
+}
+
+res_hooks! {
+    res_query / __res_query(dname: *const c_char, class: c_int, kind: c_int, answer: *mut c_uchar, anslen: c_int);
+    res_search / __res_search(dname: *const c_char, class: c_int, kind: c_int, answer: *mut c_uchar, anslen: c_int);
+    res_querydomain / __res_querydomain(name: *const c_char, domain: *const c_char, class: c_int, kind: c_int, answer: *mut c_uchar, anslen: c_int);
+    res_send / __res_send(msg: *const c_uchar, msglen: c_int, answer: *mut c_uchar, anslen: c_int);
+    res_nquery / __res_nquery(statp: *mut c_void, dname: *const c_char, class: c_int, kind: c_int, answer: *mut c_uchar, anslen: c_int);
+    res_nsearch / __res_nsearch(statp: *mut c_void, dname: *const c_char, class: c_int, kind: c_int, answer: *mut c_uchar, anslen: c_int);
+    res_nquerydomain / __res_nquerydomain(statp: *mut c_void, name: *const c_char, domain: *const c_char, class: c_int, kind: c_int, answer: *mut c_uchar, anslen: c_int);
+    res_nsend / __res_nsend(statp: *mut c_void, msg: *const c_uchar, msglen: c_int, answer: *mut c_uchar, anslen: c_int);
+}
