@@ -14,7 +14,12 @@ pub struct Inside(());
 /// Enters the shim, or `None` if this thread already is inside (or is being
 /// torn down and has no thread-locals left).
 pub fn enter() -> Option<Inside> {
-    INSIDE.try_with(|inside| (!inside.replace(true)).then_some(Inside(()))).ok().flatten()
+    let entered = INSIDE.try_with(|inside| (!inside.replace(true)).then_some(Inside(()))).ok().flatten();
+    if entered.is_some() {
+        // Closes a signal handler could not finish (see fd_table::forget_closed).
+        crate::fd_table::release_pending();
+    }
+    entered
 }
 
 impl Drop for Inside {

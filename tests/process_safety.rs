@@ -72,3 +72,29 @@ print("reply", s.recv(4).decode(), "signals", hits)
     let hits: u32 = out.stdout.trim().rsplit(' ').next().unwrap().parse().unwrap();
     assert!(hits >= 1, "the timer must have fired during the 300 ms handshake: {out}");
 }
+
+/// A signal handler closes 299 proxied UDP sockets, one every 200 µs, while
+/// the program keeps sending through the shim: `close` is async-signal-safe,
+/// and the shim must not wait for a lock the interrupted code holds.
+#[test]
+fn close_from_a_signal_handler() {
+    let dir = TempDir::new("signal-close");
+    let exe = dir.path().join("signal_close");
+    Run::plain("gcc").args(["-O2", "-o"]).arg(&exe).arg(repo_root().join("tests/programs/signal_close.c")).run().assert_success();
+    let server = Server::bundled(&["--quiet"]);
+    let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let out = Run::shimmed(&server.url(), &exe)
+        .args(["127.0.0.1".to_string(), port.to_string()])
+        .env("SOCKSIFY_LOG", "warn")
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert!(!out.timed_out, "the program hung: {out}");
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), "closed 299", "{out}");
+    // Every socket's first datagram went through the proxy.
+    echo.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 16];
+    let (_, from) = echo.recv_from(&mut buf).unwrap();
+    assert_eq!(from.ip(), BUNDLED_OUT);
+}

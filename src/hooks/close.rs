@@ -12,8 +12,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         return crate::ffi::fail(libc::EBADF);
     }
     if kind != fd_table::kind::NONE {
-        // No guard or catch needed: forget() takes a lock and cannot fail.
-        fd_table::forget(fd);
+        fd_table::forget_closed(fd);
     }
     unsafe { real::close(fd) }
 }
@@ -26,7 +25,7 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
         // SAFETY: fileno on the stream the program is about to close.
         let fd = unsafe { libc::fileno(stream) };
         if fd >= 0 && fd_table::kind(fd) != fd_table::kind::NONE {
-            fd_table::forget(fd);
+            fd_table::forget_closed(fd);
         }
     }
     unsafe { real::fclose(stream) }

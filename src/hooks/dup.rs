@@ -41,7 +41,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     }
     let rc = unsafe { real::dup2(old, new) };
     if rc >= 0 && old != new {
-        fd_table::forget(new);
+        fd_table::forget_closed(new);
         copied(old, new);
     }
     rc
@@ -54,7 +54,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     }
     let rc = unsafe { real::dup3(old, new, flags) };
     if rc >= 0 {
-        fd_table::forget(new);
+        fd_table::forget_closed(new);
         copied(old, new);
     }
     rc

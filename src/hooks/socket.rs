@@ -13,7 +13,7 @@ use libc::{c_int, sockaddr, socklen_t};
 #[inline(always)]
 fn fresh(fd: c_int) {
     if fd >= 0 && fd_table::kind(fd) != fd_table::kind::NONE {
-        fd_table::forget(fd);
+        fd_table::forget_closed(fd);
     }
 }
 
