@@ -14,18 +14,15 @@
 mod common;
 #[path = "common/dns_cases.rs"]
 mod dns_cases;
+#[path = "common/netns.rs"]
+mod netns;
 
 use common::*;
 use dns_cases::is_fake;
+use netns::{DnsStub, NetNs};
 use std::collections::HashMap;
-use std::fs;
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 const NAMES: [&str; 3] = ["gai-wait.raw.test", "gai-nowait.raw.test", "res-query.raw.test"];
@@ -33,141 +30,6 @@ const NAMES: [&str; 3] = ["gai-wait.raw.test", "gai-nowait.raw.test", "res-query
 const EAI_ALLDONE: &str = "-103";
 const NO_RECOVERY: &str = "3";
 const ECONNREFUSED: &str = "111";
-
-/// A network namespace with lo up and a resolv.conf pointing at
-/// 127.0.0.1; deleted (with its `/etc/netns` directory) on drop.
-struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    fn create() -> NetNs {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("sxraw{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        ip(&["netns", "add", &name]);
-        let ns = NetNs { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        let dir = ns.etc_dir();
-        fs::create_dir_all(&dir).expect("create /etc/netns/NAME");
-        fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:2 attempts:1\n").expect("write resolv.conf");
-        ns
-    }
-
-    fn etc_dir(&self) -> PathBuf {
-        std::path::Path::new("/etc/netns").join(&self.name)
-    }
-
-    /// Runs `body` on a thread inside the namespace; its panic is ours.
-    fn run<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
-        thread::scope(|s| {
-            match s
-                .spawn(|| {
-                    let f = fs::File::open(format!("/run/netns/{}", self.name)).expect("open /run/netns/NAME");
-                    // SAFETY: setns on a namespace fd we just opened; affects this thread only.
-                    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns into {}: {}", self.name, std::io::Error::last_os_error());
-                    body()
-                })
-                .join()
-            {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-
-    /// `prog` under the shim inside the namespace, with its resolv.conf.
-    fn shimmed(&self, url: &str, prog: &std::path::Path) -> Run {
-        Run::shimmed(url, "ip").args(["netns", "exec", &self.name]).arg(prog)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = fs::remove_dir_all(self.etc_dir());
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
-    assert!(out.status.success(), "ip {args:?} failed (the leak test needs root): {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A DNS server on 127.0.0.1:53 (UDP) of the calling thread's namespace:
-/// answers A queries for the names it knows, NODATA for their other types,
-/// NXDOMAIN for the rest, and records every query as `name TYPE`.
-struct DnsStub {
-    queries: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl DnsStub {
-    fn start(answers: &[(&str, Ipv4Addr)]) -> DnsStub {
-        let answers: HashMap<String, Ipv4Addr> = answers.iter().map(|(n, a)| (n.to_string(), *a)).collect();
-        let socket = UdpSocket::bind("127.0.0.1:53").expect("bind the DNS stub on 127.0.0.1:53");
-        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let queries: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (q, st) = (queries.clone(), stop.clone());
-        thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !st.load(Ordering::Relaxed) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-                let Some((name, qtype, question_end)) = parse_query(&buf[..n]) else { continue };
-                q.lock().unwrap().push(format!("{name} {qtype}"));
-                let reply = answer(&buf[..question_end], answers.get(&name.to_ascii_lowercase()), qtype);
-                let _ = socket.send_to(&reply, from);
-            }
-        });
-        DnsStub { queries, stop }
-    }
-
-    fn queries(&self) -> Vec<String> {
-        self.queries.lock().unwrap().clone()
-    }
-}
-
-impl Drop for DnsStub {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// (name, QTYPE, end of the question) of a one-question query.
-fn parse_query(msg: &[u8]) -> Option<(String, u16, usize)> {
-    if msg.len() < 12 || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
-        return None;
-    }
-    let mut labels = Vec::new();
-    let mut i = 12;
-    loop {
-        let len = *msg.get(i)? as usize;
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(msg.get(i..i + len)?).into_owned());
-        i += len;
-    }
-    let qtype = u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]);
-    Some((labels.join("."), qtype, i + 4))
-}
-
-fn answer(query: &[u8], known: Option<&Ipv4Addr>, qtype: u16) -> Vec<u8> {
-    let mut out = query.to_vec();
-    let rcode = if known.is_some() { 0 } else { 3 };
-    out[2] = 0x80 | (query[2] & 0x01); // QR, keep RD
-    out[3] = 0x80 | rcode; // RA
-    let answers = u16::from(known.is_some() && qtype == 1);
-    out[6..8].copy_from_slice(&answers.to_be_bytes());
-    out[8..12].fill(0);
-    if let (Some(ip), 1) = (known, answers) {
-        out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        out.extend_from_slice(&ip.octets());
-    }
-    out
-}
 
 /// `tests/programs/raw_dns.c`, built with gcc into `dir`.
 fn build_program(dir: &TempDir) -> PathBuf {
