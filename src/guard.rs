@@ -14,7 +14,10 @@ pub struct Inside(());
 /// Enters the shim, or `None` if this thread already is inside (or is being
 /// torn down and has no thread-locals left).
 pub fn enter() -> Option<Inside> {
-    let entered = INSIDE.try_with(|inside| (!inside.replace(true)).then_some(Inside(()))).ok().flatten();
+    // `then`, not `then_some`: an `Inside` built for a refused entry would
+    // be dropped at once, and its drop would clear the flag of the entry
+    // that is still running.
+    let entered = INSIDE.try_with(|inside| (!inside.replace(true)).then(|| Inside(()))).ok().flatten();
     if entered.is_some() {
         // Closes a signal handler could not finish (see fd_table::forget_closed).
         crate::fd_table::release_pending();
@@ -34,6 +37,7 @@ mod tests {
     fn nested_entry_is_refused() {
         let outer = super::enter().expect("first entry");
         assert!(super::enter().is_none());
+        assert!(super::enter().is_none(), "a refused entry must not clear the flag");
         drop(outer);
         assert!(super::enter().is_some());
     }
