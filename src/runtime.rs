@@ -54,7 +54,7 @@ fn resolve_real(name: &str, port: u16) -> Vec<SocketAddr> {
     hints.ai_socktype = libc::SOCK_STREAM;
     let mut res: *mut libc::addrinfo = std::ptr::null_mut();
     // SAFETY: valid C strings and out-pointer; the list is freed below.
-    let rc = unsafe { crate::real::getaddrinfo(cname.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    let rc = crate::guard::as_resolver(|| unsafe { crate::real::getaddrinfo(cname.as_ptr(), std::ptr::null(), &hints, &mut res) });
     let mut out = Vec::new();
     if rc != 0 {
         log::warn!("cannot resolve proxy host {name:?} (getaddrinfo error {rc})");

@@ -98,3 +98,24 @@ fn close_from_a_signal_handler() {
     let (_, from) = echo.recv_from(&mut buf).unwrap();
     assert_eq!(from.ip(), BUNDLED_OUT);
 }
+
+/// A signal handler calls `connect` while the interrupted connect waits
+/// inside the shim for a proxy that never answers: the handler's connect
+/// fails with EINTR, and nothing reaches the target directly.
+#[test]
+fn connect_from_a_signal_handler_inside_the_shim() {
+    let dir = TempDir::new("signal-connect");
+    let exe = dir.path().join("signal_connect");
+    Run::plain("gcc").args(["-O2", "-o"]).arg(&exe).arg(repo_root().join("tests/programs/signal_connect.c")).run().assert_success();
+    let proxy = StallingProxy::start();
+    let target = TcpTarget::echo();
+    let out = Run::shimmed(&format!("socks5h://{}", proxy.addr), &exe)
+        .args([target.addr.ip().to_string(), target.addr.port().to_string()])
+        .env("SOCKSIFY_TIMEOUT_MS", "3000")
+        .timeout(Duration::from_secs(30))
+        .run();
+    out.assert_success();
+    // main: ETIMEDOUT from the stalled proxy; handler: -1 with EINTR.
+    assert_eq!(out.stdout.trim(), "main 110 handler -1 4", "{out}");
+    target.assert_untouched();
+}

@@ -16,7 +16,13 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         }
         return unsafe { real::connect(fd, addr, len) };
     }
-    let Some(_inside) = guard::enter() else { return unsafe { real::connect(fd, addr, len) } };
+    let Some(_inside) = guard::enter() else {
+        if guard::nested_may_go_direct() {
+            return unsafe { real::connect(fd, addr, len) };
+        }
+        // A signal handler that interrupted the shim: never direct (guard.rs).
+        return fail(libc::EINTR);
+    };
     // A successful connect leaves errno as it was, as the real one does;
     // the handshake's own EAGAINs are not the program's business.
     let errno_before = ffi::errno();

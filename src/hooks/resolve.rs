@@ -155,7 +155,7 @@ pub unsafe extern "C" fn getaddrinfo(
     if node.is_null() || res.is_null() {
         return unsafe { real::getaddrinfo(node, service, hints, res) };
     }
-    let Some(_inside) = guard::enter() else { return unsafe { real::getaddrinfo(node, service, hints, res) } };
+    let Some(_inside) = guard::enter_resolver() else { return unsafe { real::getaddrinfo(node, service, hints, res) } };
     ffi::catch(EAI_FAIL, libc::EIO, || unsafe { getaddrinfo_slow(node, service, hints, res) })
 }
 
@@ -381,14 +381,14 @@ unsafe fn answer_r(
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut HostEnt {
-    let Some(_inside) = guard::enter() else { return unsafe { libc_resolver::gethostbyname(name) } };
+    let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyname(name) } };
     set_h_errno(NO_RECOVERY); // what a panic leaves
     ffi::catch(null_mut(), libc::EIO, || answer_static(unsafe { by_name(name, AF_INET) }, || unsafe { libc_resolver::gethostbyname(name) }))
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut HostEnt {
-    let Some(_inside) = guard::enter() else { return unsafe { libc_resolver::gethostbyname2(name, af) } };
+    let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyname2(name, af) } };
     set_h_errno(NO_RECOVERY);
     ffi::catch(null_mut(), libc::EIO, || answer_static(unsafe { by_name(name, af) }, || unsafe { libc_resolver::gethostbyname2(name, af) }))
 }
@@ -402,7 +402,7 @@ pub unsafe extern "C" fn gethostbyname_r(
     result: *mut *mut HostEnt,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let Some(_inside) = guard::enter() else {
+    let Some(_inside) = guard::enter_resolver() else {
         return unsafe { libc_resolver::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) };
     };
     unsafe { reset_r(result, h_errnop) };
@@ -423,7 +423,7 @@ pub unsafe extern "C" fn gethostbyname2_r(
     result: *mut *mut HostEnt,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let Some(_inside) = guard::enter() else {
+    let Some(_inside) = guard::enter_resolver() else {
         return unsafe { libc_resolver::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) };
     };
     unsafe { reset_r(result, h_errnop) };
@@ -448,7 +448,7 @@ unsafe fn reset_r(result: *mut *mut HostEnt, h_errnop: *mut c_int) {
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyaddr(addr: *const c_void, len: socklen_t, af: c_int) -> *mut HostEnt {
-    let Some(_inside) = guard::enter() else { return unsafe { libc_resolver::gethostbyaddr(addr, len, af) } };
+    let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyaddr(addr, len, af) } };
     set_h_errno(NO_RECOVERY);
     ffi::catch(null_mut(), libc::EIO, || {
         answer_static(unsafe { by_addr(addr, len, af) }, || unsafe { libc_resolver::gethostbyaddr(addr, len, af) })
@@ -466,7 +466,7 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     result: *mut *mut HostEnt,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let Some(_inside) = guard::enter() else {
+    let Some(_inside) = guard::enter_resolver() else {
         return unsafe { libc_resolver::gethostbyaddr_r(addr, len, af, ret, buf, buflen, result, h_errnop) };
     };
     unsafe { reset_r(result, h_errnop) };
@@ -494,7 +494,7 @@ pub unsafe extern "C" fn getnameinfo(
     if host.is_null() || hostlen == 0 || flags & NI_NUMERICHOST != 0 {
         return libc_answer(flags);
     }
-    let Some(_inside) = guard::enter() else { return libc_answer(flags) };
+    let Some(_inside) = guard::enter_resolver() else { return libc_answer(flags) };
     ffi::catch(EAI_FAIL, libc::EIO, || {
         let Some(addr) = (unsafe { socket_addr::read(sa, salen) }) else { return libc_answer(flags) };
         match reverse(addr.ip(), addr.port()) {

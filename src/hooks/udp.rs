@@ -85,7 +85,14 @@ enum FdCheck {
 }
 
 unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
-    let Some(_inside) = guard::enter() else { return real() };
+    let Some(_inside) = guard::enter() else {
+        if guard::nested_may_go_direct() {
+            return real();
+        }
+        // A signal handler that interrupted the shim, sending on one of our
+        // sockets or to an address: never direct (guard.rs).
+        return fail(libc::EINTR);
+    };
     ffi::catch(-1, libc::ENETUNREACH, || unsafe { send_inner(fd, out, flags, check, real) })
 }
 

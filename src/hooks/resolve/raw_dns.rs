@@ -117,7 +117,7 @@ pub unsafe extern "C" fn getaddrinfo_a(mode_arg: c_int, list: *mut *mut GaiCb, n
         ffi::set_errno(libc::EINVAL);
         return EAI_SYSTEM;
     }
-    let inside = guard::enter();
+    let inside = guard::enter_resolver();
     if ffi::catch(Mode::Ours, libc::EIO, mode) == Mode::Real {
         drop(inside);
         return unsafe { real_getaddrinfo_a(mode_arg, list, nitems, sevp) };
@@ -205,7 +205,7 @@ fn refuse(what: &str) -> c_int {
 /// Runs a `res_*` hook: `real` in local mode, a refusal otherwise (also
 /// inside the guard and after a panic).
 fn res_hook(what: &str, real: impl FnOnce() -> c_int) -> c_int {
-    let inside = guard::enter();
+    let inside = guard::enter_resolver();
     if ffi::catch(Mode::Ours, libc::ECONNREFUSED, mode) == Mode::Real {
         drop(inside);
         return real();
