@@ -42,33 +42,41 @@ impl Drop for Inside {
     }
 }
 
+/// Marks this thread as running libc's resolver for us until dropped, then
+/// restores what was there (also when the marked code panics).
+struct ResolverMark(bool);
+
+impl ResolverMark {
+    fn set() -> ResolverMark {
+        ResolverMark(IN_RESOLVER.try_with(|r| r.replace(true)).unwrap_or(false))
+    }
+}
+
+impl Drop for ResolverMark {
+    fn drop(&mut self) {
+        let _ = IN_RESOLVER.try_with(|r| r.set(self.0));
+    }
+}
+
 /// [`enter`] for the resolver hooks: for as long as the entry lasts, nested
 /// calls come from libc's resolver (see the module doc).
 pub fn enter_resolver() -> Option<InsideResolver> {
     let inside = enter()?;
-    let before = IN_RESOLVER.try_with(|r| r.replace(true)).unwrap_or(false);
-    Some(InsideResolver { _inside: inside, before })
+    Some(InsideResolver { _mark: ResolverMark::set(), _inside: inside })
 }
 
 /// An entry of a resolver hook; leaving drops it.
 pub struct InsideResolver {
+    // Dropped in order: the mark first, then the entry.
+    _mark: ResolverMark,
     _inside: Inside,
-    before: bool,
-}
-
-impl Drop for InsideResolver {
-    fn drop(&mut self) {
-        let _ = IN_RESOLVER.try_with(|r| r.set(self.before));
-    }
 }
 
 /// Runs `f`, a call into libc's resolver, marked as such: calls it makes
 /// into our hooks pass to libc (see the module doc).
 pub fn as_resolver<R>(f: impl FnOnce() -> R) -> R {
-    let before = IN_RESOLVER.try_with(|r| r.replace(true)).unwrap_or(false);
-    let result = f();
-    let _ = IN_RESOLVER.try_with(|r| r.set(before));
-    result
+    let _mark = ResolverMark::set();
+    f()
 }
 
 /// For a hook that found the shim already entered on this thread: whether

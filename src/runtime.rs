@@ -7,7 +7,8 @@
 
 use crate::fork_safe::ForkSafeOnce;
 use socksify_proto::config::{Config, ProxyHost};
-use std::net::{IpAddr, SocketAddr};
+use socksify_proto::wire::canonical_ip;
+use std::net::SocketAddr;
 
 static CONFIG: ForkSafeOnce<Option<Config>> = ForkSafeOnce::new();
 
@@ -90,12 +91,8 @@ pub fn goes_direct(config: &'static Config, dst: &SocketAddr) -> bool {
 /// Whether `addr` is one of the first hop's addresses: a program that
 /// talks to the proxy itself (say, `curl --socks5`) goes there directly.
 fn is_first_hop(config: &'static Config, addr: &SocketAddr) -> bool {
-    let ip = socksify_proto::wire::canonical_ip(addr.ip());
-    proxy_addrs(config, 0).iter().any(|p| p.port() == addr.port() && canonical(p.ip()) == ip)
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    socksify_proto::wire::canonical_ip(ip)
+    let ip = canonical_ip(addr.ip());
+    proxy_addrs(config, 0).iter().any(|p| p.port() == addr.port() && canonical_ip(p.ip()) == ip)
 }
 
 /// Test hook: `SOCKSIFY_DEBUG_PANIC=SITE` makes the hook at `SITE`

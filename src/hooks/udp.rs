@@ -70,20 +70,21 @@ struct In<'a> {
     msg_flags: *mut c_int,
 }
 
-/// The slow path of every send. `real` makes the call as the program did.
 /// Which calls check, with an `fstat`, that one of our fds is still the
-/// socket we recorded (it could have been closed behind our back, by a raw
-/// syscall, and the number reused). `write`/`read` and their vector forms
-/// can land on any fd, and a file written through our UDP path would be
-/// broken, so they check. The socket calls skip it: on a reused number they
-/// can only reach a socket, and then still only the relay (no leak), and
+/// socket we recorded. A number closed where our hooks cannot see it and
+/// handed out again is mostly caught where the kernel hands it out
+/// (`socket`, `accept`, `accept4`; `fclose` forgets what it closes, see
+/// hooks/socket.rs and hooks/close.rs), so the socket calls trust the table:
 /// the two `fstat`s per round trip were the shim's main cost on UDP.
+/// `write`/`read` and their vector forms can land on any fd, including one
+/// opened by a call we do not hook (`open`, `pipe`), so they still check.
 #[derive(Clone, Copy, PartialEq)]
 enum FdCheck {
     Verify,
     Trust,
 }
 
+/// The slow path of every send. `real` makes the call as the program did.
 unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
     let Some(_inside) = guard::enter() else {
         if guard::nested_may_go_direct() {
