@@ -63,6 +63,44 @@ fn refuses_a_script_whose_interpreter_is_static() {
     assert!(out.stderr.contains("statically linked"), "{out}");
 }
 
+/// `#!/usr/bin/env -S ./prog` (and env's other options and assignments,
+/// and a script whose interpreter is another script) leads to the static
+/// binary: refused, whatever the path to it.
+#[test]
+fn refuses_a_static_program_reached_through_env_options() {
+    let dir = TempDir::new("wrapper-env-static");
+    static_binary(dir.path());
+    let script = |name: &str, line: &str| {
+        let path = dir.path().join(name);
+        fs::write(&path, format!("{line}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let cases = [
+        script("split", "#!/usr/bin/env -S ./static-prog --flag"),
+        script("split-attached", "#!/usr/bin/env -S./static-prog"),
+        script("cluster", "#!/usr/bin/env -vS ./static-prog"),
+        script("ignore-env", "#!/usr/bin/env -S -i -u HOME A=b ./static-prog"),
+        script("chdir", &format!("#!/usr/bin/env -S --chdir={} -uHOME ./static-prog", dir.path().display())),
+    ];
+    let nested = script("nested", &format!("#!{}", cases[0].display()));
+    for s in cases.iter().chain([&nested]) {
+        // It runs without the wrapper (the kernel and env find the program)...
+        let direct = Run::plain(s).current_dir(dir.path()).run();
+        assert!(direct.stdout.contains("RAN"), "test setup: {} should run the static program:\n{direct}", s.display());
+        // ...but not under it.
+        let out = wrapper().arg(s).current_dir(dir.path()).run();
+        assert_eq!(out.code, Some(126), "{}: {out}", s.display());
+        assert!(!out.stdout.contains("RAN"), "{}: the static program ran:\n{out}", s.display());
+        assert!(out.stderr.contains("statically linked"), "{}: {out}", s.display());
+    }
+    // An env option the wrapper does not know: what runs is unknown, refused.
+    let unknown = script("unknown-option", "#!/usr/bin/env -S --frobnicate ./static-prog");
+    let out = wrapper().arg(&unknown).current_dir(dir.path()).run();
+    assert_eq!(out.code, Some(126), "{out}");
+    assert!(out.stderr.contains("cannot tell"), "{out}");
+}
+
 #[test]
 fn refuses_setuid_and_setgid_binaries() {
     let dir = TempDir::new("wrapper-setuid");
@@ -136,6 +174,12 @@ fn help_goes_to_stdout_and_exits_0() {
     let out = wrapper().arg("-Z").run();
     assert_eq!(out.code, Some(2), "an unknown option is a usage error:\n{out}");
     let out = wrapper().arg("no-such-command-socksify").run();
+    assert_eq!(out.code, Some(127), "{out}");
+    // A path that does not exist is "not found" too (as in the shell), not
+    // "cannot execute".
+    let out = wrapper().arg("./no-such-file-socksify").run();
+    assert_eq!(out.code, Some(127), "{out}");
+    let out = wrapper().arg("/nonexistent-dir/prog").run();
     assert_eq!(out.code, Some(127), "{out}");
 }
 

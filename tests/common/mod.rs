@@ -758,12 +758,13 @@ pub struct Run {
     env: HashMap<String, Option<String>>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
+    dir: Option<PathBuf>,
 }
 
 impl Run {
     /// `prog` without the shim.
     pub fn plain(prog: impl Into<OsString>) -> Run {
-        Run { prog: prog.into(), args: Vec::new(), env: HashMap::new(), stdin: None, timeout: Duration::from_secs(30) }
+        Run { prog: prog.into(), args: Vec::new(), env: HashMap::new(), stdin: None, timeout: Duration::from_secs(30), dir: None }
     }
 
     /// `prog` under the shim: `LD_PRELOAD=target/release/libsocksify.so`,
@@ -812,12 +813,21 @@ impl Run {
         self
     }
 
+    /// Runs the program in `dir` instead of the test's working directory.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Run {
+        self.dir = Some(dir.into());
+        self
+    }
+
     /// Runs the program in its own process group; kills the group when the
     /// timeout expires.
     pub fn run(self) -> Output {
         let what = format!("{} {:?}", self.prog.to_string_lossy(), self.args);
         let mut cmd = Command::new(&self.prog);
         cmd.args(&self.args).process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
         // Variables a developer may have set must not leak into a test.
         for k in [
             "http_proxy",
