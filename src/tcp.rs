@@ -9,7 +9,7 @@
 use crate::{real, runtime, socket_addr};
 use libc::{c_int, c_void, EINPROGRESS, EINTR, ETIMEDOUT};
 use socksify_proto::config::{Config, ProxyHost};
-use socksify_proto::handshake::{ClientHandshake, HandshakeError};
+use socksify_proto::handshake::{ClientHandshake, HandshakeError, Progress};
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
 use std::net::SocketAddr;
@@ -157,11 +157,13 @@ fn send_all(fd: c_int, mut bytes: &[u8], deadline: &Deadline) -> Result<(), Conn
 }
 
 /// Runs one handshake on a connected fd; returns the proxy's bound address.
+/// Lock-step unless the hop opted in to pipelining: each message goes out
+/// when the handshake says so, after the server's previous answer.
 fn handshake(fd: c_int, hs_start: (ClientHandshake, Vec<u8>), deadline: &Deadline) -> Result<TargetAddr, ConnectError> {
-    let (mut hs, first_flight) = hs_start;
-    send_all(fd, &first_flight, deadline)?;
+    let (mut hs, first) = hs_start;
+    send_all(fd, &first, deadline)?;
     let mut buf = [0u8; 262];
-    // The proxy cannot have answered a request it is only now receiving:
+    // The proxy cannot have answered a message it is only now receiving:
     // wait before the first read instead of failing it with EAGAIN.
     wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
     loop {
@@ -169,8 +171,13 @@ fn handshake(fd: c_int, hs_start: (ClientHandshake, Vec<u8>), deadline: &Deadlin
         // SAFETY: reading at most `want` bytes into buf.
         let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, want, 0) };
         if n > 0 {
-            if let Some(bound) = hs.feed(&buf[..n as usize]).map_err(ConnectError::Handshake)? {
-                return Ok(bound);
+            match hs.feed(&buf[..n as usize]).map_err(ConnectError::Handshake)? {
+                Progress::NeedMore => {}
+                Progress::Done(bound) => return Ok(bound),
+                Progress::Send(next) => {
+                    send_all(fd, &next, deadline)?;
+                    wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
+                }
             }
             continue;
         }

@@ -35,8 +35,8 @@ fn fork_while_threads_connect() {
 }
 
 /// A 5 ms interval timer keeps interrupting the program while a slow proxy
-/// takes 300 ms to answer: the shim retries EINTR inside the handshake, so
-/// `connect` still succeeds and the bytes arrive.
+/// takes 150 ms to answer each step: the shim retries EINTR inside the
+/// handshake, so `connect` still succeeds and the bytes arrive.
 #[test]
 fn signals_during_the_handshake() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -44,10 +44,14 @@ fn signals_during_the_handshake() {
     let proxy = thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut flight = [0u8; 13];
-        conn.read_exact(&mut flight).unwrap();
-        thread::sleep(Duration::from_millis(300));
-        conn.write_all(&[5, 0, 5, 0, 0, 1, 127, 0, 0, 9, 0x10, 0x00]).unwrap();
+        let mut greeting = [0u8; 3];
+        conn.read_exact(&mut greeting).unwrap();
+        thread::sleep(Duration::from_millis(150));
+        conn.write_all(&[5, 0]).unwrap();
+        let mut request = [0u8; 10];
+        conn.read_exact(&mut request).unwrap();
+        thread::sleep(Duration::from_millis(150));
+        conn.write_all(&[5, 0, 0, 1, 127, 0, 0, 9, 0x10, 0x00]).unwrap();
         let mut ping = [0u8; 4];
         conn.read_exact(&mut ping).unwrap();
         conn.write_all(b"pong").unwrap();

@@ -3,7 +3,7 @@
 //! than it was given, and `emit` → `parse` gives back what was emitted.
 
 use proptest::prelude::*;
-use socksify_proto::handshake::{ClientHandshake, Credentials, Dialect};
+use socksify_proto::handshake::{ClientHandshake, Credentials, Dialect, Progress};
 use socksify_proto::wire::auth::{AuthReply, AuthRequest};
 use socksify_proto::wire::socks4::{Reply4, Request4};
 use socksify_proto::wire::socks5::{Command, Greeting, MethodSelection, Reply, ReplyCode, Request};
@@ -141,24 +141,34 @@ proptest! {
     }
 
     /// The client handshake fed arbitrary proxy bytes, as a driver would
-    /// (never more than `wanted`), never panics and always ends.
+    /// (never more than `wanted`), lock-step or pipelined, never panics,
+    /// always ends, and sends each message in its turn.
     #[test]
-    fn client_handshake_survives_any_server(dst in target(), reply in bytes(), auth in any::<bool>(), v4 in any::<bool>()) {
+    fn client_handshake_survives_any_server(
+        dst in target(), reply in bytes(), auth in any::<bool>(), v4 in any::<bool>(), pipeline in any::<bool>()
+    ) {
         let dialect = if v4 {
             Dialect::Socks4 { user_id: b"u".to_vec() }
         } else {
-            Dialect::Socks5 { credentials: auth.then(|| Credentials { user: b"u".to_vec(), pass: b"p".to_vec() }) }
+            Dialect::Socks5 { credentials: auth.then(|| Credentials { user: b"u".to_vec(), pass: b"p".to_vec() }), pipeline }
         };
         let Ok((mut hs, flight)) = ClientHandshake::start(&dialect, Command::Connect, &dst) else { return Ok(()) };
-        // The first flight is what a server reads, pipelined.
-        if let Dialect::Socks5 { .. } = dialect {
-            let (g, mut at) = Greeting::parse(&flight).unwrap();
+        let mut sent = flight.clone();
+        let (g, mut at) = match dialect {
+            Dialect::Socks5 { .. } => Greeting::parse(&flight).unwrap(),
+            Dialect::Socks4 { .. } => (Greeting { methods: vec![0] }, flight.len()),
+        };
+        if !v4 && pipeline {
+            // Pipelined: the whole first flight, one method offered.
             prop_assert_eq!(g.methods.len(), 1);
             if auth {
                 at += AuthRequest::parse(&flight[at..]).unwrap().1;
             }
             let (req, used) = Request::parse(&flight[at..]).unwrap();
-            prop_assert_eq!((req.dst, at + used), (dst, flight.len()));
+            prop_assert_eq!((req.dst, at + used), (dst.clone(), flight.len()));
+        } else {
+            // Lock-step: the greeting (or the SOCKS4 request) alone.
+            prop_assert_eq!(at, flight.len());
         }
         let mut rest = &reply[..];
         let mut steps = 0;
@@ -168,10 +178,24 @@ proptest! {
             rest = later;
             steps += 1;
             match hs.feed(now) {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) => {}
+                Ok(Progress::Done(_)) | Err(_) => break,
+                Ok(Progress::Send(bytes)) => sent.extend_from_slice(&bytes),
+                Ok(Progress::NeedMore) => {}
             }
             prop_assert!(steps <= reply.len() + 1);
+        }
+        // Whatever was sent is a prefix of the pipelined flight's messages
+        // in order: never the request before the server chose a method.
+        if let (false, Dialect::Socks5 { .. }) = (v4, &dialect) {
+            let (_, used) = Greeting::parse(&sent).unwrap();
+            let mut at = used;
+            if at < sent.len() && auth && sent[at] == 1 {
+                at += AuthRequest::parse(&sent[at..]).unwrap().1;
+            }
+            if at < sent.len() {
+                let (req, used) = Request::parse(&sent[at..]).unwrap();
+                prop_assert_eq!((req.dst, at + used), (dst, sent.len()));
+            }
         }
     }
 }

@@ -73,7 +73,21 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let err = |var: &'static str| move |message: String| ConfigError { var, message };
         let proxy = get("SOCKSIFY_PROXY").filter(|s| !s.trim().is_empty()).unwrap_or_else(|| DEFAULT_PROXY.into());
-        let chain = ProxyUrl::parse_chain(&proxy).map_err(err("SOCKSIFY_PROXY"))?;
+        let mut chain = ProxyUrl::parse_chain(&proxy).map_err(err("SOCKSIFY_PROXY"))?;
+        // SOCKSIFY_PIPELINE=1 opts every SOCKS5 hop in; `?pipeline=` on a URL
+        // still decides for that hop.
+        match get("SOCKSIFY_PIPELINE").as_deref().map(str::trim) {
+            None | Some("") | Some("0") => {}
+            Some("1") => {
+                let urls: Vec<&str> = proxy.split(',').filter(|s| !s.trim().is_empty()).collect();
+                for (hop, url) in chain.iter_mut().zip(urls) {
+                    if matches!(hop.scheme, Scheme::Socks5 | Scheme::Socks5h) && !url.contains("pipeline=") {
+                        hop.pipeline = true;
+                    }
+                }
+            }
+            Some(other) => return Err(err("SOCKSIFY_PIPELINE")(format!("{other:?} is not 0 or 1"))),
+        }
         let no_proxy = get("SOCKSIFY_NO_PROXY").unwrap_or_else(|| bypass::DEFAULT.into());
         let no_proxy = BypassList::parse(&no_proxy).map_err(err("SOCKSIFY_NO_PROXY"))?;
         let last = chain.last().expect("parse_chain never returns an empty chain");
@@ -163,11 +177,21 @@ mod tests {
             ("SOCKSIFY_FAKE_NET", "198.18.0.0"),
             ("SOCKSIFY_TIMEOUT_MS", "soon"),
             ("SOCKSIFY_TIMEOUT_MS", "0"),
+            ("SOCKSIFY_PIPELINE", "yes"),
         ] {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);
             assert!(!e.to_string().contains('\n'));
         }
+    }
+
+    #[test]
+    fn pipelining_is_off_unless_asked_for() {
+        assert!(!config(&[]).unwrap().chain[0].pipeline);
+        let c = config(&[("SOCKSIFY_PIPELINE", "1"), ("SOCKSIFY_PROXY", "socks5://a:1,socks4a://b:2,socks5h://c:3?pipeline=0")]).unwrap();
+        let flags: Vec<bool> = c.chain.iter().map(|h| h.pipeline).collect();
+        assert_eq!(flags, [true, false, false], "SOCKS4 hops and hops that say pipeline=0 stay lock-step");
+        assert!(config(&[("SOCKSIFY_PROXY", "socks5://a:1?pipeline=1")]).unwrap().chain[0].pipeline);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `socks5h://[user:pass@]host:port` and friends.
+//! `socks5h://[user:pass@]host:port[?pipeline=1]` and friends.
 
 use crate::handshake::{Credentials, Dialect};
 use std::fmt;
@@ -51,6 +51,10 @@ pub struct ProxyUrl {
     pub host: ProxyHost,
     pub port: u16,
     pub credentials: Option<Credentials>,
+    /// `?pipeline=1`: send the SOCKS5 greeting, credentials and request in
+    /// one flight (see `handshake`); off by default, since servers that read
+    /// one message per `recv` (microsocks) lose the rest and hang.
+    pub pipeline: bool,
 }
 
 impl fmt::Display for ProxyUrl {
@@ -66,7 +70,11 @@ impl fmt::Display for ProxyUrl {
         if let Some(c) = &self.credentials {
             write!(f, "{}:***@", String::from_utf8_lossy(&c.user))?;
         }
-        write!(f, "{}:{}", self.host, self.port)
+        write!(f, "{}:{}", self.host, self.port)?;
+        if self.pipeline {
+            f.write_str("?pipeline=1")?;
+        }
+        Ok(())
     }
 }
 
@@ -81,6 +89,10 @@ impl ProxyUrl {
             "socks4" => Scheme::Socks4,
             "socks4a" => Scheme::Socks4a,
             other => return Err(format!("unsupported scheme {other:?} (use socks5h, socks5, socks4a or socks4)")),
+        };
+        let (rest, pipeline) = match rest.split_once('?') {
+            None => (rest, false),
+            Some((rest, query)) => (rest, parse_query(query)?),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') || rest.contains('?') || rest.contains('#') {
@@ -119,7 +131,10 @@ impl ProxyUrl {
         } else {
             return Err(format!("bad host {host:?}"));
         };
-        Ok(ProxyUrl { scheme, host, port, credentials })
+        if pipeline && !matches!(scheme, Scheme::Socks5 | Scheme::Socks5h) {
+            return Err("pipeline=1 is for SOCKS5; a SOCKS4 request is a single message already".into());
+        }
+        Ok(ProxyUrl { scheme, host, port, credentials, pipeline })
     }
 
     /// A comma-separated chain, first hop first.
@@ -134,12 +149,25 @@ impl ProxyUrl {
     /// How to speak to this proxy.
     pub fn dialect(&self) -> Dialect {
         match self.scheme {
-            Scheme::Socks5 | Scheme::Socks5h => Dialect::Socks5 { credentials: self.credentials.clone() },
+            Scheme::Socks5 | Scheme::Socks5h => Dialect::Socks5 { credentials: self.credentials.clone(), pipeline: self.pipeline },
             Scheme::Socks4 | Scheme::Socks4a => {
                 Dialect::Socks4 { user_id: self.credentials.as_ref().map(|c| c.user.clone()).unwrap_or_default() }
             }
         }
     }
+}
+
+/// The query of a proxy URL: `pipeline=1` or `pipeline=0`, nothing else.
+fn parse_query(query: &str) -> Result<bool, String> {
+    let mut pipeline = false;
+    for item in query.split('&').filter(|s| !s.is_empty()) {
+        pipeline = match item {
+            "pipeline=1" => true,
+            "pipeline=0" => false,
+            other => return Err(format!("unknown proxy URL option {other:?} (the only one is pipeline=1 or pipeline=0)")),
+        };
+    }
+    Ok(pipeline)
 }
 
 /// `host:port`, `[v6]:port`, `host`, `[v6]`.
@@ -227,9 +255,24 @@ mod tests {
             "socks5://%zz:p@h:1",
             "socks5://:pw@h:1",
             "socks4://u:pw@h:1",
+            "socks5://h:1?pipeline=yes",
+            "socks5://h:1?fast=1",
+            "socks4a://h:1?pipeline=1",
+            "socks5://h:1/x?pipeline=1",
         ] {
             assert!(ProxyUrl::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn pipelining_is_an_opt_in_per_proxy() {
+        assert!(!ProxyUrl::parse("socks5h://127.0.0.1:1080").unwrap().pipeline);
+        let u = ProxyUrl::parse("socks5h://u:p@127.0.0.1:1080/?pipeline=1").unwrap();
+        assert!(u.pipeline);
+        assert_eq!(u.to_string(), "socks5h://u:***@127.0.0.1:1080?pipeline=1");
+        assert!(!ProxyUrl::parse("socks5://[::1]:1?pipeline=0").unwrap().pipeline);
+        let chain = ProxyUrl::parse_chain("socks5://a:1?pipeline=1,socks5://b:2").unwrap();
+        assert_eq!((chain[0].pipeline, chain[1].pipeline), (true, false));
     }
 
     #[test]
