@@ -65,15 +65,20 @@ int main(int argc, char **argv) {
     target = parse_addr(argv[4]);
     int expect = atoi(argv[6]);
     int ctl = -1;
-    if (socks) {
-        struct sockaddr_in proxy = parse_addr(argv[5]), any = {.sin_family = AF_INET};
-        ctl = socket(AF_INET, SOCK_STREAM, 0);
-        if (connect(ctl, (struct sockaddr *)&proxy, sizeof proxy)) die("connect to proxy");
-        socks5_request(ctl, 3, &any, &relay);
-        if (relay.sin_addr.s_addr == 0) relay.sin_addr = proxy.sin_addr;
-    }
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0) die("socket");
+    if (socks) {
+        /* Bind first and name our port in the request (RFC 1928 section 7):
+         * servers accept datagrams only from the port a request names. */
+        struct sockaddr_in proxy = parse_addr(argv[5]), mine = {.sin_family = AF_INET};
+        socklen_t len = sizeof mine;
+        if (bind(fd, (struct sockaddr *)&mine, sizeof mine) || getsockname(fd, (struct sockaddr *)&mine, &len)) die("bind");
+        mine.sin_addr.s_addr = 0; /* the IP is the control connection's */
+        ctl = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(ctl, (struct sockaddr *)&proxy, sizeof proxy)) die("connect to proxy");
+        socks5_request(ctl, 3, &mine, &relay);
+        if (relay.sin_addr.s_addr == 0) relay.sin_addr = proxy.sin_addr;
+    }
     int big = 4 << 20;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
     set_timeouts(fd, 1000);

@@ -1,15 +1,21 @@
 //! UDP ASSOCIATE (RFC 1928 section 7).
 //!
 //! Promise: one relay socket per association, bound on the IP the client
-//! reached us at (the reply's BND.ADDR). Only datagrams from the client's IP
-//! are relayed; once the first one arrives the association is locked to that
-//! IP:port (and to the port the request named, when it named one). Datagrams
-//! with FRAG≠0, a malformed header or a denied destination are dropped.
-//! Payloads go to destinations (IPv4, IPv6 or a name, `--map` first) from a
-//! socket bound to `--bind-out` for the family; answers come back wrapped in
-//! the RFC header carrying the sender's address. The association ends when
-//! the control TCP connection closes; one log line then counts datagrams and
-//! payload bytes each way.
+//! reached us at (the reply's BND.ADDR). From the client side only its own
+//! address is accepted: the port the request names, on the control
+//! connection's IP (the request may name that IP or leave it 0). A request
+//! that names port 0, another IP or a host name is refused (`not allowed`):
+//! the server could only guess the client's port from the first datagram,
+//! and a stranger on the same IP could send that one first. From the outside
+//! only datagrams from an address and port the client has sent to in this
+//! association are relayed back (address- and port-dependent filtering, like
+//! a NAT); the rules judge them too. Client datagrams with FRAG≠0, a
+//! malformed header or a denied destination are dropped. Payloads go to
+//! destinations (IPv4, IPv6 or a name, `--map` first) from a socket bound to
+//! `--bind-out` for the family; answers come back wrapped in the RFC header
+//! carrying the sender's address. The association ends when the control TCP
+//! connection closes; one log line then counts datagrams and payload bytes
+//! each way.
 
 use crate::cli::Config;
 use crate::log::reply_name;
@@ -19,7 +25,7 @@ use socket2::{SockAddr, Type};
 use socksify_proto::wire::socks5::ReplyCode;
 use socksify_proto::wire::udp::UdpHeader;
 use socksify_proto::wire::{canonical_ip, TargetAddr};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -30,6 +36,9 @@ const DATAGRAM_MAX: usize = 65536 + 262;
 const BATCH: usize = 32;
 /// Names resolved per association before the cache is flushed.
 const NAME_CACHE_MAX: usize = 256;
+/// Peers remembered per association before the set is flushed (the client's
+/// next datagram to a peer lets its answers in again).
+const PEERS_MAX: usize = 4096;
 
 #[derive(Default)]
 struct Counters {
@@ -44,11 +53,10 @@ struct Counters {
 struct Association<'a> {
     cfg: &'a Config,
     relay: UdpSocket,
-    client_ip: std::net::IpAddr,
-    /// The port the request named, if it named one.
-    client_port: Option<u16>,
-    /// The client's address once its first datagram arrived.
-    client: Option<SocketAddr>,
+    /// The only source accepted on the relay socket.
+    client: SocketAddr,
+    /// Destinations the client has sent to: the only sources let back in.
+    peers: HashSet<SocketAddr>,
     out4: Option<UdpSocket>,
     out6: Option<UdpSocket>,
     names: HashMap<String, Vec<SocketAddr>>,
@@ -57,6 +65,13 @@ struct Association<'a> {
 
 pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
     let line = sess.log("udp-associate").kv("dst", &dst);
+    let client = match expected_client(&dst, sess.client) {
+        Ok(c) => c,
+        Err(why) => {
+            let _ = conn.send(&reply5(ReplyCode::NotAllowed, None));
+            return sess.finish(line.kv("reply", "not-allowed").kv("error", why));
+        }
+    };
     let local_ip = match conn.stream.local_addr() {
         Ok(a) => a.ip(),
         Err(e) => {
@@ -77,16 +92,11 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
         return sess.finish(line.kv("reply", "succeeded").kv("error", e));
     }
     conn.end_handshake();
-    let client_port = match &dst {
-        TargetAddr::Ip(sa) if sa.port() != 0 => Some(sa.port()),
-        _ => None,
-    };
     let mut assoc = Association {
         cfg: &sess.cfg,
         relay,
-        client_ip: canonical_ip(sess.client.ip()),
-        client_port,
-        client: None,
+        client,
+        peers: HashSet::new(),
         out4: None,
         out6: None,
         names: HashMap::new(),
@@ -110,6 +120,25 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
         line = line.kv("error", e);
     }
     line.emit(sess.cfg.quiet);
+}
+
+/// The address the client's datagrams must come from: the port its request
+/// names, on the control connection's IP (RFC 1928 section 7). The request
+/// may leave the IP 0 (a client that does not know it, or is behind NAT);
+/// it must name the port, and no other IP than the one it speaks from.
+fn expected_client(dst: &TargetAddr, control_peer: SocketAddr) -> Result<SocketAddr, String> {
+    let peer_ip = canonical_ip(control_peer.ip());
+    let TargetAddr::Ip(named) = dst else {
+        return Err(format!("UDP ASSOCIATE must name the client's address, not a host name ({dst})"));
+    };
+    if named.port() == 0 {
+        return Err("UDP ASSOCIATE must name the port the client sends from (port 0 would let the first datagram from its IP take the association)".into());
+    }
+    let ip = canonical_ip(named.ip());
+    if !ip.is_unspecified() && ip != peer_ip {
+        return Err(format!("UDP ASSOCIATE names {ip} but the client connects from {peer_ip}"));
+    }
+    Ok(SocketAddr::new(peer_ip, named.port()))
 }
 
 impl Association<'_> {
@@ -162,24 +191,18 @@ impl Association<'_> {
                 self.n.dropped += 1;
                 continue;
             };
-            let accepted =
-                src.ip() == self.client_ip && self.client.is_none_or(|c| c == src) && self.client_port.is_none_or(|p| p == src.port());
-            if !accepted {
+            if src != self.client {
                 self.n.dropped += 1;
                 continue;
             }
-            let datagram = io.datagram(i);
-            // Before the association is locked to its client, and for names,
-            // one datagram at a time (in order with what is already queued).
-            let fast = match (self.client, UdpHeader::parse(datagram)) {
-                (Some(_), Ok((UdpHeader { frag: 0, dst: TargetAddr::Ip(sa) }, offset))) => Some((sa, offset)),
+            // Names go one datagram at a time (in order with what is queued).
+            let fast = match UdpHeader::parse(io.datagram(i)) {
+                Ok((UdpHeader { frag: 0, dst: TargetAddr::Ip(sa) }, offset)) => Some((sa, offset)),
                 _ => None,
             };
             let Some((sa, offset)) = fast else {
                 self.flush_out(io);
-                if self.forward(io.datagram(i)) {
-                    self.client = Some(src);
-                } else {
+                if !self.forward(io.datagram(i)) {
                     self.n.dropped += 1;
                 }
                 continue;
@@ -189,6 +212,7 @@ impl Association<'_> {
                 self.n.dropped += 1;
                 continue;
             }
+            self.remember_peer(dst);
             io.queue_out(i, offset, io.got[i].1 - offset, dst);
         }
         self.flush_out(io);
@@ -227,6 +251,7 @@ impl Association<'_> {
         for dst in self.destinations(&header.dst) {
             let Some(sock) = self.outward(dst) else { continue };
             if sock.send_to(payload, dst).is_ok() {
+                self.remember_peer(dst);
                 if let TargetAddr::Domain(name, _) = &header.dst {
                     if let Some(addrs) = self.names.get_mut(name) {
                         if let Some(i) = addrs.iter().position(|a| a.ip() == dst.ip()) {
@@ -240,6 +265,17 @@ impl Association<'_> {
             }
         }
         false
+    }
+
+    /// Lets answers from `dst` back in.
+    fn remember_peer(&mut self, dst: SocketAddr) {
+        if self.peers.contains(&dst) {
+            return;
+        }
+        if self.peers.len() >= PEERS_MAX {
+            self.peers.clear();
+        }
+        self.peers.insert(dst);
     }
 
     /// The addresses a header names, resolved (cached per name) and allowed by the rules.
@@ -288,14 +324,11 @@ impl Association<'_> {
                 self.n.dropped += 1;
                 continue;
             };
-            let Some(client) = self.client else {
-                self.n.dropped += 1;
-                continue;
-            };
-            if !self.cfg.rules.allows(src.ip(), src.port()) {
+            if !self.peers.contains(&src) || !self.cfg.rules.allows(src.ip(), src.port()) {
                 self.n.dropped += 1;
                 continue;
             }
+            let client = self.client;
             io.head.clear();
             UdpHeader::new(TargetAddr::Ip(src)).emit(&mut io.head);
             let start = HEADER_ROOM - io.head.len();

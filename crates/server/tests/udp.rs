@@ -1,15 +1,19 @@
 //! UDP ASSOCIATE against the real server binary: echo round trips over
-//! IPv4, IPv6 and a `--map`ped name, FRAG≠0 dropped, strangers dropped, and
+//! IPv4, IPv6 and a `--map`ped name, FRAG≠0 dropped, strangers on either
+//! side dropped, requests that do not name the client's port refused, and
 //! the association ending with its control connection.
 
 mod common;
 use common::*;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-/// Opens an association; returns the control connection and the relay address.
-fn associate(server: SocketAddr) -> (std::net::TcpStream, SocketAddr) {
-    let any = if server.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], 0)) } else { "[::]:0".parse().unwrap() };
-    let (control, code, relay) = request5(server, 3, &addr_bytes(any));
+/// Opens an association for `client`, naming its port the way PySocks does
+/// (IP left 0, as a client behind NAT must); returns the control connection
+/// and the relay address.
+fn associate(server: SocketAddr, client: &UdpSocket) -> (std::net::TcpStream, SocketAddr) {
+    let port = client.local_addr().unwrap().port();
+    let named = if server.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], port)) } else { SocketAddr::from(([0u16; 8], port)) };
+    let (control, code, relay) = request5(server, 3, &addr_bytes(named));
     assert_eq!(code, 0, "UDP ASSOCIATE accepted");
     let relay = relay.expect("relay address");
     assert_eq!(relay.ip(), server.ip(), "relay bound on the IP the client reached");
@@ -45,8 +49,8 @@ fn recv_wrapped(s: &UdpSocket, relay: SocketAddr) -> (Vec<u8>, Vec<u8>) {
 fn udp_echo_ipv4_from_bind_out_with_counts() {
     let echo = UdpEcho::start("127.0.0.1:0");
     let server = Server::start(&["--bind-out", "127.0.0.2"]);
-    let (control, relay) = associate(server.addr());
     let client = client_socket("127.0.0.1:0");
+    let (control, relay) = associate(server.addr(), &client);
     for msg in [&b"first"[..], b"second datagram"] {
         client.send_to(&wrap(0, &addr_bytes(echo.addr), msg), relay).unwrap();
         let (src, payload) = recv_wrapped(&client, relay);
@@ -64,8 +68,8 @@ fn udp_echo_ipv6_and_mapped_name() {
     let echo6 = UdpEcho::start("[::1]:0");
     let echo4 = UdpEcho::start("127.0.0.1:0");
     let server = Server::start(&["--listen", "[::1]:0", "--map", "udp.test=127.0.0.1", "--bind-out", "127.0.0.2"]);
-    let (control, relay) = associate(server.addr());
     let client = client_socket("[::1]:0");
+    let (control, relay) = associate(server.addr(), &client);
     client.send_to(&wrap(0, &addr_bytes(echo6.addr), b"v6"), relay).unwrap();
     let (src, payload) = recv_wrapped(&client, relay);
     assert_eq!((src, payload), (addr_bytes(echo6.addr), b"v6".to_vec()));
@@ -81,13 +85,13 @@ fn udp_echo_ipv6_and_mapped_name() {
 fn fragments_and_strangers_are_dropped() {
     let echo = UdpEcho::start("127.0.0.1:0");
     let server = Server::start(&[]);
-    let (control, relay) = associate(server.addr());
     let client = client_socket("127.0.0.1:0");
+    let (control, relay) = associate(server.addr(), &client);
     client.send_to(&wrap(1, &addr_bytes(echo.addr), b"fragment"), relay).unwrap();
     client.send_to(&wrap(0, &addr_bytes(echo.addr), b"whole"), relay).unwrap();
     let (_, payload) = recv_wrapped(&client, relay);
     assert_eq!(payload, b"whole");
-    // Locked to the client's first address: another port of the same IP is a stranger.
+    // Only the named port is the client: another port of the same IP is a stranger.
     let stranger = client_socket("127.0.0.1:0");
     stranger.send_to(&wrap(0, &addr_bytes(echo.addr), b"stranger"), relay).unwrap();
     client.send_to(&wrap(0, &addr_bytes(echo.addr), b"again"), relay).unwrap();
@@ -103,8 +107,8 @@ fn fragments_and_strangers_are_dropped() {
 fn association_ends_with_its_control_connection() {
     let echo = UdpEcho::start("127.0.0.1:0");
     let server = Server::start(&[]);
-    let (control, relay) = associate(server.addr());
     let client = client_socket("127.0.0.1:0");
+    let (control, relay) = associate(server.addr(), &client);
     client.send_to(&wrap(0, &addr_bytes(echo.addr), b"one"), relay).unwrap();
     recv_wrapped(&client, relay);
     drop(control);
@@ -122,8 +126,8 @@ fn denied_destinations_are_dropped() {
     let echo = UdpEcho::start("127.0.0.1:0");
     let server = Server::start(&["--deny", &format!("127.0.0.1/32:{}", echo.addr.port())]);
     let allowed = UdpEcho::start("127.0.0.1:0");
-    let (control, relay) = associate(server.addr());
     let client = client_socket("127.0.0.1:0");
+    let (control, relay) = associate(server.addr(), &client);
     client.send_to(&wrap(0, &addr_bytes(echo.addr), b"denied"), relay).unwrap();
     client.send_to(&wrap(0, &addr_bytes(allowed.addr), b"allowed"), relay).unwrap();
     assert_eq!(recv_wrapped(&client, relay).1, b"allowed");
@@ -154,10 +158,10 @@ fn a_port_named_in_the_request_is_the_only_one_accepted() {
 fn bursts_and_the_largest_datagram_pass_whole_and_in_order() {
     let echo = UdpEcho::start("127.0.0.1:0");
     let server = Server::start(&["--bind-out", "127.0.0.2"]);
-    let (control, relay) = associate(server.addr());
     let client = client_socket("127.0.0.1:0");
-    // Lock the association to this client first, then a burst the relay
-    // finds queued together (one batch each way).
+    let (control, relay) = associate(server.addr(), &client);
+    // One round trip first, then a burst the relay finds queued together
+    // (one batch each way).
     client.send_to(&wrap(0, &addr_bytes(echo.addr), b"first"), relay).unwrap();
     assert_eq!(recv_wrapped(&client, relay).1, b"first");
     let burst: Vec<Vec<u8>> = (0..40).map(|i| format!("datagram {i}").into_bytes()).collect();
@@ -183,4 +187,54 @@ fn bursts_and_the_largest_datagram_pass_whole_and_in_order() {
         &format!("bytes_in={bytes}"),
         "dropped=0",
     ]);
+}
+
+#[test]
+fn requests_that_do_not_name_the_clients_own_port_are_refused() {
+    let server = Server::start(&[]);
+    let client = client_socket("127.0.0.1:0");
+    let port = client.local_addr().unwrap().port();
+    // Port 0 (the first datagram from 127.0.0.1 would otherwise take the
+    // association, whoever sent it), another IP than the control
+    // connection's, and a host name are all refused with `not allowed`.
+    let refused = [
+        addr_bytes(SocketAddr::from(([0, 0, 0, 0], 0))),
+        addr_bytes(SocketAddr::from(([127, 0, 0, 1], 0))),
+        addr_bytes(SocketAddr::from(([127, 0, 0, 9], port))),
+        name_bytes("localhost", port),
+    ];
+    for dst in &refused {
+        let (_control, code, _) = request5(server.addr(), 3, dst);
+        assert_eq!(code, 2, "UDP ASSOCIATE naming {dst:?} is not allowed");
+    }
+    server.wait_log(&["cmd=udp-associate", "reply=not-allowed", "port 0"]);
+    server.wait_log(&["cmd=udp-associate", "reply=not-allowed", "names 127.0.0.9"]);
+    // The client's own IP and port, or 0 and its port, are accepted.
+    for ip in [[127, 0, 0, 1], [0, 0, 0, 0]] {
+        let (_control, code, _) = request5(server.addr(), 3, &addr_bytes(SocketAddr::from((ip, port))));
+        assert_eq!(code, 0);
+    }
+}
+
+#[test]
+fn only_peers_the_client_sent_to_are_let_back_in() {
+    let echo = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&["--bind-out", "127.0.0.2"]);
+    let client = client_socket("127.0.0.1:0");
+    let (control, relay) = associate(server.addr(), &client);
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), b"hello"), relay).unwrap();
+    assert_eq!(recv_wrapped(&client, relay).1, b"hello");
+    // The association's outward address, as the echo saw it.
+    let outward = echo.seen.lock().unwrap()[0].0;
+    // Strangers write to it: one on the echo's IP but another port, one on
+    // another IP. Then the client's next round trip.
+    let same_ip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other_ip = UdpSocket::bind("127.0.0.3:0").unwrap();
+    same_ip.send_to(b"intruder on the peer's IP", outward).unwrap();
+    other_ip.send_to(b"intruder elsewhere", outward).unwrap();
+    client.send_to(&wrap(0, &addr_bytes(echo.addr), b"again"), relay).unwrap();
+    let (src, payload) = recv_wrapped(&client, relay);
+    assert_eq!((src, payload), (addr_bytes(echo.addr), b"again".to_vec()), "the strangers' datagrams were not relayed");
+    drop(control);
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=2", "datagrams_in=2", "dropped=2"]);
 }
