@@ -5,8 +5,10 @@
 //! once touched). Zero means "not ours": the hook calls the real function
 //! and is done. Details of our fds (the destination the program asked for,
 //! the proxy we used) sit behind a fork-safe lock, read only on slow paths.
+//! Nothing here changes in a `vfork` child: the tables are its parent's
+//! ([`is_vfork_child`]).
 
-use crate::fork_safe::ForkSafeMutex;
+use crate::fork_safe::{is_vfork_child, ForkSafeMutex};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -53,6 +55,9 @@ static TCP: ForkSafeMutex<Option<HashMap<i32, ProxiedTcp>>> = ForkSafeMutex::new
 
 pub fn set_proxied_tcp(fd: i32, details: ProxiedTcp) -> bool {
     let Some(slot) = KINDS.get(fd as usize) else { return false };
+    if is_vfork_child() {
+        return false;
+    }
     TCP.lock().get_or_insert_with(HashMap::new).insert(fd, details);
     slot.store(kind::PROXIED_TCP, Ordering::Release);
     true
@@ -65,6 +70,9 @@ pub fn proxied_tcp(fd: i32) -> Option<ProxiedTcp> {
 /// Marks `fd` as a UDP socket of ours (details in [`crate::udp`]).
 pub fn set_udp(fd: i32) -> bool {
     let Some(slot) = KINDS.get(fd as usize) else { return false };
+    if is_vfork_child() {
+        return false;
+    }
     slot.store(kind::UDP, Ordering::Release);
     true
 }
@@ -72,6 +80,9 @@ pub fn set_udp(fd: i32) -> bool {
 /// Marks `fd` as one of our control connections, or clears that mark.
 pub fn set_control(fd: i32, on: bool) {
     let Some(slot) = KINDS.get(fd as usize) else { return };
+    if is_vfork_child() {
+        return;
+    }
     if on {
         slot.store(kind::CONTROL, Ordering::Release);
     } else {
@@ -83,6 +94,9 @@ pub fn set_control(fd: i32, on: bool) {
 /// socket's association ends with its last fd.
 pub fn forget(fd: i32) {
     let Some(slot) = KINDS.get(fd as usize) else { return };
+    if is_vfork_child() {
+        return; // the parent's socket, still open there
+    }
     release(fd, slot.swap(kind::NONE, Ordering::AcqRel));
 }
 
@@ -123,6 +137,9 @@ static PENDING_ANY: AtomicBool = AtomicBool::new(false);
 /// to the next thread that enters the shim ([`release_pending`]).
 fn forget_later(fd: i32) {
     let Some(slot) = KINDS.get(fd as usize) else { return };
+    if is_vfork_child() {
+        return;
+    }
     let old = slot.swap(kind::NONE, Ordering::AcqRel);
     if old == kind::NONE {
         return;
@@ -140,7 +157,7 @@ fn forget_later(fd: i32) {
 /// before any table is read or written, so a reused number is never
 /// confused with the socket that held it.
 pub fn release_pending() {
-    if !PENDING_ANY.load(Ordering::Acquire) {
+    if !PENDING_ANY.load(Ordering::Acquire) || is_vfork_child() {
         return;
     }
     PENDING_ANY.store(false, Ordering::Release);

@@ -7,10 +7,16 @@
 //! both sides, so the child starts with consistent, unlocked tables.
 //! Critical sections are a hash-map operation long, so a spinning lock that
 //! yields under contention is enough.
+//!
+//! A child of `vfork` (Python's `subprocess` uses it, and `posix_spawn`
+//! works the same way) runs in its parent's memory until it execs, and no
+//! fork handler runs for it: whatever it changes in our tables, it changes
+//! for the parent. [`is_vfork_child`] tells it apart, so it can leave them
+//! alone.
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 pub struct ForkSafeMutex<T> {
     locked: AtomicBool,
@@ -85,13 +91,18 @@ static LOCK_COUNT: AtomicUsize = AtomicUsize::new(0);
 static REGISTRY: ForkSafeMutex<()> = ForkSafeMutex::new(());
 static ATFORK_REGISTERED: AtomicBool = AtomicBool::new(false);
 
-fn register(flag: &'static AtomicBool) {
+fn register_fork_handlers() {
     // Not a std `Once`: a fork while another thread ran it would leave the
     // child waiting for that thread forever.
     if !ATFORK_REGISTERED.swap(true, Ordering::AcqRel) {
-        // SAFETY: the handlers are plain functions that only touch atomics.
-        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+        // SAFETY: the handlers are plain functions that only touch atomics
+        // (and getpid).
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child)) };
     }
+}
+
+fn register(flag: &'static AtomicBool) {
+    register_fork_handlers();
     let ptr = flag as *const AtomicBool as *mut AtomicBool;
     let n = LOCK_COUNT.load(Ordering::Acquire);
     if LOCKS[..n].iter().any(|p| p.load(Ordering::Relaxed) == ptr) {
@@ -115,12 +126,44 @@ extern "C" fn before_fork() {
     }
 }
 
-extern "C" fn after_fork() {
+extern "C" fn after_fork_child() {
+    // The child has a copy of the memory: the tables in it are its own.
+    // SAFETY: getpid has no preconditions.
+    OWNER_PID.store(unsafe { libc::getpid() }, Ordering::Release);
+    after_fork_parent();
+}
+
+extern "C" fn after_fork_parent() {
     for slot in &LOCKS[..LOCK_COUNT.load(Ordering::Acquire)] {
         // SAFETY: as above; this thread took every lock in before_fork.
         unsafe { &*slot.load(Ordering::Relaxed) }.store(false, Ordering::Release);
     }
     REGISTRY.locked.store(false, Ordering::Release);
+}
+
+/// The process whose memory our tables are in: the first to change them,
+/// then each `fork` child (its handler runs in the copy). 0: not yet known.
+static OWNER_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Whether this process runs in memory it does not own: a child between
+/// `vfork` (or `posix_spawn`'s `clone(CLONE_VM)`) and `exec`, whose tables
+/// are its parent's. Such a child must touch nothing but the kernel: it
+/// closes its own copies of the fds, and the parent's sockets stay as they
+/// were. Every change to the fd tables asks this first; it costs one
+/// `getpid` (a system call: glibc does not cache it), on slow paths only.
+pub fn is_vfork_child() -> bool {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    match OWNER_PID.load(Ordering::Acquire) {
+        owner if owner == me => false,
+        0 => {
+            // The first change: this process owns the tables from now on,
+            // and its fork children will own their copies.
+            register_fork_handlers();
+            OWNER_PID.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire).is_err_and(|owner| owner != me)
+        }
+        _ => true,
+    }
 }
 
 /// A value computed once, on first use, that survives `fork`.

@@ -13,6 +13,9 @@ use libc::{c_int, c_uint, c_ulong};
 
 /// `new` now refers to what `old` refers to.
 fn copied(old: c_int, new: c_int) {
+    if crate::fork_safe::is_vfork_child() {
+        return; // the tables are the parent's (fork_safe.rs)
+    }
     let Some(_inside) = guard::enter() else { return };
     crate::ffi::catch((), 0, || match fd_table::kind(old) {
         kind::PROXIED_TCP => {
@@ -95,6 +98,11 @@ fn is_dupfd(cmd: c_int) -> bool {
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) != 0 || first > last {
         return unsafe { real::close_range(first, last, flags) }; // closes nothing now
+    }
+    if crate::fork_safe::is_vfork_child() {
+        // Its own copies of the fds, ours included; the tables and the
+        // parent's sockets stay as they are (fork_safe.rs).
+        return unsafe { real::close_range(first, last, flags) };
     }
     let Some(_inside) = guard::enter() else { return unsafe { real::close_range(first, last, flags) } };
     crate::ffi::catch(-1, libc::EINVAL, || {
