@@ -6,7 +6,7 @@
 //! the socket is bound first if it is not, a TCP control connection of our
 //! own (`O_CLOEXEC`, never in the fd table, never seen by the program)
 //! sends UDP ASSOCIATE with the socket's bound address, and the reply's
-//! address is the relay (`0.0.0.0`/`::` there means the proxy's own
+//! address is the relay (`0.0.0.0`/`::` or port 0 there mean the proxy's own
 //! address). Datagrams then go from the program's own socket to the relay
 //! with the RFC 1928 header; replies are unwrapped and reported with their
 //! real source. Datagrams from anywhere else are dropped, except from
@@ -362,9 +362,14 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
             return Err(err(e.errno(), format!("UDP ASSOCIATE via {hop}: {e}")));
         }
     };
+    // An unspecified address (0.0.0.0, ::) or port 0 means the proxy's own
+    // (many servers answer 0.0.0.0:0 and relay on their own port).
     let relay = match bound {
-        TargetAddr::Ip(sa) if sa.ip().is_unspecified() => SocketAddr::new(canonical_ip(proxy.ip()), sa.port()),
-        TargetAddr::Ip(sa) => SocketAddr::new(canonical_ip(sa.ip()), sa.port()),
+        TargetAddr::Ip(sa) => {
+            let ip = if sa.ip().is_unspecified() { proxy.ip() } else { sa.ip() };
+            let port = if sa.port() == 0 { proxy.port() } else { sa.port() };
+            SocketAddr::new(canonical_ip(ip), port)
+        }
         TargetAddr::Domain(name, port) => {
             close();
             return Err(err(libc::ECONNREFUSED, format!("UDP ASSOCIATE via {hop}: relay given as a name ({name}:{port})")));

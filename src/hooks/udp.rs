@@ -263,9 +263,12 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
                 continue;
             }
         };
+        if !inp.name.is_null() && inp.name_len.is_null() {
+            return fail(libc::EFAULT); // as the kernel answers, having taken the datagram
+        }
         let full = n as usize - offset;
         let copied = copy_to_iov(&buf[offset..], inp.iov);
-        if !inp.name.is_null() && !inp.name_len.is_null() {
+        if !inp.name.is_null() {
             if let Some(encoded) = socket_addr::encode(&src, view.family) {
                 unsafe { socket_addr::copy_out(&encoded, inp.name, inp.name_len) };
             }
