@@ -22,6 +22,12 @@ fn load() -> Option<Config> {
     match Config::from_lookup(|name| std::env::var(name).ok()) {
         Ok(config) => {
             log::debug!("configuration: {config:?}");
+            if let Some(note) = config.proxy_source_note() {
+                log::info!("{note}");
+            }
+            if let Some(warning) = &config.warning {
+                log::warn!("{warning}");
+            }
             Some(config)
         }
         Err(e) => {

@@ -1,4 +1,5 @@
-//! socksify's configuration, read from `SOCKSIFY_*` environment variables.
+//! socksify's configuration, read from `SOCKSIFY_*` environment variables
+//! (and curl's `ALL_PROXY` when `SOCKSIFY_PROXY` is unset, see [`proxy_source`]).
 //!
 //! [`Config::from_lookup`] takes the variable lookup as a function so tests
 //! need no process environment. A malformed value is a [`ConfigError`]
@@ -6,9 +7,11 @@
 //! proxied call (it never falls back to direct connections).
 
 pub mod bypass;
+pub mod proxy_source;
 pub mod proxy_url;
 
 pub use bypass::BypassList;
+pub use proxy_source::ProxySource;
 pub use proxy_url::{ProxyHost, ProxyUrl, Scheme};
 
 use std::fmt;
@@ -51,6 +54,10 @@ pub struct Config {
     pub fake_v6: Cidr<Ipv6Addr>,
     /// Bound on reaching the proxy and on each handshake.
     pub timeout: Duration,
+    /// Which variable named the proxy.
+    pub proxy_source: ProxySource,
+    /// A setting that was ignored (an `http://` `ALL_PROXY`), in one line, to be logged.
+    pub warning: Option<String>,
 }
 
 /// A malformed variable: which one and what is wrong, in one line.
@@ -72,14 +79,14 @@ impl Config {
     /// Reads the configuration through `get(name)`, e.g. `std::env::var(name).ok()`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let err = |var: &'static str| move |message: String| ConfigError { var, message };
-        let proxy = get("SOCKSIFY_PROXY").filter(|s| !s.trim().is_empty()).unwrap_or_else(|| DEFAULT_PROXY.into());
-        let mut chain = ProxyUrl::parse_chain(&proxy).map_err(err("SOCKSIFY_PROXY"))?;
+        let proxy = proxy_source::choose(&get);
+        let mut chain = ProxyUrl::parse_chain(&proxy.text).map_err(err(proxy.source.var()))?;
         // SOCKSIFY_PIPELINE=1 opts every SOCKS5 hop in; `?pipeline=` on a URL
         // still decides for that hop.
         match get("SOCKSIFY_PIPELINE").as_deref().map(str::trim) {
             None | Some("") | Some("0") => {}
             Some("1") => {
-                let urls: Vec<&str> = proxy.split(',').filter(|s| !s.trim().is_empty()).collect();
+                let urls: Vec<&str> = proxy.text.split(',').filter(|s| !s.trim().is_empty()).collect();
                 for (hop, url) in chain.iter_mut().zip(urls) {
                     if matches!(hop.scheme, Scheme::Socks5 | Scheme::Socks5h) && !url.contains("pipeline=") {
                         hop.pipeline = true;
@@ -120,7 +127,14 @@ impl Config {
                 _ => return Err(err("SOCKSIFY_TIMEOUT_MS")(format!("{ms:?} is not a number of milliseconds from 1 to 3600000"))),
             },
         };
-        Ok(Config { chain, no_proxy, udp, dns, fake_v4, fake_v6, timeout })
+        Ok(Config { chain, no_proxy, udp, dns, fake_v4, fake_v6, timeout, proxy_source: proxy.source, warning: proxy.warning })
+    }
+
+    /// One line for the log when the proxy came from curl's `ALL_PROXY`.
+    pub fn proxy_source_note(&self) -> Option<String> {
+        let ProxySource::AllProxy(var) = self.proxy_source else { return None };
+        let chain: Vec<String> = self.chain.iter().map(ToString::to_string).collect();
+        Some(format!("proxy {} from {var} (SOCKSIFY_PROXY is unset)", chain.join(",")))
     }
 }
 
@@ -192,6 +206,17 @@ mod tests {
         let flags: Vec<bool> = c.chain.iter().map(|h| h.pipeline).collect();
         assert_eq!(flags, [true, false, false], "SOCKS4 hops and hops that say pipeline=0 stay lock-step");
         assert!(config(&[("SOCKSIFY_PROXY", "socks5://a:1?pipeline=1")]).unwrap().chain[0].pipeline);
+    }
+
+    #[test]
+    fn all_proxy_is_used_when_socksify_proxy_is_unset_and_named_in_errors() {
+        let c = config(&[("ALL_PROXY", "socks5://u:pw@127.0.0.1:9")]).unwrap();
+        assert_eq!((c.chain[0].port, c.dns, c.proxy_source), (9, DnsMode::Local, ProxySource::AllProxy("ALL_PROXY")));
+        assert_eq!(c.proxy_source_note().unwrap(), "proxy socks5://u:***@127.0.0.1:9 from ALL_PROXY (SOCKSIFY_PROXY is unset)");
+        assert_eq!(config(&[("all_proxy", "socks5h://127.0.0.1:0")]).unwrap_err().var, "all_proxy");
+        let c = config(&[("ALL_PROXY", "http://127.0.0.1:3128")]).unwrap();
+        assert_eq!((c.chain[0].to_string(), c.proxy_source), (DEFAULT_PROXY.to_string(), ProxySource::Default));
+        assert!(c.warning.is_some() && c.proxy_source_note().is_none());
     }
 
     #[test]
