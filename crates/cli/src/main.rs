@@ -1,0 +1,31 @@
+//! `socksify-cli`: what the `socksify` wrapper needs and a shell script
+//! cannot do, one subcommand per module. The wrapper runs it for
+//! `socksify --check` and `socksify --version`; it is installed next to
+//! the library (`PREFIX/lib/socksify/`), not on the PATH.
+
+mod check;
+mod exchange;
+
+const USAGE: &str = "\
+usage: socksify-cli check [HOST:PORT]   check the configured proxies (socksify --check)
+       socksify-cli version             print the version (socksify --version)";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("check") => check::main(&args[1..]),
+        Some("version") if args.len() == 1 => {
+            println!("socksify {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            0
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
