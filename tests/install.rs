@@ -1,0 +1,286 @@
+//! Installing socksify like the tools it replaces:
+//!
+//! * `scripts/install --prefix DIR` puts a stripped library (debug info in a
+//!   `.debug` file beside it), the wrapper, the server, `socksify-cli` and
+//!   the man pages under DIR; the installed wrapper finds its library with
+//!   no variable and really proxies; `--uninstall` leaves DIR as it was.
+//! * `scripts/package` builds the .deb; it is installed on this machine
+//!   with apt-get (CI runs as root), `socksify curl` and `socksify --check`
+//!   work from /usr/bin, `man -w socksify` finds the page, and a purge
+//!   leaves none of the package's files behind. Dante's client, which has a
+//!   /usr/bin/socksify and socksify(1) too, is diverted to socksify.dante
+//!   meanwhile, and gets them back.
+//!
+//! Both reuse the release build (`--no-build`): no cargo inside the test.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The target directory of this build, for the scripts' `CARGO_TARGET_DIR`.
+fn target_dir() -> PathBuf {
+    release_dir().parent().expect("release has a parent").to_path_buf()
+}
+
+/// A script of `scripts/` with the release build of this test.
+fn script(name: &str) -> Run {
+    Run::plain(repo_root().join("scripts").join(name))
+        .env("CARGO_TARGET_DIR", target_dir().to_str().unwrap())
+        .timeout(Duration::from_secs(300))
+}
+
+/// Every entry under `dir`: path → file contents and mode, or "dir".
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+                out.insert(path, (b"dir".to_vec(), meta.permissions().mode()));
+            } else {
+                out.insert(path.clone(), (fs::read(&path).unwrap(), meta.permissions().mode()));
+            }
+        }
+    }
+    out
+}
+
+/// Section names of an ELF file (`readelf -SW`).
+fn sections(path: &Path) -> String {
+    let out = Command::new("readelf").arg("-SW").arg(path).output().expect("readelf (binutils)");
+    assert!(out.status.success(), "readelf {}", path.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `WRAPPER -x URL -n '' curl http://target/` must fetch the body through
+/// the proxy: the target sees the proxy's address, the proxy logs it.
+fn curl_through(wrapper: &Path, extra_env: &[(&str, &str)]) {
+    let server = Server::bundled(&[]);
+    let body = token("installed-curl");
+    let target = TcpTarget::http(&body);
+    let mut run = Run::plain(wrapper)
+        .args(["-x", &server.url(), "-n", "", "--", "curl", "-sS", "--max-time", "20"])
+        .arg(format!("http://{}/", target.addr));
+    for (k, v) in extra_env {
+        run = run.env(k, v);
+    }
+    let out = run.run();
+    out.assert_success();
+    assert_eq!(out.stdout, body, "{out}");
+    target.assert_peers(1, BUNDLED_OUT);
+    server.wait_connect_line(target.addr);
+}
+
+#[test]
+fn install_into_a_prefix_works_and_uninstall_leaves_it_as_before() {
+    let prefix = TempDir::new("install-prefix");
+    let p = prefix.path();
+    // Something of the user's already there, which must survive.
+    fs::create_dir_all(p.join("bin")).unwrap();
+    fs::write(p.join("bin/other-tool"), "#!/bin/sh\n").unwrap();
+    let before = snapshot(p);
+
+    script("install").args(["--no-build", "--prefix"]).arg(p).run().assert_success();
+    let lib = p.join("lib/socksify/libsocksify.so");
+    for f in [
+        "bin/socksify",
+        "bin/socksify-server",
+        "lib/socksify/socksify-cli",
+        "share/man/man1/socksify.1.gz",
+        "share/man/man1/socksify-server.1.gz",
+    ] {
+        assert!(p.join(f).is_file(), "{f} not installed");
+    }
+    // Stripped, with the debug info beside it and linked to it.
+    let lib_sections = sections(&lib);
+    assert!(!lib_sections.contains(".debug_info") && !lib_sections.contains(".symtab"), "the library is not stripped:\n{lib_sections}");
+    assert!(lib_sections.contains(".gnu_debuglink"), "no debug link:\n{lib_sections}");
+    assert!(sections(&p.join("lib/socksify/libsocksify.so.debug")).contains(".debug_info"), "the .debug file has no debug info");
+    assert!(fs::metadata(&lib).unwrap().len() < fs::metadata(shim_path()).unwrap().len() / 2, "stripping should shrink the library");
+
+    // The installed wrapper finds the installed library by itself...
+    let wrapper = p.join("bin/socksify");
+    let out = Run::plain(&wrapper).arg("--version").run();
+    out.assert_success();
+    assert!(out.stdout.ends_with(&format!("library {}\n", lib.display())), "{out}");
+    // ...and it works.
+    curl_through(&wrapper, &[]);
+    let out = Run::plain("man").args(["-M"]).arg(p.join("share/man")).args(["-w", "socksify"]).run();
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), p.join("share/man/man1/socksify.1.gz").to_str().unwrap(), "{out}");
+
+    // A second install replaces the first; one uninstall removes it all.
+    script("install").args(["--no-build", "--prefix"]).arg(p).run().assert_success();
+    script("install").args(["--prefix"]).arg(p).arg("--uninstall").run().assert_success();
+    assert_eq!(snapshot(p), before, "uninstall must leave the prefix as it was");
+}
+
+#[test]
+fn uninstall_keeps_a_file_changed_since_the_install() {
+    let prefix = TempDir::new("install-changed");
+    let p = prefix.path();
+    script("install").args(["--no-build", "--prefix"]).arg(p).run().assert_success();
+    fs::write(p.join("bin/socksify"), "#!/bin/sh\necho edited by the user\n").unwrap();
+    let out = script("install").args(["--prefix"]).arg(p).arg("--uninstall").run();
+    assert_eq!(out.code, Some(1), "a kept file is reported in the exit status:\n{out}");
+    assert!(out.stderr.contains(&format!("kept {}", p.join("bin/socksify").display())), "{out}");
+    assert_eq!(fs::read_to_string(p.join("bin/socksify")).unwrap(), "#!/bin/sh\necho edited by the user\n");
+    assert!(!p.join("lib/socksify/libsocksify.so").exists() && !p.join("bin/socksify-server").exists(), "{out}");
+}
+
+// ---------------------------------------------------------------- the Debian package
+
+/// Holds an exclusive lock so that two test runs on one machine (several
+/// worktrees) never install and purge the system package at the same time.
+/// The lock lives as long as the file is open.
+struct SystemLock {
+    _file: fs::File,
+}
+
+impl SystemLock {
+    fn take() -> SystemLock {
+        use std::os::fd::AsRawFd;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open("/tmp/socksify-system-package.lock").unwrap();
+        // SAFETY: flock on an fd we own; non-blocking, so the wait is ours and bounded.
+        let locked = wait_until(Duration::from_secs(600), || {
+            (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(())
+        });
+        assert!(locked.is_some(), "another test run held the system package lock for 10 minutes");
+        SystemLock { _file: file }
+    }
+}
+
+/// Purges the package on drop, so a failed test leaves no package behind.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "socksify"]).output();
+    }
+}
+
+fn apt_get(args: &[&str]) -> Output {
+    Run::plain("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").timeout(Duration::from_secs(300)).run()
+}
+
+fn package_status() -> String {
+    let out = Run::plain("dpkg-query").args(["-W", "-f=${Status}", "socksify"]).run();
+    out.stdout
+}
+
+/// The bytes at each path (`None` when absent).
+fn contents(paths: &[PathBuf]) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    paths.iter().map(|p| (p.clone(), fs::read(p).ok())).collect()
+}
+
+/// `man -w PAGE` as printed (empty when not found).
+fn man_w(page: &str) -> String {
+    Run::plain("man").args(["-w", page]).run().stdout
+}
+
+#[test]
+fn the_debian_package_installs_works_and_purges_clean() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test installs a package on the machine: run it as root (CI does)");
+    let _lock = SystemLock::take();
+    let out_dir = TempDir::new("package");
+    let out = script("package").args(["--no-build", "--out"]).arg(out_dir.path()).run();
+    out.assert_success();
+    let deb = PathBuf::from(out.stdout.trim());
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(deb.file_name().unwrap().to_str().unwrap().starts_with(&format!("socksify_{version}_")), "{out}");
+    assert!(deb.is_file(), "{out}");
+
+    // What the package holds, and what it says about itself.
+    let fields = Run::plain("dpkg-deb").args(["-f"]).arg(&deb).args(["Package", "Version", "Depends"]).run();
+    fields.assert_success();
+    assert!(fields.stdout.contains(&format!("Version: {version}")) && fields.stdout.contains("Depends: libc6 (>="), "{fields}");
+    let listing = Run::plain("dpkg-deb").arg("-c").arg(&deb).run();
+    listing.assert_success();
+    let files: Vec<PathBuf> = listing
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .map(|l| PathBuf::from(l.split_whitespace().last().unwrap().trim_start_matches('.')))
+        .collect();
+    for f in [
+        "/usr/bin/socksify",
+        "/usr/bin/socksify-server",
+        "/usr/lib/socksify/libsocksify.so",
+        "/usr/lib/socksify/socksify-cli",
+        "/usr/share/man/man1/socksify.1.gz",
+        "/usr/share/man/man1/socksify-server.1.gz",
+        "/usr/share/doc/socksify/copyright",
+    ] {
+        assert!(files.contains(&PathBuf::from(f)), "{f} is not in the package:\n{listing}");
+    }
+
+    // What is there before (Dante's socksify, maybe): the purge must restore it.
+    let dante_names = ["/usr/bin/socksify.dante", "/usr/share/man/man1/socksify.dante.1.gz"].map(PathBuf::from);
+    let watched: Vec<PathBuf> = files.iter().chain(&dante_names).cloned().collect();
+    let before = contents(&watched);
+    let man_before = man_w("socksify");
+
+    let installed = Installed;
+    let out = apt_get(&["install", "-y", "-q", deb.to_str().unwrap()]);
+    out.assert_success();
+    assert_eq!(package_status(), "install ok installed");
+    // Dante's socksify, when installed, is kept under another name.
+    for (path, renamed) in [("/usr/bin/socksify", &dante_names[0]), ("/usr/share/man/man1/socksify.1.gz", &dante_names[1])] {
+        let was = before.iter().find(|(p, _)| p == Path::new(path)).unwrap().1.clone();
+        if was.is_some() {
+            assert_eq!(fs::read(renamed).ok(), was, "{path} of another package should be at {}", renamed.display());
+        }
+    }
+
+    // The installed wrapper, with no variable and no source tree involved.
+    let wrapper = Path::new("/usr/bin/socksify");
+    let out = Run::plain(wrapper).arg("--version").run();
+    out.assert_success();
+    assert_eq!(out.stdout, format!("socksify {version}\nlibrary /usr/lib/socksify/libsocksify.so\n"), "{out}");
+    curl_through(wrapper, &[]);
+
+    // --check: a good proxy, a dead port, a wrong password.
+    let server = Server::start(&["--listen", "127.0.0.1:0", "--bind-out", "127.0.0.2", "--user", "alice:right"]);
+    let good = Run::plain(wrapper).args(["-x", &server.url(), "-U", "alice:right", "--check"]).run();
+    assert_eq!(good.code, Some(0), "{good}");
+    assert!(good.stdout.lines().last().unwrap().starts_with("ok: the configuration works"), "{good}");
+    let dead = Run::plain(wrapper).args(["-x", &format!("socks5h://127.0.0.1:{}", free_port(DIRECT)), "--check"]).run();
+    assert_eq!(dead.code, Some(1), "{dead}");
+    assert!(dead.stdout.lines().last().unwrap().starts_with("FAIL: nothing listens at 127.0.0.1:"), "{dead}");
+    let wrong = Run::plain(wrapper).args(["-x", &server.url(), "-U", "alice:wrong", "--check"]).run();
+    assert_eq!(wrong.code, Some(1), "{wrong}");
+    let fail_lines: Vec<&str> = wrong.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fail_lines.len(), 1, "{wrong}");
+    assert!(fail_lines[0].starts_with("FAIL: wrong user name or password:"), "{wrong}");
+
+    for page in ["socksify", "socksify-server"] {
+        assert_eq!(man_w(page).trim(), format!("/usr/share/man/man1/{page}.1.gz"));
+    }
+    let page = Run::plain("zcat").arg("/usr/share/man/man1/socksify.1.gz").run();
+    assert!(page.stdout.contains(r"\fB--check\fR"), "man socksify is not ours:\n{page}");
+
+    // Purge: the package and every one of its files are gone.
+    let out = apt_get(&["purge", "-y", "-q", "socksify"]);
+    out.assert_success();
+    drop(installed);
+    assert!(!package_status().contains("installed"), "still installed after the purge");
+    for ((path, now), (_, was)) in contents(&watched).iter().zip(&before) {
+        assert!(now == was, "{} is not as it was before the install", path.display());
+    }
+    for d in ["/usr/lib/socksify", "/usr/share/doc/socksify"] {
+        assert!(!Path::new(d).exists(), "{d} is left after the purge");
+    }
+    let diversions = Run::plain("dpkg-divert").args(["--list", "socksify"]).run();
+    assert!(!diversions.stdout.contains("by socksify"), "diversions are left:\n{diversions}");
+    assert_eq!(man_w("socksify"), man_before, "man socksify is not what it was before");
+}
