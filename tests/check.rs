@@ -160,9 +160,10 @@ fn socks4_has_no_methods_and_no_udp() {
     target.assert_peers(1, BUNDLED_OUT);
 }
 
-/// A lock-step SOCKS5 proxy without UDP ASSOCIATE (as `ssh -D`): no
-/// authentication; CONNECT succeeds (nothing is relayed), UDP ASSOCIATE
-/// is answered "command not supported". Stops on drop.
+/// A strictly lock-step SOCKS5 proxy without UDP ASSOCIATE (as `ssh -D`):
+/// no authentication; CONNECT succeeds (nothing is relayed), UDP ASSOCIATE
+/// is answered "command not supported"; a client that sends its request
+/// before the method selection is hung up on. Stops on drop.
 struct NoUdpProxy {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -203,6 +204,13 @@ fn answer_without_udp(mut conn: TcpStream) -> std::io::Result<()> {
     let mut greeting = [0u8; 3];
     conn.read_exact(&mut greeting)?;
     assert_eq!(greeting, [5, 1, 0], "the check offers exactly no-auth");
+    // Out of turn: the client did not wait for the method selection. (It
+    // came in the same write as the greeting, so it is here already.)
+    conn.set_nonblocking(true)?;
+    if conn.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0) {
+        return Ok(());
+    }
+    conn.set_nonblocking(false)?;
     conn.write_all(&[5, 0])?;
     // VER CMD RSV ATYP=1 ADDR(4) PORT(2): the check sends IPv4 here.
     let mut request = [0u8; 10];
@@ -268,4 +276,26 @@ fn version_names_the_library_in_use() {
     out.assert_success();
     let shim = std::fs::canonicalize(shim_path()).unwrap();
     assert_eq!(out.stdout, format!("socksify {}\nlibrary {}\n", env!("CARGO_PKG_VERSION"), shim.display()), "{out}");
+}
+
+#[test]
+fn a_pipelined_proxy_is_checked_pipelined() {
+    // The bundled server takes a pipelined first flight.
+    let server = Server::bundled(&["--user", "alice:pw"]);
+    let target = TcpTarget::echo();
+    let out = check(&["-x", &format!("socks5://alice:pw@{}?pipeline=1", server.addr())], Some(target.addr));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(steps(&out, "flight")[0].contains("pipelined"), "{out}");
+    target.assert_peers(1, BUNDLED_OUT);
+    // A strictly lock-step server hangs up on it, as it would on the
+    // library: the check says so, and passes without ?pipeline=1.
+    let strict = NoUdpProxy::start();
+    let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let out = check(&["-x", &format!("socks5://{}?pipeline=1", strict.addr)], Some(dest));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_step(&out, "methods", "FAIL");
+    assert!(verdict(&out).contains("closed the connection"), "{out}");
+    let out = check(&["-x", &format!("socks5://{}", strict.addr)], Some(dest));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(steps(&out, "flight").is_empty(), "{out}");
 }

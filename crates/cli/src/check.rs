@@ -4,8 +4,9 @@
 //! The configuration is the shim's own (`Config::from_lookup` over the same
 //! variables). Each hop is driven lock-step: greeting, method selection,
 //! username/password, then a CONNECT to the next hop, or at the end to the
-//! destination given (by default the last proxy's own address). A separate
-//! connection asks for UDP ASSOCIATE when the shim would. The exit status
+//! destination given (by default the last proxy's own address); a hop with
+//! `?pipeline=1` gets its first flight in one write, as the library sends
+//! it. A separate connection asks for UDP ASSOCIATE when the shim would. The exit status
 //! says whether a TCP connection through the whole chain works; the last
 //! line says why not, in one line.
 
@@ -16,7 +17,7 @@ use socksify_proto::wire::socks5::{method, Command, ReplyCode};
 use socksify_proto::wire::TargetAddr;
 use std::fmt::Display;
 use std::io::{self, ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 
 pub const USAGE: &str = "usage: socksify --check [HOST:PORT]";
 
@@ -128,7 +129,6 @@ fn walk(config: &Config, dest: Option<&Destination>, report: &mut Report) -> Res
                 c
             }
         };
-        open_session(&mut c, hop, report)?;
         let (target, what, hint) = match config.chain.get(i + 1) {
             Some(next) => (hop_address(next), format!("hop {}", i + 2), ""),
             None if dest.is_some() => (final_target.clone(), "the destination".to_owned(), ""),
@@ -138,6 +138,10 @@ fn walk(config: &Config, dest: Option<&Destination>, report: &mut Report) -> Res
                 "; the proxy may just not allow that: try a destination it should reach, socksify --check HOST:PORT",
             ),
         };
+        if hop.pipeline {
+            send_first_flight(&mut c, hop, Command::Connect, &target, report)?;
+        }
+        open_session(&mut c, hop, report)?;
         connect_step(&mut c, hop, &target, &what, hint, report)?;
         conn = Some(c);
     }
@@ -237,6 +241,31 @@ fn reach_first_hop(config: &Config, hop: &ProxyUrl, report: &mut Report) -> Resu
     Err(why.join("; "))
 }
 
+/// What the library offers a SOCKS5 proxy: exactly one method.
+fn offered_method(hop: &ProxyUrl) -> u8 {
+    if hop.credentials.is_some() {
+        method::USER_PASS
+    } else {
+        method::NO_AUTH
+    }
+}
+
+/// `?pipeline=1`: as the library, greeting, credentials and request in one
+/// write, before any answer.
+fn send_first_flight(conn: &mut Conn, hop: &ProxyUrl, command: Command, target: &TargetAddr, report: &mut Report) -> Result<(), String> {
+    let creds = hop.credentials.as_ref().map(|c| (c.user.as_slice(), c.pass.as_slice()));
+    match conn.send_first_flight(&[offered_method(hop)], creds, command, target) {
+        Ok(()) => {
+            report.step("flight", Mark::Ok, "pipelined (?pipeline=1): greeting, credentials and request sent at once");
+            Ok(())
+        }
+        Err(e) => {
+            report.step("flight", Mark::Fail, format_args!("pipelined: {e}"));
+            Err(format!("{hop}: cannot send the pipelined first flight: {e}"))
+        }
+    }
+}
+
 /// SOCKS5: the method offer and, when chosen, username/password. SOCKS4
 /// has neither; its user id travels with the request.
 fn open_session(conn: &mut Conn, hop: &ProxyUrl, report: &mut Report) -> Result<(), String> {
@@ -250,8 +279,7 @@ fn open_session(conn: &mut Conn, hop: &ProxyUrl, report: &mut Report) -> Result<
         }
         return Ok(());
     }
-    // What the shim offers: exactly one method.
-    let offered = if hop.credentials.is_some() { method::USER_PASS } else { method::NO_AUTH };
+    let offered = offered_method(hop);
     let chosen = match conn.greet(&[offered]) {
         Ok(selection) => selection.method,
         Err(e) => {
@@ -380,12 +408,26 @@ fn udp_step(config: &Config, first_addr: SocketAddr, report: &mut Report) -> Str
             return format!("; UDP unknown: cannot connect again to {first_addr}");
         }
     };
+    // As the library does: name the address datagrams will come from (a
+    // server may refuse port 0, RFC 1928 section 7), here a socket of ours
+    // on the control connection's address, kept open until the answer.
+    let local_ip = conn.local_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let (_socket, from) = match UdpSocket::bind((local_ip, 0)).and_then(|s| s.local_addr().map(|a| (s, a))) {
+        Ok(bound) => bound,
+        Err(e) => {
+            report.step("udp", Mark::Fail, format_args!("cannot open a UDP socket here: {e}"));
+            return "; UDP unknown: no UDP socket here".into();
+        }
+    };
+    let named = TargetAddr::Ip(from);
+    if hop.pipeline {
+        let _ = send_first_flight(&mut conn, hop, Command::UdpAssociate, &named, &mut quiet);
+    }
     if let Err(e) = open_session(&mut conn, hop, &mut quiet) {
         report.step("udp", Mark::Fail, format_args!("the second session failed: {e}"));
         return "; UDP unknown: the second session failed".into();
     }
-    let any = TargetAddr::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
-    match conn.request(Command::UdpAssociate, &any) {
+    match conn.request(Command::UdpAssociate, &named) {
         Ok(reply) if reply.code == ReplyCode::Succeeded => {
             report.step("udp", Mark::Ok, format_args!("UDP ASSOCIATE offered, relay {}", reply.bound));
             "; UDP ASSOCIATE offered".into()

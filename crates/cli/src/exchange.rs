@@ -1,7 +1,9 @@
-//! Lock-step SOCKS exchanges over a blocking TCP stream, for `check`: one
-//! message out, then exactly the bytes of its answer in, before the next.
-//! Every exchange is bounded by the configured timeout, so a proxy that
-//! stalls is reported, never waited on forever.
+//! SOCKS exchanges over a blocking TCP stream, for `check`: one message
+//! out, then exactly the bytes of its answer in, before the next
+//! (lock-step), unless the first flight was sent ahead as the library does
+//! for a proxy with `?pipeline=1` ([`Conn::send_first_flight`]). Every
+//! exchange is bounded by the configured timeout, so a proxy that stalls is
+//! reported, never waited on forever.
 
 use socksify_proto::wire::auth::{AuthReply, AuthRequest};
 use socksify_proto::wire::socks4::{self, Reply4, Request4};
@@ -51,17 +53,39 @@ fn show_bytes(bytes: &[u8]) -> String {
 pub struct Conn {
     stream: TcpStream,
     timeout: Duration,
+    /// Messages already sent ahead whose answers are still to be read.
+    sent_ahead: usize,
 }
 
 impl Conn {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_write_timeout(Some(timeout))?;
-        Ok(Conn { stream, timeout })
+        Ok(Conn { stream, timeout, sent_ahead: 0 })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.stream.local_addr().ok()
+    }
+
+    /// Pipelining: the greeting, the credentials (if any) and the request in
+    /// one write; the exchanges that follow then only read their answers.
+    pub fn send_first_flight(
+        &mut self,
+        methods: &[u8],
+        creds: Option<(&[u8], &[u8])>,
+        command: Command,
+        dst: &TargetAddr,
+    ) -> Result<(), Failure> {
+        let mut out = Vec::new();
+        Greeting { methods: methods.to_vec() }.emit(&mut out);
+        if let Some((user, pass)) = creds {
+            AuthRequest { user: user.to_vec(), pass: pass.to_vec() }.emit(&mut out);
+        }
+        Request::new(command, dst.clone()).emit(&mut out);
+        self.stream.write_all(&out).map_err(|e| self.failure(e))?;
+        self.sent_ahead = 2 + usize::from(creds.is_some());
+        Ok(())
     }
 
     /// SOCKS5 greeting: our methods out, the server's choice in.
@@ -97,6 +121,10 @@ impl Conn {
     }
 
     fn send(&mut self, emit: impl FnOnce(&mut Vec<u8>)) -> Result<(), Failure> {
+        if self.sent_ahead > 0 {
+            self.sent_ahead -= 1;
+            return Ok(());
+        }
         let mut out = Vec::new();
         emit(&mut out);
         self.stream.write_all(&out).map_err(|e| self.failure(e))
