@@ -30,6 +30,9 @@ pub mod kind {
     /// The shim's own control connection of a UDP association: the
     /// program never opened it, so its `close` answers `EBADF`.
     pub const CONTROL: u8 = 3;
+    /// A TCP socket the program bound that is (or is to become) a SOCKS
+    /// BIND: its details are in [`crate::bind`].
+    pub const BIND: u8 = 4;
 }
 
 #[inline(always)]
@@ -49,9 +52,35 @@ pub struct ProxiedTcp {
     /// The first hop, what the kernel sees as the peer. A mismatch means
     /// the fd was closed behind our back and reused.
     pub proxy: SocketAddr,
+    /// The proxy's side of the connection (BND.ADDR, when it named one):
+    /// what `getsockname` reports, so a program that tells the far end its
+    /// address (active FTP) names one the far end can reach.
+    pub bound: Option<SocketAddr>,
+    /// When it was made (a counter): the BIND rule prefers the newest.
+    pub opened: u64,
 }
 
 static TCP: ForkSafeMutex<Option<HashMap<i32, ProxiedTcp>>> = ForkSafeMutex::new(None);
+
+/// The next [`ProxiedTcp::opened`] value.
+pub fn next_opened() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Every proxied TCP fd with its details, oldest first.
+pub fn all_proxied_tcp() -> Vec<(i32, ProxiedTcp)> {
+    let mut all: Vec<(i32, ProxiedTcp)> = TCP.lock().as_ref().map_or_else(Vec::new, |m| m.iter().map(|(fd, d)| (*fd, *d)).collect());
+    all.sort_by_key(|(_, d)| d.opened);
+    all
+}
+
+/// Marks `fd` as a BIND socket (details in [`crate::bind`]).
+pub fn set_bind(fd: i32) -> bool {
+    let Some(slot) = KINDS.get(fd as usize) else { return false };
+    slot.store(kind::BIND, Ordering::Release);
+    true
+}
 
 pub fn set_proxied_tcp(fd: i32, details: ProxiedTcp) -> bool {
     let Some(slot) = KINDS.get(fd as usize) else { return false };
@@ -110,6 +139,7 @@ fn release(fd: i32, old: u8) {
         }
         kind::UDP => crate::udp::forget(fd),
         kind::CONTROL => crate::udp::control_lost(fd),
+        kind::BIND => crate::bind::forget(fd),
         _ => {}
     }
 }
@@ -169,11 +199,12 @@ pub fn release_pending() {
     }
 }
 
-/// Our fds in `first..=last` (for `close_range`), TCP and UDP.
+/// Our fds in `first..=last` (for `close_range`): TCP, UDP and BIND.
 pub fn tracked_in(first: u32, last: u32) -> Vec<i32> {
     let in_range = |fd: &i32| (first..=last).contains(&(*fd as u32));
     let mut fds: Vec<i32> = TCP.lock().as_ref().map_or_else(Vec::new, |m| m.keys().copied().filter(in_range).collect());
     fds.extend(crate::udp::tracked_fds().into_iter().filter(in_range));
+    fds.extend(crate::bind::tracked_fds().into_iter().filter(in_range));
     fds
 }
 

@@ -14,6 +14,7 @@
 // Under `cargo test` the hooks are not exported (see hooks/), so they look unused.
 #![cfg_attr(test, allow(dead_code))]
 
+mod bind;
 mod fake_dns;
 mod fd_table;
 mod ffi;

@@ -59,6 +59,14 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
         // (a raw syscall) and reused: that state is not this socket's.
         fd_table::forget(fd);
     }
+    if fd_table::kind(fd) == fd_table::kind::BIND {
+        if !crate::bind::is_candidate(fd) {
+            return fail(libc::EISCONN); // connected to the proxy for a BIND
+        }
+        // Bound, but connected rather than listened on: a client that
+        // chose its source address. It keeps that address.
+        fd_table::forget(fd);
+    }
     // A TCP socket's family is its address's: the kernel refuses any other,
     // so asking it (SO_DOMAIN) would cost a syscall for nothing.
     let sock_family = if dst.is_ipv4() { AF_INET } else { AF_INET6 };
@@ -88,7 +96,8 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
     match tcp::connect_via_proxy(fd, sock_family, config, Command::Connect, &target) {
         Ok((proxy, bound)) => {
             log::info!("tcp fd {fd} -> {target} via {}: connected (proxy bound {bound})", config.chain[0]);
-            fd_table::set_proxied_tcp(fd, ProxiedTcp { peer: dst, proxy });
+            let opened = fd_table::next_opened();
+            fd_table::set_proxied_tcp(fd, ProxiedTcp { peer: dst, proxy, bound: crate::bind::reported_addr(&bound), opened });
             0
         }
         Err(e) => {
@@ -106,7 +115,7 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
 
 /// Whether `fd` is still the socket we connected (not closed behind our
 /// back, e.g. by `fclose` or a raw syscall, and reused).
-fn still_proxied(fd: c_int) -> bool {
+pub(super) fn still_proxied(fd: c_int) -> bool {
     let Some(details) = fd_table::proxied_tcp(fd) else { return false };
     kernel_peer(fd).is_some_and(|peer| {
         socksify_proto::wire::canonical_ip(peer.ip()) == socksify_proto::wire::canonical_ip(details.proxy.ip())

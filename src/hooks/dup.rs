@@ -24,6 +24,7 @@ fn copied(old: c_int, new: c_int) {
             }
         }
         kind::UDP => udp::dup(old, new),
+        kind::BIND => crate::bind::dup(old, new),
         _ => {}
     });
 }

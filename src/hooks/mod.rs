@@ -5,6 +5,7 @@
 mod close;
 mod connect;
 mod dup;
+mod listen;
 mod resolve;
 mod socket;
 mod syscall;

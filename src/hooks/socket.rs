@@ -1,4 +1,5 @@
-//! `socket`, `accept`, `accept4`: a new fd.
+//! `socket`, `accept`, `accept4`: a new fd (`accept` on a SOCKS BIND: see
+//! [`crate::bind`]).
 //!
 //! The kernel hands out a number only once the old holder of it is closed.
 //! If the fd table still knows that number, it was closed behind our back
@@ -6,7 +7,7 @@
 //! is forgotten before the program uses the new one, so a TCP stream never
 //! gets a UDP header or loses bytes to a stale association.
 
-use crate::{fd_table, real};
+use crate::{fd_table, guard, real};
 use libc::{c_int, sockaddr, socklen_t};
 
 /// Forgets stale state for a number the kernel just handed out.
@@ -26,6 +27,9 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if fd_table::kind(fd) == fd_table::kind::BIND {
+        return unsafe { accept_bind(fd, addr, len, 0) };
+    }
     let new = unsafe { real::accept(fd, addr, len) };
     fresh(new);
     new
@@ -33,7 +37,24 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    if fd_table::kind(fd) == fd_table::kind::BIND {
+        return unsafe { accept_bind(fd, addr, len, flags) };
+    }
     let new = unsafe { real::accept4(fd, addr, len, flags) };
     fresh(new);
     new
+}
+
+/// `accept` on a SOCKS BIND fd ([`crate::bind`]): the wait for the peer is
+/// the program's own (outside the guard), the rest is the shim's.
+unsafe fn accept_bind(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    let waiting = {
+        let Some(_inside) = guard::enter() else { return crate::ffi::fail(libc::EINTR) };
+        crate::ffi::catch(false, 0, || crate::bind::is_waiting(fd))
+    };
+    if let Err(rc) = crate::bind::wait_for_peer(fd, waiting) {
+        return rc;
+    }
+    let Some(_inside) = guard::enter() else { return crate::ffi::fail(libc::EINTR) };
+    crate::ffi::catch(-1, libc::ECONNABORTED, || unsafe { crate::bind::accept(fd, addr, len, flags) })
 }

@@ -6,7 +6,10 @@
 //!   machine; the shim drives it over a raw fd, tests over plain buffers.
 //! * [`config`]: proxy URLs, the bypass list and the environment variables.
 //! * [`fake_dns`]: the fake-address table of remote DNS.
+//! * [`bind`]: which listening sockets become a SOCKS BIND, and the BIND's
+//!   second reply.
 
+pub mod bind;
 pub mod config;
 pub mod fake_dns;
 pub mod handshake;

@@ -43,6 +43,19 @@ pub enum DnsMode {
     Local,
 }
 
+/// Which listening TCP sockets become a SOCKS BIND (`SOCKSIFY_BIND`; the
+/// rule itself is [`crate::bind::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    /// Port 0, and the process has a proxied TCP connection from that
+    /// address (or the address is the wildcard).
+    Auto,
+    /// Every TCP socket that is bound and then listens or is asked its name.
+    Always,
+    /// None: listening sockets stay local.
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Proxies, first hop first; never empty.
@@ -58,6 +71,7 @@ pub struct Config {
     pub proxy_source: ProxySource,
     /// A setting that was ignored (an `http://` `ALL_PROXY`), in one line, to be logged.
     pub warning: Option<String>,
+    pub bind: BindMode,
 }
 
 /// A malformed variable: which one and what is wrong, in one line.
@@ -127,7 +141,13 @@ impl Config {
                 _ => return Err(err("SOCKSIFY_TIMEOUT_MS")(format!("{ms:?} is not a number of milliseconds from 1 to 3600000"))),
             },
         };
-        Ok(Config { chain, no_proxy, udp, dns, fake_v4, fake_v6, timeout, proxy_source: proxy.source, warning: proxy.warning })
+        let bind = match get("SOCKSIFY_BIND").as_deref().map(str::trim) {
+            None | Some("") | Some("auto") => BindMode::Auto,
+            Some("always") => BindMode::Always,
+            Some("off") => BindMode::Off,
+            Some(other) => return Err(err("SOCKSIFY_BIND")(format!("{other:?} is not auto, always or off"))),
+        };
+        Ok(Config { chain, no_proxy, udp, dns, fake_v4, fake_v6, timeout, proxy_source: proxy.source, warning: proxy.warning, bind })
     }
 
     /// One line for the log when the proxy came from curl's `ALL_PROXY`.
@@ -170,7 +190,9 @@ mod tests {
     fn defaults() {
         let c = config(&[]).unwrap();
         assert_eq!(c.chain, vec![ProxyUrl::parse(DEFAULT_PROXY).unwrap()]);
-        assert_eq!((c.udp, c.dns, c.timeout), (UdpMode::Proxy, DnsMode::Remote, DEFAULT_TIMEOUT));
+        assert_eq!((c.udp, c.dns, c.timeout, c.bind), (UdpMode::Proxy, DnsMode::Remote, DEFAULT_TIMEOUT, BindMode::Auto));
+        assert_eq!(config(&[("SOCKSIFY_BIND", "off")]).unwrap().bind, BindMode::Off);
+        assert_eq!(config(&[("SOCKSIFY_BIND", "always")]).unwrap().bind, BindMode::Always);
         assert!(c.no_proxy.bypasses_name("localhost", 0));
     }
 
@@ -192,6 +214,7 @@ mod tests {
             ("SOCKSIFY_TIMEOUT_MS", "soon"),
             ("SOCKSIFY_TIMEOUT_MS", "0"),
             ("SOCKSIFY_PIPELINE", "yes"),
+            ("SOCKSIFY_BIND", "yes"),
         ] {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);

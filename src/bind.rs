@@ -1,0 +1,390 @@
+//! SOCKS BIND: a listening socket whose one connection comes through the
+//! proxy (active FTP's data connection, and other protocols where the far
+//! side calls back). Which sockets qualify is the rule in
+//! `socksify_proto::bind`; this module runs it on the program's own fd.
+//!
+//! - `bind` on a socket the rule picks makes it a candidate. It is bound as
+//!   asked when the address is this machine's (the wildcard, or a proxied
+//!   connection's kernel address), and not at all when it is the proxy's
+//!   address that `getsockname` reported for a proxied connection.
+//! - `listen` or `getsockname`, whichever comes first, runs the BIND on the
+//!   program's fd: connected to the proxy, request sent, first reply read,
+//!   all within `SOCKSIFY_TIMEOUT_MS`. From then on `getsockname` reports
+//!   the first reply's BND.ADDR:BND.PORT, where the proxy listens. A failure
+//!   is that call's errno, and the fd is left unconnected: never a listener.
+//! - The fd is readable when the second reply arrives, as a listener is
+//!   with a connection waiting, so `poll`/`select`/`epoll` need no help.
+//!   `accept` reads exactly the second reply (the peer's first bytes stay
+//!   in the socket) and returns a new fd for the same socket: a proxied TCP
+//!   connection whose `getpeername` is the peer. The listening fd number
+//!   then gets a listening socket no one can reach (loopback, with a socket
+//!   filter that drops every packet): one BIND serves one connection, so a
+//!   second `accept` finds none, `EAGAIN` when non-blocking, a wait when
+//!   blocking, and readiness never fires for it.
+//! - The proxy refusing the peer, closing, or timing out: `accept` fails
+//!   with the reply's errno (`ECONNABORTED` for a close), and so does every
+//!   later `accept` on that fd.
+
+use crate::fd_table::{self, ProxiedTcp};
+use crate::fork_safe::ForkSafeMutex;
+use crate::{real, socket_addr, tcp};
+use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET6, EAGAIN, EINTR};
+use socksify_proto::bind::{self as rule, ProxiedConn, SecondReply};
+use socksify_proto::config::Config;
+use socksify_proto::handshake::{Dialect, HandshakeError};
+use socksify_proto::wire::socks5::{Command, ReplyCode};
+use socksify_proto::wire::TargetAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Bound by the program; the BIND starts at `listen` or `getsockname`.
+    /// `related`: the far end of the connection it belongs to, as the
+    /// program named it (a fake address stays fake).
+    Candidate { related: Option<SocketAddr> },
+    /// Connected to the proxy, which listens on `bound`: the peer may come.
+    Waiting { bound: SocketAddr, proxy: SocketAddr, socks4: bool },
+    /// The connection was handed out; the fd is a listener no one reaches.
+    Spent { bound: SocketAddr },
+    /// The proxy refused the peer or gave up: every `accept` fails so.
+    Failed { bound: SocketAddr, errno: c_int },
+}
+
+static TABLE: ForkSafeMutex<Option<HashMap<c_int, State>>> = ForkSafeMutex::new(None);
+
+fn state(fd: c_int) -> Option<State> {
+    TABLE.lock().as_ref().and_then(|t| t.get(&fd).copied())
+}
+
+fn set_state(fd: c_int, state: State) {
+    TABLE.lock().get_or_insert_with(HashMap::new).insert(fd, state);
+}
+
+pub fn forget(fd: c_int) {
+    if let Some(t) = TABLE.lock().as_mut() {
+        t.remove(&fd);
+    }
+}
+
+/// `new` is a copy of `old` (dup): the same socket, the same BIND.
+pub fn dup(old: c_int, new: c_int) {
+    if let Some(s) = state(old) {
+        set_state(new, s);
+        fd_table::set_bind(new);
+    }
+}
+
+pub fn tracked_fds() -> Vec<c_int> {
+    TABLE.lock().as_ref().map_or_else(Vec::new, |t| t.keys().copied().collect())
+}
+
+pub fn is_candidate(fd: c_int) -> bool {
+    matches!(state(fd), Some(State::Candidate { .. }))
+}
+
+/// The local address to report for a proxied connection whose proxy
+/// answered `bound`: none when the proxy named no address (0.0.0.0).
+pub fn reported_addr(bound: &TargetAddr) -> Option<SocketAddr> {
+    match bound {
+        TargetAddr::Ip(sa) if !sa.ip().is_unspecified() => Some(*sa),
+        _ => None,
+    }
+}
+
+/// The kernel's local address of `fd`.
+pub fn kernel_local(fd: c_int) -> Option<SocketAddr> {
+    // SAFETY: zeroed storage is a valid out-buffer of its size.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    if unsafe { real::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) } != 0 {
+        return None;
+    }
+    unsafe { socket_addr::read(&st as *const _ as *const sockaddr, len) }
+}
+
+/// `bind` of a TCP socket (`requested` is `addr` read): a local bind, or a
+/// BIND candidate (see the module doc). Returns what `bind` returns.
+///
+/// # Safety
+/// `addr` must point to `len` readable bytes.
+pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requested: SocketAddr, config: &'static Config) -> c_int {
+    let mut conns: Vec<(ProxiedTcp, ProxiedConn)> = Vec::new();
+    for (cfd, details) in fd_table::all_proxied_tcp() {
+        if let Some(local) = kernel_local(cfd) {
+            conns.push((details, ProxiedConn { local, reported: details.bound }));
+        }
+    }
+    let views: Vec<ProxiedConn> = conns.iter().map(|(_, v)| *v).collect();
+    let related = match rule::decide(config.bind, requested, &views) {
+        rule::Decision::Local => return unsafe { real::bind(fd, addr, len) },
+        rule::Decision::Bind { related } => related.map(|i| conns[i].0.peer),
+    };
+    if fd as usize >= fd_table::SLOTS {
+        log::error!("bind fd {fd} to {requested} refused: fd number beyond the shim's table");
+        return crate::ffi::fail(libc::EMFILE);
+    }
+    if rule::is_local(requested.ip(), &views) {
+        // Bound as asked: if the program connects it after all, the source
+        // address it chose holds.
+        let rc = unsafe { real::bind(fd, addr, len) };
+        if rc != 0 {
+            return rc;
+        }
+    }
+    set_state(fd, State::Candidate { related });
+    fd_table::set_bind(fd);
+    log::debug!("bind fd {fd} to {requested}: a SOCKS BIND once it listens (expected peer {related:?})");
+    0
+}
+
+/// `listen` on a BIND fd.
+pub fn listen(fd: c_int) -> c_int {
+    match start(fd) {
+        Ok(_) => 0,
+        Err(errno) => crate::ffi::fail(errno),
+    }
+}
+
+/// The address the proxy listens on for `fd`, running the BIND first if
+/// it has not run yet; `Err(errno)` if it fails.
+pub fn start(fd: c_int) -> Result<SocketAddr, c_int> {
+    let related = match state(fd) {
+        Some(State::Candidate { related }) => related,
+        Some(State::Waiting { bound, .. } | State::Spent { bound } | State::Failed { bound, .. }) => return Ok(bound),
+        None => return Err(libc::EBADF),
+    };
+    let Some(config) = crate::runtime::config() else { return Err(libc::ECONNREFUSED) };
+    let Some((family, _)) = socket_addr::socket_family_and_type(fd) else { return Err(libc::EBADF) };
+    let name_or_ip = related.and_then(|peer| crate::fake_dns::target_for(config, &peer));
+    let mut target = rule::expected_peer(name_or_ip, false);
+    let result = loop {
+        match tcp::connect_via_proxy(fd, family, config, Command::Bind, &target) {
+            Err(tcp::ConnectError::Handshake(HandshakeError::Rejected(ReplyCode::AddressTypeNotSupported)))
+                if matches!(target, TargetAddr::Domain(..)) =>
+            {
+                // A server that takes no name in a BIND request: any peer.
+                log::info!("bind fd {fd}: the proxy takes no name in a BIND request; asking for any peer instead of {target}");
+                dissolve(fd);
+                target = rule::any_peer(false);
+            }
+            other => break other,
+        }
+    };
+    let (proxy, bound) = match result {
+        Ok((proxy, TargetAddr::Ip(bound))) => {
+            // 0.0.0.0 in a reply means "the address you reached me at".
+            let ip = if bound.ip().is_unspecified() { proxy.ip() } else { bound.ip() };
+            (proxy, SocketAddr::new(socksify_proto::wire::canonical_ip(ip), bound.port()))
+        }
+        Ok((_, name)) => {
+            log::warn!("bind fd {fd} via {}: the proxy listens on a name ({name}), which no program can advertise", config.chain[0]);
+            dissolve(fd);
+            return Err(libc::EPROTO);
+        }
+        Err(e) => {
+            log::warn!("bind fd {fd} for {target} via {}: {e}", config.chain[0]);
+            dissolve(fd);
+            return Err(e.errno());
+        }
+    };
+    let socks4 = matches!(config.chain[config.chain.len() - 1].dialect(), Dialect::Socks4 { .. });
+    set_state(fd, State::Waiting { bound, proxy, socks4 });
+    log::info!("bind fd {fd} for {target} via {}: the proxy listens on {bound}", config.chain[0]);
+    Ok(bound)
+}
+
+/// Leaves a socket whose BIND failed unconnected, as it was.
+fn dissolve(fd: c_int) {
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: a valid AF_UNSPEC address dissolves the connection.
+    unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) };
+}
+
+/// What `getsockname` reports for a BIND fd (running the BIND if needed).
+pub fn local_addr(fd: c_int) -> Result<SocketAddr, c_int> {
+    start(fd)
+}
+
+/// Whether the fd's file is in blocking mode.
+fn blocking(fd: c_int) -> bool {
+    // SAFETY: F_GETFL on an fd the program passed us.
+    let status = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    status & libc::O_NONBLOCK == 0
+}
+
+/// The part of `accept` that may wait as long as the program wants: on a
+/// blocking fd whose peer has not come yet, a blocking peek, which keeps
+/// `accept`'s own behaviour with signals (`EINTR`, or a restart under
+/// `SA_RESTART`) and `SO_RCVTIMEO` (`EAGAIN`). Runs outside the shim's
+/// guard and locks. `Err` is what `accept` returns, errno set.
+pub fn wait_for_peer(fd: c_int, waiting: bool) -> Result<(), c_int> {
+    if waiting && blocking(fd) {
+        let mut byte = 0u8;
+        // SAFETY: peeks one byte into a local.
+        let n = unsafe { real::recv(fd, &mut byte as *mut u8 as *mut c_void, 1, libc::MSG_PEEK) };
+        if n < 0 {
+            return Err(-1);
+        }
+    }
+    Ok(())
+}
+
+pub fn is_waiting(fd: c_int) -> bool {
+    matches!(state(fd), Some(State::Waiting { .. }))
+}
+
+/// `accept`/`accept4` on a BIND fd, inside the guard.
+///
+/// # Safety
+/// `addr`/`len` as for `accept`.
+pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    let (bound, proxy, socks4) = match state(fd) {
+        Some(State::Waiting { bound, proxy, socks4 }) => (bound, proxy, socks4),
+        Some(State::Failed { errno, .. }) => return crate::ffi::fail(errno),
+        // Spent: the unreachable listener answers; a candidate is not
+        // listening yet (EINVAL), as the kernel says.
+        _ => return unsafe { real::accept4(fd, addr, len, flags) },
+    };
+    let timeout = crate::runtime::config().map_or(socksify_proto::config::DEFAULT_TIMEOUT, |c| c.timeout);
+    let deadline = Instant::now() + timeout;
+    let blocking = blocking(fd);
+    let mut buf = [0u8; 262];
+    let (peer, used) = loop {
+        // SAFETY: peeks into a local buffer; the reply is consumed below,
+        // once the new fd exists.
+        let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        let n = match n {
+            n if n > 0 => n as usize,
+            0 => return fail_bind(fd, bound, libc::ECONNABORTED, "the proxy closed the connection before a peer came"),
+            _ => match crate::ffi::errno() {
+                EINTR => continue,
+                EAGAIN => 0,
+                e => return fail_bind(fd, bound, libc::ECONNABORTED, &std::io::Error::from_raw_os_error(e).to_string()),
+            },
+        };
+        match rule::second_reply(socks4, &buf[..n]) {
+            Ok(SecondReply::Peer(peer, used)) => break (peer, used),
+            Err(e) => return fail_bind(fd, bound, e.errno(), &e.to_string()),
+            Ok(SecondReply::Incomplete) => {}
+        }
+        // Part of the reply, or none of it: wait for more when blocking.
+        let closed = poll_once(fd, 0) & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+        if closed {
+            return fail_bind(fd, bound, libc::ECONNABORTED, "the proxy closed the connection in the middle of its reply");
+        }
+        if !blocking {
+            return crate::ffi::fail(EAGAIN);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return fail_bind(fd, bound, libc::ETIMEDOUT, "the proxy's second reply stalled");
+        }
+        poll_once(fd, left.as_millis().clamp(1, c_int::MAX as u128) as c_int);
+    };
+    unsafe { hand_out(fd, peer, used, bound, proxy, addr, len, flags) }
+}
+
+/// One `poll` for input on `fd`; the events, 0 on timeout or error.
+fn poll_once(fd: c_int, ms: c_int) -> i16 {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, ms) } > 0 {
+        pfd.revents
+    } else {
+        0
+    }
+}
+
+fn fail_bind(fd: c_int, bound: SocketAddr, errno: c_int, why: &str) -> c_int {
+    log::warn!("bind fd {fd} (proxy listening on {bound}): no connection: {why}");
+    set_state(fd, State::Failed { bound, errno });
+    crate::ffi::fail(errno)
+}
+
+/// The peer came: a new fd for the connection, the listener number made
+/// unreachable, the second reply (`used` bytes) consumed.
+///
+/// # Safety
+/// `addr`/`len` as for `accept`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn hand_out(
+    fd: c_int,
+    peer: SocketAddr,
+    used: usize,
+    bound: SocketAddr,
+    proxy: SocketAddr,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY (all fcntl/dup calls): plain calls on fds we were handed or made.
+    let cmd = if flags & libc::SOCK_CLOEXEC != 0 { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+    let new = unsafe { real::fcntl(fd, cmd, 0) };
+    if new < 0 {
+        return -1; // EMFILE and the like; the reply stays for the next try
+    }
+    let mut reply = [0u8; 262];
+    // SAFETY: reads exactly the reply, which is in the socket (peeked).
+    unsafe { real::recv(fd, reply.as_mut_ptr() as *mut c_void, used, libc::MSG_DONTWAIT) };
+    let listener_status = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    let fd_flags = unsafe { real::fcntl(fd, libc::F_GETFD, 0) };
+    let listener_cloexec = fd_flags & libc::FD_CLOEXEC != 0;
+    // The connection is a new socket as far as the program knows: blocking
+    // unless accept4 asked for SOCK_NONBLOCK, as the kernel's would be.
+    let status = listener_status & !libc::O_NONBLOCK | if flags & libc::SOCK_NONBLOCK != 0 { libc::O_NONBLOCK } else { 0 };
+    unsafe { real::fcntl(new, libc::F_SETFL, status as libc::c_ulong) };
+    let family = socket_addr::socket_family_and_type(new).map_or(AF_INET6, |(f, _)| f);
+    match unreachable_listener(family, listener_status & libc::O_NONBLOCK != 0) {
+        Ok(quiet) => unsafe {
+            real::dup3(quiet, fd, if listener_cloexec { libc::O_CLOEXEC } else { 0 });
+            real::close(quiet);
+        },
+        Err(e) => log::warn!("bind fd {fd}: cannot retire the listener ({e}); it stays the connection's socket"),
+    }
+    set_state(fd, State::Spent { bound });
+    fd_table::forget(new);
+    fd_table::set_proxied_tcp(new, ProxiedTcp { peer, proxy, bound: Some(bound), opened: fd_table::next_opened() });
+    if !addr.is_null() && !len.is_null() {
+        if let Some(encoded) = socket_addr::encode(&peer, family) {
+            unsafe { socket_addr::copy_out(&encoded, addr, len) };
+        }
+    }
+    log::info!("bind fd {fd} (proxy listening on {bound}): accepted {peer} as fd {new}");
+    new
+}
+
+/// A listening TCP socket on loopback that no connection reaches: a socket
+/// filter drops every packet, the SYNs included. What the listening fd of
+/// a spent BIND becomes.
+fn unreachable_listener(family: c_int, nonblocking: bool) -> std::io::Result<c_int> {
+    let ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain socket calls on a socket we own; closed on every failure.
+    unsafe {
+        let s = real::socket(family, ty, 0);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let loopback: IpAddr = if family == AF_INET6 { Ipv6Addr::LOCALHOST.into() } else { Ipv4Addr::LOCALHOST.into() };
+        let drop_all = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }];
+        let prog = libc::sock_fprog { len: 1, filter: drop_all.as_ptr() as *mut libc::sock_filter };
+        let ok = socket_addr::encode(&SocketAddr::new(loopback, 0), family).is_some_and(|raw| {
+            real::bind(s, &raw.0 as *const _ as *const sockaddr, raw.1) == 0
+                && libc::setsockopt(
+                    s,
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    &prog as *const _ as *const c_void,
+                    std::mem::size_of::<libc::sock_fprog>() as socklen_t,
+                ) == 0
+                && real::listen(s, 1) == 0
+        });
+        if !ok {
+            let e = std::io::Error::last_os_error();
+            real::close(s);
+            return Err(e);
+        }
+        Ok(s)
+    }
+}

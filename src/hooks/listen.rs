@@ -1,0 +1,86 @@
+//! `bind`, `listen`, `getsockname`: listening sockets that become a SOCKS
+//! BIND ([`crate::bind`]; `accept` is in hooks/socket.rs), and the local
+//! address of a proxied connection.
+
+use crate::fd_table::{self, kind};
+use crate::ffi::{self, fail};
+use crate::{bind, guard, real, runtime, socket_addr};
+use libc::{c_int, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
+use socksify_proto::config::BindMode;
+use std::net::SocketAddr;
+
+#[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let family = unsafe { socket_addr::family(addr, len) };
+    if family != Some(AF_INET) && family != Some(AF_INET6) {
+        return unsafe { real::bind(fd, addr, len) };
+    }
+    // Nested: the shim's own sockets (a UDP association binds its socket).
+    let Some(_inside) = guard::enter() else { return unsafe { real::bind(fd, addr, len) } };
+    ffi::catch(-1, libc::EADDRNOTAVAIL, || {
+        let Some(requested) = (unsafe { socket_addr::read(addr, len) }) else { return unsafe { real::bind(fd, addr, len) } };
+        // A malformed configuration: a bind sends nothing, so it stays local.
+        let Some(config) = runtime::config() else { return unsafe { real::bind(fd, addr, len) } };
+        let maybe_bind = match config.bind {
+            BindMode::Off => false,
+            BindMode::Auto => requested.port() == 0,
+            BindMode::Always => true,
+        };
+        if !maybe_bind || socket_addr::socket_type(fd) != Some(SOCK_STREAM) {
+            return unsafe { real::bind(fd, addr, len) };
+        }
+        unsafe { bind::on_bind(fd, addr, len, requested, config) }
+    })
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if fd_table::kind(fd) != kind::BIND {
+        return unsafe { real::listen(fd, backlog) };
+    }
+    // A signal handler that interrupted the shim: not a local listener.
+    let Some(_inside) = guard::enter() else { return fail(libc::EINTR) };
+    ffi::catch(-1, libc::ECONNREFUSED, || bind::listen(fd))
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let kind = fd_table::kind(fd);
+    if kind != kind::PROXIED_TCP && kind != kind::BIND {
+        return unsafe { real::getsockname(fd, addr, len) };
+    }
+    let Some(_inside) = guard::enter() else { return unsafe { real::getsockname(fd, addr, len) } };
+    ffi::catch(-1, libc::EIO, || {
+        let reported = if kind == kind::BIND {
+            match bind::local_addr(fd) {
+                Ok(bound) => Some(bound),
+                Err(errno) => return fail(errno),
+            }
+        } else {
+            proxied_local_addr(fd)
+        };
+        let Some(reported) = reported else { return unsafe { real::getsockname(fd, addr, len) } };
+        let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
+        match socket_addr::encode(&reported, family) {
+            Some(encoded) if !addr.is_null() && !len.is_null() => {
+                unsafe { socket_addr::copy_out(&encoded, addr, len) };
+                0
+            }
+            Some(_) => fail(libc::EFAULT),
+            None => unsafe { real::getsockname(fd, addr, len) },
+        }
+    })
+}
+
+/// What a proxied TCP connection reports as its local address: the
+/// proxy's side (BND.ADDR), which is what the far end sees, so a program
+/// that advertises its address for a call back (active FTP's `PORT`)
+/// advertises the proxy, where the BIND will listen. Not with
+/// `SOCKSIFY_BIND=off`, nor when the proxy named no address.
+fn proxied_local_addr(fd: c_int) -> Option<SocketAddr> {
+    if runtime::config()?.bind == BindMode::Off {
+        return None;
+    }
+    let details = fd_table::proxied_tcp(fd).filter(|_| super::connect::still_proxied(fd))?;
+    details.bound
+}
