@@ -50,6 +50,9 @@ enum State {
     Spent { bound: SocketAddr },
     /// The proxy refused the peer or gave up: every `accept` fails so.
     Failed { bound: SocketAddr, errno: c_int },
+    /// The BIND itself failed: `listen` fails so, without asking again (a
+    /// finalizer's `getsockname` must not send another request).
+    Refused { errno: c_int },
 }
 
 static TABLE: ForkSafeMutex<Option<HashMap<c_int, State>>> = ForkSafeMutex::new(None);
@@ -80,8 +83,10 @@ pub fn tracked_fds() -> Vec<c_int> {
     TABLE.lock().as_ref().map_or_else(Vec::new, |t| t.keys().copied().collect())
 }
 
-pub fn is_candidate(fd: c_int) -> bool {
-    matches!(state(fd), Some(State::Candidate { .. }))
+/// Whether `fd` may still be connected as a plain client: it has not
+/// become a BIND.
+pub fn may_connect(fd: c_int) -> bool {
+    matches!(state(fd), Some(State::Candidate { .. } | State::Refused { .. }))
 }
 
 /// The local address to report for a proxied connection whose proxy
@@ -153,6 +158,7 @@ pub fn start(fd: c_int) -> Result<SocketAddr, c_int> {
     let related = match state(fd) {
         Some(State::Candidate { related }) => related,
         Some(State::Waiting { bound, .. } | State::Spent { bound } | State::Failed { bound, .. }) => return Ok(bound),
+        Some(State::Refused { errno }) => return Err(errno),
         None => return Err(libc::EBADF),
     };
     let Some(config) = crate::runtime::config() else { return Err(libc::ECONNREFUSED) };
@@ -180,19 +186,24 @@ pub fn start(fd: c_int) -> Result<SocketAddr, c_int> {
         }
         Ok((_, name)) => {
             log::warn!("bind fd {fd} via {}: the proxy listens on a name ({name}), which no program can advertise", config.chain[0]);
-            dissolve(fd);
-            return Err(libc::EPROTO);
+            return Err(refused(fd, libc::EPROTO));
         }
         Err(e) => {
             log::warn!("bind fd {fd} for {target} via {}: {e}", config.chain[0]);
-            dissolve(fd);
-            return Err(e.errno());
+            return Err(refused(fd, e.errno()));
         }
     };
     let socks4 = matches!(config.chain[config.chain.len() - 1].dialect(), Dialect::Socks4 { .. });
     set_state(fd, State::Waiting { bound, proxy, socks4 });
     log::info!("bind fd {fd} for {target} via {}: the proxy listens on {bound}", config.chain[0]);
     Ok(bound)
+}
+
+/// A failed BIND: the socket unconnected again, never to listen.
+fn refused(fd: c_int, errno: c_int) -> c_int {
+    dissolve(fd);
+    set_state(fd, State::Refused { errno });
+    errno
 }
 
 /// Leaves a socket whose BIND failed unconnected, as it was.
@@ -202,9 +213,14 @@ fn dissolve(fd: c_int) {
     unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) };
 }
 
-/// What `getsockname` reports for a BIND fd (running the BIND if needed).
-pub fn local_addr(fd: c_int) -> Result<SocketAddr, c_int> {
-    start(fd)
+/// What `getsockname` reports for a BIND fd (running the BIND if needed):
+/// where the proxy listens; `None` after a failed BIND (the socket's own
+/// address is the truth then).
+pub fn local_addr(fd: c_int) -> Result<Option<SocketAddr>, c_int> {
+    if matches!(state(fd), Some(State::Refused { .. })) {
+        return Ok(None);
+    }
+    start(fd).map(Some)
 }
 
 /// Whether the fd's file is in blocking mode.
@@ -243,8 +259,8 @@ pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags:
     let (bound, proxy, socks4) = match state(fd) {
         Some(State::Waiting { bound, proxy, socks4 }) => (bound, proxy, socks4),
         Some(State::Failed { errno, .. }) => return crate::ffi::fail(errno),
-        // Spent: the unreachable listener answers; a candidate is not
-        // listening yet (EINVAL), as the kernel says.
+        // Spent: the unreachable listener answers; a candidate or a
+        // refused BIND is not listening (EINVAL), as the kernel says.
         _ => return unsafe { real::accept4(fd, addr, len, flags) },
     };
     let timeout = crate::runtime::config().map_or(socksify_proto::config::DEFAULT_TIMEOUT, |c| c.timeout);

@@ -60,7 +60,7 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
         fd_table::forget(fd);
     }
     if fd_table::kind(fd) == fd_table::kind::BIND {
-        if !crate::bind::is_candidate(fd) {
+        if !crate::bind::may_connect(fd) {
             return fail(libc::EISCONN); // connected to the proxy for a BIND
         }
         // Bound, but connected rather than listened on: a client that

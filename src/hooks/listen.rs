@@ -53,7 +53,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     ffi::catch(-1, libc::EIO, || {
         let reported = if kind == kind::BIND {
             match bind::local_addr(fd) {
-                Ok(bound) => Some(bound),
+                Ok(bound) => bound,
                 Err(errno) => return fail(errno),
             }
         } else {

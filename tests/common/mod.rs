@@ -173,7 +173,7 @@ pub fn url_host(ip: IpAddr) -> String {
 }
 
 /// Sends SIGKILL to the whole process group `pgid` and reaps `child`.
-fn kill_group(child: &mut Child) {
+pub fn kill_group(child: &mut Child) {
     let pid = child.id() as libc::pid_t;
     // SAFETY: plain syscall; the group was created for this child only
     // (process_group(0)), so no unrelated process is signalled.
@@ -189,7 +189,7 @@ fn kill_group(child: &mut Child) {
 pub struct LineLog(Arc<Mutex<String>>);
 
 impl LineLog {
-    fn spawn_reader(stream: impl Read + Send + 'static) -> LineLog {
+    pub fn spawn_reader(stream: impl Read + Send + 'static) -> LineLog {
         let log = LineLog::default();
         let sink = log.clone();
         thread::spawn(move || {
@@ -454,7 +454,7 @@ client pass {{
 }}
 socks pass {{
   from: 0/0 to: 0/0
-  command: connect bindreply udpassociate udpreply
+  command: bind connect bindreply udpassociate udpreply
   log: connect disconnect error
 }}
 ",

@@ -1,0 +1,43 @@
+//! SOCKS BIND through Dante (`command: bind` in its `socks pass` rule,
+//! `external: 127.0.0.3`, where it listens for BINDs): the cases of
+//! `tests/bind_bundled.rs`. Dante checks that the peer is the one the
+//! BIND request named.
+
+mod common;
+#[path = "common/bind_cases.rs"]
+mod bind_cases;
+#[path = "common/dns_cases.rs"]
+mod dns_cases;
+
+use bind_cases::*;
+use common::*;
+
+#[test]
+fn curl_active_ftp_download() {
+    curl_active_download(&Dante::start(), "127.0.0.1", "127.0.0.1");
+}
+
+#[test]
+fn curl_active_ftp_download_by_a_name_only_the_proxy_knows() {
+    curl_active_download(&dns_cases::dante_server(), dns_cases::NAME, dns_cases::NAME);
+}
+
+#[test]
+fn curl_active_ftp_upload() {
+    curl_active_upload(&Dante::start());
+}
+
+#[test]
+fn python_ftplib_active_mode() {
+    python_ftplib_active(&Dante::start());
+}
+
+#[test]
+fn passive_mode_stays_plain_connects() {
+    curl_passive(&Dante::start());
+}
+
+#[test]
+fn listener_calls_blocking_select_poll_epoll() {
+    listener_api(&Dante::start());
+}
