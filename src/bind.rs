@@ -74,8 +74,9 @@ pub fn forget(fd: c_int) {
 /// `new` is a copy of `old` (dup): the same socket, the same BIND.
 pub fn dup(old: c_int, new: c_int) {
     if let Some(s) = state(old) {
-        set_state(new, s);
-        fd_table::set_bind(new);
+        if fd_table::set_bind(new) {
+            set_state(new, s);
+        }
     }
 }
 
@@ -137,6 +138,9 @@ pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requeste
         if rc != 0 {
             return rc;
         }
+    }
+    if crate::fork_safe::is_vfork_child() {
+        return 0; // about to exec; the tables are the parent's
     }
     set_state(fd, State::Candidate { related });
     fd_table::set_bind(fd);

@@ -78,6 +78,9 @@ pub fn all_proxied_tcp() -> Vec<(i32, ProxiedTcp)> {
 /// Marks `fd` as a BIND socket (details in [`crate::bind`]).
 pub fn set_bind(fd: i32) -> bool {
     let Some(slot) = KINDS.get(fd as usize) else { return false };
+    if is_vfork_child() {
+        return false;
+    }
     slot.store(kind::BIND, Ordering::Release);
     true
 }
