@@ -1,7 +1,8 @@
 //! The BIND command (RFC 1928): one incoming connection, two replies.
 //!
 //! Promise: the first reply names the address we listen on (the `--bind-out`
-//! address of the family, else the IP the client reached us at); the second
+//! address of the family, else the address this host would use to reach
+//! the expected peer, else the IP the client reached us at); the second
 //! names the peer that connected, after which the flow is relayed like
 //! CONNECT. When the request names an address, only a connection from that
 //! IP is accepted (others are closed). The wait ends after [`BIND_WAIT`], or
@@ -14,7 +15,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use socksify_proto::wire::socks5::ReplyCode;
 use socksify_proto::wire::{canonical_ip, TargetAddr};
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,11 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
         Err(e) => return fail(&mut conn, ReplyCode::GeneralFailure, e.to_string()),
     };
     let family_of = expected.unwrap_or(local_ip);
-    let ip = sess.cfg.bind_out_for(family_of).unwrap_or(if family_of.is_ipv4() == local_ip.is_ipv4() { local_ip } else { family_of });
+    // Where the peer can reach us: the --bind-out address, else the one
+    // this host would send from to reach the expected peer (a proxy
+    // between two networks must not listen on the client's side), else
+    // the address the client reached us at.
+    let ip = sess.cfg.bind_out_for(family_of).or_else(|| expected.and_then(source_toward)).unwrap_or(local_ip);
     let listener = match listen_on(SocketAddr::new(ip, 0)) {
         Ok(l) => l,
         Err(e) => return fail(&mut conn, outbound::reply_for(&e), e.to_string()),
@@ -62,6 +67,15 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
     let counts = relay::relay(conn.stream, stream).unwrap_or_default();
     let line = line.kv("reply", "succeeded").kv("sent", counts.sent).kv("received", counts.received).kv("ms", sess.ms());
     line.kv("peer", from).kv("listen", bound.map_or("-".into(), |b| b.to_string())).emit(sess.cfg.quiet);
+}
+
+/// The source address the routing table picks for `peer` (a UDP socket's
+/// `connect` sends nothing), or `None` if there is no route.
+fn source_toward(peer: IpAddr) -> Option<IpAddr> {
+    let any: IpAddr = if peer.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+    let probe = UdpSocket::bind((any, 0)).ok()?;
+    probe.connect((peer, 9)).ok()?;
+    Some(canonical_ip(probe.local_addr().ok()?.ip())).filter(|ip| !ip.is_unspecified())
 }
 
 fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {

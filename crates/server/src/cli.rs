@@ -54,8 +54,8 @@ must name the port the client sends from (its IP may be 0); a request naming
 port 0, another IP than the client's or a name is refused (not allowed).
 Only datagrams from that client address are relayed out, and only datagrams
 from an address and port the client has sent to are relayed back.
-BIND listens on the --bind-out address (else that IP) and waits up to 120 s
-for one peer.
+BIND listens on the --bind-out address (else the address this host reaches
+the expected peer from, else that IP) and waits up to 120 s for one peer.
 
 Log: one line per request on stderr, key=value, for example
   socksify-server: client=127.0.0.1:40312 cmd=connect dst=127.0.0.1:8080 reply=succeeded sent=120 received=4520 ms=3
