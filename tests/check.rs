@@ -299,3 +299,24 @@ fn a_pipelined_proxy_is_checked_pipelined() {
     assert_eq!(out.code, Some(0), "{out}");
     assert!(steps(&out, "flight").is_empty(), "{out}");
 }
+
+#[test]
+fn a_proxy_by_name_is_resolved_and_each_address_tried() {
+    // localhost may be ::1 and 127.0.0.1; the server listens on 127.0.0.1
+    // only, so an earlier ::1 attempt fails first, as in the library.
+    let server = Server::bundled(&[]);
+    let out = check(&["-x", &format!("socks5h://localhost:{}", server.addr().port())], None);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(steps(&out, "resolved")[0].contains("localhost is ") && steps(&out, "resolved")[0].contains("127.0.0.1"), "{out}");
+    let connected = steps(&out, "connected");
+    assert!(connected.last().unwrap().contains(&format!("ok   {}", server.addr())), "{out}");
+    assert!(!out.stdout.contains("FAIL"), "a failed first address is not a failure:\n{out}");
+}
+
+#[test]
+fn a_malformed_configuration_fails_in_one_line_naming_the_variable() {
+    let out = Run::plain(wrapper_path()).env("SOCKSIFY_PROXY", "socks5h//oops").arg("--check").run();
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out}");
+    assert!(verdict(&out).starts_with("FAIL: the configuration is malformed: SOCKSIFY_PROXY: "), "{out}");
+}

@@ -215,7 +215,8 @@ fn reach_first_hop(config: &Config, hop: &ProxyUrl, report: &mut Report) -> Resu
         },
     };
     let mut why = Vec::new();
-    for addr in addrs {
+    let count = addrs.len();
+    for (n, addr) in addrs.into_iter().enumerate() {
         match Conn::connect(addr, config.timeout) {
             Ok(conn) => {
                 let from = conn.local_addr().map(|a| format!(" from {a}")).unwrap_or_default();
@@ -233,7 +234,9 @@ fn reach_first_hop(config: &Config, hop: &ProxyUrl, report: &mut Report) -> Resu
                     ),
                     _ => format!("cannot connect to {addr}: {e}"),
                 };
-                report.step("connected", Mark::Fail, &reason);
+                // The library tries the next address too: only the last failure fails.
+                let mark = if n + 1 < count { Mark::Skip } else { Mark::Fail };
+                report.step("connected", mark, &reason);
                 why.push(reason);
             }
         }
