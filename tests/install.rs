@@ -168,8 +168,14 @@ impl Drop for Installed {
     }
 }
 
+/// `apt-get ARGS`, waiting (bounded) for another apt or dpkg run to finish.
 fn apt_get(args: &[&str]) -> Output {
-    Run::plain("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").timeout(Duration::from_secs(300)).run()
+    Run::plain("apt-get")
+        .args(["-o", "DPkg::Lock::Timeout=240"])
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .timeout(Duration::from_secs(300))
+        .run()
 }
 
 fn package_status() -> String {
