@@ -172,3 +172,30 @@ print("echo", s.recv(64).decode())
     server.wait_connect_line(target.addr);
     target.assert_peers(1, BUNDLED_OUT);
 }
+
+#[test]
+fn pipelined_opt_in() {
+    // Our own server parses what arrives as it goes: known good, one round trip.
+    let server = Server::bundled(&[]);
+    tcp_cases::python_blocking(&tcp_cases::Pipelined(&server));
+    tcp_cases::curl(&tcp_cases::Pipelined(&server));
+}
+
+#[test]
+fn pipelined_opt_in_with_username_password_and_a_chain() {
+    let first = Server::bundled(&["--user", "alice:pw"]);
+    let second = Server::start(&["--listen", "127.0.0.1:0", "--bind-out", "127.0.0.3"]);
+    let target = TcpTarget::echo();
+    let tok = token("pipelined-chain");
+    // SOCKSIFY_PIPELINE=1 opts every SOCKS5 hop in.
+    let url = format!("{},{}", first.url_with("alice", "pw"), second.url());
+    let out = Run::python(&url, tcp_cases::ECHO_BLOCKING)
+        .args([target.addr.ip().to_string(), target.addr.port().to_string(), tok.clone(), "5000".into()])
+        .env("SOCKSIFY_PIPELINE", "1")
+        .run();
+    out.assert_success();
+    assert!(out.stdout.contains("echo intact"), "{out}");
+    target.assert_peers(1, "127.0.0.3".parse().unwrap());
+    second.wait_connect_line(target.addr);
+    first.wait_connect_line(second.addr());
+}

@@ -58,3 +58,19 @@ fn getpeername_reports_the_target() {
 fn fifty_concurrent_connections() {
     tcp_cases::concurrent_50(&Dante::start());
 }
+
+#[test]
+fn pipelined_opt_in() {
+    // Dante reads what arrives and parses it as it goes: known good.
+    let dante = Dante::start();
+    tcp_cases::python_blocking(&tcp_cases::Pipelined(&dante));
+    tcp_cases::curl(&tcp_cases::Pipelined(&dante));
+}
+
+#[test]
+fn pipelined_opt_in_with_username_password() {
+    let dante = Dante::start_with_auth();
+    let good = format!("{}?pipeline=1", dante.url_with_auth());
+    let bad = format!("socks5h://{}:wrong@{}?pipeline=1", DANTE_USER, dante.addr);
+    tcp_cases::auth(&dante, &good, &bad);
+}

@@ -28,9 +28,14 @@ pub fn bundled_server() -> Server {
     Server::bundled(&["--map", &format!("{NAME}=127.0.0.1")])
 }
 
+/// The hosts file of a proxy that resolves [`NAME`] to 127.0.0.1.
+pub fn proxy_hosts() -> String {
+    format!("127.0.0.1 localhost\n127.0.0.1 {NAME}\n::1 localhost\n")
+}
+
 /// Dante, resolving [`NAME`] from a hosts file only it sees.
 pub fn dante_server() -> Dante {
-    Dante::start_with_hosts(&format!("127.0.0.1 localhost\n127.0.0.1 {NAME}\n::1 localhost\n"))
+    Dante::start_with_hosts(&proxy_hosts())
 }
 
 /// A proxy that can show it was asked for a name.
@@ -64,8 +69,13 @@ name, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
 s = socket.create_connection((name, port), timeout=20)
 print("peer", s.getpeername()[0])
 s.sendall(token)
-s.shutdown(socket.SHUT_WR)
 data = b""
+while len(data) < len(token):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+s.shutdown(socket.SHUT_WR)
 while True:
     chunk = s.recv(65536)
     if not chunk:
@@ -86,8 +96,13 @@ s.settimeout(20)
 s.connect(infos[0][4])
 print("peer", s.getpeername()[0])
 s.sendall(token)
-s.shutdown(socket.SHUT_WR)
 data = b""
+while len(data) < len(token):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+s.shutdown(socket.SHUT_WR)
 while True:
     chunk = s.recv(65536)
     if not chunk:
@@ -111,8 +126,13 @@ print("gethostbyname_ex", h[0], " ".join(h[2]))
 back = socket.getnameinfo(socket.getaddrinfo(name, port, socket.AF_INET)[0][4], socket.NI_NAMEREQD)[0]
 s = socket.create_connection((back, port), timeout=20)
 s.sendall(token)
-s.shutdown(socket.SHUT_WR)
 data = b""
+while len(data) < len(token):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+s.shutdown(socket.SHUT_WR)
 while True:
     chunk = s.recv(65536)
     if not chunk:
@@ -145,7 +165,7 @@ pub fn direct(url: &str, prog: &str) -> Run {
 
 pub fn curl(proxy: &dyn NameProxy, wrap: Wrap) {
     let body = token("dns-curl");
-    let target = TcpTarget::http(&body);
+    let target = proxy.target(Serve::Http(body.clone()));
     let url = format!("http://{NAME}:{}/", target.addr.port());
     let out = wrap(&proxy.url(), "curl").args(["-sS", "--max-time", "20", "-w", "\n%{remote_ip}", &url]).run();
     out.assert_success();
@@ -159,7 +179,7 @@ pub fn curl(proxy: &dyn NameProxy, wrap: Wrap) {
 
 pub fn wget(proxy: &dyn NameProxy, wrap: Wrap) {
     let body = token("dns-wget");
-    let target = TcpTarget::http(&body);
+    let target = proxy.target(Serve::Http(body.clone()));
     let url = format!("http://{NAME}:{}/", target.addr.port());
     let out = wrap(&proxy.url(), "wget").args(["-q", "-T", "20", "-t", "1", "-O", "-", &url]).run();
     out.assert_success();
@@ -169,7 +189,7 @@ pub fn wget(proxy: &dyn NameProxy, wrap: Wrap) {
 }
 
 pub fn python_create_connection(proxy: &dyn NameProxy, wrap: Wrap) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("dns-py");
     let out = wrap(&proxy.url(), python3()).args(["-c", ECHO_BY_NAME, NAME, &target.addr.port().to_string(), &tok]).run();
     assert_echo(&out, &target, proxy, &tok);
@@ -178,7 +198,7 @@ pub fn python_create_connection(proxy: &dyn NameProxy, wrap: Wrap) {
 }
 
 pub fn python_ipv6(proxy: &dyn NameProxy, wrap: Wrap) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("dns-py6");
     let out = wrap(&proxy.url(), python3()).args(["-c", ECHO_V6, NAME, &target.addr.port().to_string(), &tok]).run();
     assert_echo(&out, &target, proxy, &tok);
@@ -195,7 +215,7 @@ pub fn python_ipv6(proxy: &dyn NameProxy, wrap: Wrap) {
 }
 
 pub fn round_trip(proxy: &dyn NameProxy, wrap: Wrap) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("dns-rt");
     let out = wrap(&proxy.url(), python3()).args(["-c", ROUND_TRIP, NAME, &target.addr.port().to_string(), &tok]).run();
     assert_echo(&out, &target, proxy, &tok);

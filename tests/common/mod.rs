@@ -482,6 +482,15 @@ pub trait Proxy {
         let seen = wait_until(WAIT, || (self.connect_count(dst) >= n).then_some(()));
         assert!(seen.is_some(), "{} logged {} CONNECTs to {dst}, expected {n}", self.name(), self.connect_count(dst));
     }
+    /// A target on `ip` this proxy reaches: on this machine's loopback, or
+    /// (OpenSSH) inside the network namespace only the proxy can reach.
+    fn target_on(&self, ip: IpAddr, serve: Serve) -> TcpTarget {
+        TcpTarget::start(ip, serve)
+    }
+    /// [`Proxy::target_on`] 127.0.0.1.
+    fn target(&self, serve: Serve) -> TcpTarget {
+        self.target_on(DIRECT, serve)
+    }
 }
 
 impl Proxy for Server {
@@ -558,11 +567,19 @@ pub struct TcpTarget {
     pub addr: SocketAddr,
     accepted: Arc<Mutex<Vec<Accepted>>>,
     stop: Arc<AtomicBool>,
+    /// The network namespace (`/run/netns/NAME`) it listens in, if not ours.
+    netns: Option<PathBuf>,
 }
 
 impl TcpTarget {
     pub fn start(ip: IpAddr, serve: Serve) -> TcpTarget {
-        let listener = TcpListener::bind((ip, 0)).expect("bind target");
+        Self::start_in(None, ip, serve)
+    }
+
+    /// A target listening inside the network namespace `netns`
+    /// (`/run/netns/NAME`): nothing in this one can reach it directly.
+    pub fn start_in(netns: Option<&Path>, ip: IpAddr, serve: Serve) -> TcpTarget {
+        let listener = in_netns(netns, || TcpListener::bind((ip, 0)).expect("bind target"));
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
@@ -581,7 +598,7 @@ impl TcpTarget {
                 }
             }
         });
-        TcpTarget { addr, accepted, stop }
+        TcpTarget { addr, accepted, stop, netns: netns.map(Path::to_path_buf) }
     }
 
     /// Echo server on 127.0.0.1.
@@ -599,7 +616,7 @@ impl TcpTarget {
     /// is accepted (the backlog is first in, first out), so a connection a
     /// client made just before exiting is never missed.
     pub fn accepted(&self) -> Vec<Accepted> {
-        let sentinel = TcpStream::connect_timeout(&self.addr, WAIT).expect("connect sentinel to target");
+        let sentinel = in_netns(self.netns.as_deref(), || TcpStream::connect_timeout(&self.addr, WAIT).expect("connect sentinel to target"));
         let me = sentinel.local_addr().unwrap();
         let seen = wait_until(WAIT, || self.accepted.lock().unwrap().iter().any(|a| a.peer == me).then_some(()));
         assert!(seen.is_some(), "target {} did not accept its own sentinel connection", self.addr);
@@ -634,6 +651,23 @@ impl TcpTarget {
     pub fn received(&self) -> Vec<Vec<u8>> {
         self.accepted().iter().map(|a| a.received.lock().unwrap().clone()).collect()
     }
+}
+
+/// Runs `f` on a thread moved into the network namespace `netns` (sockets
+/// it opens live there), or right here when `None`.
+pub fn in_netns<R: Send>(netns: Option<&Path>, f: impl FnOnce() -> R + Send) -> R {
+    let Some(path) = netns else { return f() };
+    thread::scope(|s| {
+        s.spawn(|| {
+            let ns = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: setns on a namespace fd we just opened; affects this thread only.
+            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns into {}: {}", path.display(), std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl Drop for TcpTarget {
@@ -842,6 +876,7 @@ impl Run {
             "SOCKSIFY_NO_PROXY",
             "SOCKSIFY_LOG",
             "SOCKSIFY_TIMEOUT_MS",
+            "SOCKSIFY_PIPELINE",
             "SOCKSIFY_UDP",
             "SOCKSIFY_DNS",
             "SOCKSIFY_FAKE_NET",

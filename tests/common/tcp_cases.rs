@@ -8,11 +8,16 @@
 #![allow(dead_code)]
 
 use crate::common::*;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// `python3 -c ECHO_CLIENT HOST PORT TOKEN SIZE`: one blocking connect, sends
 /// SIZE bytes (TOKEN repeated) from a thread while reading the echo back.
 /// Prints `peer IP PORT`, `sock IP PORT` and `echo intact` or `echo CORRUPT`.
+///
+/// The echo clients shut down their sending side only once the whole echo
+/// is back: microsocks does not relay half-closed connections (a FIN from
+/// either side closes both), and that is the server's choice, not ours.
 pub const ECHO_BLOCKING: &str = r#"
 import socket, sys, threading
 host, port, token, size = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4])
@@ -22,18 +27,21 @@ s.connect((host, port))
 print("peer", *s.getpeername()[:2])
 print("sock", *s.getsockname()[:2])
 s.settimeout(20)
-def send():
-    s.sendall(payload)
-    s.shutdown(socket.SHUT_WR)
-t = threading.Thread(target=send)
+t = threading.Thread(target=s.sendall, args=(payload,))
 t.start()
 data = bytearray()
-while True:
+while len(data) < size:
     chunk = s.recv(65536)
     if not chunk:
         break
     data += chunk
 t.join()
+s.shutdown(socket.SHUT_WR)
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
 print("echo", "intact" if bytes(data) == payload else "CORRUPT %d/%d bytes" % (len(data), size))
 "#;
 
@@ -59,7 +67,7 @@ out = memoryview(payload)
 data = bytearray()
 shut = False
 while True:
-    r, w, _ = select.select([s], [] if shut else [s], [], 20)
+    r, w, _ = select.select([s], [s] if len(out) else [], [], 20)
     if not r and not w:
         print("stalled")
         sys.exit(1)
@@ -68,9 +76,6 @@ while True:
             out = out[s.send(out[:65536]):]
         except BlockingIOError:
             pass
-    if not len(out) and not shut:
-        s.shutdown(socket.SHUT_WR)
-        shut = True
     if r:
         try:
             chunk = s.recv(65536)
@@ -79,6 +84,9 @@ while True:
         if not chunk:
             break
         data += chunk
+    if not len(out) and not shut and len(data) >= size:
+        s.shutdown(socket.SHUT_WR)
+        shut = True
 print("echo", "intact" if bytes(data) == payload else "CORRUPT %d/%d bytes" % (len(data), size))
 "#;
 
@@ -91,8 +99,9 @@ async def main():
     r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 20)
     w.write(payload)
     await w.drain()
+    data = await asyncio.wait_for(r.readexactly(size), 20)
     w.write_eof()
-    data = await asyncio.wait_for(r.read(), 20)
+    data += await asyncio.wait_for(r.read(), 20)
     w.close()
     print("echo", "intact" if data == payload else "CORRUPT %d/%d bytes" % (len(data), size))
 asyncio.run(main())
@@ -114,8 +123,13 @@ def worker(i):
         barrier.wait()
         msg = ("%s-%d|" % (token, i)).encode() * 100
         s.sendall(msg)
-        s.shutdown(socket.SHUT_WR)
         data = b""
+        while len(data) < len(msg):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.shutdown(socket.SHUT_WR)
         while True:
             chunk = s.recv(65536)
             if not chunk:
@@ -147,6 +161,52 @@ try:
 except OSError as e:
     print("errno", e.errno)
 "#;
+
+/// Connects (blocking), then reads once: prints `errno N read M` (the
+/// connect's errno, 0 on success, then how many bytes the first read got:
+/// 0 is end-of-file).
+pub const CONNECT_THEN_READ: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout(20)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+except OSError as e:
+    print("errno", e.errno)
+    raise SystemExit
+try:
+    print("errno 0 read", len(s.recv(100)))
+except OSError as e:
+    print("errno 0 read-errno", e.errno)
+"#;
+
+/// A proxy reached with the handshake pipelined (`?pipeline=1`): the same
+/// server, the same proof.
+pub struct Pipelined<'a, P: Proxy>(pub &'a P);
+
+impl<P: Proxy> Proxy for Pipelined<'_, P> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn url(&self) -> String {
+        format!("{}?pipeline=1", self.0.url())
+    }
+    fn out_ip(&self, dst: IpAddr) -> IpAddr {
+        self.0.out_ip(dst)
+    }
+    fn wait_connect_line(&self, dst: SocketAddr) -> String {
+        self.0.wait_connect_line(dst)
+    }
+    fn connect_count(&self, dst: SocketAddr) -> usize {
+        self.0.connect_count(dst)
+    }
+    fn wait_connect_count(&self, dst: SocketAddr, n: usize) {
+        self.0.wait_connect_count(dst, n)
+    }
+    fn target_on(&self, ip: IpAddr, serve: Serve) -> TcpTarget {
+        self.0.target_on(ip, serve)
+    }
+}
 
 /// The bytes `TOKEN` repeated to `size`, as the python clients build them.
 pub fn payload(token: &str, size: usize) -> Vec<u8> {
@@ -184,7 +244,7 @@ fn assert_echo_intact(out: &Output) {
 /// `curl` fetches a page from a local HTTP server.
 pub fn curl(proxy: &dyn Proxy) {
     let body = token("curl-body");
-    let target = TcpTarget::http(&body);
+    let target = proxy.target(Serve::Http(body.clone()));
     let path = token("path");
     let url = format!("http://{}/{path}", target.addr);
     let out = Run::shimmed(&proxy.url(), "curl").args(["-sS", "--max-time", "20", &url]).run();
@@ -201,7 +261,7 @@ pub fn curl(proxy: &dyn Proxy) {
 
 /// python3, blocking socket, 256 KiB echoed.
 pub fn python_blocking(proxy: &dyn Proxy) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("blocking");
     let out = run_echo(&proxy.url(), ECHO_BLOCKING, &target, &tok, 256 * 1024);
     assert_echo_intact(&out);
@@ -211,7 +271,7 @@ pub fn python_blocking(proxy: &dyn Proxy) {
 /// python3, non-blocking socket + `select`: connect completes (0 or
 /// EINPROGRESS then writable), `SO_ERROR` is 0, `O_NONBLOCK` survives.
 pub fn python_nonblocking(proxy: &dyn Proxy) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("nonblocking");
     let out = run_echo(&proxy.url(), ECHO_NONBLOCKING, &target, &tok, 128 * 1024);
     assert_echo_intact(&out);
@@ -222,7 +282,7 @@ pub fn python_nonblocking(proxy: &dyn Proxy) {
 
 /// python3 `asyncio.open_connection` (non-blocking connect on an event loop).
 pub fn python_asyncio(proxy: &dyn Proxy) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("asyncio");
     let out = run_echo(&proxy.url(), ECHO_ASYNCIO, &target, &tok, 32 * 1024);
     assert_echo_intact(&out);
@@ -231,7 +291,7 @@ pub fn python_asyncio(proxy: &dyn Proxy) {
 
 /// OpenBSD `nc`: stdin to the target, the echo to stdout.
 pub fn netcat(proxy: &dyn Proxy) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let data = String::from_utf8(payload(&token("nc"), 20_000)).unwrap();
     let out = Run::shimmed(&proxy.url(), "nc")
         .args(["-N", "-n", "-w", "20", &target.addr.ip().to_string(), &target.addr.port().to_string()])
@@ -246,13 +306,13 @@ pub fn netcat(proxy: &dyn Proxy) {
 /// percent-encoded in it); the same request with `bad_url` (wrong password)
 /// must fail without reaching the target.
 pub fn auth(proxy: &dyn Proxy, auth_url: &str, bad_url: &str) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("auth");
     let out = run_echo(auth_url, ECHO_BLOCKING, &target, &tok, 4096);
     assert_echo_intact(&out);
     assert_proxied_once(proxy, &target, &payload(&tok, 4096));
 
-    let denied = TcpTarget::echo();
+    let denied = proxy.target(Serve::Echo);
     let out = Run::python(bad_url, CONNECT_ERRNO).args([denied.addr.ip().to_string(), denied.addr.port().to_string()]).run();
     out.assert_success();
     assert!(
@@ -268,7 +328,7 @@ pub fn auth(proxy: &dyn Proxy, auth_url: &str, bad_url: &str) {
 /// connection would show exactly the client's address), and the proxy
 /// logged a CONNECT to [::1]:port.
 pub fn ipv6_target(proxy: &dyn Proxy) {
-    let target = TcpTarget::start(LOCALHOST_V6, Serve::Echo);
+    let target = proxy.target_on(LOCALHOST_V6, Serve::Echo);
     let tok = token("ipv6");
     // The proof needs the kernel's own address of the client socket: with
     // BIND on (the default) `getsockname` reports the proxy's side instead.
@@ -295,7 +355,7 @@ pub fn ipv6_target(proxy: &dyn Proxy) {
 /// `getpeername` on a proxied socket reports the destination the program
 /// asked for, not the proxy.
 pub fn getpeername(proxy: &dyn Proxy) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("getpeername");
     let out = run_echo(&proxy.url(), ECHO_BLOCKING, &target, &tok, 100);
     assert_echo_intact(&out);
@@ -308,7 +368,7 @@ pub fn getpeername(proxy: &dyn Proxy) {
 /// echoes its own message.
 pub fn concurrent_50(proxy: &dyn Proxy) {
     const N: usize = 50;
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let tok = token("c50");
     let out = Run::python(&proxy.url(), ECHO_CONCURRENT)
         .args([target.addr.ip().to_string(), target.addr.port().to_string(), tok.clone(), N.to_string()])
