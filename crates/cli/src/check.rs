@@ -6,7 +6,7 @@
 //! username/password, then a CONNECT to the next hop, or at the end to the
 //! destination given (by default the last proxy's own address); a hop with
 //! `?pipeline=1` gets its first flight in one write, as the library sends
-//! it. A separate connection asks for UDP ASSOCIATE when the shim would. The exit status
+//! it. A separate connection asks each SOCKS5 hop for UDP ASSOCIATE. The exit status
 //! says whether a TCP connection through the whole chain works; the last
 //! line says why not, in one line.
 
@@ -111,6 +111,7 @@ fn walk(config: &Config, dest: Option<&Destination>, report: &mut Report) -> Res
         }
     };
     let mut first_addr = None;
+    let mut udp_offered = None;
     let mut conn: Option<Conn> = None;
     for (i, hop) in config.chain.iter().enumerate() {
         report.line(format_args!("hop {}/{hops}: {hop}", i + 1));
@@ -143,10 +144,15 @@ fn walk(config: &Config, dest: Option<&Destination>, report: &mut Report) -> Res
         }
         open_session(&mut c, hop, report)?;
         connect_step(&mut c, hop, &target, &what, hint, report)?;
+        udp_offered = udp_step(config, i, first_addr.expect("the first hop was reached"), report);
         conn = Some(c);
     }
-    let first_addr = first_addr.expect("the first hop was reached");
-    let udp = udp_step(config, first_addr, report);
+    let udp = match udp_offered {
+        _ if hops > 1 && config.udp == UdpMode::Proxy => "; UDP programs will get an error: UDP through a chain is not supported",
+        Some(true) => "; UDP ASSOCIATE offered",
+        Some(false) => "; but UDP ASSOCIATE is not offered: UDP programs will get an error (SOCKSIFY_UDP=block or direct to choose)",
+        None => "",
+    };
     let proxies = if hops == 1 { "1 proxy".to_owned() } else { format!("a chain of {hops} proxies") };
     Ok(format!("the configuration works: CONNECT to {final_target} through {proxies}{udp}"))
 }
@@ -388,61 +394,77 @@ fn connect_step(conn: &mut Conn, hop: &ProxyUrl, target: &TargetAddr, what: &str
     }
 }
 
-/// Whether the proxy offers UDP ASSOCIATE, asked on a connection of its
-/// own, when the shim would ask. Returns a note for the verdict.
-fn udp_step(config: &Config, first_addr: SocketAddr, report: &mut Report) -> String {
-    let hop = &config.chain[0];
+/// Whether hop `k` offers UDP ASSOCIATE, asked on a connection of its own
+/// (reached again through the hops before it), unless the library would
+/// not ask. `None`: not asked, or no answer.
+fn udp_step(config: &Config, k: usize, first_addr: SocketAddr, report: &mut Report) -> Option<bool> {
+    let hop = &config.chain[k];
     let skip = match config.udp {
         UdpMode::Block => Some("SOCKSIFY_UDP=block refuses proxied datagrams"),
         UdpMode::Direct => Some("SOCKSIFY_UDP=direct sends datagrams direct"),
-        UdpMode::Proxy if config.chain.len() > 1 => Some("UDP through a chain is not supported (set SOCKSIFY_UDP=block or direct)"),
         UdpMode::Proxy if !hop.scheme.supports_udp() => Some("SOCKS4 has no UDP"),
         UdpMode::Proxy => None,
     };
     if let Some(why) = skip {
         report.step("udp", Mark::Skip, format_args!("not asked: {why}"));
-        return String::new();
+        return None;
     }
     let mut quiet = Report { out: &mut io::sink() };
     let mut conn = match Conn::connect(first_addr, config.timeout) {
         Ok(conn) => conn,
         Err(e) => {
             report.step("udp", Mark::Fail, format_args!("cannot connect again to {first_addr}: {e}"));
-            return format!("; UDP unknown: cannot connect again to {first_addr}");
+            return None;
         }
     };
+    for (j, before) in config.chain[..k].iter().enumerate() {
+        let next = hop_address(&config.chain[j + 1]);
+        if before.pipeline {
+            let _ = send_first_flight(&mut conn, before, Command::Connect, &next, &mut quiet);
+        }
+        let through = open_session(&mut conn, before, &mut quiet).and_then(|()| connect_step(&mut conn, before, &next, "", "", &mut quiet));
+        if let Err(e) = through {
+            report.step("udp", Mark::Fail, format_args!("cannot reach this hop again through hop {}: {e}", j + 1));
+            return None;
+        }
+    }
     // As the library does: name the address datagrams will come from (a
     // server may refuse port 0, RFC 1928 section 7), here a socket of ours
     // on the control connection's address, kept open until the answer.
+    // Behind another hop only the port means anything.
     let local_ip = conn.local_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let (_socket, from) = match UdpSocket::bind((local_ip, 0)).and_then(|s| s.local_addr().map(|a| (s, a))) {
         Ok(bound) => bound,
         Err(e) => {
             report.step("udp", Mark::Fail, format_args!("cannot open a UDP socket here: {e}"));
-            return "; UDP unknown: no UDP socket here".into();
+            return None;
         }
     };
-    let named = TargetAddr::Ip(from);
+    let named = match k {
+        0 => TargetAddr::Ip(from),
+        _ => TargetAddr::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), from.port())),
+    };
     if hop.pipeline {
         let _ = send_first_flight(&mut conn, hop, Command::UdpAssociate, &named, &mut quiet);
     }
     if let Err(e) = open_session(&mut conn, hop, &mut quiet) {
         report.step("udp", Mark::Fail, format_args!("the second session failed: {e}"));
-        return "; UDP unknown: the second session failed".into();
+        return None;
     }
+    let unused = if config.chain.len() > 1 { " (unused: the library sends no UDP through a chain)" } else { "" };
     match conn.request(Command::UdpAssociate, &named) {
         Ok(reply) if reply.code == ReplyCode::Succeeded => {
-            report.step("udp", Mark::Ok, format_args!("UDP ASSOCIATE offered, relay {}", reply.bound));
-            "; UDP ASSOCIATE offered".into()
+            report.step("udp", Mark::Ok, format_args!("UDP ASSOCIATE offered, relay {}{unused}", reply.bound));
+            Some(true)
         }
         Ok(reply) => {
             let code = reply.code;
-            report.step("udp", Mark::Skip, format_args!("UDP ASSOCIATE not offered: {} ({})", code.describe(), code.code()));
-            "; but UDP ASSOCIATE is not offered: UDP programs will get an error (SOCKSIFY_UDP=block or direct to choose)".into()
+            report.step("udp", Mark::Skip, format_args!("UDP ASSOCIATE not offered: {} ({}){unused}", code.describe(), code.code()));
+            Some(false)
         }
         Err(e) => {
-            report.step("udp", Mark::Skip, format_args!("UDP ASSOCIATE not offered: {e}"));
-            "; but UDP ASSOCIATE is not offered: UDP programs will get an error (SOCKSIFY_UDP=block or direct to choose)".into()
+            report.step("udp", Mark::Skip, format_args!("UDP ASSOCIATE not offered: {e}{unused}"));
+            Some(false)
         }
     }
 }
