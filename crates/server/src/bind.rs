@@ -29,9 +29,17 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
         sess.finish(sess.log("bind").kv("dst", &dst).kv("reply", reply_name(code)).kv("sent", 0).kv("received", 0).kv("error", why));
     };
     // The peer we expect, when the client names one; the rules judge it.
-    let expected: Option<IpAddr> = match outbound::allowed_addrs(&sess.cfg, &dst) {
-        Ok(addrs) => addrs.first().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()),
-        Err(f) => return fail(&mut conn, f.code, f.reason),
+    // An unspecified address means "any peer": only an explicit rule judges
+    // it (the guard on this host's addresses is about destinations reached).
+    let expected: Option<IpAddr> = match &dst {
+        TargetAddr::Ip(sa) if canonical_ip(sa.ip()).is_unspecified() => match sess.cfg.rules.allows(sa.ip(), sa.port()) {
+            true => None,
+            false => return fail(&mut conn, ReplyCode::NotAllowed, format!("{dst} denied by rules")),
+        },
+        _ => match outbound::allowed_addrs(&sess.cfg, &dst) {
+            Ok(addrs) => addrs.first().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()),
+            Err(f) => return fail(&mut conn, f.code, f.reason),
+        },
     };
     let local_ip = match conn.stream.local_addr() {
         Ok(a) => a.ip(),

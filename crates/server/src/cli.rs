@@ -4,7 +4,9 @@
 //! with exactly that spelling; a bad value is an error naming the option, never
 //! a silent default.
 
+use crate::local;
 use crate::rules::{Cidr, Rule, Rules};
+use socksify_proto::wire::canonical_ip;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -31,6 +33,10 @@ Options:
   --deny RULE               deny destinations matching RULE (repeatable)
   --allow-client CIDR       accept clients only from these ranges (repeatable;
                             default: any client). Others are closed at once.
+  --open                    serve anyone who can reach a listener beyond
+                            loopback, with no --user and no --allow-client.
+                            Without it the server refuses to start that way:
+                            it would be an open proxy.
   --max-conns N             at most N client connections at once (default 1024);
                             connections over the cap are closed at once.
   --handshake-timeout-ms N  a client must finish its handshake within N ms
@@ -46,8 +52,12 @@ follows, or `*` for every address of both families:
   --allow 10.0.0.0/8:80-443   --deny '[2001:db8::]/32'   --deny '*:25'
 --allow and --deny rules are checked in the order given against the resolved
 destination address and port of CONNECT, BIND and each UDP datagram; the first
-matching rule wins; when none matches the destination is allowed. A denied
-request is answered `not allowed` (SOCKS5 reply 2, SOCKS4 reply 91).
+matching rule wins; when none matches the destination is allowed, except this
+host when any --listen address is beyond loopback: then loopback (127.0.0.0/8,
+::1), link-local (169.254.0.0/16, fe80::/10), 0.0.0.0/8, :: and the addresses
+of the server's own interfaces are denied unless an --allow rule matches them
+(e.g. --allow 127.0.0.1/32:8080). A denied request is answered `not allowed`
+(SOCKS5 reply 2, SOCKS4 reply 91).
 
 UDP ASSOCIATE relays from a socket on the IP the client reached. The request
 must name the port the client sends from (its IP may be 0); a request naming
@@ -73,6 +83,11 @@ pub struct Config {
     pub bind_out_v6: Option<IpAddr>,
     pub rules: Rules,
     pub allow_clients: Vec<Cidr>,
+    /// `--open`: serve everyone on a listener beyond loopback.
+    pub open: bool,
+    /// A listener is beyond loopback: this host's addresses are denied as
+    /// destinations unless a rule allows them.
+    pub guard_this_host: bool,
     pub max_conns: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
@@ -89,6 +104,8 @@ impl Default for Config {
             bind_out_v6: None,
             rules: Rules::default(),
             allow_clients: Vec::new(),
+            open: false,
+            guard_this_host: false,
             max_conns: 1024,
             handshake_timeout: Duration::from_millis(10_000),
             connect_timeout: Duration::from_millis(10_000),
@@ -114,6 +131,16 @@ impl Config {
         }
     }
 
+    /// Whether the destination `ip:port` (for UDP also the source of an
+    /// answer) may be reached: the first matching rule decides; with none,
+    /// yes, except this host's addresses when listening beyond loopback.
+    pub fn dest_allowed(&self, ip: IpAddr, port: u16) -> bool {
+        match self.rules.verdict(ip, port) {
+            Some(verdict) => verdict,
+            None => !(self.guard_this_host && local::is_this_host(ip)),
+        }
+    }
+
     /// Whether a client at `ip` may use the server at all.
     pub fn client_allowed(&self, ip: IpAddr) -> bool {
         self.allow_clients.is_empty() || self.allow_clients.iter().any(|c| c.contains(ip))
@@ -136,6 +163,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--quiet" => cfg.quiet = true,
+            "--open" => cfg.open = true,
             "--listen" => {
                 let v = value(&name)?;
                 cfg.listen.push(v.parse().map_err(|_| format!("--listen {v}: expected ADDR:PORT (IPv6 as [::1]:0)"))?);
@@ -183,6 +211,16 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     }
     if cfg.listen.is_empty() {
         cfg.listen.push(SocketAddr::from(([127, 0, 0, 1], 1080)));
+    }
+    let beyond = cfg.listen.iter().find(|a| !canonical_ip(a.ip()).is_loopback());
+    if let Some(addr) = beyond {
+        if cfg.users.is_empty() && cfg.allow_clients.is_empty() && !cfg.open {
+            return Err(format!(
+                "refusing to listen on {addr} with no --user and no --allow-client: anyone who reaches it could use \
+                 this server as an open proxy (add --user or --allow-client, or --open to serve everyone)"
+            ));
+        }
+        cfg.guard_this_host = true;
     }
     Ok(Command::Run(Box::new(cfg)))
 }
@@ -243,5 +281,29 @@ mod tests {
             let err = run(bad).unwrap_err();
             assert!(err.contains(bad[0]), "{err}");
         }
+    }
+
+    #[test]
+    fn beyond_loopback_needs_users_clients_or_open_and_guards_this_host() {
+        for listen in ["0.0.0.0:1080", "[::]:0", "192.0.2.1:1080", "[::ffff:0.0.0.0]:0"] {
+            let err = run(&["--listen", "127.0.0.1:0", "--listen", listen]).unwrap_err();
+            assert!(err.contains("--open") && err.contains("open proxy"), "{err}");
+            for extra in [&["--open"][..], &["--user", "a:b"], &["--allow-client", "10.0.0.0/8"]] {
+                let c = run(&[&["--listen", listen][..], extra].concat()).unwrap();
+                assert!(c.guard_this_host, "{listen} {extra:?}");
+                let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+                assert!(!c.dest_allowed(ip("127.0.0.1"), 80) && !c.dest_allowed(ip("169.254.169.254"), 80));
+                assert!(c.dest_allowed(ip("192.0.2.7"), 80));
+            }
+        }
+        for listen in ["127.0.0.1:0", "127.0.0.2:0", "[::1]:0", "[::ffff:127.0.0.1]:0"] {
+            let c = run(&["--listen", listen]).unwrap();
+            assert!(!c.guard_this_host && c.dest_allowed("127.0.0.1".parse().unwrap(), 80), "{listen}");
+        }
+        // A rule opens this host again; the first match still wins.
+        let c = run(&["--listen", "0.0.0.0:0", "--open", "--deny", "127.0.0.1/32:22", "--allow", "127.0.0.0/8"]).unwrap();
+        assert!(c.dest_allowed("127.0.0.1".parse().unwrap(), 80));
+        assert!(!c.dest_allowed("127.0.0.1".parse().unwrap(), 22));
+        assert!(!c.dest_allowed("::1".parse().unwrap(), 80));
     }
 }

@@ -8,6 +8,7 @@
 //! * [`outbound`] — resolution (`--map` first), rules, outgoing sockets, reply codes.
 //! * [`relay`] — moving TCP bytes with `splice(2)`, half-close preserved.
 //! * [`rules`] — `--allow`/`--deny`/`--allow-client`.
+//! * [`local`] — which destinations are this host (denied beyond loopback).
 //! * [`log`] — the one-line-per-request log.
 //!
 //! The wire formats are `socksify_proto::wire`; this crate does the I/O.
@@ -15,6 +16,7 @@
 pub mod bind;
 pub mod cli;
 pub mod connect;
+pub mod local;
 pub mod log;
 pub mod outbound;
 pub mod pool;

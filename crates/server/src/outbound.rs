@@ -82,9 +82,11 @@ pub fn resolve(cfg: &Config, target: &TargetAddr) -> Result<Vec<SocketAddr>, Fai
 /// Resolves `target` and keeps the addresses the rules allow.
 pub fn allowed_addrs(cfg: &Config, target: &TargetAddr) -> Result<Vec<SocketAddr>, Failure> {
     let addrs = resolve(cfg, target)?;
-    let allowed: Vec<SocketAddr> = addrs.into_iter().filter(|a| cfg.rules.allows(a.ip(), a.port())).collect();
+    let (allowed, denied): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.into_iter().partition(|a| cfg.dest_allowed(a.ip(), a.port()));
     if allowed.is_empty() {
-        return Err(Failure::new(ReplyCode::NotAllowed, format!("{target} denied by rules")));
+        let by_rule = denied.iter().any(|a| cfg.rules.verdict(a.ip(), a.port()).is_some());
+        let why = if by_rule { "denied by rules" } else { "is this host: denied when listening beyond loopback (an --allow rule opens it)" };
+        return Err(Failure::new(ReplyCode::NotAllowed, format!("{target} {why}")));
     }
     Ok(allowed)
 }

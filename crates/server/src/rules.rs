@@ -115,7 +115,12 @@ impl Rules {
 
     /// The first matching rule's verdict; allowed when none matches.
     pub fn allows(&self, ip: IpAddr, port: u16) -> bool {
-        self.0.iter().find(|r| r.matches(ip, port)).is_none_or(|r| r.allow)
+        self.verdict(ip, port).unwrap_or(true)
+    }
+
+    /// The first matching rule's verdict, if a rule matches.
+    pub fn verdict(&self, ip: IpAddr, port: u16) -> Option<bool> {
+        self.0.iter().find(|r| r.matches(ip, port)).map(|r| r.allow)
     }
 }
 

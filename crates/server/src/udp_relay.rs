@@ -9,7 +9,8 @@
 //! and a stranger on the same IP could send that one first. From the outside
 //! only datagrams from an address and port the client has sent to in this
 //! association are relayed back (address- and port-dependent filtering, like
-//! a NAT); the rules judge them too. Client datagrams with FRAG≠0, a
+//! a NAT); the rules (and, beyond loopback, the
+//! guard on this host's addresses) judge them too. Client datagrams with FRAG≠0, a
 //! malformed header or a denied destination are dropped. Payloads go to
 //! destinations (IPv4, IPv6 or a name, `--map` first) from a socket bound to
 //! `--bind-out` for the family; answers come back wrapped in the RFC header
@@ -165,9 +166,8 @@ impl Association<'_> {
                 }
                 return Err(e);
             }
-            if fds[0].revents != 0 && control_closed(control) {
-                return Ok(());
-            }
+            // Datagrams first: what arrived before the client closed the
+            // control connection is still relayed (and counted).
             if fds[1].revents != 0 {
                 self.relay_from_client(&mut io);
             }
@@ -175,6 +175,9 @@ impl Association<'_> {
                 if pfd.revents != 0 {
                     self.relay_to_client(pfd.fd, &mut io);
                 }
+            }
+            if fds[0].revents != 0 && control_closed(control) {
+                return Ok(());
             }
         }
     }
@@ -208,7 +211,7 @@ impl Association<'_> {
                 continue;
             };
             let dst = SocketAddr::new(canonical_ip(sa.ip()), sa.port());
-            if !self.cfg.rules.allows(dst.ip(), dst.port()) || self.outward(dst).is_none() {
+            if !self.cfg.dest_allowed(dst.ip(), dst.port()) || self.outward(dst).is_none() {
                 self.n.dropped += 1;
                 continue;
             }
@@ -284,8 +287,8 @@ impl Association<'_> {
             return outbound::allowed_addrs(self.cfg, target).unwrap_or_default();
         };
         if let Some(hit) = self.names.get(name) {
-            let rules = &self.cfg.rules;
-            return hit.iter().map(|a| SocketAddr::new(a.ip(), *port)).filter(|a| rules.allows(a.ip(), a.port())).collect();
+            let cfg = self.cfg;
+            return hit.iter().map(|a| SocketAddr::new(a.ip(), *port)).filter(|a| cfg.dest_allowed(a.ip(), a.port())).collect();
         }
         if self.names.len() >= NAME_CACHE_MAX {
             self.names.clear();
@@ -324,7 +327,7 @@ impl Association<'_> {
                 self.n.dropped += 1;
                 continue;
             };
-            if !self.peers.contains(&src) || !self.cfg.rules.allows(src.ip(), src.port()) {
+            if !self.peers.contains(&src) || !self.cfg.dest_allowed(src.ip(), src.port()) {
                 self.n.dropped += 1;
                 continue;
             }

@@ -25,12 +25,21 @@ impl Server {
     /// Starts the server with `args` (add `--listen` yourself, or get
     /// `127.0.0.1:0`) and waits for its `listening` lines.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_with(server_command(None), args)
+    }
+
+    /// Like [`Server::start`], inside the network namespace `ns`.
+    pub fn start_in(ns: &NetNs, args: &[&str]) -> Server {
+        Server::start_with(server_command(Some(ns)), args)
+    }
+
+    fn start_with(mut command: Command, args: &[&str]) -> Server {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if !args.iter().any(|a| a == "--listen") {
             args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
         }
         let listeners = args.iter().filter(|a| *a == "--listen").count();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_socksify-server"))
+        let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -85,6 +94,97 @@ impl Server {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// The server binary, run inside `ns` when given (`ip netns exec` execs
+/// it, so the child is the server itself).
+fn server_command(ns: Option<&NetNs>) -> Command {
+    let bin = env!("CARGO_BIN_EXE_socksify-server");
+    match ns {
+        None => Command::new(bin),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name, bin]);
+            c
+        }
+    }
+}
+
+/// How a server run that must not start ended: its exit status, stdout and
+/// stderr; `None` if it was still running after [`WAIT`] (then it is killed).
+pub fn run_to_exit(ns: Option<&NetNs>, args: &[&str]) -> Option<(std::process::ExitStatus, String, String)> {
+    let mut child = server_command(ns)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn socksify-server");
+    let end = Instant::now() + WAIT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut out = String::new();
+            let mut err = String::new();
+            let _ = child.stdout.take().expect("stdout").read_to_string(&mut out);
+            let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+            return Some((status, out, err));
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A network namespace of the test's own, with `lo` up and also carrying
+/// `addr/24` (an address beyond loopback); deleted on drop. Needs root (CI is).
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn with_address(addr: &str) -> NetNs {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("sxsrv{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        ip(&["netns", "add", &name]);
+        let ns = NetNs { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        // On `lo` itself: no dummy/veth kernel module needed.
+        ip(&["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", "lo"]);
+        ns
+    }
+
+    /// Runs `body` on a thread inside the namespace: sockets it opens live
+    /// there (and keep living there when handed to other threads).
+    pub fn run<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
+        use std::os::fd::AsRawFd;
+        std::thread::scope(|s| {
+            let joined = s
+                .spawn(|| {
+                    let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open /run/netns/NAME");
+                    // SAFETY: setns on a namespace fd we just opened; affects this thread only.
+                    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns into {}: {}", self.name, std::io::Error::last_os_error());
+                    body()
+                })
+                .join();
+            joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
+    assert!(out.status.success(), "ip {args:?} failed (network namespaces need root): {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Drop for Server {
