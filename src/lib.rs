@@ -16,6 +16,7 @@
 
 mod bind;
 mod fake_dns;
+mod family_swap;
 mod fd_table;
 mod ffi;
 mod fork_safe;

@@ -6,7 +6,7 @@
 //! `send`/`recv`; then the program's flags are restored. On success the
 //! kernel carries the data: no per-byte cost.
 
-use crate::{real, runtime, socket_addr};
+use crate::{family_swap, real, runtime, socket_addr};
 use libc::{c_int, c_void, EINPROGRESS, EINTR, ETIMEDOUT};
 use socksify_proto::config::{Config, ProxyHost};
 use socksify_proto::handshake::{ClientHandshake, HandshakeError, Progress};
@@ -104,6 +104,20 @@ impl Drop for NonBlocking {
             unsafe { libc::fcntl(self.fd, libc::F_SETFL, self.flags) };
         }
     }
+}
+
+/// The family `fd` has once it can reach the first hop: its own, or (see
+/// `family_swap`) the other one, after its socket was replaced.
+fn reachable_family(fd: c_int, family: c_int, config: &'static Config) -> Result<c_int, ConnectError> {
+    let addrs = runtime::proxy_addrs(config, 0);
+    if addrs.is_empty() || family_swap::can_reach(fd, family, addrs) {
+        return Ok(family);
+    }
+    let other = family_swap::other(family);
+    family_swap::replace(fd, family, other).map_err(|e| {
+        ConnectError::Io(if other == libc::AF_INET { "replacing the socket by an IPv4 one" } else { "replacing the socket by an IPv6 one" }, e)
+    })?;
+    Ok(other)
 }
 
 /// Connects `fd` to the first hop that answers; returns its address.
@@ -215,6 +229,7 @@ pub fn connect_via_proxy(
     dst: &TargetAddr,
 ) -> Result<(SocketAddr, TargetAddr), ConnectError> {
     let deadline = Deadline(Instant::now() + config.timeout.max(Duration::from_millis(1)));
+    let family = reachable_family(fd, family, config)?;
     let _flags = NonBlocking::set(fd)?;
     let proxy = connect_first_hop(fd, family, config, &deadline)?;
     let mut bound = TargetAddr::unspecified();

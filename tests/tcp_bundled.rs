@@ -80,18 +80,108 @@ fn proxy_on_ipv6_loopback() {
     tcp_cases::ipv6_target(&server);
 }
 
+/// `python3 -c OPTIONS_CARRIED HOST PORT [bind]`: an AF_INET socket with
+/// options, flags and close-on-exec set as a program would, connected
+/// (non-blocking, then `select`); prints what the socket has afterwards and
+/// the echo. With `bind`, the socket is bound to 127.0.0.1:0 first.
+const OPTIONS_CARRIED: &str = r#"
+import os, select, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+if sys.argv[3:] == ["bind"]:
+    s.bind(("127.0.0.1", 0))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 50000)
+s.set_inheritable(True)
+s.setblocking(False)
+rc = s.connect_ex((host, port))
+if rc not in (0, 115):
+    print("errno", rc)
+    sys.exit(0)
+select.select([], [s], [], 20)
+print("so_error", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+print("nodelay", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+print("keepalive", s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+print("keepidle", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
+print("rcvbuf", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+print("inheritable", s.get_inheritable())
+print("blocking", s.getblocking(), bool(__import__("fcntl").fcntl(s.fileno(), __import__("fcntl").F_GETFL) & os.O_NONBLOCK))
+print("peer", *s.getpeername()[:2])
+s.setblocking(True)
+s.settimeout(20)
+s.sendall(b"swapped")
+print("echo", s.recv(64).decode())
+"#;
+
 #[test]
-fn ipv4_socket_cannot_reach_an_ipv6_proxy_and_does_not_leak() {
-    // An AF_INET socket cannot be connected to [::1] (the shim keeps the
-    // program's own fd, so it cannot change its family): the connect must
-    // fail, and must not go direct.
+fn ipv4_socket_reaches_an_ipv6_only_proxy_with_its_options() {
+    // The proxy listens on [::1] only: the program's AF_INET socket cannot
+    // reach it, so an AF_INET6 socket takes its place, with what the
+    // program set on it.
     let server = Server::start(&["--listen", "[::1]:0", "--bind-out", "127.0.0.2"]);
     let target = TcpTarget::echo();
-    let out =
-        Run::python(&server.url(), tcp_cases::CONNECT_ERRNO).args([target.addr.ip().to_string(), target.addr.port().to_string()]).run();
+    let out = Run::python(&server.url(), OPTIONS_CARRIED).args([target.addr.ip().to_string(), target.addr.port().to_string()]).run();
     out.assert_success();
-    assert!(!out.stdout.contains("errno 0"), "the connect must fail:\n{out}");
+    for want in ["so_error 0", "nodelay 1", "keepalive 1", "keepidle 77", "rcvbuf 100000", "inheritable True", "blocking False True"] {
+        assert!(out.stdout.lines().any(|l| l == want), "{want:?} not carried over:\n{out}");
+    }
+    assert!(out.stdout.contains(&format!("peer {} {}\n", target.addr.ip(), target.addr.port())), "{out}");
+    assert!(out.stdout.contains("echo swapped"), "{out}");
+    assert!(out.stderr.contains("replaced by one of that family"), "the shim says what it did:\n{out}");
+    target.assert_peers(1, BUNDLED_OUT);
+    server.wait_connect_line(target.addr);
+    // curl's AF_INET socket, the issue's case.
+    let body = token("swap-curl");
+    let web = TcpTarget::http(&body);
+    let out = Run::shimmed(&server.url(), "curl").args(["-sS", "--max-time", "20", &format!("http://{}/", web.addr)]).run();
+    out.assert_success();
+    assert_eq!(out.stdout, body, "{out}");
+    web.assert_peers(1, BUNDLED_OUT);
+}
+
+#[test]
+fn bound_ipv4_socket_and_an_ipv6_only_proxy_fail_without_leaking() {
+    // A socket bound to an IPv4 address has no IPv6 equivalent: it is not
+    // replaced, the connect fails, and nothing goes direct.
+    let server = Server::start(&["--listen", "[::1]:0", "--bind-out", "127.0.0.2"]);
+    let target = TcpTarget::echo();
+    let out = Run::python(&server.url(), OPTIONS_CARRIED)
+        .args([target.addr.ip().to_string(), target.addr.port().to_string(), "bind".into()])
+        .run();
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), format!("errno {}", libc::EAFNOSUPPORT), "{out}");
     target.assert_untouched();
+}
+
+#[test]
+fn ipv6_only_socket_reaches_an_ipv4_only_proxy() {
+    // An AF_INET6 socket with IPV6_V6ONLY cannot use a v4-mapped address:
+    // an AF_INET socket takes its place for the IPv4 proxy.
+    let server = Server::bundled(&[]);
+    let target = TcpTarget::start(LOCALHOST_V6, Serve::Echo);
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.settimeout(20)
+s.connect((sys.argv[1], int(sys.argv[2])))
+print("nodelay", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+print("peer", *s.getpeername()[:2])
+s.sendall(b"six-to-four")
+print("echo", s.recv(64).decode())
+"#;
+    let out = Run::python(&server.url(), script).args(["::1".to_string(), target.addr.port().to_string()]).run();
+    out.assert_success();
+    assert!(out.stdout.contains("nodelay 1\n"), "{out}");
+    assert!(out.stdout.contains(&format!("peer ::1 {}\n", target.addr.port())), "{out}");
+    assert!(out.stdout.contains("echo six-to-four"), "{out}");
+    assert_eq!(target.received(), vec![b"six-to-four".to_vec()]);
+    // The server logged the CONNECT: the bytes went through it (the target
+    // on ::1 sees the server's own ::1, so the log is the proof here).
+    server.wait_connect_line(target.addr);
 }
 
 #[test]

@@ -162,7 +162,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             fd_table::forget(fd);
             return unsafe { real::getpeername(fd, addr, len) };
         };
-        let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
+        // The family of the address the program connected to is its
+        // socket's (a TCP socket takes no other), even where the shim put a
+        // socket of the other family in its place (family_swap.rs).
+        let family = if details.peer.is_ipv4() { AF_INET } else { AF_INET6 };
         match socket_addr::encode(&details.peer, family) {
             Some(encoded) if !addr.is_null() && !len.is_null() => {
                 unsafe { socket_addr::copy_out(&encoded, addr, len) };
