@@ -6,9 +6,9 @@
 //! username/password, then a CONNECT to the next hop, or at the end to the
 //! destination given (by default the last proxy's own address); a hop with
 //! `?pipeline=1` gets its first flight in one write, as the library sends
-//! it. A separate connection asks each SOCKS5 hop for UDP ASSOCIATE. The exit status
-//! says whether a TCP connection through the whole chain works; the last
-//! line says why not, in one line.
+//! it. A separate connection asks each SOCKS5 hop for UDP ASSOCIATE. The
+//! exit status says whether a TCP connection through the whole chain works;
+//! the last line says why not, in one line.
 
 use crate::exchange::{Conn, Failure};
 use socksify_proto::config::{Config, DnsMode, ProxyHost, ProxySource, ProxyUrl, Scheme, UdpMode};
