@@ -8,9 +8,12 @@
 //! * [`fake_dns`]: the fake-address table of remote DNS.
 //! * [`bind`]: which listening sockets become a SOCKS BIND, and the BIND's
 //!   second reply.
+//! * [`dns`]: the in-process DNS responder of remote DNS (queries a
+//!   program sends to its nameserver, answered from that table).
 
 pub mod bind;
 pub mod config;
+pub mod dns;
 pub mod fake_dns;
 pub mod handshake;
 pub mod wire;

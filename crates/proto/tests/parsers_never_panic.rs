@@ -3,6 +3,7 @@
 //! than it was given, and `emit` → `parse` gives back what was emitted.
 
 use proptest::prelude::*;
+use socksify_proto::dns::{self, NameAnswer, Names, Query, QueryError, ReverseAnswer, Transport};
 use socksify_proto::handshake::{ClientHandshake, Credentials, Dialect, Progress};
 use socksify_proto::wire::auth::{AuthReply, AuthRequest};
 use socksify_proto::wire::socks4::{Reply4, Request4};
@@ -196,6 +197,120 @@ proptest! {
                 let (req, used) = Request::parse(&sent[at..]).unwrap();
                 prop_assert_eq!((req.dst, at + used), (dst, sent.len()));
             }
+        }
+    }
+}
+
+/// A table that answers every name with a fake address, bypasses `*.local`,
+/// and knows one reverse name: enough to drive every branch of the responder.
+struct AnyNames;
+
+impl Names for AnyNames {
+    fn forward(&mut self, name: &str) -> NameAnswer {
+        if name.ends_with(".local") {
+            NameAnswer::Bypassed
+        } else {
+            NameAnswer::Fake(Ipv4Addr::new(198, 18, 0, 1), Ipv6Addr::new(0xfd50, 0xc5f1, 0xf1ed, 0, 0, 0, 0, 1))
+        }
+    }
+    fn reverse(&mut self, ip: IpAddr) -> ReverseAnswer {
+        if ip == IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)) {
+            ReverseAnswer::Name("x".repeat(63) + "." + &"y".repeat(63) + "." + &"z".repeat(63))
+        } else {
+            ReverseAnswer::Real
+        }
+    }
+}
+
+/// A well-formed query: a header with random ID and flags (QR clear,
+/// opcode 0), one question of random labels and type, maybe an OPT record.
+fn dns_query() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<u16>(),
+        any::<u8>(),
+        prop::collection::vec("[a-zA-Z0-9_-]{1,20}", 0..6),
+        prop_oneof![Just(1u16), Just(28), Just(12), Just(15), Just(16), any::<u16>()],
+        prop::option::of((any::<u8>(), any::<u16>(), any::<bool>())),
+    )
+        .prop_map(|(id, flags, labels, qtype, opt)| {
+            let mut m = id.to_be_bytes().to_vec();
+            m.extend_from_slice(&[flags & 0x07, 0, 0, 1, 0, 0, 0, 0, 0, opt.is_some() as u8]);
+            for l in &labels {
+                m.push(l.len() as u8);
+                m.extend_from_slice(l.as_bytes());
+            }
+            m.push(0);
+            m.extend_from_slice(&qtype.to_be_bytes());
+            m.extend_from_slice(&1u16.to_be_bytes());
+            if let Some((version, size, dnssec_ok)) = opt {
+                m.extend_from_slice(&[0, 0, 41]);
+                m.extend_from_slice(&size.to_be_bytes());
+                m.extend_from_slice(&[0, version, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+            }
+            m
+        })
+}
+
+/// Checks what every answer the responder makes must be: the query's ID,
+/// QR set, and (over UDP) no larger than the client takes.
+fn check_answer(query: &[u8], a: &[u8], transport: Transport) -> Result<(), TestCaseError> {
+    prop_assert!(a.len() >= 12);
+    prop_assert_eq!(&a[..2], &query[..2]);
+    prop_assert!(a[2] & 0x80 != 0, "QR");
+    if transport == Transport::Udp {
+        let limit = Query::parse(query).map_or(512, |q| q.udp_limit());
+        prop_assert!(a.len() <= limit.max(512));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// The DNS responder on arbitrary bytes, and on bytes that start with
+    /// a one-question query header: never a panic, and every answer is one.
+    #[test]
+    fn dns_responder_survives_any_message(b in bytes(), head in any::<[u8; 2]>()) {
+        let mut shaped = vec![head[0], head[1], b.first().copied().unwrap_or(0) & 0x7f, 0, 0, 1];
+        shaped.extend_from_slice(&b);
+        for msg in [&b[..], &shaped[..]] {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                match dns::respond(msg, &mut AnyNames, transport, false) {
+                    dns::Reply::Answer(a) => check_answer(msg, &a, transport)?,
+                    dns::Reply::Forward(_) => prop_assert!(Query::parse(msg).is_ok()),
+                    dns::Reply::Drop => prop_assert_eq!(Query::parse(msg).err(), Some(QueryError::Ignore)),
+                }
+            }
+            let _ = dns::servfail(msg, Transport::Udp);
+        }
+    }
+
+    /// Well-formed queries parse, keep their question byte for byte, and
+    /// every A/AAAA answer carries the address the table gave.
+    #[test]
+    fn dns_queries_parse_and_answers_round_trip(msg in dns_query(), cut in 0usize..40) {
+        let q = Query::parse(&msg).unwrap();
+        prop_assert_eq!(q.question(), &msg[12..12 + q.question().len()]);
+        let dns::Reply::Answer(a) = dns::respond(&msg, &mut AnyNames, Transport::Udp, false) else {
+            prop_assert!(q.name.as_deref().is_some_and(|n| n.ends_with(".local")));
+            return Ok(());
+        };
+        check_answer(&msg, &a, Transport::Udp)?;
+        prop_assert_eq!(&a[12..12 + q.question().len()], q.question());
+        let answers = u16::from_be_bytes([a[6], a[7]]);
+        let named = q.name.as_deref().is_some_and(|n| !n.is_empty());
+        match (q.qtype, q.edns.map_or(0, |e| e.version)) {
+            (1, 0) if named => {
+                let records_end = a.len() - if q.edns.is_some() { 11 } else { 0 };
+                prop_assert!(answers == 1 && a[..records_end].ends_with(&[198, 18, 0, 1]));
+            }
+            (28, 0) if named => prop_assert_eq!(answers, 1),
+            _ => {}
+        }
+        // Every truncation of a query is answered as malformed or ignored, never answered as a question.
+        let short = &msg[..cut.min(msg.len().saturating_sub(1))];
+        if let dns::Reply::Answer(a) = dns::respond(short, &mut AnyNames, Transport::Udp, false) {
+            prop_assert_eq!(u16::from_be_bytes([a[6], a[7]]), 0);
         }
     }
 }
