@@ -118,6 +118,9 @@ pub fn kernel_local(fd: c_int) -> Option<SocketAddr> {
 pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requested: SocketAddr, config: &'static Config) -> c_int {
     let mut conns: Vec<(ProxiedTcp, ProxiedConn)> = Vec::new();
     for (cfd, details) in fd_table::all_proxied_tcp() {
+        if crate::dns_responder::tcp::is_listener(&details.proxy) {
+            continue; // DNS over TCP answered in-process: nothing behind the proxy
+        }
         if let Some(local) = kernel_local(cfd) {
             conns.push((details, ProxiedConn { local, reported: details.bound }));
         }

@@ -15,6 +15,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod bind;
+mod dns_responder;
 mod fake_dns;
 mod family_swap;
 mod fd_table;

@@ -64,6 +64,10 @@ struct Sock {
     recent: Vec<(SocketAddr, Option<String>)>,
     /// When the control connection was last checked ([`coarse_ms`]).
     checked_ms: u64,
+    /// The shim's DNS responder socket (`crate::dns_responder::udp`),
+    /// once the program sent a query to its nameserver from this socket:
+    /// answers come from there, wrapped like a relay's datagrams.
+    responder: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -79,7 +83,11 @@ static TABLE: ForkSafeMutex<Option<Table>> = ForkSafeMutex::new(None);
 #[derive(Debug, Clone, Copy)]
 pub struct View {
     pub family: c_int,
+    /// Where wrapped datagrams come from: the association's relay, or
+    /// (a socket that only talked DNS to its nameserver) the responder.
     pub relay: SocketAddr,
+    /// The DNS responder's socket, whose datagrams are welcome too.
+    pub responder: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
     ctrl: c_int,
     ctrl_ino: u64,
@@ -155,14 +163,18 @@ fn alive(view: &View) -> bool {
     }
 }
 
-/// The table entry for `fd`, if it is tracked.
+/// The table entry for `fd`, if it is tracked and has an association or
+/// talked to the DNS responder.
 pub fn view(fd: c_int) -> Option<View> {
     let table = TABLE.lock();
     let t = table.as_ref()?;
     let ino = *t.fds.get(&fd)?;
     let sock = t.socks.get(&ino)?;
-    let assoc = sock.assoc?;
-    Some(View { family: sock.family, relay: assoc.relay, peer: sock.peer, ctrl: assoc.ctrl, ctrl_ino: assoc.ctrl_ino, ino })
+    let (relay, ctrl, ctrl_ino) = match sock.assoc {
+        Some(a) => (a.relay, a.ctrl, a.ctrl_ino),
+        None => (sock.responder?, -1, 0),
+    };
+    Some(View { family: sock.family, relay, responder: sock.responder, peer: sock.peer, ctrl, ctrl_ino, ino })
 }
 
 /// [`view`], and whether the control connection is due for a check
@@ -178,7 +190,16 @@ fn view_for_send(fd: c_int) -> Option<(View, bool)> {
     if due {
         sock.checked_ms = now;
     }
-    Some((View { family: sock.family, relay: assoc.relay, peer: sock.peer, ctrl: assoc.ctrl, ctrl_ino: assoc.ctrl_ino, ino }, due))
+    let view = View {
+        family: sock.family,
+        relay: assoc.relay,
+        responder: sock.responder,
+        peer: sock.peer,
+        ctrl: assoc.ctrl,
+        ctrl_ino: assoc.ctrl_ino,
+        ino,
+    };
+    Some((view, due))
 }
 
 /// The socket inode `fd` is recorded as, if tracked.
@@ -297,7 +318,7 @@ pub fn control_fds() -> Vec<c_int> {
 
 /// The socket's local address, binding it to the wildcard address of its
 /// family (port 0) first if it is unbound: the association names it.
-fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
+pub fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
     let local = |fd| -> Option<SocketAddr> {
         // SAFETY: storage is large enough for any address.
         let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -415,27 +436,17 @@ pub fn ensure(fd: c_int, family: c_int, config: &'static Config) -> Result<View,
     let local = bound_addr(fd, family)?;
     let fresh = open(family, local, config)?;
     // Install it, unless another thread was faster.
-    let (chosen, loser, peer) = {
+    let (chosen, loser, peer, responder) = {
         let mut table = TABLE.lock();
         let t = table.get_or_insert_with(Table::default);
-        if let Some(old) = t.fds.get(&fd).copied().filter(|&old| old != ino) {
-            // The fd number was reused behind our back: drop the stale entry.
-            t.fds.remove(&fd);
-            if let Some(s) = t.socks.get_mut(&old) {
-                s.fds = s.fds.saturating_sub(1);
-            }
-        }
-        if t.fds.insert(fd, ino).is_none() {
-            t.socks.entry(ino).or_default().fds += 1;
-        }
-        let sock = t.socks.entry(ino).or_default();
-        sock.family = family;
+        let sock = t.track(fd, ino, family);
+        let responder = sock.responder;
         match sock.assoc {
-            Some(theirs) => (theirs, Some(fresh), sock.peer),
+            Some(theirs) => (theirs, Some(fresh), sock.peer, responder),
             None => {
                 sock.assoc = Some(fresh);
                 sock.checked_ms = coarse_ms();
-                (fresh, None, sock.peer)
+                (fresh, None, sock.peer, responder)
             }
         }
     };
@@ -447,7 +458,45 @@ pub fn ensure(fd: c_int, family: c_int, config: &'static Config) -> Result<View,
         // A connected socket follows its relay.
         connect_kernel(fd, family, chosen.relay)?;
     }
-    Ok(View { family, relay: chosen.relay, peer, ctrl: chosen.ctrl, ctrl_ino: chosen.ctrl_ino, ino })
+    Ok(View { family, relay: chosen.relay, responder, peer, ctrl: chosen.ctrl, ctrl_ino: chosen.ctrl_ino, ino })
+}
+
+impl Table {
+    /// The entry of socket `ino` (of `family`), with `fd` counted as one
+    /// of its fds (dropping what a reused number said before).
+    fn track(&mut self, fd: c_int, ino: u64, family: c_int) -> &mut Sock {
+        if let Some(old) = self.fds.get(&fd).copied().filter(|&old| old != ino) {
+            // The fd number was reused behind our back: drop the stale entry.
+            self.fds.remove(&fd);
+            if let Some(s) = self.socks.get_mut(&old) {
+                s.fds = s.fds.saturating_sub(1);
+            }
+        }
+        if self.fds.insert(fd, ino).is_none() {
+            self.socks.entry(ino).or_default().fds += 1;
+        }
+        let sock = self.socks.entry(ino).or_default();
+        sock.family = family;
+        sock
+    }
+}
+
+/// Records that socket `fd` (of `family`) asked `nameserver` and gets its
+/// answers from the DNS responder at `source`: tracks the fd, so the
+/// receive hooks unwrap them and report `nameserver` as their source.
+pub fn track_responder(fd: c_int, family: c_int, source: SocketAddr, nameserver: SocketAddr) -> Result<(), AssocError> {
+    if fd as usize >= fd_table::SLOTS {
+        return Err(err(libc::EMFILE, "fd number beyond the shim's table"));
+    }
+    let ino = inode(fd).ok_or_else(|| err(libc::EBADF, "the socket is not open"))?;
+    {
+        let mut table = TABLE.lock();
+        let sock = table.get_or_insert_with(Table::default).track(fd, ino, family);
+        sock.responder = Some(source);
+    }
+    fd_table::set_udp(fd);
+    note_destination(ino, nameserver, None);
+    Ok(())
 }
 
 /// Connects the socket in the kernel to `addr` (the relay, for a socket
@@ -498,7 +547,7 @@ pub enum Incoming {
 pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<SocketAddr>, data: &[u8]) -> Incoming {
     let Some(from) = from else { return Incoming::Drop("no source address") };
     let from = SocketAddr::new(canonical_ip(from.ip()), from.port());
-    if from != view.relay {
+    if from != view.relay && Some(from) != view.responder {
         if view.peer.is_none() && runtime::goes_direct(config, &from) {
             return Incoming::Direct;
         }

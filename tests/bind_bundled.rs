@@ -3,9 +3,9 @@
 //! python's ftplib, remote DNS, passive mode, the listener calls one by
 //! one, and a local server that must stay local.
 
-mod common;
 #[path = "common/bind_cases.rs"]
 mod bind_cases;
+mod common;
 #[path = "common/dns_cases.rs"]
 mod dns_cases;
 

@@ -3,9 +3,9 @@
 //! `tests/bind_bundled.rs`. Dante checks that the peer is the one the
 //! BIND request named.
 
-mod common;
 #[path = "common/bind_cases.rs"]
 mod bind_cases;
+mod common;
 #[path = "common/dns_cases.rs"]
 mod dns_cases;
 

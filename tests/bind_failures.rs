@@ -7,9 +7,9 @@
 //! the last runs curl and an FTP server against the bundled server with a
 //! rule that denies the BIND.
 
-mod common;
 #[path = "common/bind_cases.rs"]
 mod bind_cases;
+mod common;
 
 use bind_cases::{BindProxy, FtpServer};
 use common::*;
@@ -213,7 +213,10 @@ fn curl_with_bind_denied_fails_cleanly() {
     let server = Server::bundled(&["--deny", "127.0.0.1:0"]);
     let ftp = FtpServer::start();
     std::fs::write(ftp.path("file.bin"), b"never sent").unwrap();
-    let out = Run::shimmed(&server.url(), "curl").args(["-sS", "--max-time", "25", "-P", "-", "-o", "/dev/null"]).arg(ftp.url("127.0.0.1", "file.bin")).run();
+    let out = Run::shimmed(&server.url(), "curl")
+        .args(["-sS", "--max-time", "25", "-P", "-", "-o", "/dev/null"])
+        .arg(ftp.url("127.0.0.1", "file.bin"))
+        .run();
     // 30: CURLE_FTP_PORT_FAILED.
     assert_eq!(out.code, Some(30), "{out}");
     assert!(ftp.data_peers().is_empty(), "{}", ftp.log());

@@ -138,7 +138,6 @@ fn build(dir: &TempDir) -> std::path::PathBuf {
     exe
 }
 
-
 /// A relay given as `0.0.0.0:0` (many servers answer so) is the proxy's
 /// own address and port: the datagrams go there and come back.
 #[test]

@@ -77,8 +77,7 @@ print("fds", len(os.listdir("/proc/self/fd")) - fds)
     let out = Run::python(&server.url(), script).args([echo.addr.port().to_string(), tcp.addr.port().to_string()]).run();
     out.assert_success();
     assert_eq!(
-        out.stdout,
-        "before udp True connected True tcp True\npending True\nafter udp True connected True tcp True\nfds 0\n",
+        out.stdout, "before udp True connected True tcp True\npending True\nafter udp True connected True tcp True\nfds 0\n",
         "{out}"
     );
     echo.assert_peers(5, BUNDLED_OUT);

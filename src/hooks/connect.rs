@@ -74,6 +74,9 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
         log::error!("connect to {dst} refused: the configuration is malformed (see the message above)");
         return fail(libc::ECONNREFUSED);
     };
+    if crate::dns_responder::intercepts(config, &dst) {
+        return crate::dns_responder::tcp::connect(fd, sock_family, dst);
+    }
     if runtime::goes_direct(config, &dst) {
         log::debug!("connect fd {fd} to {dst}: bypassed, direct");
         return unsafe { real::connect(fd, addr, len) };

@@ -6,7 +6,7 @@ mod close;
 mod connect;
 mod dup;
 mod listen;
-mod resolve;
+pub(crate) mod resolve;
 mod socket;
 mod syscall;
 mod udp;

@@ -23,7 +23,7 @@
 
 mod addrinfo;
 mod hostent;
-mod hosts;
+pub(crate) mod hosts;
 mod raw_dns; // getaddrinfo_a and res_* (glibc's resolver bypasses our hooks)
 
 use crate::{fake_dns, ffi, guard, real, runtime, socket_addr};

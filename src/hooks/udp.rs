@@ -135,6 +135,19 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
             _ => real(),
         };
     };
+    if crate::dns_responder::intercepts(config, &dst) {
+        let family = match view {
+            Some(v) => Some(v.family),
+            None if ours => udp::family(fd),
+            None => match socket_addr::socket_family_and_type(fd) {
+                Some((family, SOCK_DGRAM)) if udp::is_inet(family) => Some(family),
+                _ => None, // a TCP fast open: the connect hook answers
+            },
+        };
+        if let Some(family) = family {
+            return send_dns(fd, family, out, config, dst);
+        }
+    }
     if runtime::goes_direct(config, &dst) {
         if !ours {
             if let Some(key) = unsafe { ipv4_key(out.dst, out.dst_len) } {
@@ -178,6 +191,23 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
         return fail(libc::EHOSTUNREACH);
     };
     unsafe { send_wrapped(fd, &view, &header, out, flags) }
+}
+
+/// A datagram to a nameserver of resolv.conf in remote DNS mode: the DNS
+/// responder answers it on the program's socket; it is never sent.
+fn send_dns(fd: c_int, family: c_int, out: &Out, config: &'static socksify_proto::config::Config, dst: SocketAddr) -> ssize_t {
+    let mut msg = Vec::new();
+    for v in out.iov.iter().filter(|v| !v.iov_base.is_null()) {
+        // SAFETY: the program gave us iov_len readable bytes at iov_base.
+        msg.extend_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) });
+    }
+    if let Some(answer) = crate::dns_responder::answer(config, &msg, dst, socksify_proto::dns::Transport::Udp) {
+        if let Err(e) = crate::dns_responder::udp::deliver(fd, family, dst, &answer) {
+            udp::log_once(format!("dns to {dst}: {}", e.why));
+            return fail(e.errno);
+        }
+    }
+    msg.len() as ssize_t
 }
 
 /// Sends one datagram to the relay: our header, then the program's bytes.
@@ -603,6 +633,17 @@ pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr
         udp::log_once(format!("udp connect to {dst} refused: the configuration is malformed (see the message above)"));
         return fail(libc::ECONNREFUSED);
     };
+    if crate::dns_responder::intercepts(config, &dst) {
+        // Connected in the kernel to the DNS responder's socket instead.
+        let connected = crate::dns_responder::udp::source_for(fd, family, dst).and_then(|src| udp::connect_kernel(fd, family, src));
+        if let Err(e) = connected {
+            udp::log_once(format!("udp connect to {dst}: {}", e.why));
+            return fail(e.errno);
+        }
+        udp::set_peer(fd, Some(dst));
+        log::info!("udp fd {fd} connected to {dst}: DNS answered in-process");
+        return 0;
+    }
     if runtime::goes_direct(config, &dst) || config.udp == UdpMode::Direct {
         let rc = unsafe { real::connect(fd, addr, len) };
         if rc == 0 && ours {

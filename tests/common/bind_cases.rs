@@ -38,7 +38,10 @@ impl FtpServer {
     pub fn start() -> FtpServer {
         let python = python3();
         let has_module = Command::new(python).args(["-c", "import pyftpdlib"]).stderr(Stdio::null()).status();
-        assert!(has_module.is_ok_and(|s| s.success()), "pyftpdlib is missing: install the Debian package python3-pyftpdlib (scripts/test does)");
+        assert!(
+            has_module.is_ok_and(|s| s.success()),
+            "pyftpdlib is missing: install the Debian package python3-pyftpdlib (scripts/test does)"
+        );
         let root = TempDir::new("ftp");
         let script = repo_root().join("tests/programs/ftp_server.py");
         let mut child = Command::new(python)
@@ -383,7 +386,13 @@ pub fn listener_api(proxy: &impl BindProxy) {
     out.assert_success();
     let line = |key: &str| -> Vec<String> {
         let prefix = format!("{key} ");
-        out.stdout.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no `{key}` line:\n{out}")).split(' ').map(str::to_owned).collect()
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no `{key}` line:\n{out}"))
+            .split(' ')
+            .map(str::to_owned)
+            .collect()
     };
     assert_eq!(line("control-local"), [out_ip.clone()], "a proxied connection reports the proxy's side:\n{out}");
     for mode in modes {

@@ -43,9 +43,8 @@ pub enum Decision {
 /// wins, since a program calls back on the connection it is working on.
 pub fn decide(mode: BindMode, requested: SocketAddr, conns: &[ProxiedConn]) -> Decision {
     let ip = canonical_ip(requested.ip());
-    let from_here = |c: &ProxiedConn| {
-        ip.is_unspecified() || canonical_ip(c.local.ip()) == ip || c.reported.is_some_and(|r| canonical_ip(r.ip()) == ip)
-    };
+    let from_here =
+        |c: &ProxiedConn| ip.is_unspecified() || canonical_ip(c.local.ip()) == ip || c.reported.is_some_and(|r| canonical_ip(r.ip()) == ip);
     let newest_match = conns.iter().rposition(from_here);
     match mode {
         BindMode::Off => Decision::Local,
@@ -123,7 +122,9 @@ pub fn second_reply(socks4: bool, buf: &[u8]) -> Result<SecondReply, HandshakeEr
         return Ok(SecondReply::Incomplete);
     }
     match Reply::parse(&buf[..total])? {
-        (Reply { bound: TargetAddr::Ip(peer), .. }, used) => Ok(SecondReply::Peer(SocketAddr::new(canonical_ip(peer.ip()), peer.port()), used)),
+        (Reply { bound: TargetAddr::Ip(peer), .. }, used) => {
+            Ok(SecondReply::Peer(SocketAddr::new(canonical_ip(peer.ip()), peer.port()), used))
+        }
         _ => Err(crate::wire::Error::Malformed("the BIND peer is a name, not an address").into()),
     }
 }

@@ -147,9 +147,7 @@ pub enum Dialect {
         pipeline: bool,
     },
     /// SOCKS4, or SOCKS4a when the destination is a name.
-    Socks4 {
-        user_id: Vec<u8>,
-    },
+    Socks4 { user_id: Vec<u8> },
 }
 
 impl ClientHandshake {
@@ -511,7 +509,8 @@ mod tests {
     fn every_failure_reply_is_reported_with_its_errno() {
         for code in 1..=255u8 {
             let start = ClientHandshake::start(&socks5(None, false), Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
-            let (res, _, used) = converse(start, &[(&[5, 1, 0], &[5, 0]), (&[5, 1, 0, 1, 192, 0, 2, 7, 0, 80], &[5, code, 0, 1, 0, 0, 0, 0, 0, 0])]);
+            let (res, _, used) =
+                converse(start, &[(&[5, 1, 0], &[5, 0]), (&[5, 1, 0, 1, 192, 0, 2, 7, 0, 80], &[5, code, 0, 1, 0, 0, 0, 0, 0, 0])]);
             let err = res.unwrap_err();
             assert_eq!(err, HandshakeError::Rejected(ReplyCode::from_code(code)));
             assert_eq!(err.errno(), ReplyCode::from_code(code).errno());

@@ -133,7 +133,10 @@ fn expected_client(dst: &TargetAddr, control_peer: SocketAddr) -> Result<SocketA
         return Err(format!("UDP ASSOCIATE must name the client's address, not a host name ({dst})"));
     };
     if named.port() == 0 {
-        return Err("UDP ASSOCIATE must name the port the client sends from (port 0 would let the first datagram from its IP take the association)".into());
+        return Err(
+            "UDP ASSOCIATE must name the port the client sends from (port 0 would let the first datagram from its IP take the association)"
+                .into(),
+        );
     }
     let ip = canonical_ip(named.ip());
     if !ip.is_unspecified() && ip != peer_ip {

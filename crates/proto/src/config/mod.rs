@@ -15,7 +15,7 @@ pub use proxy_source::ProxySource;
 pub use proxy_url::{ProxyHost, ProxyUrl, Scheme};
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 pub const DEFAULT_PROXY: &str = "socks5h://127.0.0.1:1080";
@@ -72,6 +72,9 @@ pub struct Config {
     /// A setting that was ignored (an `http://` `ALL_PROXY`), in one line, to be logged.
     pub warning: Option<String>,
     pub bind: BindMode,
+    /// `SOCKSIFY_DNS_UPSTREAM`: the resolver that DNS queries we cannot
+    /// fake (MX, TXT, …) are sent to, over TCP through the proxy.
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 /// A malformed variable: which one and what is wrong, in one line.
@@ -141,13 +144,29 @@ impl Config {
                 _ => return Err(err("SOCKSIFY_TIMEOUT_MS")(format!("{ms:?} is not a number of milliseconds from 1 to 3600000"))),
             },
         };
+        let dns_upstream = match get("SOCKSIFY_DNS_UPSTREAM").filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(text) => Some(parse_upstream(text.trim()).map_err(err("SOCKSIFY_DNS_UPSTREAM"))?),
+        };
         let bind = match get("SOCKSIFY_BIND").as_deref().map(str::trim) {
             None | Some("") | Some("auto") => BindMode::Auto,
             Some("always") => BindMode::Always,
             Some("off") => BindMode::Off,
             Some(other) => return Err(err("SOCKSIFY_BIND")(format!("{other:?} is not auto, always or off"))),
         };
-        Ok(Config { chain, no_proxy, udp, dns, fake_v4, fake_v6, timeout, proxy_source: proxy.source, warning: proxy.warning, bind })
+        Ok(Config {
+            chain,
+            no_proxy,
+            udp,
+            dns,
+            fake_v4,
+            fake_v6,
+            timeout,
+            proxy_source: proxy.source,
+            warning: proxy.warning,
+            bind,
+            dns_upstream,
+        })
     }
 
     /// One line for the log when the proxy came from curl's `ALL_PROXY`.
@@ -156,6 +175,16 @@ impl Config {
         let chain: Vec<String> = self.chain.iter().map(ToString::to_string).collect();
         Some(format!("proxy {} from {var} (SOCKSIFY_PROXY is unset)", chain.join(",")))
     }
+}
+
+/// `192.0.2.53`, `192.0.2.53:5353`, `2001:db8::53`, `[2001:db8::53]:5353`:
+/// an address, port 53 unless given.
+fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let ip = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+    ip.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)).map_err(|_| format!("{text:?} is not an address or address:port"))
 }
 
 /// `198.18.0.0/15,fd50::/64`: one IPv4 and one IPv6 pool, in either order.
@@ -215,6 +244,7 @@ mod tests {
             ("SOCKSIFY_TIMEOUT_MS", "0"),
             ("SOCKSIFY_PIPELINE", "yes"),
             ("SOCKSIFY_BIND", "yes"),
+            ("SOCKSIFY_DNS_UPSTREAM", "dns.example"),
         ] {
             let e = config(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var);
@@ -240,6 +270,19 @@ mod tests {
         let c = config(&[("ALL_PROXY", "http://127.0.0.1:3128")]).unwrap();
         assert_eq!((c.chain[0].to_string(), c.proxy_source), (DEFAULT_PROXY.to_string(), ProxySource::Default));
         assert!(c.warning.is_some() && c.proxy_source_note().is_none());
+    }
+
+    #[test]
+    fn dns_upstream() {
+        assert_eq!(config(&[]).unwrap().dns_upstream, None);
+        for (text, want) in [
+            ("192.0.2.53", "192.0.2.53:53"),
+            ("192.0.2.53:5353", "192.0.2.53:5353"),
+            ("2001:db8::53", "[2001:db8::53]:53"),
+            ("[2001:db8::53]:5353", "[2001:db8::53]:5353"),
+        ] {
+            assert_eq!(config(&[("SOCKSIFY_DNS_UPSTREAM", text)]).unwrap().dns_upstream, Some(want.parse().unwrap()), "{text}");
+        }
     }
 
     #[test]
