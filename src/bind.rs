@@ -20,7 +20,10 @@
 //!   then gets a listening socket no one can reach (loopback, with a socket
 //!   filter that drops every packet): one BIND serves one connection, so a
 //!   second `accept` finds none, `EAGAIN` when non-blocking, a wait when
-//!   blocking, and readiness never fires for it.
+//!   blocking, and readiness never fires for it. The program's `epoll`
+//!   registrations of the listener move to that socket with the number
+//!   (epoll registers sockets, not numbers: left alone, they would report
+//!   the connection's events under the listener).
 //! - The proxy refusing the peer, closing, or timing out: `accept` fails
 //!   with the reply's errno (`ECONNABORTED` for a close), and so does every
 //!   later `accept` on that fd.
@@ -57,6 +60,20 @@ enum State {
 
 static TABLE: ForkSafeMutex<Option<HashMap<c_int, State>>> = ForkSafeMutex::new(None);
 
+/// The epoll registrations of each BIND fd: (epoll fd, events, data).
+type Watchers = Vec<(c_int, u32, u64)>;
+static WATCHERS: ForkSafeMutex<Option<HashMap<c_int, Watchers>>> = ForkSafeMutex::new(None);
+
+/// `epoll_ctl(epfd, op, fd, event)` succeeded on BIND fd `fd`.
+pub fn watched(fd: c_int, epfd: c_int, op: c_int, event: Option<(u32, u64)>) {
+    let mut table = WATCHERS.lock();
+    let list = table.get_or_insert_with(HashMap::new).entry(fd).or_default();
+    list.retain(|(e, ..)| *e != epfd);
+    if let (true, Some((events, data))) = (op != libc::EPOLL_CTL_DEL, event) {
+        list.push((epfd, events, data));
+    }
+}
+
 fn state(fd: c_int) -> Option<State> {
     TABLE.lock().as_ref().and_then(|t| t.get(&fd).copied())
 }
@@ -68,6 +85,9 @@ fn set_state(fd: c_int, state: State) {
 pub fn forget(fd: c_int) {
     if let Some(t) = TABLE.lock().as_mut() {
         t.remove(&fd);
+    }
+    if let Some(w) = WATCHERS.lock().as_mut() {
+        w.remove(&fd);
     }
 }
 
@@ -361,8 +381,16 @@ unsafe fn hand_out(
     let family = socket_addr::socket_family_and_type(new).map_or(AF_INET6, |(f, _)| f);
     match unreachable_listener(family, listener_status & libc::O_NONBLOCK != 0) {
         Ok(quiet) => unsafe {
+            // The program's epoll registrations of the listener follow the
+            // number to the new socket, off the connection's.
+            let watchers = WATCHERS.lock().as_mut().and_then(|w| w.remove(&fd)).unwrap_or_default();
+            let moved: Watchers = watchers.into_iter().filter(|(epfd, ..)| real::epoll_ctl(*epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) == 0).collect();
             real::dup3(quiet, fd, if listener_cloexec { libc::O_CLOEXEC } else { 0 });
             real::close(quiet);
+            for (epfd, events, data) in moved {
+                let mut ev = libc::epoll_event { events, u64: data };
+                real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev);
+            }
         },
         Err(e) => log::warn!("bind fd {fd}: cannot retire the listener ({e}); it stays the connection's socket"),
     }

@@ -299,10 +299,12 @@ pub fn bind_off_keeps_listeners_local(proxy: &impl BindProxy) {
 /// `python3 -c LISTENER_API HOST PORT MODES`: a control connection through
 /// the proxy to HOST:PORT, then for each mode a listener bound to the
 /// control connection's local address (which the shim reports as the
-/// proxy's), a "far side" in the same process connecting to the address
-/// the listener reports (bypassed, so it goes straight to the proxy's BIND
-/// listener), and `accept` in that mode: `blocking`, or non-blocking with
-/// `select`, `poll` or `epoll` readiness. Prints what a program sees.
+/// proxy's; `wildcard`: to 0.0.0.0), a "far side" in the same process
+/// connecting to the address the listener reports (bypassed, so it goes
+/// straight to the proxy's BIND listener), and `accept` in that mode:
+/// `blocking`/`wildcard`, or non-blocking with `select`, `poll` or `epoll`
+/// readiness (`epoll` also keeps its registration of the listener across
+/// `accept`). Prints what a program sees.
 pub const LISTENER_API: &str = r#"
 import fcntl, os, select, selectors, socket, sys
 host, port, modes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
@@ -332,19 +334,26 @@ def try_accept(lst):
     except BlockingIOError:
         return "EAGAIN"
 
+blocking = ("blocking", "wildcard")
 for mode in modes:
     lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lst.bind((ctl_ip, 0))
+    lst.bind(("0.0.0.0" if mode == "wildcard" else ctl_ip, 0))
     lst.listen(1)
     lip, lport = lst.getsockname()
     print(mode, "listening", lip, lport, flush=True)
-    if mode != "blocking":
+    if mode not in blocking:
         lst.setblocking(False)
         print(mode, "early-accept", try_accept(lst))
         print(mode, "early-readable", readable(lst, mode, 0))
+    if mode == "epoll":
+        # An event loop's registration, kept across accept.
+        ep = select.epoll()
+        ep.register(lst.fileno(), select.EPOLLIN)
     far = socket.create_connection((lip, lport), timeout=20)
     far.sendall(mode.encode() + b"-first")
-    if mode != "blocking":
+    if mode == "epoll":
+        print(mode, "readable", any(fd == lst.fileno() for fd, ev in ep.poll(20)))
+    elif mode not in blocking:
         print(mode, "readable", readable(lst, mode, 20))
     conn, peer = lst.accept()
     print(mode, "conn-nonblock", fcntl.fcntl(conn.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
@@ -361,7 +370,18 @@ for mode in modes:
     print(mode, "received", got.decode())
     conn.sendall(b"back-" + mode.encode())
     print(mode, "far-received", far.recv(100).decode())
-    if mode != "blocking":
+    if mode == "epoll":
+        # The connection has data; the listener's registration must not say so.
+        far.sendall(b"more")
+        select.select([conn], [], [], 20)
+        print(mode, "listener-events", sum(1 for fd, ev in ep.poll(0) if fd == lst.fileno()))
+        try:
+            ep.unregister(lst.fileno())
+            print(mode, "unregister ok")
+        except OSError as e:
+            print(mode, "unregister errno", e.errno)
+        ep.close()
+    if mode not in blocking:
         print(mode, "second-accept", try_accept(lst))
         print(mode, "second-readable", readable(lst, mode, 0))
     print(mode, "still-reports", *lst.getsockname())
@@ -374,7 +394,7 @@ print("done")
 /// [`LISTENER_API`] through `proxy`: every call keeps its meaning.
 pub fn listener_api(proxy: &impl BindProxy) {
     let target = TcpTarget::echo();
-    let modes = ["blocking", "select", "poll", "epoll"];
+    let modes = ["blocking", "wildcard", "select", "poll", "epoll"];
     let out_ip = out_v4(proxy).to_string();
     let out = Run::python(&proxy.url(), LISTENER_API)
         // The far side in the same process goes straight to the proxy.
@@ -402,7 +422,11 @@ pub fn listener_api(proxy: &impl BindProxy) {
         let listen: SocketAddr = format!("{}:{}", listening[0], listening[1]).parse().unwrap();
         let lines = proxy.bind_lines();
         assert!(lines.iter().any(|l| proxy.listened_on(l, listen)), "{mode}: no BIND on {listen} in the proxy's log: {lines:?}\n{out}");
-        if mode != "blocking" {
+        if mode == "epoll" {
+            assert_eq!(at("listener-events"), ["0"], "the listener's epoll entry reports the connection's data\n{out}");
+            assert_eq!(at("unregister"), ["ok"], "{out}");
+        }
+        if mode != "blocking" && mode != "wildcard" {
             assert_eq!(at("early-accept"), ["EAGAIN"], "{mode}\n{out}");
             assert_eq!(at("early-readable"), ["False"], "{mode}\n{out}");
             assert_eq!(at("readable"), ["True"], "{mode}\n{out}");
