@@ -81,10 +81,29 @@ static inline void set_timeouts(int fd, int ms) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-/* SOCKS5 as a client that knows the server wants no authentication: the
- * greeting and the request go out in one write (one round trip), then the
- * 2-byte method selection and the 10-byte IPv4 reply are read together.
- * This is the floor for any shim. Returns the bound address in *bound. */
+/* SOCKS5 as a client that knows the server wants no authentication, in
+ * lock-step as RFC 1928 describes it (and as every server copes with): the
+ * greeting, the 2-byte method selection, the request, the 10-byte IPv4
+ * reply. The floor for any lock-step shim. */
+static inline void socks5_request_lockstep(int fd, uint8_t cmd, const struct sockaddr_in *dst) {
+    uint8_t greeting[3] = {5, 1, 0}, req[10] = {5, cmd, 0, 1}, in[10];
+    write_all(fd, greeting, sizeof greeting);
+    read_exact(fd, in, 2);
+    if (in[0] != 5 || in[1] != 0) fail("socks5: method not accepted");
+    memcpy(req + 4, &dst->sin_addr, 4);
+    memcpy(req + 8, &dst->sin_port, 2);
+    write_all(fd, req, sizeof req);
+    read_exact(fd, in, sizeof in);
+    if (in[0] != 5 || in[1] != 0) {
+        fprintf(stderr, "socks5: request refused, reply %u\n", in[1]);
+        exit(2);
+    }
+}
+
+/* The same, pipelined: the greeting and the request go out in one write
+ * (one round trip), then the 2-byte method selection and the 10-byte IPv4
+ * reply are read together. The floor for any shim, for servers that cope
+ * (not microsocks). Returns the bound address in *bound. */
 static inline void socks5_request(int fd, uint8_t cmd, const struct sockaddr_in *dst, struct sockaddr_in *bound) {
     uint8_t out[3 + 10] = {5, 1, 0, 5, cmd, 0, 1};
     memcpy(out + 7, &dst->sin_addr, 4);
