@@ -216,13 +216,17 @@ fn local_mode_and_bypassed_names_ask_the_nameserver() {
         assert_eq!(count(bypassed), 1);
         let out =
             ns.shimmed(&server.url(), "dig").env("SOCKSIFY_NO_PROXY", ".local.test").args(["+tcp", "+short", "+tries=1", bypassed]).run();
-        // The stub has no TCP: the forwarded query fails, and the program is told so.
-        assert!(out.stdout.trim().is_empty() || out.stdout.contains("SERVFAIL"), "{out}");
+        assert_eq!(out.stdout.trim(), "127.0.0.9", "{out}");
+        assert!(stub.queries().contains(&format!("{bypassed} 1 tcp")), "forwarded over TCP, as the program asked: {:?}", stub.queries());
         let out =
             ns.shimmed(&server.url(), python3()).env("SOCKSIFY_NO_PROXY", ".local.test").args(["-c", DNSPYTHON_PLAIN, bypassed]).run();
         assert_eq!(line(&out, "A"), ["127.0.0.9"], "{out}");
-        assert_eq!(count(bypassed), 2);
+        assert_eq!(count(bypassed), 3);
         assert_eq!(count(NAME), 4, "no query for a name the proxy resolves");
+        // ... and local mode over TCP too.
+        let out = ns.shimmed(&local_url, "dig").args(["+tcp", "+short", "+tries=1", NAME]).run();
+        assert_eq!(out.stdout.trim(), "127.0.0.1", "{out}");
+        assert!(stub.queries().contains(&format!("{NAME} 1 tcp")), "{:?}", stub.queries());
     });
 }
 
@@ -290,5 +294,89 @@ fn queries_we_cannot_fake_go_to_the_upstream_through_the_proxy() {
         assert!(peers.iter().all(|p| p.ip() == BUNDLED_OUT), "the upstream is reached through the proxy: {peers:?}");
         server.wait_connect_line(upstream.addr);
         assert_eq!(stub.queries(), [] as [String; 0], "nothing reaches the nameserver");
+    });
+}
+
+/// `python3 -c FORK_TCP NAME OTHER PORT TOKEN`: dnspython over TCP in the
+/// parent (which starts the shim's DNS-over-TCP thread), then, in a forked
+/// child, over TCP again for OTHER, a name the parent never looked up, and
+/// a connection to its answer; then the parent asks again.
+const FORK_TCP: &str = r#"
+import os, socket, sys, dns.resolver
+name, other, port, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+r = dns.resolver.Resolver()
+r.lifetime = 20
+print("parent", r.resolve(name, "A", tcp=True)[0].address, flush=True)
+pid = os.fork()
+if pid == 0:
+    try:
+        a = r.resolve(other, "A", tcp=True)[0].address
+        print("child", a, flush=True)
+        s = socket.create_connection((a, port), timeout=20)
+        s.sendall(token)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        print("echo", "intact" if data == token else "CORRUPT", flush=True)
+        os._exit(0)
+    except Exception as e:
+        print("child error", repr(e), flush=True)
+        os._exit(1)
+_, status = os.waitpid(pid, 0)
+print("status", status)
+print("parent-again", r.resolve(name, "AAAA", tcp=True)[0].address)
+"#;
+
+#[test]
+fn dns_over_tcp_works_in_a_fork_child_from_its_own_table() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let other = "child.test";
+        let stub = DnsStub::start(&[(NAME, Ipv4Addr::LOCALHOST), (other, Ipv4Addr::LOCALHOST)]);
+        let server = Server::bundled(&["--map", &format!("{NAME}=127.0.0.1"), "--map", &format!("{other}=127.0.0.1")]);
+        let target = TcpTarget::echo();
+        let tok = token("dns-fork");
+        let out = ns.shimmed(&server.url(), python3()).args(["-c", FORK_TCP, NAME, other, &target.addr.port().to_string(), &tok]).run();
+        out.assert_success();
+        fake(line(&out, "parent")[0], &out);
+        // The child's answer comes from the child's table: connecting to it
+        // reaches the proxy by name (an answer from the parent's thread
+        // would be an address the child does not know).
+        fake(line(&out, "child")[0], &out);
+        assert_eq!(line(&out, "echo"), ["intact"], "{out}");
+        assert_eq!(line(&out, "status"), ["0"], "{out}");
+        assert!(fake(line(&out, "parent-again")[0], &out).is_ipv6(), "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_named_connect(other, target.addr);
+        assert_eq!(stub.queries(), [] as [String; 0], "nothing reaches the nameserver");
+    });
+}
+
+#[test]
+fn an_ipv6_nameserver_is_answered_too() {
+    let ns = NetNs::create();
+    std::fs::write(ns.etc_dir().join("resolv.conf"), "nameserver ::1\noptions timeout:2 attempts:1\n").unwrap();
+    ns.run(|| {
+        // Anything reaching [::1]:53, over UDP or TCP, is counted.
+        let udp = std::net::UdpSocket::bind("[::1]:53").expect("bind [::1]:53");
+        udp.set_nonblocking(true).unwrap();
+        let tcp = TcpListener::bind("[::1]:53").expect("bind [::1]:53 (TCP)");
+        tcp.set_nonblocking(true).unwrap();
+        let server = dns_cases::bundled_server();
+        for args in [&["+short", "+tries=1", NAME, "AAAA"][..], &["+tcp", "+short", "+tries=1", NAME][..]] {
+            let out = ns.shimmed(&server.url(), "dig").args(args).run();
+            out.assert_success();
+            fake(&out.stdout, &out);
+        }
+        let target = TcpTarget::echo();
+        let tok = token("dns-v6-nameserver");
+        let out = ns.shimmed(&server.url(), python3()).args(["-c", DNSPYTHON, NAME, &target.addr.port().to_string(), &tok]).run();
+        assert_through_proxy(&out, &target, &server, &tok);
+        assert!(udp.recv_from(&mut [0u8; 512]).is_err(), "a datagram reached the IPv6 nameserver");
+        assert!(tcp.accept().is_err(), "a connection reached the IPv6 nameserver");
     });
 }

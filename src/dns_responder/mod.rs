@@ -197,17 +197,21 @@ fn exchange_udp(msg: &[u8], server: SocketAddr, timeout: Duration) -> Result<Vec
     }
 }
 
-/// A DNS-over-TCP exchange on the connected stream `fd` (RFC 1035
-/// 4.2.2: a two-byte length before each message).
-fn exchange_stream(fd: c_int, msg: &[u8], deadline: Instant) -> Result<Vec<u8>, String> {
+/// `msg` as DNS over TCP carries it: its length in two bytes, then it.
+fn framed(msg: &[u8]) -> Vec<u8> {
     let mut out = (msg.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(msg);
-    let mut sent = 0;
-    while sent < out.len() {
+    out
+}
+
+/// Sends all of `bytes` on the stream `fd`, waiting (until `deadline`)
+/// while it is full.
+fn send_all(fd: c_int, mut bytes: &[u8], deadline: Instant) -> Result<(), String> {
+    while !bytes.is_empty() {
         // SAFETY: sending from a live buffer.
-        let n = unsafe { real::send(fd, out[sent..].as_ptr() as *const libc::c_void, out.len() - sent, libc::MSG_NOSIGNAL) };
+        let n = unsafe { real::send(fd, bytes.as_ptr() as *const libc::c_void, bytes.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
         if n >= 0 {
-            sent += n as usize;
+            bytes = &bytes[n as usize..];
             continue;
         }
         match crate::ffi::errno() {
@@ -216,6 +220,13 @@ fn exchange_stream(fd: c_int, msg: &[u8], deadline: Instant) -> Result<Vec<u8>, 
             e => return Err(format!("send: {}", std::io::Error::from_raw_os_error(e))),
         }
     }
+    Ok(())
+}
+
+/// A DNS-over-TCP exchange on the connected stream `fd` (RFC 1035
+/// 4.2.2: a two-byte length before each message).
+fn exchange_stream(fd: c_int, msg: &[u8], deadline: Instant) -> Result<Vec<u8>, String> {
+    send_all(fd, &framed(msg), deadline)?;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

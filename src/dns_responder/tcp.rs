@@ -233,31 +233,8 @@ fn serve_conn(config: &'static socksify_proto::config::Config, conn: &mut Conn) 
         }
         let msg: Vec<u8> = conn.buf.drain(..2 + len).skip(2).collect();
         let Some(answer) = super::answer(config, &msg, conn.nameserver, Transport::Tcp) else { continue };
-        let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&answer);
-        if !send_all(conn.fd.0, &framed, Instant::now() + config.timeout) {
+        if super::send_all(conn.fd.0, &super::framed(&answer), Instant::now() + config.timeout).is_err() {
             return false;
-        }
-    }
-    true
-}
-
-fn send_all(fd: c_int, mut bytes: &[u8], deadline: Instant) -> bool {
-    while !bytes.is_empty() {
-        // SAFETY: sending from a live buffer.
-        let n = unsafe { real::send(fd, bytes.as_ptr() as *const c_void, bytes.len(), libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        match ffi::errno() {
-            libc::EINTR => {}
-            libc::EAGAIN => {
-                if super::wait(fd, libc::POLLOUT, deadline).is_err() {
-                    return false;
-                }
-            }
-            _ => return false,
         }
     }
     true

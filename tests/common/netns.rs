@@ -78,9 +78,10 @@ pub fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {args:?} failed (the leak test needs root): {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A DNS server on 127.0.0.1:53 (UDP) of the calling thread's namespace:
-/// answers A queries for the names it knows, NODATA for their other types,
-/// NXDOMAIN for the rest, and records every query as `name TYPE`.
+/// A DNS server on 127.0.0.1:53 (UDP and TCP) of the calling thread's
+/// namespace: answers A queries for the names it knows, NODATA for their
+/// other types, NXDOMAIN for the rest, and records every query as `name
+/// TYPE` (`name TYPE tcp` over TCP).
 pub struct DnsStub {
     queries: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
@@ -93,15 +94,46 @@ impl DnsStub {
         socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let queries: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (q, st) = (queries.clone(), stop.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:53").expect("bind the DNS stub on 127.0.0.1:53 (TCP)");
+        listener.set_nonblocking(true).unwrap();
+        let (q, st, known) = (queries.clone(), stop.clone(), answers.clone());
         thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !st.load(Ordering::Relaxed) {
                 let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
                 let Some((name, qtype, question_end)) = parse_query(&buf[..n]) else { continue };
                 q.lock().unwrap().push(format!("{name} {qtype}"));
-                let reply = answer(&buf[..question_end], answers.get(&name.to_ascii_lowercase()), qtype);
+                let reply = answer(&buf[..question_end], known.get(&name.to_ascii_lowercase()), qtype);
                 let _ = socket.send_to(&reply, from);
+            }
+        });
+        let (q, st) = (queries.clone(), stop.clone());
+        thread::spawn(move || {
+            use std::io::{Read, Write};
+            while !st.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                // Queries on one connection, each with its two-byte length.
+                loop {
+                    let mut len = [0u8; 2];
+                    if conn.read_exact(&mut len).is_err() {
+                        break;
+                    }
+                    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+                    if conn.read_exact(&mut msg).is_err() {
+                        break;
+                    }
+                    let Some((name, qtype, question_end)) = parse_query(&msg) else { break };
+                    q.lock().unwrap().push(format!("{name} {qtype} tcp"));
+                    let reply = answer(&msg[..question_end], answers.get(&name.to_ascii_lowercase()), qtype);
+                    if conn.write_all(&[&(reply.len() as u16).to_be_bytes()[..], &reply].concat()).is_err() {
+                        break;
+                    }
+                }
             }
         });
         DnsStub { queries, stop }
