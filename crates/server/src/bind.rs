@@ -72,8 +72,11 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
     if conn.send(&reply5(ReplyCode::Succeeded, Some(from))).is_err() {
         return;
     }
-    let counts = relay::relay(conn.stream, stream).unwrap_or_default();
-    let line = line.kv("reply", "succeeded").kv("sent", counts.sent).kv("received", counts.received).kv("ms", sess.ms());
+    let counts = relay::relay(conn.stream, stream, sess.cfg.idle_timeout).unwrap_or_default();
+    let mut line = line.kv("reply", "succeeded").kv("sent", counts.sent).kv("received", counts.received).kv("ms", sess.ms());
+    if counts.idle {
+        line = line.kv("end", "idle-timeout");
+    }
     line.kv("peer", from).kv("listen", bound.map_or("-".into(), |b| b.to_string())).emit(sess.cfg.quiet);
 }
 

@@ -39,10 +39,21 @@ Options:
                             it would be an open proxy.
   --max-conns N             at most N client connections at once (default 1024);
                             connections over the cap are closed at once.
+  --max-client-conns N      at most N of them from one client address (an IPv6
+                            client counts per /64; default a quarter of
+                            --max-conns, so 256); more are closed at once, so
+                            one client cannot take the whole server.
   --handshake-timeout-ms N  a client must finish its handshake within N ms
                             (default 10000), else the connection is closed.
   --connect-timeout-ms N    give up on an outgoing connection after N ms
                             (default 10000; reply TTL expired).
+  --idle-timeout-ms N       close a CONNECT or BIND flow when neither direction
+                            has moved a byte for N ms (default 900000, 15 min;
+                            it closes between N and 2N ms after the last byte;
+                            0: never).
+  --udp-idle-timeout-ms N   end a UDP association (and close its control
+                            connection) when no datagram was relayed either way
+                            for N ms (default 300000, 5 min; 0: never).
   --quiet                   no per-request log lines on stderr
   -h, --help                this text
 
@@ -89,8 +100,14 @@ pub struct Config {
     /// destinations unless a rule allows them.
     pub guard_this_host: bool,
     pub max_conns: usize,
+    /// Connections from one client address (IPv6: one /64).
+    pub max_client_conns: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A TCP flow with no byte either way this long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// A UDP association with no datagram relayed this long ends; `None`: never.
+    pub udp_idle_timeout: Option<Duration>,
     pub quiet: bool,
 }
 
@@ -107,8 +124,11 @@ impl Default for Config {
             open: false,
             guard_this_host: false,
             max_conns: 1024,
+            max_client_conns: 256,
             handshake_timeout: Duration::from_millis(10_000),
             connect_timeout: Duration::from_millis(10_000),
+            idle_timeout: Some(Duration::from_secs(900)),
+            udp_idle_timeout: Some(Duration::from_secs(300)),
             quiet: false,
         }
     }
@@ -150,6 +170,7 @@ impl Config {
 /// Parses the arguments after the program name.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut cfg = Config::default();
+    let mut max_client_conns = None;
     let mut args = args.into_iter();
     while let Some(opt) = args.next() {
         // Accept both `--opt value` and `--opt=value`.
@@ -204,6 +225,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
                 cfg.allow_clients.push(Cidr::parse(&v).map_err(|e| format!("--allow-client {v}: {e}"))?);
             }
             "--max-conns" => cfg.max_conns = number(&name, &value(&name)?)?,
+            "--max-client-conns" => max_client_conns = Some(number(&name, &value(&name)?)?),
+            "--idle-timeout-ms" => cfg.idle_timeout = timeout(&name, &value(&name)?)?,
+            "--udp-idle-timeout-ms" => cfg.udp_idle_timeout = timeout(&name, &value(&name)?)?,
             "--handshake-timeout-ms" => cfg.handshake_timeout = Duration::from_millis(number(&name, &value(&name)?)?),
             "--connect-timeout-ms" => cfg.connect_timeout = Duration::from_millis(number(&name, &value(&name)?)?),
             other => return Err(format!("unknown option `{other}` (see --help)")),
@@ -212,6 +236,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     if cfg.listen.is_empty() {
         cfg.listen.push(SocketAddr::from(([127, 0, 0, 1], 1080)));
     }
+    cfg.max_client_conns = max_client_conns.unwrap_or((cfg.max_conns / 4).max(1));
     let beyond = cfg.listen.iter().find(|a| !canonical_ip(a.ip()).is_loopback());
     if let Some(addr) = beyond {
         if cfg.users.is_empty() && cfg.allow_clients.is_empty() && !cfg.open {
@@ -227,6 +252,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
 
 fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
     v.parse().map_err(|_| format!("{name} {v}: expected a non-negative number"))
+}
+
+/// Milliseconds, 0 meaning "never".
+fn timeout(name: &str, v: &str) -> Result<Option<Duration>, String> {
+    let ms: u64 = number(name, v)?;
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
 }
 
 #[cfg(test)]
@@ -271,6 +302,17 @@ mod tests {
         assert_eq!(c.bind_out_v6, Some("::1".parse().unwrap()));
         assert_eq!((c.max_conns, c.handshake_timeout, c.quiet), (5, Duration::from_millis(300), true));
         assert_eq!(run(&[]).unwrap().listen, vec!["127.0.0.1:1080".parse().unwrap()]);
+    }
+
+    #[test]
+    fn limits_and_idle_timeouts() {
+        let d = run(&[]).unwrap();
+        assert_eq!((d.max_conns, d.max_client_conns), (1024, 256));
+        assert_eq!((d.idle_timeout, d.udp_idle_timeout), (Some(Duration::from_secs(900)), Some(Duration::from_secs(300))));
+        assert_eq!(run(&["--max-conns", "64"]).unwrap().max_client_conns, 16);
+        assert_eq!(run(&["--max-conns", "2"]).unwrap().max_client_conns, 1);
+        let c = run(&["--max-conns", "64", "--max-client-conns", "64", "--idle-timeout-ms", "0", "--udp-idle-timeout-ms", "250"]).unwrap();
+        assert_eq!((c.max_client_conns, c.idle_timeout, c.udp_idle_timeout), (64, None, Some(Duration::from_millis(250))));
     }
 
     #[test]

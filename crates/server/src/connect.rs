@@ -59,10 +59,13 @@ pub fn serve(sess: &Session, mut conn: ClientConn, version: Version, dst: Target
     if !early.is_empty() && (&target).write_all(&early).is_err() {
         return sess.finish(line.kv("reply", "succeeded").kv("sent", 0).kv("received", 0).kv("error", "destination closed"));
     }
-    let counts = relay::relay(conn.stream, target).unwrap_or_default();
+    let counts = relay::relay(conn.stream, target, sess.cfg.idle_timeout).unwrap_or_default();
     let out = bound.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |b| b.ip());
     let line = line.kv("reply", "succeeded").kv("sent", counts.sent + early.len() as u64).kv("received", counts.received);
     let mut line = line.kv("ms", sess.ms()).kv("out", out);
+    if counts.idle {
+        line = line.kv("end", "idle-timeout");
+    }
     if version == Version::Four {
         line = line.kv("socks", 4);
     }

@@ -15,8 +15,9 @@
 //! destinations (IPv4, IPv6 or a name, `--map` first) from a socket bound to
 //! `--bind-out` for the family; answers come back wrapped in the RFC header
 //! carrying the sender's address. The association ends when the control TCP
-//! connection closes; one log line then counts datagrams and payload bytes
-//! each way.
+//! connection closes, or when no datagram was relayed either way for
+//! `--udp-idle-timeout-ms` (then we close the control connection); one log
+//! line then counts datagrams and payload bytes each way.
 
 use crate::cli::Config;
 use crate::log::reply_name;
@@ -30,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 /// Room for the largest UDP payload plus the largest header.
 const DATAGRAM_MAX: usize = 65536 + 262;
@@ -117,8 +119,10 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
     if let Some(user) = &sess.user {
         line = line.kv("user", user);
     }
-    if let Err(e) = end {
-        line = line.kv("error", e);
+    match end {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => line = line.kv("end", "idle-timeout"),
+        Err(e) => line = line.kv("error", e),
+        Ok(()) => {}
     }
     line.emit(sess.cfg.quiet);
 }
@@ -147,12 +151,26 @@ fn expected_client(dst: &TargetAddr, control_peer: SocketAddr) -> Result<SocketA
 
 impl Association<'_> {
     /// Polls the control connection, the relay socket and the outward
-    /// sockets until the control connection closes.
+    /// sockets until the control connection closes, or until no datagram
+    /// was relayed either way for `--udp-idle-timeout-ms`.
     fn run(&mut self, control: &std::net::TcpStream) -> io::Result<()> {
         control.set_nonblocking(true)?;
         self.relay.set_nonblocking(true)?;
         let mut io = Batch::new();
+        let mut relayed = 0;
+        let mut last = Instant::now();
         loop {
+            let wait_ms = match self.cfg.udp_idle_timeout {
+                None => -1,
+                Some(idle) => {
+                    let left = (last + idle).saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
+                    }
+                    // Round up, so the wait never ends before the deadline.
+                    left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+                }
+            };
             // At most four fds: no allocation per wake-up.
             let mut fds = [pollfd(control.as_raw_fd()), pollfd(self.relay.as_raw_fd()), pollfd(-1), pollfd(-1)];
             let mut nfds = 2;
@@ -161,7 +179,7 @@ impl Association<'_> {
                 nfds += 1;
             }
             // SAFETY: fds is a live array of at least nfds initialised pollfd structs.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds as libc::nfds_t, -1) };
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds as libc::nfds_t, wait_ms) };
             if rc < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -181,6 +199,11 @@ impl Association<'_> {
             }
             if fds[0].revents != 0 && control_closed(control) {
                 return Ok(());
+            }
+            // Only datagrams actually relayed keep the association alive.
+            if self.n.datagrams_out + self.n.datagrams_in != relayed {
+                relayed = self.n.datagrams_out + self.n.datagrams_in;
+                last = Instant::now();
             }
         }
     }

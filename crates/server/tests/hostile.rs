@@ -1,9 +1,14 @@
-//! Hostile clients: garbage, slowloris, oversize fields, connection floods
-//! and the connection cap. After each, the server must still serve.
+//! Hostile clients: garbage, slowloris, oversize fields, connection floods,
+//! the connection caps (in all and per client address) and idle flows and
+//! associations. After each, the server must still serve.
 
 mod common;
 use common::*;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A full no-auth CONNECT + echo: the server still works.
 fn still_serves(server: &mut Server, echo: &TcpEcho) {
@@ -71,7 +76,8 @@ fn oversize_fields_are_refused() {
 #[test]
 fn connection_cap_closes_extra_connections_at_once() {
     let echo = TcpEcho::start("127.0.0.1:0");
-    let mut server = Server::start(&["--max-conns", "2"]);
+    // The per-client cap as high as the total one: this test is about the total.
+    let mut server = Server::start(&["--max-conns", "2", "--max-client-conns", "2"]);
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = dial(server.addr());
@@ -152,4 +158,159 @@ fn socket_linger_zero(s: &std::net::TcpStream) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// A TCP connection to `server` from `source` (an address of 127.0.0.0/8).
+fn dial_from(source: &str, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())?;
+    sock.connect_timeout(&server.into(), WAIT)?;
+    Ok(sock.into())
+}
+
+/// Whether the server has closed `s` (EOF or reset) by now, without waiting.
+fn closed_now(s: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: recv into a one-byte buffer we own; MSG_PEEK consumes nothing.
+    let n = unsafe {
+        libc::recv(std::os::fd::AsRawFd::as_raw_fd(s), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+}
+
+#[test]
+fn a_flood_from_one_address_leaves_room_for_other_clients() {
+    let echo = TcpEcho::start("127.0.0.1:0");
+    // 64 connections in all; by default a quarter of them per client address.
+    let mut server = Server::start(&["--max-conns", "64", "--handshake-timeout-ms", "60000"]);
+    // 200 silent connections from 127.0.0.5: more than the whole server holds.
+    let flood: Vec<TcpStream> = (0..200).map(|_| dial_from("127.0.0.5", server.addr()).expect("flood connect")).collect();
+    // And the flood goes on while the well-behaved client works.
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let flooder = {
+        let (stop, attempts, addr) = (stop.clone(), attempts.clone(), server.addr());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(Ordering::Relaxed) && attempts.load(Ordering::Relaxed) < 20_000 {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                if let Ok(s) = dial_from("127.0.0.5", addr) {
+                    held.push(s);
+                    if held.len() > 100 {
+                        held.clear();
+                    }
+                }
+            }
+        })
+    };
+    // The well-behaved client at 127.0.0.1: a whole CONNECT and echo, 20 times.
+    let mut waits = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let (mut s, code, _) = request5(server.addr(), 1, &addr_bytes(echo.addr));
+        assert_eq!(code, 0, "round {i}: CONNECT through the flood");
+        echo_through(&mut s, b"well-behaved");
+        waits.push(started.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    flooder.join().unwrap();
+    waits.sort();
+    println!(
+        "well-behaved client during the flood ({} more flood connects meanwhile): CONNECT + echo took min {:?}, median {:?}, max {:?} over {} rounds",
+        attempts.load(Ordering::Relaxed),
+        waits[0],
+        waits[waits.len() / 2],
+        waits[waits.len() - 1],
+        waits.len()
+    );
+    // Of the first 200, the server keeps exactly 16 (64 / 4) and closed the rest.
+    let end = Instant::now() + WAIT;
+    while flood.iter().filter(|s| closed_now(s)).count() < 184 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(flood.iter().filter(|s| !closed_now(s)).count(), 16, "the flood holds 16 slots, no more");
+    server.wait_log(&["client=127.0.0.5:", "reply=over-max-client-conns"]);
+    still_serves(&mut server, &echo);
+}
+
+/// A target that accepts connections and neither reads nor writes; it
+/// counts the bytes that reach it when `drain` is set.
+fn silent_target(drain: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = Arc::new(AtomicUsize::new(0));
+    let counter = got.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut c in l.incoming().map_while(Result::ok) {
+            if !drain {
+                held.push(c);
+                continue;
+            }
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(WAIT));
+                let mut b = [0u8; 256];
+                while let Ok(n) = c.read(&mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    counter.fetch_add(n, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[test]
+fn an_idle_flow_is_closed_and_its_slot_freed() {
+    let echo = TcpEcho::start("127.0.0.1:0");
+    let (silent, _) = silent_target(false);
+    let mut server = Server::start(&["--max-conns", "1", "--idle-timeout-ms", "300"]);
+    // A client that established a flow and then went quiet (or went away).
+    let (mut quiet, code, _) = request5(server.addr(), 1, &addr_bytes(silent));
+    assert_eq!(code, 0);
+    assert!(closed_by_server(&mut quiet), "the idle flow is closed");
+    server.wait_log(&["cmd=connect", "end=idle-timeout"]);
+    // Its slot is free again: the only slot there is serves the next client.
+    still_serves(&mut server, &echo);
+}
+
+#[test]
+fn a_one_way_flow_is_not_idle() {
+    let (sink, got) = silent_target(true);
+    let server = Server::start(&["--idle-timeout-ms", "2000"]);
+    let (mut s, code, _) = request5(server.addr(), 1, &addr_bytes(sink));
+    assert_eq!(code, 0);
+    // Bytes only towards the target for 3 s, longer than the idle timeout:
+    // the other direction is silent all along, and the flow lives on.
+    for _ in 0..30 {
+        s.write_all(b"x").expect("the flow is still open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(closed_by_server(&mut s));
+    let line = server.wait_log(&["cmd=connect", "sent=30"]);
+    assert!(!line.contains("idle"), "{line}");
+    assert_eq!(got.load(Ordering::Relaxed), 30);
+}
+
+#[test]
+fn an_idle_udp_association_ends() {
+    let echo = UdpEcho::start("127.0.0.1:0");
+    let server = Server::start(&["--udp-idle-timeout-ms", "300"]);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let named = SocketAddr::from(([0, 0, 0, 0], client.local_addr().unwrap().port()));
+    let (mut control, code, relay) = request5(server.addr(), 3, &addr_bytes(named));
+    assert_eq!(code, 0);
+    let relay = relay.unwrap();
+    client.send_to(&[&[0, 0, 0][..], &addr_bytes(echo.addr), b"once"].concat(), relay).unwrap();
+    let mut buf = [0u8; 100];
+    let (n, _) = client.recv_from(&mut buf).expect("the answer");
+    assert!(buf[..n].ends_with(b"once"));
+    // Then nothing: the server ends the association and closes the control connection.
+    assert!(closed_by_server(&mut control), "idle association ended");
+    server.wait_log(&["cmd=udp-associate", "datagrams_out=1", "datagrams_in=1", "end=idle-timeout"]);
 }
