@@ -72,12 +72,17 @@ const MAX_BYPASSED: usize = 4096;
 
 static BYPASSED: ForkSafeMutex<Option<(std::collections::HashSet<IpAddr>, std::collections::VecDeque<IpAddr>)>> = ForkSafeMutex::new(None);
 
+/// Changes with every address added to [`BYPASSED`]: a socket filter
+/// built before a change may lack a source the program now hears directly.
+static BYPASSED_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Remembers that a bypassed name resolved to `ip`.
 pub fn remember_bypassed(ip: IpAddr) {
     let ip = socksify_proto::wire::canonical_ip(ip);
     let mut guard = BYPASSED.lock();
     let (set, order) = guard.get_or_insert_with(Default::default);
     if set.insert(ip) {
+        BYPASSED_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Release);
         order.push_back(ip);
         if order.len() > MAX_BYPASSED {
             if let Some(old) = order.pop_front() {
@@ -91,4 +96,14 @@ pub fn remember_bypassed(ip: IpAddr) {
 pub fn resolved_for_bypassed_name(ip: IpAddr) -> bool {
     let ip = socksify_proto::wire::canonical_ip(ip);
     BYPASSED.lock().as_ref().is_some_and(|(set, _)| set.contains(&ip))
+}
+
+/// The generation of the bypassed addresses (see [`BYPASSED_GENERATION`]).
+pub fn bypassed_generation() -> u64 {
+    BYPASSED_GENERATION.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// The addresses of bypassed names, most recent first.
+pub fn bypassed_addrs() -> Vec<IpAddr> {
+    BYPASSED.lock().as_ref().map_or_else(Vec::new, |(_, order)| order.iter().rev().copied().collect())
 }

@@ -29,3 +29,4 @@ mod socket_addr;
 mod stderr_log;
 mod tcp;
 mod udp;
+mod udp_filter;

@@ -138,14 +138,55 @@ fn build(dir: &TempDir) -> std::path::PathBuf {
     exe
 }
 
+const DROPPED: [&str; 10] = [
+    "stranger",
+    "stranger-with-header",
+    "relay-ip-other-port",
+    "fragment",
+    "reserved",
+    "truncated",
+    "empty",
+    "bad-atyp",
+    "empty-name",
+    "short-name",
+];
+
+/// Each kind of datagram the shim drops leaves `poll` quiet, and the good
+/// datagram after it is read at once; a datagram from a bypassed source is
+/// delivered as it is.
+#[test]
+fn dropped_datagrams_never_wake_poll() {
+    let dir = TempDir::new("udp-strays");
+    let exe = build(&dir);
+    let proxy = ScriptedUdpProxy::start(Bound::Relay);
+    let out = Run::shimmed(&proxy.url(), &exe)
+        .args(["192.0.2.1", "7"])
+        .args(DROPPED)
+        .arg("bypassed")
+        .env("SOCKSIFY_NO_PROXY", "127.0.0.7")
+        .timeout(Duration::from_secs(90))
+        .run();
+    let mut expected = String::from("first readable ok\n");
+    for kind in DROPPED {
+        expected += &format!("{kind} quiet\nafter-{kind} readable ok\n");
+    }
+    expected += "bypassed readable got 6\nafter-bypassed readable ok\nnull addrlen -1 EFAULT\n";
+    assert_eq!(out.stdout, expected, "{out}");
+    out.assert_success();
+}
+
 /// A relay given as `0.0.0.0:0` (many servers answer so) is the proxy's
-/// own address and port: the datagrams go there and come back.
+/// own address and port: the datagrams go there and come back, and the
+/// filter still keeps out what the relay's address must not send.
 #[test]
 fn relay_bound_to_the_unspecified_address_is_the_proxy() {
     let dir = TempDir::new("udp-unspecified-relay");
     let exe = build(&dir);
     let proxy = ScriptedUdpProxy::start(Bound::Unspecified);
-    let out = Run::shimmed(&proxy.url(), &exe).args(["192.0.2.1", "7"]).timeout(Duration::from_secs(60)).run();
-    assert_eq!(out.stdout, "first readable ok\nnull addrlen -1 EFAULT\n", "{out}");
+    let out =
+        Run::shimmed(&proxy.url(), &exe).args(["192.0.2.1", "7", "fragment", "relay-ip-other-port"]).timeout(Duration::from_secs(60)).run();
+    let expected = "first readable ok\nfragment quiet\nafter-fragment readable ok\nrelay-ip-other-port quiet\n\
+                    after-relay-ip-other-port readable ok\nnull addrlen -1 EFAULT\n";
+    assert_eq!(out.stdout, expected, "{out}");
     out.assert_success();
 }

@@ -149,7 +149,9 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
         }
     }
     if runtime::goes_direct(config, &dst) {
-        if !ours {
+        if ours {
+            udp::refresh_filter_if_stale(fd, config);
+        } else {
             if let Some(key) = unsafe { ipv4_key(out.dst, out.dst_len) } {
                 fd_table::remember_direct(fd, key);
             }
@@ -648,6 +650,7 @@ pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr
         let rc = unsafe { real::connect(fd, addr, len) };
         if rc == 0 && ours {
             udp::set_peer(fd, None);
+            udp::refresh_filter(fd, config);
         }
         return rc;
     }
@@ -671,6 +674,7 @@ pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr
         return fail(e.errno);
     }
     udp::set_peer(fd, Some(dst));
+    udp::refresh_filter(fd, config);
     log::info!("udp fd {fd} connected to {dst} via {} (relay {})", config.chain[0], view.relay);
     0
 }
@@ -678,7 +682,12 @@ pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr
 /// `connect(AF_UNSPEC)` on one of our UDP sockets: dissolve the peer.
 pub(super) fn disconnect_udp(fd: c_int) {
     if let Some(_inside) = guard::enter() {
-        ffi::catch((), 0, || udp::set_peer(fd, None));
+        ffi::catch((), 0, || {
+            udp::set_peer(fd, None);
+            if let Some(config) = runtime::config() {
+                udp::refresh_filter(fd, config);
+            }
+        });
     }
 }
 

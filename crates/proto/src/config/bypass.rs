@@ -74,6 +74,21 @@ impl BypassList {
         self.rules.iter().any(|rule| matches!(rule, Rule::Domain { .. }))
     }
 
+    /// The address rules as (network, prefix, port): what a socket filter
+    /// must let in from sources the program talks to directly. `*` is
+    /// both whole address families.
+    pub fn addr_rules(&self) -> Vec<(IpAddr, u8, Option<u16>)> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            match rule {
+                Rule::All => out.extend([(IpAddr::from([0u8; 4]), 0, None), (IpAddr::from([0u8; 16]), 0, None)]),
+                Rule::Net { net, prefix, port } => out.push((*net, *prefix, *port)),
+                Rule::Domain { .. } => {}
+            }
+        }
+        out
+    }
+
     /// Whether every destination bypasses the proxy (`*`).
     pub fn bypasses_everything(&self) -> bool {
         self.rules.contains(&Rule::All)
