@@ -130,6 +130,17 @@ fn close_ctrl(assoc: &Assoc) {
     }
 }
 
+/// Whether `fd` is still one of our control connections (not closed
+/// behind our back and its number reused). Takes a lock and an `fstat`:
+/// only for a `close` of an fd marked as ours.
+pub fn is_control(fd: c_int) -> bool {
+    let ino = {
+        let table = TABLE.lock();
+        table.as_ref().and_then(|t| t.socks.values().find_map(|s| s.assoc.filter(|a| a.ctrl == fd).map(|a| a.ctrl_ino)))
+    };
+    ino.is_some_and(|ino| inode(fd) == Some(ino))
+}
+
 /// Our control fd `fd` was replaced behind our back (`dup2` over it, a
 /// raw close): its association is dead; the next datagram opens another.
 pub fn control_lost(fd: c_int) {

@@ -40,3 +40,29 @@ fn reused_fd_numbers_and_failed_connects() {
     // Every datagram went through the proxy (two associations and the udp6 one).
     echo.assert_peers(3, BUNDLED_OUT);
 }
+
+/// A proxied UDP socket closed unseen (a raw close system call), its number
+/// then handed out by `socketpair`, `dup`, `fcntl(F_DUPFD)` or an
+/// `SCM_RIGHTS` message: the new stream carries its bytes both ways, with
+/// no `EISCONN` and nothing swallowed. Our own control connection closed
+/// unseen and its number taken by a pipe: the program's `close` closes the
+/// pipe (`tests/programs/stale_fds.c`).
+#[test]
+fn numbers_reused_by_other_fd_creators() {
+    let dir = TempDir::new("stale-fds");
+    let exe = dir.path().join("stale_fds");
+    Run::plain("gcc").args(["-O2", "-o"]).arg(&exe).arg(repo_root().join("tests/programs/stale_fds.c")).run().assert_success();
+    let server = Server::bundled(&[]);
+    let echo = UdpTarget::echo(DIRECT);
+    let out =
+        Run::shimmed(&server.url(), &exe).args([DIRECT.to_string(), echo.addr.port().to_string()]).timeout(Duration::from_secs(60)).run();
+    out.assert_success();
+    let mut expected = String::new();
+    for creator in ["socketpair", "dup", "fcntl", "scm_rights"] {
+        expected += &format!("{creator} reused 1 send 6 recv 6 across reply 4 back\n");
+    }
+    expected += "pipe reused 1 close 0 closed\n";
+    assert_eq!(out.stdout, expected, "{out}");
+    // The five UDP sockets' pings all went through the proxy.
+    echo.assert_peers(5, BUNDLED_OUT);
+}

@@ -32,10 +32,20 @@ fn copied(old: c_int, new: c_int) {
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     let new = unsafe { real::dup(fd) };
-    if new >= 0 && fd_table::kind(fd) != kind::NONE {
-        copied(fd, new);
+    if new >= 0 {
+        replaced(fd, new);
     }
     new
+}
+
+/// `new` was just handed out as a copy of `old`: whatever the table knew
+/// about the number `new` (closed behind our back) is gone, and a copy of
+/// one of our fds is ours.
+fn replaced(old: c_int, new: c_int) {
+    super::socket::fresh(new);
+    if fd_table::kind(old) != kind::NONE {
+        copied(old, new);
+    }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -69,24 +79,24 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 /// `c_ulong` and passed on unchanged.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
-    if fd_table::kind(fd) == kind::NONE || !is_dupfd(cmd) {
+    if !is_dupfd(cmd) {
         return unsafe { real::fcntl(fd, cmd, arg) };
     }
     let new = unsafe { real::fcntl(fd, cmd, arg) };
     if new >= 0 {
-        copied(fd, new);
+        replaced(fd, new);
     }
     new
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
-    if fd_table::kind(fd) == kind::NONE || !is_dupfd(cmd) {
+    if !is_dupfd(cmd) {
         return unsafe { real::fcntl64(fd, cmd, arg) };
     }
     let new = unsafe { real::fcntl64(fd, cmd, arg) };
     if new >= 0 {
-        copied(fd, new);
+        replaced(fd, new);
     }
     new
 }

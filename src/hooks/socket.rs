@@ -1,5 +1,10 @@
-//! `socket`, `accept`, `accept4`: a new fd (`accept` on a SOCKS BIND: see
-//! [`crate::bind`]).
+//! `socket`, `socketpair`, `accept`, `accept4`: a new fd (`accept` on a
+//! SOCKS BIND: see [`crate::bind`]). (`dup`,
+//! `fcntl(F_DUPFD)` and descriptors received with `SCM_RIGHTS` are checked
+//! the same way in hooks/dup.rs and hooks/udp.rs; fds of other kinds, made
+//! by calls we do not hook (`pipe`, `open`, `eventfd`...), reach only our
+//! `read`/`write` hooks, which check the inode, and `close`, see
+//! hooks/close.rs.)
 //!
 //! The kernel hands out a number only once the old holder of it is closed.
 //! If the fd table still knows that number, it was closed behind our back
@@ -12,7 +17,7 @@ use libc::{c_int, sockaddr, socklen_t};
 
 /// Forgets stale state for a number the kernel just handed out.
 #[inline(always)]
-fn fresh(fd: c_int) {
+pub(super) fn fresh(fd: c_int) {
     if fd >= 0 && fd_table::kind(fd) != fd_table::kind::NONE {
         fd_table::forget_closed(fd);
     }
@@ -23,6 +28,19 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     let fd = unsafe { real::socket(domain, ty, protocol) };
     fresh(fd);
     fd
+}
+
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int {
+    let rc = unsafe { real::socketpair(domain, ty, protocol, sv) };
+    if rc == 0 {
+        // SAFETY: the kernel just wrote both numbers there.
+        unsafe {
+            fresh(*sv);
+            fresh(*sv.add(1));
+        }
+    }
+    rc
 }
 
 #[cfg_attr(not(test), no_mangle)]

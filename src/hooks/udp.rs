@@ -571,9 +571,35 @@ unsafe extern "C" fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP || msg.is_null() {
-        return unsafe { real::recvmsg(fd, msg, flags) };
+        let n = unsafe { real::recvmsg(fd, msg, flags) };
+        // Control messages came (rare): they may carry new fds.
+        if n >= 0 && !msg.is_null() && unsafe { (*msg).msg_controllen } != 0 {
+            unsafe { received_fds(msg) };
+        }
+        return n;
     }
     unsafe { recvmsg_ours(fd, msg, flags) }
+}
+
+/// Fds the kernel just installed from an `SCM_RIGHTS` message: numbers it
+/// handed out, like `socket`'s (see hooks/socket.rs).
+#[cold]
+#[inline(never)]
+unsafe fn received_fds(msg: *const msghdr) {
+    // SAFETY: the kernel filled the control buffer; CMSG_* walk within it.
+    unsafe {
+        let mut cm = libc::CMSG_FIRSTHDR(msg);
+        while !cm.is_null() {
+            if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cm) as *const c_int;
+                let n = ((*cm).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / std::mem::size_of::<c_int>();
+                for i in 0..n {
+                    super::socket::fresh(std::ptr::read_unaligned(data.add(i)));
+                }
+            }
+            cm = libc::CMSG_NXTHDR(msg, cm);
+        }
+    }
 }
 
 #[cold]
