@@ -11,7 +11,7 @@ use crate::fork_safe::ForkSafeMutex;
 use crate::runtime;
 use socksify_proto::config::bypass::in_net;
 use socksify_proto::config::{Config, DnsMode};
-use socksify_proto::fake_dns::{FakeDns, DEFAULT_MAX_NAMES};
+use socksify_proto::fake_dns::{Exhausted, FakeDns, DEFAULT_MAX_NAMES, DEFAULT_MIN_IDLE_SECS};
 use socksify_proto::wire::TargetAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -19,8 +19,16 @@ static TABLE: ForkSafeMutex<Option<FakeDns>> = ForkSafeMutex::new(None);
 
 fn with_table<R>(config: &Config, f: impl FnOnce(&mut FakeDns) -> R) -> R {
     let mut table = TABLE.lock();
-    let table = table.get_or_insert_with(|| FakeDns::new(config.fake_v4, config.fake_v6, DEFAULT_MAX_NAMES));
+    let table = table.get_or_insert_with(|| FakeDns::new(config.fake_v4, config.fake_v6, DEFAULT_MAX_NAMES, DEFAULT_MIN_IDLE_SECS));
     f(table)
+}
+
+/// Seconds of a monotonic clock (vDSO, no system call): the table's time.
+fn now_secs() -> u64 {
+    // SAFETY: all-zero timespec is valid; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64
 }
 
 /// Whether fake addresses are in use: remote DNS with a valid configuration.
@@ -28,9 +36,37 @@ fn remote(config: &Config) -> bool {
     config.dns == DnsMode::Remote
 }
 
-/// The fake addresses of `name`, allocated on first use.
-pub fn addrs_for(config: &Config, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
-    with_table(config, |t| t.addrs_for(name))
+/// The fake addresses of `name`, allocated on first use. When the IPv4
+/// pool is full, the address idle longest goes to `name`, but only one no
+/// open socket uses and idle for [`DEFAULT_MIN_IDLE_SECS`]; if there is
+/// none, `Exhausted` (the look-up fails with `EAI_AGAIN`).
+pub fn addrs_for(config: &Config, name: &str) -> Result<(Ipv4Addr, Ipv6Addr), Exhausted> {
+    let now = now_secs();
+    // Which fake addresses open sockets use, gathered (with the fd tables'
+    // locks) before this table's lock is taken, and only when needed.
+    let held = match with_table(config, |t| t.needs_recycling(name)) {
+        true => held_by_sockets(),
+        false => std::collections::HashSet::new(),
+    };
+    with_table(config, |t| t.addrs_for(name, now, &|v4, v6| held.contains(&IpAddr::V4(v4)) || held.contains(&IpAddr::V6(v6))))
+}
+
+/// Reports a look-up that [`addrs_for`] could not answer: one warning,
+/// not one per look-up (a program may retry).
+pub fn log_exhausted(name: &str) {
+    crate::udp::log_once(format!(
+        "look-ups fail (try again): every fake address is in use by an open socket or was used in the last {} s",
+        DEFAULT_MIN_IDLE_SECS
+    ));
+    log::debug!("look-up of {name:?}: no fake address free");
+}
+
+/// The fake addresses open sockets use: proxied TCP connections'
+/// destinations, UDP sockets' peers and recent destinations.
+fn held_by_sockets() -> std::collections::HashSet<IpAddr> {
+    let mut held: std::collections::HashSet<IpAddr> = crate::fd_table::tcp_peers().into_iter().map(|a| a.ip()).collect();
+    held.extend(crate::udp::destinations().into_iter().map(|a| a.ip()));
+    held.into_iter().map(socksify_proto::wire::canonical_ip).collect()
 }
 
 /// Whether `ip` is in the fake pools (remote DNS only): such an address is
@@ -49,7 +85,7 @@ pub fn name_for(ip: IpAddr) -> Option<String> {
     if !is_fake(config, ip) {
         return None;
     }
-    with_table(config, |t| t.name_for(ip).map(str::to_owned))
+    with_table(config, |t| t.name_for(ip, now_secs()).map(str::to_owned))
 }
 
 /// What to ask the proxy for when the program names `dst`: the name for a
@@ -60,7 +96,7 @@ pub fn target_for(config: &Config, dst: &SocketAddr) -> Option<TargetAddr> {
     if !is_fake(config, dst.ip()) {
         return Some(TargetAddr::Ip(*dst));
     }
-    let name = with_table(config, |t| t.name_for(dst.ip()).map(str::to_owned))?;
+    let name = with_table(config, |t| t.name_for(dst.ip(), now_secs()).map(str::to_owned))?;
     TargetAddr::domain(&name, dst.port())
 }
 

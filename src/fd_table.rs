@@ -95,6 +95,12 @@ pub fn set_proxied_tcp(fd: i32, details: ProxiedTcp) -> bool {
     true
 }
 
+/// The destinations of our proxied TCP connections (for the fake-address
+/// table: an address an open socket uses is never given to another name).
+pub fn tcp_peers() -> Vec<SocketAddr> {
+    TCP.lock().as_ref().map_or_else(Vec::new, |m| m.values().map(|d| d.peer).collect())
+}
+
 pub fn proxied_tcp(fd: i32) -> Option<ProxiedTcp> {
     TCP.lock().as_ref().and_then(|m| m.get(&fd).copied())
 }

@@ -231,6 +231,14 @@ pub fn family(fd: c_int) -> Option<c_int> {
     t.socks.get(t.fds.get(&fd)?).map(|s| s.family)
 }
 
+/// Every destination our UDP sockets are connected to or recently sent to
+/// (for the fake-address table, see fake_dns.rs).
+pub fn destinations() -> Vec<SocketAddr> {
+    let table = TABLE.lock();
+    let Some(t) = table.as_ref() else { return Vec::new() };
+    t.socks.values().flat_map(|s| s.peer.into_iter().chain(s.recent.iter().map(|(a, _)| *a))).collect()
+}
+
 /// The proxied peer of a connected socket (what `getpeername` reports).
 pub fn peer(fd: c_int) -> Option<SocketAddr> {
     let table = TABLE.lock();

@@ -74,11 +74,15 @@ impl Names for ShimNames {
             return NameAnswer::Hosts(host.v4, host.v6);
         }
         match fake_dns::addrs_for(self.0, name) {
-            Some((v4, v6)) => {
+            Ok((v4, v6)) => {
                 log::debug!("dns responder: {name} is {v4} and {v6}; the proxy resolves it");
                 NameAnswer::Fake(v4, v6)
             }
-            None => NameAnswer::Refused,
+            Err(_) => {
+                // Every fake address is held or recent (fake_dns.rs).
+                fake_dns::log_exhausted(name);
+                NameAnswer::Refused
+            }
         }
     }
 

@@ -54,6 +54,7 @@ mod libc_resolver {
 const NETDB_INTERNAL: c_int = -1;
 const HOST_NOT_FOUND: c_int = 1;
 const NO_RECOVERY: c_int = 3;
+const TRY_AGAIN: c_int = 2;
 
 extern "C" {
     fn __h_errno_location() -> *mut c_int;
@@ -79,6 +80,8 @@ enum Forward {
     /// The configuration is malformed: a name that would need the proxy
     /// fails rather than going to DNS.
     Refused,
+    /// No fake address can be handed out safely now (fake_dns.rs).
+    TryAgain,
 }
 
 /// `name` is not numeric; `port` is 0 when the caller gives none.
@@ -104,11 +107,14 @@ fn forward(name: &str, port: u16) -> Forward {
         return Forward::NotFound;
     }
     match fake_dns::addrs_for(config, name) {
-        Some((v4, v6)) => {
+        Ok((v4, v6)) => {
             log::debug!("{name}: fake addresses {v4} and {v6}; the proxy resolves it");
             Forward::Fake(v4, v6)
         }
-        None => Forward::Refused,
+        Err(_) => {
+            fake_dns::log_exhausted(name);
+            Forward::TryAgain
+        }
     }
 }
 
@@ -197,6 +203,7 @@ unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_pt
         Forward::Fake(v4, v6) => (name.to_owned(), vec![v4], vec![v6]),
         Forward::NotFound => return EAI_NONAME,
         Forward::Refused => return EAI_FAIL,
+        Forward::TryAgain => return libc::EAI_AGAIN,
     };
     let addrs = match addrinfo::select(&hints, &v4, &v6, addrinfo::configured_families) {
         Ok(a) => a,
@@ -287,6 +294,7 @@ unsafe fn by_name(name: *const c_char, family: c_int) -> HostLookup {
         Forward::Fake(_, v6) => (text.to_owned(), Vec::new(), vec![v6.into()]),
         Forward::NotFound => return HostLookup::NotFound(HOST_NOT_FOUND),
         Forward::Refused => return HostLookup::NotFound(NO_RECOVERY),
+        Forward::TryAgain => return HostLookup::NotFound(TRY_AGAIN),
     };
     if addrs.is_empty() {
         return HostLookup::NotFound(HOST_NOT_FOUND);
