@@ -30,3 +30,4 @@ mod stderr_log;
 mod tcp;
 mod udp;
 mod udp_filter;
+mod user_mem;

@@ -1,19 +1,53 @@
 //! Conversions between C `sockaddr`s and `std::net::SocketAddr`.
 
+use crate::user_mem;
 use libc::{sa_family_t, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t, AF_INET, AF_INET6};
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-/// The address family of `addr`, or `None` if too short to have one.
+/// The address family of the program's `addr`, or `None` if too short to
+/// have one or (outside where a program's memory can be) unreadable: the
+/// real call then answers `EFAULT`. One comparison more than a plain read,
+/// for the fast paths; [`family_checked`] reads any bad pointer safely.
 ///
 /// # Safety
-/// `addr` must be null or point to `len` readable bytes.
+/// `addr` must be null, implausible (see [`user_mem::plausible`]) or point
+/// to `len` readable bytes.
+#[inline(always)]
 pub unsafe fn family(addr: *const sockaddr, len: socklen_t) -> Option<i32> {
     if addr.is_null() || (len as usize) < size_of::<sa_family_t>() {
         return None;
     }
+    if !user_mem::plausible(addr as *const libc::c_void) {
+        return family_checked(addr, len);
+    }
     // SAFETY: at least the family field is readable (checked above).
     Some(unsafe { (*addr).sa_family } as i32)
+}
+
+/// [`family`] read by the kernel (one system call): `None` for any pointer
+/// that points nowhere.
+#[cold]
+pub fn family_checked(addr: *const sockaddr, len: socklen_t) -> Option<i32> {
+    if addr.is_null() || (len as usize) < size_of::<sa_family_t>() {
+        return None;
+    }
+    user_mem::read_value(addr as *const sa_family_t).ok().map(|f| f as i32)
+}
+
+/// [`read`] for an address in the program's memory, copied by the kernel:
+/// `Err(EFAULT)` if it points nowhere.
+pub fn read_program(addr: *const sockaddr, len: socklen_t) -> Result<Option<SocketAddr>, i32> {
+    if addr.is_null() {
+        return Ok(None);
+    }
+    let n = (len as usize).min(size_of::<sockaddr_storage>());
+    // SAFETY: all-zero is a valid sockaddr_storage; the slice covers n of its bytes.
+    let mut storage: sockaddr_storage = unsafe { std::mem::zeroed() };
+    let bytes = unsafe { std::slice::from_raw_parts_mut(&mut storage as *mut _ as *mut u8, n) };
+    user_mem::read(addr as *const libc::c_void, bytes)?;
+    // SAFETY: storage holds n readable bytes.
+    Ok(unsafe { read(&storage as *const _ as *const sockaddr, n as socklen_t) })
 }
 
 /// Reads an `AF_INET`/`AF_INET6` address; `None` for other families or a
@@ -76,20 +110,17 @@ pub fn encode(addr: &SocketAddr, family: i32) -> Option<(sockaddr_storage, sockl
     Some((storage, size_of::<sockaddr_in6>() as socklen_t))
 }
 
-/// Copies an encoded address out to a caller's buffer the way the kernel
-/// does: truncated to `*len`, and `*len` set to the full size.
-///
-/// # Safety
-/// `out` must point to `*len` writable bytes; `len` must be valid.
-pub unsafe fn copy_out(encoded: &(sockaddr_storage, socklen_t), out: *mut sockaddr, len: *mut socklen_t) {
+/// Copies an encoded address out to the program's buffer the way the
+/// kernel does: truncated to `*len`, and `*len` set to the full size. Both
+/// pointers are the program's, read and written by the kernel: a bad one
+/// is `Err(EFAULT)`.
+pub fn copy_out(encoded: &(sockaddr_storage, socklen_t), out: *mut sockaddr, len: *mut socklen_t) -> Result<(), i32> {
     let (storage, full) = encoded;
-    let room = unsafe { *len } as usize;
+    let room = user_mem::read_value(len)? as usize;
     let n = room.min(*full as usize);
-    // SAFETY: caller guarantees `room` bytes at out; storage holds `full` bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(storage as *const _ as *const u8, out as *mut u8, n);
-        *len = *full;
-    }
+    // SAFETY: storage holds `full` >= n bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(storage as *const _ as *const u8, n) };
+    user_mem::write_all(&[(out as *mut libc::c_void, bytes), (len as *mut libc::c_void, &full.to_ne_bytes())])
 }
 
 /// `getsockopt(SOL_SOCKET, opt)` for an int option; `None` if `fd` is not a socket.

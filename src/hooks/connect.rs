@@ -8,8 +8,10 @@ use socksify_proto::wire::socks5::Command;
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    // Fast path: only IPv4/IPv6 destinations can be ours.
-    let family = unsafe { socket_addr::family(addr, len) };
+    // Fast path: only IPv4/IPv6 destinations can be ours. The family is
+    // read by the kernel (a connect can afford the system call), so a bad
+    // pointer is EFAULT from the real call, never a crash here.
+    let family = socket_addr::family_checked(addr, len);
     if family != Some(AF_INET) && family != Some(AF_INET6) {
         if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
             super::udp::disconnect_udp(fd); // dissolving a UDP socket's proxied peer
@@ -36,8 +38,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// What a `connect` to an IPv4/IPv6 address turns into (also the first
 /// half of `sendto(MSG_FASTOPEN)`, see hooks/udp.rs).
 pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let Some(dst) = (unsafe { socket_addr::read(addr, len) }) else {
-        return unsafe { real::connect(fd, addr, len) }; // too short: let the kernel say EINVAL
+    let dst = match socket_addr::read_program(addr, len) {
+        Ok(Some(dst)) => dst,
+        Ok(None) => return unsafe { real::connect(fd, addr, len) }, // too short: let the kernel say EINVAL
+        Err(errno) => return fail(errno),
     };
     let Some(sock_type) = socket_addr::socket_type(fd) else {
         return unsafe { real::connect(fd, addr, len) }; // not a socket: the kernel says ENOTSOCK/EBADF
@@ -150,10 +154,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             Some(peer) => {
                 let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
                 match socket_addr::encode(&peer, family) {
-                    Some(encoded) if !addr.is_null() && !len.is_null() => {
-                        unsafe { socket_addr::copy_out(&encoded, addr, len) };
-                        0
-                    }
+                    Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
+                        Ok(()) => 0,
+                        Err(errno) => fail(errno),
+                    },
                     _ => fail(libc::EFAULT),
                 }
             }
@@ -170,10 +174,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
         // socket of the other family in its place (family_swap.rs).
         let family = if details.peer.is_ipv4() { AF_INET } else { AF_INET6 };
         match socket_addr::encode(&details.peer, family) {
-            Some(encoded) if !addr.is_null() && !len.is_null() => {
-                unsafe { socket_addr::copy_out(&encoded, addr, len) };
-                0
-            }
+            Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
+                Ok(()) => 0,
+                Err(errno) => fail(errno),
+            },
             Some(_) => fail(libc::EFAULT),
             None => unsafe { real::getpeername(fd, addr, len) },
         }

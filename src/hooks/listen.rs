@@ -18,7 +18,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     // Nested: the shim's own sockets (a UDP association binds its socket).
     let Some(_inside) = guard::enter() else { return unsafe { real::bind(fd, addr, len) } };
     ffi::catch(-1, libc::EADDRNOTAVAIL, || {
-        let Some(requested) = (unsafe { socket_addr::read(addr, len) }) else { return unsafe { real::bind(fd, addr, len) } };
+        let Ok(Some(requested)) = socket_addr::read_program(addr, len) else { return unsafe { real::bind(fd, addr, len) } };
         // A malformed configuration: a bind sends nothing, so it stays local.
         let Some(config) = runtime::config() else { return unsafe { real::bind(fd, addr, len) } };
         let maybe_bind = match config.bind {
@@ -62,10 +62,10 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
         let Some(reported) = reported else { return unsafe { real::getsockname(fd, addr, len) } };
         let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
         match socket_addr::encode(&reported, family) {
-            Some(encoded) if !addr.is_null() && !len.is_null() => {
-                unsafe { socket_addr::copy_out(&encoded, addr, len) };
-                0
-            }
+            Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
+                Ok(()) => 0,
+                Err(errno) => fail(errno),
+            },
             Some(_) => fail(libc::EFAULT),
             None => unsafe { real::getsockname(fd, addr, len) },
         }

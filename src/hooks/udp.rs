@@ -19,7 +19,7 @@
 use crate::fd_table::{self, kind};
 use crate::ffi::{self, fail};
 use crate::udp::{self, Incoming, View, HEADER_MAX};
-use crate::{guard, real, runtime, socket_addr};
+use crate::{guard, real, runtime, socket_addr, user_mem};
 use libc::{
     c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM,
     SOCK_STREAM,
@@ -63,7 +63,9 @@ struct Out<'a> {
 struct In<'a> {
     iov: &'a [iovec],
     name: *mut sockaddr,
+    /// The program's (`recvfrom`), or our copy of its `msghdr`'s (`recvmsg`).
     name_len: *mut socklen_t,
+    name_len_is_ours: bool,
     control: *mut c_void,
     /// In: room for control messages; out: bytes of them.
     control_len: *mut usize,
@@ -117,10 +119,11 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
         false => None,
     };
     let ours = fd_table::kind(fd) == kind::UDP;
-    let dst = match unsafe { socket_addr::read(out.dst, out.dst_len) } {
-        Some(dst) => dst,
-        None if !out.dst.is_null() => return real(), // another family, or too short: the kernel answers
-        None => match ours.then(|| udp::peer(fd)).flatten() {
+    let dst = match socket_addr::read_program(out.dst, out.dst_len) {
+        Err(errno) => return fail(errno),
+        Ok(Some(dst)) => dst,
+        Ok(None) if !out.dst.is_null() => return real(), // another family, or too short: the kernel answers
+        Ok(None) => match ours.then(|| udp::peer(fd)).flatten() {
             Some(peer) => peer, // connected through us
             None => return real(),
         },
@@ -299,11 +302,34 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
             return fail(libc::EFAULT); // as the kernel answers, having taken the datagram
         }
         let full = n as usize - offset;
-        let copied = copy_to_iov(&buf[offset..], inp.iov);
-        if !inp.name.is_null() {
-            if let Some(encoded) = socket_addr::encode(&src, view.family) {
-                unsafe { socket_addr::copy_out(&encoded, inp.name, inp.name_len) };
+        // The payload, the source address and its length go to the
+        // program's memory in one copy by the kernel: a bad pointer is
+        // EFAULT (the datagram is taken, as the kernel does), not a crash.
+        let (mut pairs, copied) = to_iov(&buf[offset..], inp.iov);
+        let encoded = if inp.name.is_null() { None } else { socket_addr::encode(&src, view.family) };
+        let mut full_len: socklen_t = 0;
+        if let Some((storage, len)) = &encoded {
+            let room = match inp.name_len_is_ours {
+                true => unsafe { *inp.name_len },
+                false => match user_mem::read_value(inp.name_len) {
+                    Ok(room) => room,
+                    Err(errno) => return fail(errno),
+                },
+            };
+            // SAFETY: storage holds `len` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(storage as *const _ as *const u8, (*len).min(room) as usize) };
+            pairs.push((inp.name as *mut c_void, bytes));
+            full_len = *len;
+        }
+        let len_bytes = full_len.to_ne_bytes();
+        if encoded.is_some() {
+            match inp.name_len_is_ours {
+                true => unsafe { *inp.name_len = full_len },
+                false => pairs.push((inp.name_len as *mut c_void, &len_bytes)),
             }
+        }
+        if let Err(errno) = user_mem::write_all(&pairs) {
+            return fail(errno);
         }
         if !inp.control_len.is_null() {
             unsafe { *inp.control_len = msg.msg_controllen as usize };
@@ -316,33 +342,25 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
     }
 }
 
-/// Copies `data` into the buffers of `iov`; returns the bytes copied.
-fn copy_to_iov(mut data: &[u8], iov: &[iovec]) -> usize {
+/// Where the pieces of `data` go in the program's buffers `iov` (for
+/// [`user_mem::write_all`]), and how many bytes fit.
+fn to_iov<'a>(mut data: &'a [u8], iov: &[iovec]) -> (Vec<(*mut c_void, &'a [u8])>, usize) {
+    let mut pairs = Vec::with_capacity(iov.len() + 2);
     let mut copied = 0;
     for v in iov {
         if data.is_empty() {
             break;
         }
         let n = data.len().min(v.iov_len);
-        // SAFETY: the program gave us iov_len writable bytes at iov_base.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), v.iov_base as *mut u8, n) };
+        pairs.push((v.iov_base, &data[..n]));
         data = &data[n..];
         copied += n;
     }
-    copied
+    (pairs, copied)
 }
 
 fn one_iov(buf: *const c_void, len: size_t) -> iovec {
     iovec { iov_base: buf as *mut c_void, iov_len: len }
-}
-
-/// The program's iovec array as a slice (empty if null).
-unsafe fn iov_slice<'a>(iov: *const iovec, n: usize) -> &'a [iovec] {
-    if iov.is_null() || n == 0 {
-        &[]
-    } else {
-        unsafe { std::slice::from_raw_parts(iov, n) }
-    }
 }
 
 fn no_in(iov: &[iovec]) -> In<'_> {
@@ -350,6 +368,7 @@ fn no_in(iov: &[iovec]) -> In<'_> {
         iov,
         name: std::ptr::null_mut(),
         name_len: std::ptr::null_mut(),
+        name_len_is_ours: false,
         control: std::ptr::null_mut(),
         control_len: std::ptr::null_mut(),
         msg_flags: std::ptr::null_mut(),
@@ -396,8 +415,13 @@ unsafe extern "C" fn sendto_ours(
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let k = fd_table::kind(fd);
+    // An msghdr where no program memory can be goes to the slow path,
+    // which copies it safely (EFAULT) rather than read it here.
     if msg.is_null()
-        || !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) }))
+        || !(k == kind::UDP
+            || (k == kind::NONE
+                && (!user_mem::plausible(msg as *const c_void)
+                    || unsafe { names_inet((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) })))
     {
         return unsafe { real::sendmsg(fd, msg, flags) };
     }
@@ -407,10 +431,17 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn sendmsg_ours(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let m = unsafe { &*msg };
-    let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
+    // The program's msghdr and iovec array, copied by the kernel.
+    let m = match user_mem::read_value(msg) {
+        Ok(m) => m,
+        Err(errno) => return fail(errno),
+    };
+    let iov = match user_mem::read_iovs(m.msg_iov, m.msg_iovlen as usize) {
+        Ok(iov) => iov,
+        Err(errno) => return fail(errno),
+    };
     let out = Out {
-        iov,
+        iov: &iov,
         dst: m.msg_name as *const sockaddr,
         dst_len: m.msg_namelen,
         control: m.msg_control,
@@ -425,24 +456,29 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
     let mine = k == kind::UDP
         || (k == kind::NONE
             && !msgs.is_null()
-            && (0..vlen as usize).any(|i| unsafe {
-                let m = &(*msgs.add(i)).msg_hdr;
-                names_inet(m.msg_name as *const sockaddr, m.msg_namelen)
-            }));
+            && (!user_mem::plausible(msgs as *const c_void)
+                || (0..vlen as usize).any(|i| unsafe {
+                    let m = &(*msgs.add(i)).msg_hdr;
+                    names_inet(m.msg_name as *const sockaddr, m.msg_namelen)
+                })));
     if !mine {
         return unsafe { real::sendmmsg(fd, msgs, vlen, flags) };
     }
     let mut sent = 0;
     for i in 0..vlen as usize {
-        let entry = unsafe { &mut *msgs.add(i) };
-        let n = unsafe { sendmsg(fd, &entry.msg_hdr, flags) };
+        // Pointers into the program's array, not references: its memory is
+        // read and written by the kernel (a bad pointer is EFAULT).
+        let entry = unsafe { msgs.add(i) };
+        let n = unsafe { sendmsg(fd, std::ptr::addr_of!((*entry).msg_hdr), flags) };
         if n < 0 {
             if sent == 0 {
                 return -1;
             }
             break;
         }
-        entry.msg_len = n as c_uint;
+        if let Err(errno) = user_mem::write_value(unsafe { std::ptr::addr_of_mut!((*entry).msg_len) }, n as c_uint) {
+            return if sent == 0 { fail(errno) } else { sent };
+        }
         sent += 1;
     }
     sent
@@ -489,8 +525,11 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn writev_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    let v = unsafe { iov_slice(iov, n.max(0) as usize) };
-    unsafe { send_slow(fd, &no_out(v), 0, FdCheck::Verify, &mut || real::writev(fd, iov, n)) }
+    let v = match user_mem::read_iovs(iov, n.max(0) as usize) {
+        Ok(v) => v,
+        Err(errno) => return fail(errno),
+    };
+    unsafe { send_slow(fd, &no_out(&v), 0, FdCheck::Verify, &mut || real::writev(fd, iov, n)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -564,8 +603,11 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    let v = unsafe { iov_slice(iov, n.max(0) as usize) };
-    unsafe { recv_slow(fd, &no_in(v), 0, FdCheck::Verify, &mut || real::readv(fd, iov, n)) }
+    let v = match user_mem::read_iovs(iov, n.max(0) as usize) {
+        Ok(v) => v,
+        Err(errno) => return fail(errno),
+    };
+    unsafe { recv_slow(fd, &no_in(&v), 0, FdCheck::Verify, &mut || real::readv(fd, iov, n)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -605,22 +647,36 @@ unsafe fn received_fds(msg: *const msghdr) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    let m = unsafe { &mut *msg };
-    let iov = unsafe { iov_slice(m.msg_iov, m.msg_iovlen as usize) };
+    // The program's msghdr and iovec array, copied by the kernel; the
+    // msghdr goes back the same way (a bad pointer is EFAULT).
+    let mut m = match user_mem::read_value(msg) {
+        Ok(m) => m,
+        Err(errno) => return fail(errno),
+    };
+    let iov = match user_mem::read_iovs(m.msg_iov, m.msg_iovlen as usize) {
+        Ok(iov) => iov,
+        Err(errno) => return fail(errno),
+    };
+    let mut name_len = m.msg_namelen;
     let mut control_len = m.msg_controllen as usize;
     let mut msg_flags = 0;
     let inp = In {
-        iov,
+        iov: &iov,
         name: m.msg_name as *mut sockaddr,
-        name_len: &mut m.msg_namelen,
+        name_len: &mut name_len,
+        name_len_is_ours: true,
         control: m.msg_control,
         control_len: &mut control_len,
         msg_flags: &mut msg_flags,
     };
     let n = unsafe { recv_slow(fd, &inp, flags, FdCheck::Trust, &mut || real::recvmsg(fd, msg, flags)) };
     if n >= 0 && fd_table::kind(fd) == kind::UDP {
+        m.msg_namelen = name_len;
         m.msg_controllen = control_len as _;
         m.msg_flags = msg_flags;
+        if let Err(errno) = user_mem::write_value(msg, m) {
+            return fail(errno);
+        }
     }
     n
 }
@@ -635,9 +691,9 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
     let saved = ffi::errno();
     let mut got = 0;
     for i in 0..vlen as usize {
-        let entry = unsafe { &mut *msgs.add(i) };
+        let entry = unsafe { msgs.add(i) }; // the program's, see sendmmsg
         let f = (flags & !libc::MSG_WAITFORONE) | if i == 0 { 0 } else { MSG_DONTWAIT };
-        let n = unsafe { recvmsg_ours(fd, &mut entry.msg_hdr, f) };
+        let n = unsafe { recvmsg_ours(fd, std::ptr::addr_of_mut!((*entry).msg_hdr), f) };
         if n < 0 {
             if got == 0 {
                 return -1;
@@ -645,7 +701,9 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
             ffi::set_errno(saved);
             break;
         }
-        entry.msg_len = n as c_uint;
+        if let Err(errno) = user_mem::write_value(unsafe { std::ptr::addr_of_mut!((*entry).msg_len) }, n as c_uint) {
+            return if got == 0 { fail(errno) } else { got };
+        }
         got += 1;
     }
     got
