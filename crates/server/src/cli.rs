@@ -40,9 +40,9 @@ Options:
   --max-conns N             at most N client connections at once (default 1024);
                             connections over the cap are closed at once.
   --max-client-conns N      at most N of them from one client address (an IPv6
-                            client counts per /64; default a quarter of
-                            --max-conns, so 256); more are closed at once, so
-                            one client cannot take the whole server.
+                            client counts per /64; default half of --max-conns,
+                            so 512); more are closed at once, so one client
+                            cannot take the whole server.
   --handshake-timeout-ms N  a client must finish its handshake within N ms
                             (default 10000), else the connection is closed.
   --connect-timeout-ms N    give up on an outgoing connection after N ms
@@ -124,7 +124,7 @@ impl Default for Config {
             open: false,
             guard_this_host: false,
             max_conns: 1024,
-            max_client_conns: 256,
+            max_client_conns: 512,
             handshake_timeout: Duration::from_millis(10_000),
             connect_timeout: Duration::from_millis(10_000),
             idle_timeout: Some(Duration::from_secs(900)),
@@ -236,7 +236,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     if cfg.listen.is_empty() {
         cfg.listen.push(SocketAddr::from(([127, 0, 0, 1], 1080)));
     }
-    cfg.max_client_conns = max_client_conns.unwrap_or((cfg.max_conns / 4).max(1));
+    cfg.max_client_conns = max_client_conns.unwrap_or((cfg.max_conns / 2).max(1));
     let beyond = cfg.listen.iter().find(|a| !canonical_ip(a.ip()).is_loopback());
     if let Some(addr) = beyond {
         if cfg.users.is_empty() && cfg.allow_clients.is_empty() && !cfg.open {
@@ -307,9 +307,9 @@ mod tests {
     #[test]
     fn limits_and_idle_timeouts() {
         let d = run(&[]).unwrap();
-        assert_eq!((d.max_conns, d.max_client_conns), (1024, 256));
+        assert_eq!((d.max_conns, d.max_client_conns), (1024, 512));
         assert_eq!((d.idle_timeout, d.udp_idle_timeout), (Some(Duration::from_secs(900)), Some(Duration::from_secs(300))));
-        assert_eq!(run(&["--max-conns", "64"]).unwrap().max_client_conns, 16);
+        assert_eq!(run(&["--max-conns", "64"]).unwrap().max_client_conns, 32);
         assert_eq!(run(&["--max-conns", "2"]).unwrap().max_client_conns, 1);
         let c = run(&["--max-conns", "64", "--max-client-conns", "64", "--idle-timeout-ms", "0", "--udp-idle-timeout-ms", "250"]).unwrap();
         assert_eq!((c.max_client_conns, c.idle_timeout, c.udp_idle_timeout), (64, None, Some(Duration::from_millis(250))));
