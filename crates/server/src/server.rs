@@ -20,6 +20,7 @@ use std::time::Duration;
 
 /// Binds every listener, announces them and serves until killed.
 pub fn run(cfg: Config) -> io::Result<()> {
+    raise_fd_limit();
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
         let l = bind_listener(*addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -45,6 +46,21 @@ pub fn run(cfg: Config) -> io::Result<()> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: a session holds two
+/// to four fds (client, destination, a splice pipe), so the usual soft limit
+/// of 1024 would run out long before `--max-conns` and every client,
+/// well-behaved or not, would wait in the accept queue.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {

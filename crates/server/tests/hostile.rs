@@ -324,3 +324,22 @@ fn an_idle_udp_association_ends() {
     assert!(closed_by_server(&mut control), "idle association ended");
     server.wait_log(&["cmd=udp-associate", "datagrams_out=1", "datagrams_in=1", "end=idle-timeout"]);
 }
+
+#[test]
+fn sessions_are_not_bounded_by_a_low_soft_fd_limit() {
+    // Started with a soft limit of 64 open files (hard 4096): 60 flows need
+    // 120 fds, more than the soft limit; the server raises it to the hard one.
+    let echo = TcpEcho::start("127.0.0.1:0");
+    let mut server = Server::start_with_nofile(64, &["--quiet"]);
+    let mut flows = Vec::new();
+    for i in 0..60 {
+        let (mut s, code, _) = request5(server.addr(), 1, &addr_bytes(echo.addr));
+        assert_eq!(code, 0, "flow {i}");
+        echo_through(&mut s, b"open");
+        flows.push(s);
+    }
+    for s in &mut flows {
+        echo_through(s, b"all still open");
+    }
+    still_serves(&mut server, &echo);
+}

@@ -28,6 +28,24 @@ impl Server {
         Server::start_with(server_command(None), args)
     }
 
+    /// Like [`Server::start`], with the soft limit on open files at `soft`
+    /// (the hard one at 4096) when the server process starts.
+    pub fn start_with_nofile(soft: u64, args: &[&str]) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut command = server_command(None);
+        // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: soft, rlim_max: 4096 };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Server::start_with(command, args)
+    }
+
     /// Like [`Server::start`], inside the network namespace `ns`.
     pub fn start_in(ns: &NetNs, args: &[&str]) -> Server {
         Server::start_with(server_command(Some(ns)), args)
