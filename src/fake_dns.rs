@@ -9,8 +9,7 @@
 
 use crate::fork_safe::ForkSafeMutex;
 use crate::runtime;
-use socksify_proto::config::bypass::in_net;
-use socksify_proto::config::{Config, DnsMode};
+use socksify_proto::config::Config;
 use socksify_proto::fake_dns::{Exhausted, FakeDns, DEFAULT_MAX_NAMES, DEFAULT_MIN_IDLE_SECS};
 use socksify_proto::wire::TargetAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,11 +28,6 @@ fn now_secs() -> u64 {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64
-}
-
-/// Whether fake addresses are in use: remote DNS with a valid configuration.
-fn remote(config: &Config) -> bool {
-    config.dns == DnsMode::Remote
 }
 
 /// The fake addresses of `name`, allocated on first use. When the IPv4
@@ -75,8 +69,7 @@ fn held_by_sockets() -> std::collections::HashSet<IpAddr> {
 /// A pure range check on the configuration, no lock: it runs for every
 /// datagram a program sends to an address, proxied or not.
 pub fn is_fake(config: &Config, ip: IpAddr) -> bool {
-    let ip = socksify_proto::wire::canonical_ip(ip);
-    remote(config) && (in_net(ip, config.fake_v4.0.into(), config.fake_v4.1) || in_net(ip, config.fake_v6.0.into(), config.fake_v6.1))
+    socksify_client::route::is_fake(config, ip)
 }
 
 /// The name behind fake address `ip`, if `ip` is one that is held now.

@@ -7,7 +7,6 @@
 
 use crate::fork_safe::ForkSafeOnce;
 use socksify_proto::config::{Config, ProxyHost};
-use socksify_proto::wire::canonical_ip;
 use std::net::SocketAddr;
 
 static CONFIG: ForkSafeOnce<Option<Config>> = ForkSafeOnce::new();
@@ -81,24 +80,10 @@ fn resolve_real(name: &str, port: u16) -> Vec<SocketAddr> {
     out
 }
 
-/// Whether traffic to `dst` goes direct: a `SOCKSIFY_NO_PROXY` rule covers
-/// it, the real resolver gave it for a bypassed name, or it is the proxy
-/// itself. Never for a fake address (remote DNS): the fake pool wins over
-/// any rule that happens to cover it, so a name is never connected by its
-/// fake address. The one routing decision of TCP and UDP alike.
+/// Whether traffic to `dst` goes direct (`socksify_client::route`, with
+/// the addresses the real resolver gave this process for bypassed names).
 pub fn goes_direct(config: &'static Config, dst: &SocketAddr) -> bool {
-    !crate::fake_dns::is_fake(config, dst.ip())
-        && (config.no_proxy.bypasses_addr(dst)
-            || is_first_hop(config, dst)
-            // Last, and only with name rules: it takes a lock.
-            || (config.no_proxy.has_name_rules() && crate::fake_dns::resolved_for_bypassed_name(dst.ip())))
-}
-
-/// Whether `addr` is one of the first hop's addresses: a program that
-/// talks to the proxy itself (say, `curl --socks5`) goes there directly.
-fn is_first_hop(config: &'static Config, addr: &SocketAddr) -> bool {
-    let ip = canonical_ip(addr.ip());
-    proxy_addrs(config, 0).iter().any(|p| p.port() == addr.port() && canonical_ip(p.ip()) == ip)
+    socksify_client::route::goes_direct(config, proxy_addrs(config, 0), dst, crate::fake_dns::resolved_for_bypassed_name)
 }
 
 /// Test hook: `SOCKSIFY_DEBUG_PANIC=SITE` makes the hook at `SITE`

@@ -1,108 +1,29 @@
-//! Connecting the program's own TCP socket through the proxy chain.
-//!
-//! The socket is made non-blocking for the duration (so every step is
-//! bounded by `SOCKSIFY_TIMEOUT_MS`), connected to the first hop, and the
-//! sans-I/O handshake of `socksify-proto` is driven over it with the real
-//! `send`/`recv`; then the program's flags are restored. On success the
-//! kernel carries the data: no per-byte cost.
+//! Connecting the program's own TCP socket through the proxy chain: the
+//! shim's side of `socksify_client::tcp` (which drives the handshake), with
+//! libc's own functions behind our hooks, and a socket of the other family
+//! put in place first when only that one reaches the proxy.
 
-use crate::{family_swap, real, runtime, socket_addr};
-use libc::{c_int, c_void, EINPROGRESS, EINTR, ETIMEDOUT};
-use socksify_proto::config::{Config, ProxyHost};
-use socksify_proto::handshake::{ClientHandshake, HandshakeError, Progress};
+use crate::{family_swap, real, runtime};
+use libc::{c_int, c_void, sockaddr, socklen_t};
+use socksify_proto::config::Config;
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-/// Why a proxied connect failed; each becomes one log line and an errno.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// No address for the proxy, or it refused/was unreachable.
-    ProxyUnreachable(String),
-    Timeout(&'static str),
-    Handshake(HandshakeError),
-    /// The proxy closed the connection mid-handshake, or an I/O error.
-    Io(&'static str, i32),
-}
+pub use socksify_client::tcp::ConnectError;
 
-impl ConnectError {
-    pub fn errno(&self) -> i32 {
-        match self {
-            ConnectError::ProxyUnreachable(_) => libc::ECONNREFUSED,
-            ConnectError::Timeout(_) => ETIMEDOUT,
-            ConnectError::Handshake(e) => e.errno(),
-            ConnectError::Io(_, 0) => libc::ECONNREFUSED,
-            ConnectError::Io(_, errno) => *errno,
-        }
+/// The real `connect`/`send`/`recv`, never our hooks.
+struct RealIo;
+
+impl socksify_client::tcp::SocketIo for RealIo {
+    unsafe fn connect(&self, fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+        unsafe { real::connect(fd, addr, len) }
     }
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::ProxyUnreachable(why) => write!(f, "proxy unreachable: {why}"),
-            ConnectError::Timeout(step) => write!(f, "timed out {step}"),
-            ConnectError::Handshake(e) => write!(f, "{e}"),
-            ConnectError::Io(step, 0) => write!(f, "proxy closed the connection {step}"),
-            ConnectError::Io(step, errno) => write!(f, "{step}: {}", std::io::Error::from_raw_os_error(*errno)),
-        }
+    unsafe fn send(&self, fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize {
+        unsafe { real::send(fd, buf, len, flags) }
     }
-}
-
-/// Deadline arithmetic for `poll`.
-struct Deadline(Instant);
-
-impl Deadline {
-    fn remaining_ms(&self) -> Option<c_int> {
-        let left = self.0.checked_duration_since(Instant::now())?;
-        Some(left.as_millis().clamp(1, c_int::MAX as u128) as c_int)
-    }
-}
-
-/// Waits until `fd` is ready for `events`, retrying on EINTR; returns the
-/// events that fired (`POLLERR`/`POLLHUP` included).
-fn wait(fd: c_int, events: i16, deadline: &Deadline, step: &'static str) -> Result<i16, ConnectError> {
-    loop {
-        let Some(ms) = deadline.remaining_ms() else { return Err(ConnectError::Timeout(step)) };
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut pfd, 1, ms) } {
-            0 => return Err(ConnectError::Timeout(step)),
-            n if n > 0 => return Ok(pfd.revents),
-            _ if crate::ffi::errno() == EINTR => continue,
-            _ => return Err(ConnectError::Io(step, crate::ffi::errno())),
-        }
-    }
-}
-
-/// Restores the program's file status flags when dropped.
-struct NonBlocking {
-    fd: c_int,
-    flags: c_int,
-}
-
-impl NonBlocking {
-    fn set(fd: c_int) -> Result<NonBlocking, ConnectError> {
-        // SAFETY: fcntl on an fd the caller owns.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(ConnectError::Io("reading socket flags", crate::ffi::errno()));
-        }
-        if flags & libc::O_NONBLOCK == 0 {
-            // SAFETY: as above.
-            unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-        }
-        Ok(NonBlocking { fd, flags })
-    }
-}
-
-impl Drop for NonBlocking {
-    fn drop(&mut self) {
-        if self.flags & libc::O_NONBLOCK == 0 {
-            // SAFETY: restores the flags read in `set`.
-            unsafe { libc::fcntl(self.fd, libc::F_SETFL, self.flags) };
-        }
+    unsafe fn recv(&self, fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
+        unsafe { real::recv(fd, buf, len, flags) }
     }
 }
 
@@ -115,111 +36,16 @@ fn reachable_family(fd: c_int, family: c_int, config: &'static Config) -> Result
     }
     let other = family_swap::other(family);
     family_swap::replace(fd, family, other).map_err(|e| {
-        ConnectError::Io(if other == libc::AF_INET { "replacing the socket by an IPv4 one" } else { "replacing the socket by an IPv6 one" }, e)
+        ConnectError::Io(
+            if other == libc::AF_INET { "replacing the socket by an IPv4 one" } else { "replacing the socket by an IPv6 one" },
+            e,
+        )
     })?;
     Ok(other)
 }
 
-/// Connects `fd` to the first hop that answers; returns its address.
-fn connect_first_hop(fd: c_int, family: c_int, config: &'static Config, deadline: &Deadline) -> Result<SocketAddr, ConnectError> {
-    let addrs = runtime::proxy_addrs(config, 0);
-    let mut last = None;
-    for addr in addrs {
-        let Some(raw) = socket_addr::encode(addr, family) else { continue };
-        // SAFETY: raw is a valid sockaddr of the socket's family.
-        let rc = unsafe { real::connect(fd, &raw.0 as *const _ as *const libc::sockaddr, raw.1) };
-        let err = if rc == 0 { 0 } else { crate::ffi::errno() };
-        if err == EINPROGRESS || err == EINTR {
-            let events = wait(fd, libc::POLLOUT, deadline, "connecting to the proxy")?;
-            // A failed connect always raises POLLERR; only then is SO_ERROR
-            // worth a syscall (this runs on every proxied connect).
-            if events & (libc::POLLERR | libc::POLLHUP) == 0 {
-                return Ok(*addr);
-            }
-            let mut so_error: c_int = 0;
-            let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-            // SAFETY: SO_ERROR reads one int.
-            unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut so_error as *mut _ as *mut c_void, &mut len) };
-            let so_error = if so_error == 0 { libc::ECONNREFUSED } else { so_error };
-            // Linux lets a socket whose connect failed try again.
-            last = Some(ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(so_error))));
-        } else if err == 0 {
-            return Ok(*addr);
-        } else {
-            last = Some(ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(err))));
-        }
-    }
-    // The message is built only on failure: this runs on every connect.
-    Err(last.unwrap_or_else(|| ConnectError::ProxyUnreachable(format!("no usable address for {}", config.chain[0]))))
-}
-
-fn send_all(fd: c_int, mut bytes: &[u8], deadline: &Deadline) -> Result<(), ConnectError> {
-    while !bytes.is_empty() {
-        // SAFETY: bytes is a valid buffer.
-        let n = unsafe { real::send(fd, bytes.as_ptr() as *const c_void, bytes.len(), libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        match crate::ffi::errno() {
-            EINTR => continue,
-            libc::EAGAIN => _ = wait(fd, libc::POLLOUT, deadline, "sending the SOCKS request")?,
-            e => return Err(ConnectError::Io("sending the SOCKS request", e)),
-        }
-    }
-    Ok(())
-}
-
-/// Runs one handshake on a connected fd; returns the proxy's bound address.
-/// Lock-step unless the hop opted in to pipelining: each message goes out
-/// when the handshake says so, after the server's previous answer.
-fn handshake(fd: c_int, hs_start: (ClientHandshake, Vec<u8>), deadline: &Deadline) -> Result<TargetAddr, ConnectError> {
-    let (mut hs, first) = hs_start;
-    send_all(fd, &first, deadline)?;
-    let mut buf = [0u8; 262];
-    // The proxy cannot have answered a message it is only now receiving:
-    // wait before the first read instead of failing it with EAGAIN.
-    wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
-    loop {
-        let want = hs.wanted().min(buf.len());
-        // SAFETY: reading at most `want` bytes into buf.
-        let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, want, 0) };
-        if n > 0 {
-            match hs.feed(&buf[..n as usize]).map_err(ConnectError::Handshake)? {
-                Progress::NeedMore => {}
-                Progress::Done(bound) => return Ok(bound),
-                Progress::Send(next) => {
-                    send_all(fd, &next, deadline)?;
-                    wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
-                }
-            }
-            continue;
-        }
-        if n == 0 {
-            return Err(ConnectError::Io("during the SOCKS handshake", 0));
-        }
-        match crate::ffi::errno() {
-            EINTR => continue,
-            libc::EAGAIN => _ = wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?,
-            e => return Err(ConnectError::Io("reading the SOCKS reply", e)),
-        }
-    }
-}
-
-/// Where hop `i` of the chain must ask to be connected: the next hop, or
-/// the destination after the last.
-fn hop_target(config: &Config, i: usize, dst: &TargetAddr) -> TargetAddr {
-    match config.chain.get(i + 1) {
-        None => dst.clone(),
-        Some(next) => match &next.host {
-            ProxyHost::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, next.port)),
-            ProxyHost::Name(name) => TargetAddr::Domain(name.clone(), next.port),
-        },
-    }
-}
-
 /// Connects `fd` (a TCP socket of `family`) to `dst` through the chain,
-/// running `command` (CONNECT or UDP ASSOCIATE) at the last hop.
+/// running `command` (CONNECT, BIND or UDP ASSOCIATE) at the last hop.
 /// Returns the first hop's address and the last hop's bound address.
 pub fn connect_via_proxy(
     fd: c_int,
@@ -228,17 +54,6 @@ pub fn connect_via_proxy(
     command: Command,
     dst: &TargetAddr,
 ) -> Result<(SocketAddr, TargetAddr), ConnectError> {
-    let deadline = Deadline(Instant::now() + config.timeout.max(Duration::from_millis(1)));
     let family = reachable_family(fd, family, config)?;
-    let _flags = NonBlocking::set(fd)?;
-    let proxy = connect_first_hop(fd, family, config, &deadline)?;
-    let mut bound = TargetAddr::unspecified();
-    for (i, hop) in config.chain.iter().enumerate() {
-        let last = i + 1 == config.chain.len();
-        let target = hop_target(config, i, dst);
-        let cmd = if last { command } else { Command::Connect };
-        let start = ClientHandshake::start(&hop.dialect(), cmd, &target).map_err(ConnectError::Handshake)?;
-        bound = handshake(fd, start, &deadline)?;
-    }
-    Ok((proxy, bound))
+    socksify_client::tcp::connect_via_proxy(&RealIo, fd, family, config, runtime::proxy_addrs(config, 0), command, dst)
 }

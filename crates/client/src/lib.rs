@@ -1,0 +1,16 @@
+//! The client core that both front ends of socksify share: the
+//! `LD_PRELOAD` shim (`libsocksify.so`) and the seccomp supervisor
+//! (`socksify-cli supervise`).
+//!
+//! * [`tcp`]: connecting a TCP socket through the proxy chain, the SOCKS
+//!   handshake of `socksify-proto` driven over a raw fd with a deadline.
+//! * [`sockaddr`]: C socket addresses to and from `std::net::SocketAddr`.
+//! * [`route`]: the routing decision, direct or through the proxy.
+//!
+//! The three calls that move bytes (`connect`, `send`, `recv`) go through
+//! the [`tcp::SocketIo`] trait: the shim must call libc's own functions
+//! behind its hooks (`dlsym(RTLD_NEXT)`), the supervisor plain libc.
+
+pub mod route;
+pub mod sockaddr;
+pub mod tcp;
