@@ -27,10 +27,12 @@ use libc::{
 use socksify_proto::config::UdpMode;
 use std::net::SocketAddr;
 
-/// Whether `addr` is an IPv4/IPv6 address (the only ones we may proxy).
+/// Whether `addr` is an IPv4/IPv6 address (the only ones we may proxy),
+/// or may be (a pointer the fast path does not read: the slow path copies
+/// it safely).
 #[inline(always)]
 unsafe fn names_inet(addr: *const sockaddr, len: socklen_t) -> bool {
-    matches!(unsafe { socket_addr::family(addr, len) }, Some(libc::AF_INET) | Some(libc::AF_INET6))
+    matches!(unsafe { socket_addr::family(addr, len) }, Some(libc::AF_INET) | Some(libc::AF_INET6) | Some(socket_addr::UNREAD))
 }
 
 /// The IPv4 destination `addr` as a [`fd_table::direct_key`], if it is one.
@@ -203,8 +205,12 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
 fn send_dns(fd: c_int, family: c_int, out: &Out, config: &'static socksify_proto::config::Config, dst: SocketAddr) -> ssize_t {
     let mut msg = Vec::new();
     for v in out.iov.iter().filter(|v| !v.iov_base.is_null()) {
-        // SAFETY: the program gave us iov_len readable bytes at iov_base.
-        msg.extend_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) });
+        // Copied by the kernel: a bad pointer is EFAULT (user_mem.rs).
+        let at = msg.len();
+        msg.resize(at + v.iov_len.min(65536), 0);
+        if let Err(errno) = user_mem::read(v.iov_base, &mut msg[at..]) {
+            return fail(errno);
+        }
     }
     if let Some(answer) = crate::dns_responder::answer(config, &msg, dst, socksify_proto::dns::Transport::Udp) {
         if let Err(e) = crate::dns_responder::udp::deliver(fd, family, dst, &answer) {
