@@ -71,8 +71,9 @@ of the server's own interfaces are denied unless an --allow rule matches them
 (SOCKS5 reply 2, SOCKS4 reply 91).
 
 UDP ASSOCIATE relays from a socket on the IP the client reached. The request
-must name the port the client sends from (its IP may be 0); a request naming
-port 0, another IP than the client's or a name is refused (not allowed).
+must name the port the client sends from (its IP may be 0, or a name, which
+counts as 0); a request naming port 0 or another IP than the client's is
+refused (not allowed).
 Only datagrams from that client address are relayed out, and only datagrams
 from an address and port the client has sent to are relayed back.
 BIND listens on the --bind-out address (else the address this host reaches

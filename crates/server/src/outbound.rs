@@ -85,7 +85,8 @@ pub fn allowed_addrs(cfg: &Config, target: &TargetAddr) -> Result<Vec<SocketAddr
     let (allowed, denied): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.into_iter().partition(|a| cfg.dest_allowed(a.ip(), a.port()));
     if allowed.is_empty() {
         let by_rule = denied.iter().any(|a| cfg.rules.verdict(a.ip(), a.port()).is_some());
-        let why = if by_rule { "denied by rules" } else { "is this host: denied when listening beyond loopback (an --allow rule opens it)" };
+        let why =
+            if by_rule { "denied by rules" } else { "is this host: denied when listening beyond loopback (an --allow rule opens it)" };
         return Err(Failure::new(ReplyCode::NotAllowed, format!("{target} {why}")));
     }
     Ok(allowed)

@@ -3,21 +3,22 @@
 //! Promise: one relay socket per association, bound on the IP the client
 //! reached us at (the reply's BND.ADDR). From the client side only its own
 //! address is accepted: the port the request names, on the control
-//! connection's IP (the request may name that IP or leave it 0). A request
-//! that names port 0, another IP or a host name is refused (`not allowed`):
-//! the server could only guess the client's port from the first datagram,
-//! and a stranger on the same IP could send that one first. From the outside
-//! only datagrams from an address and port the client has sent to in this
-//! association are relayed back (address- and port-dependent filtering, like
-//! a NAT); the rules (and, beyond loopback, the
-//! guard on this host's addresses) judge them too. Client datagrams with FRAG≠0, a
-//! malformed header or a denied destination are dropped. Payloads go to
-//! destinations (IPv4, IPv6 or a name, `--map` first) from a socket bound to
-//! `--bind-out` for the family; answers come back wrapped in the RFC header
-//! carrying the sender's address. The association ends when the control TCP
-//! connection closes, or when no datagram was relayed either way for
-//! `--udp-idle-timeout-ms` (then we close the control connection); one log
-//! line then counts datagrams and payload bytes each way.
+//! connection's IP (the request may name that IP, leave it 0, or give a
+//! name, which PySocks sends as "0"). A request that names port 0 or another
+//! IP is refused (`not allowed`): the server could only guess the client's
+//! port from the first datagram, and a stranger on the same IP could send
+//! that one first. From the outside only datagrams from an address and port
+//! the client has sent to in this association are relayed back (address-
+//! and port-dependent filtering, like a NAT); the rules (and, beyond
+//! loopback, the guard on this host's addresses) judge them too. Client
+//! datagrams with FRAG≠0, a malformed header or a denied destination are
+//! dropped. Payloads go to destinations (IPv4, IPv6 or a name, `--map`
+//! first) from a socket bound to `--bind-out` for the family; answers come
+//! back wrapped in the RFC header carrying the sender's address. The
+//! association ends when the control TCP connection closes, or when no
+//! datagram was relayed either way for `--udp-idle-timeout-ms` (then we
+//! close the control connection); one log line then counts datagrams and
+//! payload bytes each way.
 
 use crate::cli::Config;
 use crate::log::reply_name;
@@ -129,24 +130,24 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
 
 /// The address the client's datagrams must come from: the port its request
 /// names, on the control connection's IP (RFC 1928 section 7). The request
-/// may leave the IP 0 (a client that does not know it, or is behind NAT);
-/// it must name the port, and no other IP than the one it speaks from.
+/// may leave the IP 0 (a client that does not know it, or is behind NAT)
+/// or send a name in its place (PySocks sends "0"); it must name the port,
+/// and no other IP than the one it speaks from.
 fn expected_client(dst: &TargetAddr, control_peer: SocketAddr) -> Result<SocketAddr, String> {
     let peer_ip = canonical_ip(control_peer.ip());
-    let TargetAddr::Ip(named) = dst else {
-        return Err(format!("UDP ASSOCIATE must name the client's address, not a host name ({dst})"));
+    let (ip, port) = match dst {
+        TargetAddr::Ip(named) => (canonical_ip(named.ip()), named.port()),
+        TargetAddr::Domain(_, port) => (peer_ip, *port),
     };
-    if named.port() == 0 {
+    if port == 0 {
         return Err(
-            "UDP ASSOCIATE must name the port the client sends from (port 0 would let the first datagram from its IP take the association)"
-                .into(),
+            "UDP ASSOCIATE must name the port the client sends from (port 0 would let the first datagram from its IP take it)".into()
         );
     }
-    let ip = canonical_ip(named.ip());
     if !ip.is_unspecified() && ip != peer_ip {
         return Err(format!("UDP ASSOCIATE names {ip} but the client connects from {peer_ip}"));
     }
-    Ok(SocketAddr::new(peer_ip, named.port()))
+    Ok(SocketAddr::new(peer_ip, port))
 }
 
 impl Association<'_> {

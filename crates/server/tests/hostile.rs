@@ -182,9 +182,7 @@ fn dial_from(source: &str, server: SocketAddr) -> std::io::Result<TcpStream> {
 fn closed_now(s: &TcpStream) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: recv into a one-byte buffer we own; MSG_PEEK consumes nothing.
-    let n = unsafe {
-        libc::recv(std::os::fd::AsRawFd::as_raw_fd(s), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
+    let n = unsafe { libc::recv(std::os::fd::AsRawFd::as_raw_fd(s), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
 }
 

@@ -57,13 +57,8 @@ impl Server {
             args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
         }
         let listeners = args.iter().filter(|a| *a == "--listen").count();
-        let mut child = command
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn socksify-server");
+        let mut child =
+            command.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn socksify-server");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
