@@ -1,6 +1,8 @@
-//! `scripts/socksify`, the wrapper: it refuses programs LD_PRELOAD cannot
-//! reach (their traffic would silently go direct), keeps existing
-//! LD_PRELOAD entries, and really runs a program through the proxy.
+//! `scripts/socksify`, the wrapper: it runs statically linked programs
+//! under the seccomp supervisor (LD_PRELOAD cannot reach them), refuses
+//! the ones nothing reaches (setuid/setgid; their traffic would silently go
+//! direct), keeps existing LD_PRELOAD entries, and really runs a program
+//! through the proxy. The supervisor's own tests are in tests/supervise.rs.
 
 mod common;
 
@@ -10,18 +12,28 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A statically linked program that prints `RAN` when it runs: built with
-/// `gcc -static`, or failing that `rustc -C target-feature=+crt-static`.
+/// A statically linked program that prints `RAN` and then the `Seccomp:`
+/// line of its /proc/self/status (`2`: under a filter, the supervisor's):
+/// built with `gcc -static`, or failing that `rustc -C target-feature=+crt-static`.
 fn static_binary(dir: &Path) -> PathBuf {
     let exe = dir.join("static-prog");
     let c = dir.join("prog.c");
-    fs::write(&c, "#include <stdio.h>\nint main(void) { puts(\"RAN\"); return 0; }\n").unwrap();
+    fs::write(
+        &c,
+        "#include <stdio.h>\n#include <string.h>\nint main(void) { puts(\"RAN\"); char l[256]; FILE *f = fopen(\"/proc/self/status\", \"r\");\n\
+         while (f && fgets(l, sizeof l, f)) if (!strncmp(l, \"Seccomp:\", 8)) fputs(l, stdout); return 0; }\n",
+    )
+    .unwrap();
     let gcc = Command::new("gcc").arg("-static").arg("-o").arg(&exe).arg(&c).output();
     if gcc.is_ok_and(|o| o.status.success()) {
         return exe;
     }
     let rs = dir.join("prog.rs");
-    fs::write(&rs, "fn main() { println!(\"RAN\"); }\n").unwrap();
+    fs::write(
+        &rs,
+        "fn main() { println!(\"RAN\"); for l in std::fs::read_to_string(\"/proc/self/status\").unwrap().lines() { if l.starts_with(\"Seccomp:\") { println!(\"{l}\"); } } }\n",
+    )
+    .unwrap();
     let out = Command::new("rustc").args(["-C", "target-feature=+crt-static", "-o"]).arg(&exe).arg(&rs).output().expect("run rustc");
     assert!(out.status.success(), "cannot build a static binary (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
     exe
@@ -36,38 +48,40 @@ fn wrapper() -> Run {
     Run::plain(wrapper_path()).env("SOCKSIFY_LIB", shim_path().to_str().unwrap())
 }
 
-#[test]
-fn refuses_a_statically_linked_binary() {
-    let dir = TempDir::new("wrapper-static");
-    let exe = static_binary(dir.path());
-    assert!(is_static(&exe), "test setup: {} should be static", exe.display());
-    // It does run without the wrapper...
-    Run::plain(&exe).run().assert_success();
-    // ...but not under it.
-    let out = wrapper().args(["-x", "socks5h://127.0.0.1:9", "--"]).arg(&exe).run();
-    assert!(out.code.is_some_and(|c| c != 0), "a static binary must be refused:\n{out}");
-    assert!(!out.stdout.contains("RAN"), "the static binary ran:\n{out}");
-    assert!(out.stderr.contains("statically linked"), "the message must say why:\n{out}");
+/// Whether `out` is the static program's, run under the supervisor.
+fn ran_supervised(out: &Output) -> bool {
+    out.code == Some(0) && out.stdout.starts_with("RAN\n") && out.stdout.contains("Seccomp:\t2")
 }
 
 #[test]
-fn refuses_a_script_whose_interpreter_is_static() {
+fn runs_a_statically_linked_binary_under_the_supervisor() {
+    let dir = TempDir::new("wrapper-static");
+    let exe = static_binary(dir.path());
+    assert!(is_static(&exe), "test setup: {} should be static", exe.display());
+    // Without the wrapper it runs under no filter...
+    let plain = Run::plain(&exe).run();
+    assert!(plain.stdout.contains("Seccomp:\t0"), "test setup: {plain}");
+    // ...under it, LD_PRELOAD cannot reach it: the supervisor runs it.
+    let out = wrapper().args(["-x", "socks5h://127.0.0.1:9", "--"]).arg(&exe).run();
+    assert!(ran_supervised(&out), "a static binary must run under the supervisor:\n{out}");
+}
+
+#[test]
+fn supervises_a_script_whose_interpreter_is_static() {
     let dir = TempDir::new("wrapper-static-script");
     let exe = static_binary(dir.path());
     let script = dir.path().join("script");
     fs::write(&script, format!("#!{}\n", exe.display())).unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     let out = wrapper().arg(&script).run();
-    assert!(out.code.is_some_and(|c| c != 0), "{out}");
-    assert!(!out.stdout.contains("RAN"), "{out}");
-    assert!(out.stderr.contains("statically linked"), "{out}");
+    assert!(ran_supervised(&out), "{out}");
 }
 
 /// `#!/usr/bin/env -S ./prog` (and env's other options and assignments,
 /// and a script whose interpreter is another script) leads to the static
-/// binary: refused, whatever the path to it.
+/// binary: supervised, whatever the path to it.
 #[test]
-fn refuses_a_static_program_reached_through_env_options() {
+fn supervises_a_static_program_reached_through_env_options() {
     let dir = TempDir::new("wrapper-env-static");
     static_binary(dir.path());
     let script = |name: &str, line: &str| {
@@ -87,12 +101,10 @@ fn refuses_a_static_program_reached_through_env_options() {
     for s in cases.iter().chain([&nested]) {
         // It runs without the wrapper (the kernel and env find the program)...
         let direct = Run::plain(s).current_dir(dir.path()).run();
-        assert!(direct.stdout.contains("RAN"), "test setup: {} should run the static program:\n{direct}", s.display());
-        // ...but not under it.
+        assert!(direct.stdout.contains("RAN") && direct.stdout.contains("Seccomp:\t0"), "test setup: {}:\n{direct}", s.display());
+        // ...and under it, supervised.
         let out = wrapper().arg(s).current_dir(dir.path()).run();
-        assert_eq!(out.code, Some(126), "{}: {out}", s.display());
-        assert!(!out.stdout.contains("RAN"), "{}: the static program ran:\n{out}", s.display());
-        assert!(out.stderr.contains("statically linked"), "{}: {out}", s.display());
+        assert!(ran_supervised(&out), "{}: {out}", s.display());
     }
     // An env option the wrapper does not know: what runs is unknown, refused.
     let unknown = script("unknown-option", "#!/usr/bin/env -S --frobnicate ./static-prog");

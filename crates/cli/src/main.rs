@@ -5,15 +5,19 @@
 
 mod check;
 mod exchange;
+mod supervise;
 
 const USAGE: &str = "\
 usage: socksify-cli check [HOST:PORT]   check the configured proxies (socksify --check)
-       socksify-cli version             print the version (socksify --version)";
+       socksify-cli version             print the version (socksify --version)
+       socksify-cli supervise [--] PROGRAM [ARGS...]
+                                        run PROGRAM under the seccomp supervisor (socksify --supervise)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("check") => check::main(&args[1..]),
+        Some("supervise") => supervise::main(&args[1..]),
         Some("version") if args.len() == 1 => {
             println!("socksify {}", env!("CARGO_PKG_VERSION"));
             0

@@ -1,0 +1,240 @@
+//! What each notified call becomes: the routing of the shim, applied to a
+//! call the supervisor reads out of the program.
+//!
+//! | call | destination | answer |
+//! | --- | --- | --- |
+//! | `connect`, TCP | bypassed (`SOCKSIFY_NO_PROXY`, the proxy itself) | the kernel runs it |
+//! | `connect`, TCP | anything else | our handshake on the program's own socket (a duplicate from `pidfd_getfd`), then 0 or the errno |
+//! | `getpeername` of a socket we connected | — | the destination the program asked for (not the proxy) |
+//! | `connect`, UDP | a resolv.conf nameserver, port 53, remote DNS | connected to our DNS responder instead, 0 |
+//! | `connect`/`sendto`/`sendmsg`/`sendmmsg`, UDP | bypassed, or `SOCKSIFY_UDP=direct`, or a nameserver in local DNS mode | the kernel runs it |
+//! | same | anything else | EPERM (no UDP ASSOCIATE here yet) |
+//! | `sendto`/`sendmsg` with an address, TCP | — | the kernel runs it (it ignores the address), except `MSG_FASTOPEN` to a proxied one: EOPNOTSUPP |
+//! | anything not IPv4/IPv6 (Unix sockets, netlink, ...) | — | the kernel runs it |
+//!
+//! Every answer that acts on what we read is given only after
+//! `SECCOMP_IOCTL_NOTIF_ID_VALID` says the call still waits: the thread
+//! and its memory were still the ones we read.
+
+use super::kernel::{self, Answer, Notif};
+use super::{Level, Supervisor};
+use socksify_client::route;
+use socksify_client::tcp::{connect_via_proxy, Libc};
+use socksify_proto::config::{DnsMode, UdpMode};
+use socksify_proto::wire::socks5::Command;
+use socksify_proto::wire::TargetAddr;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+/// Handles one notified call: answers it here, or hands it to a thread of
+/// its own when it needs a handshake.
+pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
+    let answer = match i64::from(n.data.nr) {
+        libc::SYS_connect => on_connect(sv, &n),
+        libc::SYS_getpeername => Some(on_getpeername(sv, &n)),
+        libc::SYS_sendto => on_send(sv, &n, n.data.args[4], n.data.args[5], n.data.args[3]),
+        libc::SYS_sendmsg => match read_msghdr(n.pid, n.data.args[1]) {
+            Some((name, len)) => on_send(sv, &n, name, len, n.data.args[2]),
+            None => Some(Answer::Continue), // unreadable: the kernel says EFAULT
+        },
+        libc::SYS_sendmmsg => on_sendmmsg(sv, &n),
+        _ => Some(Answer::Continue),
+    };
+    if let Some(answer) = answer {
+        sv.listener.answer(n.id, answer);
+    }
+}
+
+/// The IPv4/IPv6 address at `ptr` (`len` bytes) in the caller's memory;
+/// `None` for another family or an address the kernel will refuse.
+fn read_addr(pid: u32, ptr: u64, len: u64) -> Option<SocketAddr> {
+    let len = len.min(128) as usize;
+    let bytes = kernel::read_memory(pid, ptr, len)?;
+    // SAFETY: bytes holds `len` readable bytes.
+    unsafe { socksify_client::sockaddr::read(bytes.as_ptr() as *const libc::sockaddr, len as libc::socklen_t) }
+}
+
+/// The program's socket `fd` (a duplicate), with its domain and type.
+fn take_socket(n: &Notif, fd: u64) -> Option<(OwnedFd, i32, i32)> {
+    let pidfd = kernel::pidfd_of_thread(n.pid).ok()?;
+    let sock = kernel::take_fd(&pidfd, fd).ok()?;
+    let domain = kernel::socket_int_option(&sock, libc::SO_DOMAIN)?;
+    let ty = kernel::socket_int_option(&sock, libc::SO_TYPE)?;
+    Some((sock, domain, ty))
+}
+
+fn on_connect(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
+    let Some(dst) = read_addr(n.pid, n.data.args[1], n.data.args[2]) else { return Some(Answer::Continue) };
+    if sv.goes_direct(&dst) {
+        say!(Level::Debug, "connect to {dst}: bypassed, direct");
+        return Some(Answer::Continue);
+    }
+    // Not a socket, or gone: the kernel gives the program its own errno.
+    let Some((sock, domain, ty)) = take_socket(n, n.data.args[0]) else { return Some(Answer::Continue) };
+    if !sv.listener.id_valid(n.id) {
+        return None; // the thread died while we looked: nothing to answer
+    }
+    match ty {
+        libc::SOCK_STREAM => connect_tcp(sv, n, sock, domain, dst),
+        libc::SOCK_DGRAM => Some(connect_udp(sv, &sock, domain, dst)),
+        _ => Some(Answer::Continue),
+    }
+}
+
+fn connect_tcp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst: SocketAddr) -> Option<Answer> {
+    let target = if route::is_fake(&sv.config, dst.ip()) {
+        match sv.fake.name_for(dst.ip()).and_then(|name| TargetAddr::domain(&name, dst.port())) {
+            Some(target) => target,
+            None => {
+                say!(Level::Warn, "connect to {dst} refused: a fake address no name holds");
+                return Some(Answer::Fail(libc::EHOSTUNREACH));
+            }
+        }
+    } else {
+        TargetAddr::Ip(dst)
+    };
+    // The handshake takes round trips to the proxy: on a thread of its own,
+    // so other calls (other threads of the program) are not held up.
+    let (sv, id) = (sv.clone(), n.id);
+    std::thread::spawn(move || {
+        let answer = match connect_via_proxy(&Libc, sock.as_raw_fd(), domain, &sv.config, &sv.first_hop, Command::Connect, &target) {
+            Ok((_, bound)) => {
+                say!(Level::Info, "tcp -> {target} via {}: connected (proxy bound {bound})", sv.config.chain[0]);
+                if let Some(inode) = kernel::socket_inode(&sock) {
+                    let mut peers = sv.peers.lock().unwrap_or_else(|e| e.into_inner());
+                    if peers.len() >= MAX_PEERS {
+                        peers.clear(); // forgotten sockets report the proxy: never worse than that
+                    }
+                    peers.insert(inode, dst);
+                }
+                Answer::Return(0)
+            }
+            Err(e) => {
+                say!(Level::Warn, "tcp -> {target} via {}: {e}", sv.config.chain[0]);
+                // Not connected to anything, as after a failed connect.
+                let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+                // SAFETY: a valid AF_UNSPEC address dissolves the connection.
+                unsafe { libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+                Answer::Fail(e.errno())
+            }
+        };
+        sv.listener.answer(id, answer);
+    });
+    None
+}
+
+/// How many proxied sockets `getpeername` remembers.
+const MAX_PEERS: usize = 65536;
+
+/// `getpeername` of a socket we connected through the proxy: the address
+/// the program connected to, written out as the kernel would (truncated to
+/// the caller's length, the full length stored). Any other socket: the
+/// kernel answers.
+fn on_getpeername(sv: &Supervisor, n: &Notif) -> Answer {
+    if sv.peers.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        return Answer::Continue;
+    }
+    let Some((sock, domain, _)) = take_socket(n, n.data.args[0]) else { return Answer::Continue };
+    let Some(inode) = kernel::socket_inode(&sock) else { return Answer::Continue };
+    let Some(dst) = sv.peers.lock().unwrap_or_else(|e| e.into_inner()).get(&inode).copied() else { return Answer::Continue };
+    let (addr_ptr, len_ptr) = (n.data.args[1], n.data.args[2]);
+    let Some(len) = kernel::read_memory(n.pid, len_ptr, 4) else { return Answer::Fail(libc::EFAULT) };
+    let room = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let Some((raw, full)) = socksify_client::sockaddr::encode(&dst, domain) else { return Answer::Continue };
+    // SAFETY: raw holds `full` initialized bytes of address.
+    let bytes = unsafe { std::slice::from_raw_parts(&raw as *const _ as *const u8, full as usize) };
+    if !sv.listener.id_valid(n.id) {
+        return Answer::Continue; // the caller is gone: write nothing
+    }
+    let n_out = room.min(full as usize);
+    if !kernel::write_memory(n.pid, addr_ptr, &bytes[..n_out]) || !kernel::write_memory(n.pid, len_ptr, &full.to_ne_bytes()) {
+        return Answer::Fail(libc::EFAULT);
+    }
+    Answer::Return(0)
+}
+
+/// Whether UDP to `dst` may go out as the program sent it.
+fn udp_goes_direct(sv: &Supervisor, dst: &SocketAddr) -> bool {
+    sv.config.udp == UdpMode::Direct
+        || sv.goes_direct(dst)
+        || (sv.config.dns == DnsMode::Local && sv.is_nameserver(dst))
+}
+
+fn connect_udp(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr) -> Answer {
+    if udp_goes_direct(sv, &dst) {
+        return Answer::Continue;
+    }
+    if sv.is_nameserver(&dst) {
+        if let Some(responder) = sv.dns.as_ref().and_then(|r| r.addr_for(domain)) {
+            let Some((raw, len)) = socksify_client::sockaddr::encode(&responder, domain) else { return Answer::Fail(libc::EPERM) };
+            // SAFETY: raw is a valid address of the socket's family.
+            if unsafe { libc::connect(sock.as_raw_fd(), &raw as *const _ as *const libc::sockaddr, len) } == 0 {
+                say!(Level::Debug, "udp connect to nameserver {dst}: answered by the supervisor's DNS responder {responder}");
+                return Answer::Return(0);
+            }
+        }
+    }
+    refuse_udp(dst)
+}
+
+/// EPERM for UDP to a proxied destination. Logged as a warning once (Go
+/// alone probes each address it resolved with a UDP connect), then at info.
+fn refuse_udp(dst: SocketAddr) -> Answer {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let level = if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) { Level::Info } else { Level::Warn };
+    say!(level, "udp to {dst} refused (EPERM): the supervisor sends no UDP through the proxy");
+    Answer::Fail(libc::EPERM)
+}
+
+/// A send with a destination address (`addr` 0: none).
+fn on_send(sv: &Supervisor, n: &Notif, addr: u64, len: u64, flags: u64) -> Option<Answer> {
+    if addr == 0 {
+        return Some(Answer::Continue);
+    }
+    let Some(dst) = read_addr(n.pid, addr, len) else { return Some(Answer::Continue) };
+    Some(send_verdict(sv, n, dst, flags))
+}
+
+fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> Answer {
+    if udp_goes_direct(sv, &dst) {
+        return Answer::Continue;
+    }
+    let Some((_, _, ty)) = take_socket(n, n.data.args[0]) else { return Answer::Continue };
+    if !sv.listener.id_valid(n.id) {
+        return Answer::Continue; // the thread is gone; the answer goes nowhere
+    }
+    match ty {
+        libc::SOCK_DGRAM => refuse_udp(dst),
+        libc::SOCK_STREAM if flags & libc::MSG_FASTOPEN as u64 != 0 => Answer::Fail(libc::EOPNOTSUPP),
+        _ => Answer::Continue,
+    }
+}
+
+/// `msg_name` and `msg_namelen` of the `msghdr` at `ptr`.
+fn read_msghdr(pid: u32, ptr: u64) -> Option<(u64, u64)> {
+    let bytes = kernel::read_memory(pid, ptr, std::mem::size_of::<libc::msghdr>())?;
+    // SAFETY: bytes holds one msghdr; read_unaligned copes with the Vec's alignment.
+    let hdr = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) };
+    Some((hdr.msg_name as u64, u64::from(hdr.msg_namelen)))
+}
+
+/// `sendmmsg`: refused as a whole if any message goes where UDP may not.
+fn on_sendmmsg(sv: &Supervisor, n: &Notif) -> Option<Answer> {
+    let (ptr, count) = (n.data.args[1], n.data.args[2].min(1024) as usize);
+    let size = std::mem::size_of::<libc::mmsghdr>();
+    let Some(bytes) = kernel::read_memory(n.pid, ptr, size * count) else { return Some(Answer::Continue) };
+    for i in 0..count {
+        // SAFETY: bytes holds `count` mmsghdrs.
+        let m = unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(i * size) as *const libc::mmsghdr) };
+        if m.msg_hdr.msg_name.is_null() {
+            continue;
+        }
+        let Some(dst) = read_addr(n.pid, m.msg_hdr.msg_name as u64, u64::from(m.msg_hdr.msg_namelen)) else { continue };
+        let verdict = send_verdict(sv, n, dst, n.data.args[3]);
+        if verdict != Answer::Continue {
+            return Some(verdict);
+        }
+    }
+    Some(Answer::Continue)
+}

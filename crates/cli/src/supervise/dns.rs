@@ -1,0 +1,219 @@
+//! Remote DNS for supervised programs: a UDP responder of the supervisor's
+//! own on loopback. A program's UDP socket that connects to a nameserver of
+//! `/etc/resolv.conf` (port 53; Go's pure resolver, glibc's static one) is
+//! connected here instead (see `calls.rs`), so its queries never leave.
+//!
+//! The answers are the shim's: `socksify_proto::dns::respond` with the
+//! supervisor's fake-address table. A/AAAA of a proxied name get its fake
+//! addresses (a connect to one later sends the name to the proxy); PTR of
+//! a fake address its name; a name or address `SOCKSIFY_NO_PROXY` bypasses
+//! goes to the first nameserver of resolv.conf, from the supervisor (which
+//! no filter sees); what cannot be faked goes to `SOCKSIFY_DNS_UPSTREAM`
+//! over TCP through the proxy when it is set, and is REFUSED when not.
+//! Names in `/etc/hosts` are the program's own business: static resolvers
+//! read the file before they ask DNS.
+
+use super::Level;
+use socksify_client::tcp::{connect_via_proxy, Libc};
+use socksify_proto::config::Config;
+use socksify_proto::dns::{self, NameAnswer, Names, Query, Reply, ReverseAnswer, Route, Transport};
+use socksify_proto::wire::socks5::Command;
+use socksify_proto::wire::TargetAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::FromRawFd;
+use super::fake::FakeTable;
+use std::sync::Arc;
+
+/// Where the responder listens: one socket per family that has loopback.
+pub struct Responder {
+    pub v4: Option<SocketAddr>,
+    pub v6: Option<SocketAddr>,
+}
+
+impl Responder {
+    /// The responder's address for a socket of `family`: an AF_INET6
+    /// socket is given the IPv6 one, or the IPv4 one v4-mapped.
+    pub fn addr_for(&self, family: i32) -> Option<SocketAddr> {
+        match family {
+            libc::AF_INET => self.v4,
+            _ => self.v6.or_else(|| self.v4.map(|a| SocketAddr::new(IpAddr::V6(to_mapped(a.ip())), a.port()))),
+        }
+    }
+}
+
+fn to_mapped(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// What the responder answers from.
+pub struct Context {
+    pub config: Config,
+    pub fake: Arc<FakeTable>,
+    /// Where bypassed names are asked: the first resolv.conf nameserver.
+    pub nameserver: Option<SocketAddr>,
+    /// The first hop's addresses, for `SOCKSIFY_DNS_UPSTREAM`.
+    pub first_hop: Vec<SocketAddr>,
+}
+
+/// Starts one answering thread per loopback family.
+pub fn start(cx: Arc<Context>) -> std::io::Result<Responder> {
+    let mut out = Responder { v4: None, v6: None };
+    for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+        let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, 0)) else { continue };
+        let addr = socket.local_addr()?;
+        if ip.is_ipv4() {
+            out.v4 = Some(addr)
+        } else {
+            out.v6 = Some(addr)
+        }
+        let cx = cx.clone();
+        std::thread::spawn(move || serve(socket, &cx));
+    }
+    if out.v4.is_none() && out.v6.is_none() {
+        return Err(std::io::Error::other("no loopback address to answer DNS queries on"));
+    }
+    Ok(out)
+}
+
+/// The supervisor's view of names and addresses, for the responder core.
+struct SupervisorNames<'a>(&'a Context);
+
+impl Names for SupervisorNames<'_> {
+    fn forward(&mut self, name: &str) -> NameAnswer {
+        if self.0.config.no_proxy.bypasses_name(name, 0) {
+            return NameAnswer::Bypassed;
+        }
+        match self.0.fake.addrs_for(name) {
+            Some((v4, v6)) => NameAnswer::Fake(v4, v6),
+            None => NameAnswer::Refused,
+        }
+    }
+
+    fn reverse(&mut self, ip: IpAddr) -> ReverseAnswer {
+        if socksify_client::route::is_fake(&self.0.config, ip) {
+            return self.0.fake.name_for(ip).map_or(ReverseAnswer::Unknown, ReverseAnswer::Name);
+        }
+        if self.0.config.no_proxy.bypasses_addr(&SocketAddr::new(ip, 0)) {
+            return ReverseAnswer::Bypassed;
+        }
+        ReverseAnswer::Real
+    }
+}
+
+/// The reply to one message, as the responder core decides it.
+fn reply(cx: &Context, msg: &[u8]) -> Reply {
+    dns::respond(msg, &mut SupervisorNames(cx), Transport::Udp, cx.config.dns_upstream.is_some())
+}
+
+fn serve(socket: UdpSocket, cx: &Arc<Context>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+        match reply(cx, &buf[..n]) {
+            Reply::Answer(answer) => _ = socket.send_to(&answer, from),
+            Reply::Drop => {}
+            Reply::Forward(route) => {
+                // A round trip elsewhere: off this thread.
+                let (msg, cx, socket) = (buf[..n].to_vec(), cx.clone(), socket.try_clone());
+                std::thread::spawn(move || {
+                    let got = match route {
+                        Route::Nameserver => cx.nameserver.ok_or_else(|| "no nameserver".to_string()).and_then(|ns| ask_udp(&msg, ns, &cx)),
+                        Route::Upstream => cx.config.dns_upstream.ok_or_else(|| "no upstream".to_string()).and_then(|up| ask_upstream(&msg, up, &cx)),
+                    };
+                    let answer = match got {
+                        Ok(answer) => Some(Query::parse(&msg).map_or(answer.clone(), |q| dns::fit_udp(&q, answer))),
+                        Err(why) => {
+                            say!(Level::Warn, "dns: no answer from the forwarded query ({why}); answering SERVFAIL");
+                            dns::servfail(&msg, Transport::Udp)
+                        }
+                    };
+                    if let (Some(answer), Ok(socket)) = (answer, socket) {
+                        let _ = socket.send_to(&answer, from);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One query to the real nameserver, from the supervisor.
+fn ask_udp(msg: &[u8], server: SocketAddr, cx: &Context) -> Result<Vec<u8>, String> {
+    let any: SocketAddr = if server.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+    let socket = UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    socket.set_read_timeout(Some(cx.config.timeout)).map_err(|e| e.to_string())?;
+    socket.connect(server).map_err(|e| e.to_string())?;
+    socket.send(msg).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = socket.recv(&mut buf).map_err(|e| format!("{server}: {e}"))?;
+        if n >= 2 && msg.len() >= 2 && buf[..2] == msg[..2] {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+    }
+}
+
+/// One query over TCP through the proxy to `SOCKSIFY_DNS_UPSTREAM`.
+fn ask_upstream(msg: &[u8], upstream: SocketAddr, cx: &Context) -> Result<Vec<u8>, String> {
+    let family = if cx.first_hop.first().is_some_and(|a| a.is_ipv6()) { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket(2); the fd is owned by the TcpStream below.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: a fresh fd we own.
+    let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
+    connect_via_proxy(&Libc, fd, family, &cx.config, &cx.first_hop, Command::Connect, &TargetAddr::Ip(upstream)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(cx.config.timeout)).map_err(|e| e.to_string())?;
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(msg);
+    stream.write_all(&framed).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut answer).map_err(|e| e.to_string())?;
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        q
+    }
+
+    fn context(no_proxy: &str) -> Context {
+        let env = |k: &str| match k {
+            "SOCKSIFY_PROXY" => Some("socks5h://127.0.0.1:1080".to_string()),
+            "SOCKSIFY_NO_PROXY" => Some(no_proxy.to_string()),
+            _ => None,
+        };
+        let config = Config::from_lookup(env).unwrap();
+        let fake = Arc::new(FakeTable::new(&config));
+        Context { config, fake, nameserver: None, first_hop: Vec::new() }
+    }
+
+    #[test]
+    fn names_get_the_supervisors_fake_addresses_and_bypassed_ones_are_forwarded() {
+        let cx = context(".corp.test");
+        let Reply::Answer(a) = reply(&cx, &query("example.test", dns::rtype::A)) else { panic!("A must be answered") };
+        let (v4, _) = cx.fake.addrs_for("example.test").unwrap();
+        assert_eq!(&a[a.len() - 4..], &v4.octets(), "the table's address is the answer");
+        let Reply::Answer(ptr) = reply(&cx, &query(&format!("{}.in-addr.arpa", v4.octets().iter().rev().map(u8::to_string).collect::<Vec<_>>().join(".")), dns::rtype::PTR)) else { panic!() };
+        assert!(ptr.windows(7).any(|w| w == b"example"), "PTR of a fake address names it");
+        assert_eq!(reply(&cx, &query("git.corp.test", dns::rtype::A)), Reply::Forward(Route::Nameserver));
+    }
+}

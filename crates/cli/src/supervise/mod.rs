@@ -1,0 +1,329 @@
+//! `socksify-cli supervise [--] PROGRAM ARGS...` (`socksify --supervise`):
+//! runs a program under a seccomp filter whose interesting calls (see
+//! `filter.rs`) wait for this process, which routes them as the shim would
+//! (`calls.rs`). For what `LD_PRELOAD` cannot reach: static programs (Go
+//! with `CGO_ENABLED=0`, busybox) and raw system calls. No ptrace: calls
+//! outside the filter run at full speed.
+//!
+//! The child sets `no_new_privs`, installs the filter and tells us the
+//! listener's fd number over a pipe; we take the listener with
+//! `pidfd_getfd`, then let it exec. The filter is inherited by every
+//! thread and child of the program. If this process dies, the notified
+//! calls of the program fail with ENOSYS: nothing goes out directly.
+
+macro_rules! say {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::supervise::enabled($level) {
+            eprintln!("socksify: {}", format_args!($($arg)*));
+        }
+    };
+}
+
+mod calls;
+mod dns;
+mod fake;
+mod filter;
+mod kernel;
+
+use kernel::Listener;
+use socksify_proto::config::{Config, DnsMode, ProxyHost};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// `SOCKSIFY_LOG` as the shim reads it, reduced to one level.
+fn set_level_from_env() {
+    let spec = std::env::var("SOCKSIFY_LOG").unwrap_or_default().to_ascii_lowercase();
+    let level = ["trace", "debug", "info", "warn", "error", "off"]
+        .iter()
+        .position(|l| spec.contains(l))
+        .map_or(Level::Warn as u8, |i| [4, 4, 3, 2, 1, 0][i]);
+    LEVEL.store(level, Ordering::Relaxed);
+}
+
+/// What every handler shares.
+pub struct Supervisor {
+    config: Config,
+    /// The first hop's addresses, resolved once, here (never filtered).
+    first_hop: Vec<SocketAddr>,
+    listener: Listener,
+    fake: Arc<fake::FakeTable>,
+    nameservers: Vec<IpAddr>,
+    dns: Option<dns::Responder>,
+    /// The destination of each socket we connected through the proxy, by
+    /// socket inode, for `getpeername` (see calls.rs).
+    peers: Mutex<std::collections::HashMap<u64, SocketAddr>>,
+}
+
+impl Supervisor {
+    fn goes_direct(&self, dst: &SocketAddr) -> bool {
+        // No resolver of ours gives real addresses for bypassed names here:
+        // an address rule or the proxy itself is what sends a call direct.
+        socksify_client::route::goes_direct(&self.config, &self.first_hop, dst, |_| false)
+    }
+
+    fn is_nameserver(&self, dst: &SocketAddr) -> bool {
+        let ip = socksify_proto::wire::canonical_ip(dst.ip());
+        dst.port() == 53 && self.nameservers.iter().any(|ns| socksify_proto::wire::canonical_ip(*ns) == ip)
+    }
+}
+
+const USAGE: &str = "usage: socksify-cli supervise [--] PROGRAM [ARGS...]\n       socksify-cli supervise --probe";
+
+pub fn main(args: &[String]) -> i32 {
+    let args = match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        Some("--probe") if args.len() == 1 => return probe(),
+        _ => args,
+    };
+    let Some(program) = args.first() else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    set_level_from_env();
+    let config = match Config::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("socksify: {e}; not starting {program}");
+            return 1;
+        }
+    };
+    if let Some(warning) = &config.warning {
+        say!(Level::Warn, "{warning}");
+    }
+    let first_hop = resolve_first_hop(&config);
+    if first_hop.is_empty() {
+        say!(Level::Warn, "no address for the proxy {}: proxied connections will fail", config.chain[0]);
+    }
+    let nameservers = resolv_conf_nameservers();
+    let fake = Arc::new(fake::FakeTable::new(&config));
+
+    let (child, listener) = match spawn(program, &args[1..]) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("socksify: cannot run {program} under the supervisor: {e}");
+            return if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+        }
+    };
+    let dns = if config.dns == DnsMode::Remote {
+        let nameserver = nameservers.first().map(|ip| SocketAddr::new(*ip, 53));
+        let cx = dns::Context { config: config.clone(), fake: fake.clone(), nameserver, first_hop: first_hop.clone() };
+        match dns::start(Arc::new(cx)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                say!(Level::Warn, "{e}: DNS queries to the nameservers will be refused");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, peers: Mutex::default() });
+    serve(&sv, child)
+}
+
+/// `--probe`: whether this kernel (and any filter we already run under)
+/// lets us supervise: exit 0, or 1 with the reason on stderr.
+fn probe() -> i32 {
+    // SAFETY: pidfd_getfd on an invalid pidfd: EBADF if the call exists.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, 0, 0) };
+    if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        eprintln!("the kernel has no pidfd_getfd (Linux 5.6 or later needed)");
+        return 1;
+    }
+    let filter = filter::program();
+    // SAFETY: the child only makes system calls before _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match filter::install(&filter) {
+            Ok(_) => 0,
+            Err(e) => e.clamp(1, 255),
+        };
+        // SAFETY: leaving the forked child without running our atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    if pid < 0 {
+        eprintln!("fork: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child we forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => 0,
+        Some(libc::EBUSY) => {
+            eprintln!("this process already runs under a seccomp filter with a supervisor of its own");
+            1
+        }
+        Some(errno) => {
+            let e = std::io::Error::from_raw_os_error(errno);
+            eprintln!("seccomp user notification is not available: {e} (Linux 5.6 or later needed, and seccomp allowed)");
+            1
+        }
+        None => {
+            eprintln!("the probe died (status {status})");
+            1
+        }
+    }
+}
+
+fn resolve_first_hop(config: &Config) -> Vec<SocketAddr> {
+    let hop = &config.chain[0];
+    match &hop.host {
+        ProxyHost::Ip(ip) => vec![SocketAddr::new(*ip, hop.port)],
+        ProxyHost::Name(name) => (name.as_str(), hop.port).to_socket_addrs().map(|a| a.collect()).unwrap_or_default(),
+    }
+}
+
+/// The nameservers of /etc/resolv.conf, as the program reads them.
+fn resolv_conf_nameservers() -> Vec<IpAddr> {
+    socksify_proto::dns::resolv_conf_nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+/// Starts the program under the filter; returns it and the listener.
+fn spawn(program: &str, args: &[String]) -> std::io::Result<(std::process::Child, Listener)> {
+    let filter = filter::program();
+    let (report_r, report_w) = pipe()?;
+    let (ack_r, ack_w) = pipe()?;
+    // The listener is taken from the child while `spawn` below still waits
+    // for its exec: on another thread.
+    let taker = std::thread::spawn(move || take_listener(report_r, ack_w));
+    let (report_fd, ack_fd) = (report_w.as_raw_fd(), ack_r.as_raw_fd());
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    // SAFETY: the closure runs between fork and exec and makes only system
+    // calls, on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = filter::install(&filter).map_err(std::io::Error::from_raw_os_error)?;
+            let msg = [libc::getpid(), fd];
+            libc::write(report_fd, msg.as_ptr() as *const libc::c_void, std::mem::size_of_val(&msg));
+            let mut ok = 0u8;
+            if libc::read(ack_fd, &mut ok as *mut u8 as *mut libc::c_void, 1) != 1 || ok != 1 {
+                return Err(std::io::Error::from_raw_os_error(libc::EPROTO));
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop((report_w, ack_r)); // the taker sees EOF if the child never reported
+    let listener = taker.join().map_err(|_| std::io::Error::other("listener thread panicked"))?;
+    let child = child?;
+    CHILD.store(child.id() as i32, Ordering::Relaxed);
+    let listener = listener.ok_or_else(|| std::io::Error::other("the child installed no seccomp filter"))?;
+    Ok((child, listener))
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: two fresh fds we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads (pid, listener fd) from the child, takes the listener, acks.
+fn take_listener(report: OwnedFd, ack: OwnedFd) -> Option<Listener> {
+    let mut buf = [0u8; 8];
+    std::fs::File::from(report).read_exact(&mut buf).ok()?;
+    let pid = i32::from_ne_bytes(buf[..4].try_into().unwrap());
+    let fd = i32::from_ne_bytes(buf[4..].try_into().unwrap());
+    let pidfd = kernel::pidfd_of_thread(pid as u32).ok()?;
+    let listener = kernel::take_fd(&pidfd, fd as u64).ok()?;
+    std::fs::File::from(ack).write_all(&[1]).ok()?;
+    Some(Listener(listener))
+}
+
+/// Answers notified calls until the program exits; returns its status.
+fn serve(sv: &Arc<Supervisor>, mut child: std::process::Child) -> i32 {
+    forward_signals();
+    let pidfd = kernel::pidfd_of_thread(child.id()).ok();
+    loop {
+        let mut fds = [libc::pollfd { fd: sv.listener.0.as_raw_fd(), events: libc::POLLIN, revents: 0 }, libc::pollfd {
+            fd: pidfd.as_ref().map_or(-1, |p| p.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: two valid pollfds.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, if pidfd.is_some() { -1 } else { 100 }) };
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            say!(Level::Error, "poll: {}", std::io::Error::last_os_error());
+            break;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            match sv.listener.recv() {
+                Ok(Some(n)) => calls::handle(sv, n),
+                Ok(None) => {}
+                Err(e) => {
+                    say!(Level::Error, "reading a notified call: {e}");
+                    break;
+                }
+            }
+        }
+        // POLLHUP on the listener: no task uses the filter any more.
+        if fds[1].revents & libc::POLLIN != 0 || fds[0].revents & libc::POLLHUP != 0 || pidfd.is_none() {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+        }
+    }
+    let status = child.wait().map(|s| s.into_raw()).unwrap_or(1 << 8);
+    exit_like(status)
+}
+
+/// The program's exit status as ours: its code, or its signal re-raised.
+fn exit_like(status: i32) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: default disposition, then the signal to ourselves.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+        return 128 + sig;
+    }
+    libc::WEXITSTATUS(status)
+}
+
+/// Signals meant for the program: passed on. A terminal's ^C reaches the
+/// program by itself (same process group); we wait for its exit.
+fn forward_signals() {
+    extern "C" fn pass_on(sig: libc::c_int) {
+        let pid = CHILD.load(Ordering::Relaxed);
+        if pid > 0 {
+            // SAFETY: kill is async-signal-safe.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+    // SAFETY: installing a handler that only calls kill(2).
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+            libc::signal(sig, pass_on as *const () as libc::sighandler_t);
+        }
+        for sig in [libc::SIGINT, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+module sxclient
+
+go 1.19

@@ -1,0 +1,122 @@
+// A client for the supervisor tests, built with CGO_ENABLED=0 (static,
+// Go's own resolver and raw system calls) and, for the benchmark, with cgo.
+//
+//	client get URL             print the body of URL
+//	client many ADDR N         N connections at once to an echo server, each
+//	                           sending a line and reading it back; prints "ok N"
+//	client rate ADDR COUNT OCTET
+//	                           COUNT sequential connections to bench/target.c
+//	                           ('e': one byte back, the last octet of the
+//	                           address the target saw, which must be OCTET);
+//	                           prints "cps=<connections per second>"
+//	client getpid N            N getpid system calls; prints the time taken
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(1)
+}
+
+func main() {
+	if len(os.Args) < 3 {
+		fail("usage: client get URL | many ADDR N | rate ADDR COUNT OCTET | getpid N")
+	}
+	switch os.Args[1] {
+	case "get":
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil}}
+		resp, err := client.Get(os.Args[2])
+		if err != nil {
+			fail("get: %v", err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			fail("read: %v", err)
+		}
+		os.Stdout.Write(body)
+	case "many":
+		n, _ := strconv.Atoi(os.Args[3])
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ok := 0
+		errs := map[string]int{}
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				c, err := net.DialTimeout("tcp", os.Args[2], 60*time.Second)
+				if err != nil {
+					mu.Lock()
+					errs[err.Error()]++
+					mu.Unlock()
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(60 * time.Second))
+				line := fmt.Sprintf("line %d\n", i)
+				if _, err := c.Write([]byte(line)); err != nil {
+					mu.Lock()
+					errs[err.Error()]++
+					mu.Unlock()
+					return
+				}
+				got, err := bufio.NewReader(c).ReadString('\n')
+				mu.Lock()
+				if err == nil && got == line {
+					ok++
+				} else {
+					errs[fmt.Sprintf("echo: %q %v", got, err)]++
+				}
+				mu.Unlock()
+			}(i)
+		}
+		wg.Wait()
+		for e, k := range errs {
+			fmt.Fprintf(os.Stderr, "%d x %s\n", k, e)
+		}
+		fmt.Printf("ok %d\n", ok)
+	case "rate":
+		count, _ := strconv.Atoi(os.Args[3])
+		octet, _ := strconv.Atoi(os.Args[4])
+		buf := make([]byte, 1)
+		start := time.Now()
+		for i := 0; i < count; i++ {
+			c, err := net.Dial("tcp", os.Args[2])
+			if err != nil {
+				fail("dial: %v", err)
+			}
+			c.Write([]byte("e"))
+			if _, err := io.ReadFull(c, buf); err != nil {
+				fail("read: %v", err)
+			}
+			if int(buf[0]) != octet {
+				fail("the target saw the connection from 127.0.0.%d, expected 127.0.0.%d", buf[0], octet)
+			}
+			io.Copy(io.Discard, c) // the target closes first
+			c.Close()
+		}
+		fmt.Printf("cps=%.0f\n", float64(count)/time.Since(start).Seconds())
+	case "getpid":
+		n, _ := strconv.Atoi(os.Args[2])
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0)
+		}
+		fmt.Printf("ns=%.1f\n", float64(time.Since(start).Nanoseconds())/float64(n))
+	default:
+		fail("unknown mode %s", os.Args[1])
+	}
+}

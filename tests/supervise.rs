@@ -1,0 +1,367 @@
+//! The seccomp supervisor (`socksify --supervise`, `socksify-cli
+//! supervise`): programs `LD_PRELOAD` cannot reach go through the proxy.
+//!
+//! Each test makes a network namespace of its own (lo only) whose
+//! resolv.conf names a DNS stub the test runs there, counting queries; the
+//! proxy, the targets and the supervised programs all live in it. A target
+//! that sees the proxy's outgoing address (the bundled server binds to
+//! 127.0.0.2, Dante to 127.0.0.3, microsocks to 127.0.0.4) proves the path;
+//! a stub that saw nothing proves no DNS query left.
+//!
+//! The programs: a static Go HTTP client (`CGO_ENABLED=0`: Go's own
+//! resolver and raw system calls), a static C program, a dynamic one that
+//! calls connect with the `syscall` instruction, a shell that forks and
+//! execs them, and Go with 200 connections at once. Needs root, gcc and
+//! Debian's golang-go (scripts/test installs them).
+
+mod common;
+#[path = "common/dns_cases.rs"]
+mod dns_cases;
+#[allow(dead_code)] // this binary uses part of each helper module
+#[path = "common/microsocks.rs"]
+mod microsocks;
+#[allow(dead_code)]
+#[path = "common/netns.rs"]
+mod netns;
+
+use common::*;
+use dns_cases::{NameProxy, NAME};
+use microsocks::Microsocks;
+use netns::{DnsStub, NetNs};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+impl NameProxy for Microsocks {
+    fn wait_named_connect(&self, _name: &str, _target: SocketAddr) {
+        // No log: the target's peer, 127.0.0.4, for a name only microsocks
+        // resolves, has been checked.
+    }
+}
+
+fn cli_path() -> PathBuf {
+    release_dir().join("socksify-cli")
+}
+
+/// The test programs, built once per test binary.
+struct Programs {
+    _dir: TempDir,
+    go_client: PathBuf,
+    static_c: PathBuf,
+    raw_asm: PathBuf,
+}
+
+fn programs() -> &'static Programs {
+    static PROGRAMS: OnceLock<Programs> = OnceLock::new();
+    PROGRAMS.get_or_init(|| {
+        let dir = TempDir::new("supervise-programs");
+        let src = repo_root().join("tests/programs/supervise");
+        let static_c = dir.path().join("sxconn");
+        gcc(&["-static", "-O2", "-o"], &static_c, &src.join("sxconn.c"));
+        let raw_asm = dir.path().join("rawconnect");
+        gcc(&["-O2", "-o"], &raw_asm, &src.join("rawconnect.c"));
+        let go_client = dir.path().join("goclient");
+        go_build(&src.join("goclient"), &go_client, dir.path(), false);
+        for p in [&static_c, &go_client] {
+            assert!(is_static(p), "test setup: {} should be statically linked", p.display());
+        }
+        assert!(!is_static(&raw_asm), "test setup: rawconnect should be dynamic");
+        Programs { _dir: dir, go_client, static_c, raw_asm }
+    })
+}
+
+fn gcc(flags: &[&str], out: &Path, src: &Path) {
+    let status = Command::new(require_program("gcc", "gcc")).args(flags).arg(out).arg(src).status().expect("run gcc");
+    assert!(status.success(), "gcc {flags:?} {} failed (libc6-dev installed?)", src.display());
+}
+
+/// `go build` of a stdlib-only package with no network: the module cache,
+/// build cache and home are in `work`; `cgo` picks static or cgo-linked.
+pub fn go_build(pkg: &Path, out: &Path, work: &Path, cgo: bool) {
+    let go = require_program("go", "golang-go");
+    let o = Command::new(go)
+        .args(["build", "-o"])
+        .arg(out)
+        .arg(".")
+        .current_dir(pkg)
+        .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+        .env("GOCACHE", work.join("gocache"))
+        .env("GOPATH", work.join("gopath"))
+        .env("HOME", work)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go build");
+    assert!(o.status.success(), "go build failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn is_static(path: &Path) -> bool {
+    let out = Command::new("readelf").arg("-l").arg(path).output().expect("readelf (binutils)");
+    !String::from_utf8_lossy(&out.stdout).contains("program interpreter")
+}
+
+/// `prog` under the supervisor inside the namespace, proxying everything.
+fn supervised(ns: &NetNs, url: &str, prog: impl AsRef<std::ffi::OsStr>) -> Run {
+    Run::plain("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(cli_path())
+        .args(["supervise", "--"])
+        .arg(prog.as_ref())
+        .env("SOCKSIFY_PROXY", url)
+        .env("SOCKSIFY_NO_PROXY", "")
+        .env("SOCKSIFY_LOG", "info")
+        .timeout(Duration::from_secs(120))
+}
+
+/// The Go client fetches a page by address and by a name only the proxy
+/// resolves; the stub sees no query.
+fn go_fetches_by_ip_and_name(ns: &NetNs, stub: &DnsStub, proxy: &impl NameProxy) {
+    let before = stub.queries().len();
+    let body = token("go-ip");
+    let target = proxy.target(Serve::Http(body.clone()));
+    let url = format!("http://{}/", target.addr);
+    let out = supervised(ns, &proxy.url(), &programs().go_client).args(["get", &url]).run();
+    out.assert_success();
+    assert_eq!(out.stdout, body, "{out}");
+    target.assert_peers(1, proxy.out_ip(target.addr.ip()));
+
+    let body = token("go-name");
+    let target = proxy.target(Serve::Http(body.clone()));
+    let url = format!("http://{NAME}:{}/", target.addr.port());
+    let out = supervised(ns, &proxy.url(), &programs().go_client).args(["get", &url]).run();
+    out.assert_success();
+    assert_eq!(out.stdout, body, "{out}");
+    target.assert_peers(1, proxy.out_ip(target.addr.ip()));
+    assert!(out.stderr.contains(&format!("tcp -> {NAME}:{}", target.addr.port())), "the name must go to the proxy:\n{out}");
+    proxy.wait_named_connect(NAME, target.addr);
+    let leaked = stub.queries()[before..].to_vec();
+    assert!(leaked.is_empty(), "{}: DNS queries left the supervised Go program: {leaked:?}", proxy.name());
+}
+
+/// The stub counts: a plain (unsupervised) Go look-up reaches it.
+fn assert_stub_counts(ns: &NetNs, stub: &DnsStub) {
+    let out = Run::plain("ip").args(["netns", "exec", &ns.name]).arg(&programs().go_client).args(["get", &format!("http://{NAME}:9/")]).run();
+    assert_ne!(out.code, Some(0), "{out}");
+    assert!(stub.queries().iter().any(|q| q.starts_with(NAME)), "the stub must be the namespace's resolver, saw {:?}", stub.queries());
+}
+
+#[test]
+fn static_go_through_the_bundled_server_by_ip_and_by_name() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = dns_cases::bundled_server();
+        go_fetches_by_ip_and_name(&ns, &stub, &server);
+        assert_stub_counts(&ns, &stub);
+    });
+}
+
+#[test]
+fn static_go_through_dante_by_ip_and_by_name() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let dante = dns_cases::dante_server();
+        go_fetches_by_ip_and_name(&ns, &stub, &dante);
+    });
+}
+
+#[test]
+fn static_go_through_microsocks_by_ip_and_by_name() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let ms = Microsocks::start_with_hosts(&dns_cases::proxy_hosts());
+        go_fetches_by_ip_and_name(&ns, &stub, &ms);
+    });
+}
+
+#[test]
+fn static_c_program_connects_through_the_proxy() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let body = token("static-c");
+        let target = TcpTarget::http(&body);
+        let out = supervised(&ns, &server.url(), &programs().static_c).args(["http", "127.0.0.1", &target.addr.port().to_string()]).run();
+        out.assert_success();
+        assert!(out.stdout.trim_end().ends_with(&body), "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_connect_line(target.addr);
+        // getpeername reports the destination, not the proxy.
+        assert!(out.stderr.contains(&format!("peer {}\n", target.addr)), "{out}");
+    });
+}
+
+#[test]
+fn raw_syscall_instruction_in_a_dynamic_program_is_seen() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let body = token("raw-asm");
+        let target = TcpTarget::http(&body);
+        let out = supervised(&ns, &server.url(), &programs().raw_asm).args(["127.0.0.1", &target.addr.port().to_string()]).run();
+        out.assert_success();
+        assert!(out.stdout.trim_end().ends_with(&body), "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+    });
+}
+
+#[test]
+fn children_forked_and_execed_are_supervised_too() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let body = token("fork-exec");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let prog = programs().static_c.display().to_string();
+        // sh forks a child per command; two run at once.
+        let script = format!("{prog} http 127.0.0.1 {port} & {prog} http 127.0.0.1 {port}; wait; {prog} fork 127.0.0.1 {port} 3");
+        let out = supervised(&ns, &server.url(), "sh").args(["-c", &script]).run();
+        out.assert_success();
+        assert_eq!(out.stdout.matches(&body).count(), 5, "{out}");
+        target.assert_peers(5, BUNDLED_OUT);
+    });
+}
+
+#[test]
+fn two_hundred_go_connections_at_once() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let target = TcpTarget::echo();
+        let out = supervised(&ns, &server.url(), &programs().go_client).args(["many", &target.addr.to_string(), "200"]).run();
+        out.assert_success();
+        assert_eq!(out.stdout.trim(), "ok 200", "{out}");
+        target.assert_peers(200, BUNDLED_OUT);
+    });
+}
+
+#[test]
+fn bypassed_destinations_go_direct() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let body = token("bypass");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let out = supervised(&ns, &server.url(), &programs().static_c)
+            .env("SOCKSIFY_NO_PROXY", &format!("127.0.0.1:{port}"))
+            .args(["http", "127.0.0.1", &port])
+            .run();
+        out.assert_success();
+        assert!(out.stdout.trim_end().ends_with(&body), "{out}");
+        target.assert_peers(1, DIRECT);
+        assert!(!server.log.text().contains("cmd=connect"), "a bypassed destination reached the proxy:\n{}", server.log.text());
+    });
+}
+
+#[test]
+fn udp_to_a_proxied_destination_is_refused_with_eperm() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sink.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let port = sink.local_addr().unwrap().port().to_string();
+        let out = supervised(&ns, &server.url(), &programs().static_c).args(["udp", "127.0.0.1", &port]).run();
+        assert!(out.stdout.contains("sendto: errno 1"), "sendto must fail with EPERM:\n{out}");
+        assert!(out.stdout.contains("connect: errno 1"), "connect must fail with EPERM:\n{out}");
+        let mut buf = [0u8; 64];
+        assert!(sink.recv_from(&mut buf).is_err(), "a datagram went out directly");
+    });
+}
+
+/// The supervisor dies between two connects: the second fails with
+/// ENOSYS, and nothing reaches the target directly.
+#[test]
+fn when_the_supervisor_dies_notified_calls_fail_with_enosys() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let body = token("enosys");
+        let target = TcpTarget::http(&body);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(cli_path())
+            .args(["supervise", "--"])
+            .arg(&programs().static_c)
+            .args(["twice", "127.0.0.1", &target.addr.port().to_string()])
+            .env("SOCKSIFY_PROXY", server.url())
+            .env("SOCKSIFY_NO_PROXY", "")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn the supervisor");
+        let lines = LineLog::spawn_reader(child.stdout.take().unwrap());
+        let first = lines.wait_line(&["first:"]);
+        let mut stdin = child.stdin.take().unwrap();
+        // `ip netns exec` execs the supervisor: this pid is the supervisor.
+        // SAFETY: a signal to the process we spawned.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = child.wait();
+        let _ = stdin.write_all(b"go\n");
+        drop(stdin);
+        let second = lines.wait_line(&["second:"]);
+        kill_group(&mut child);
+        assert!(first.as_deref().is_some_and(|l| l.contains(&body)), "first connect must work; output:\n{}", lines.text());
+        assert_eq!(second.as_deref(), Some("second: errno 38"), "output:\n{}", lines.text());
+        target.assert_peers(1, BUNDLED_OUT);
+    });
+}
+
+/// The wrapper supervises a static program by itself, and `--supervise`
+/// does it for any.
+#[test]
+fn the_wrapper_supervises_static_programs() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let body = token("wrapper-static");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let wrap = |args: &[&str]| {
+            Run::plain("ip")
+                .args(["netns", "exec", &ns.name])
+                .arg(wrapper_path())
+                .args(["-x", &server.url(), "-n", ""])
+                .args(args)
+                .env("SOCKSIFY_LIB", shim_path().to_str().unwrap())
+                .timeout(Duration::from_secs(60))
+        };
+        let static_c = programs().static_c.display().to_string();
+        let out = wrap(&["--", &static_c, "http", "127.0.0.1", &port]).run();
+        out.assert_success();
+        assert!(out.stdout.trim_end().ends_with(&body), "{out}");
+        let raw = programs().raw_asm.display().to_string();
+        let out = wrap(&["--supervise", "--", &raw, "127.0.0.1", &port]).run();
+        out.assert_success();
+        assert!(out.stdout.trim_end().ends_with(&body), "{out}");
+        target.assert_peers(2, BUNDLED_OUT);
+    });
+}
+
+/// Where the supervisor cannot run (here: already under a seccomp
+/// listener, which the kernel allows once per process), the wrapper still
+/// refuses a static program and says why.
+#[test]
+fn the_wrapper_refuses_a_static_program_where_the_supervisor_cannot_run() {
+    let out = Run::plain(cli_path())
+        .args(["supervise", "--"])
+        .arg(wrapper_path())
+        .args(["-x", "socks5h://127.0.0.1:9", "--"])
+        .arg(&programs().static_c)
+        .args(["http", "127.0.0.1", "9"])
+        .env("SOCKSIFY_LIB", shim_path().to_str().unwrap())
+        .run();
+    assert_eq!(out.code, Some(126), "{out}");
+    assert!(out.stderr.contains("statically linked") && out.stderr.contains("supervisor cannot run here"), "{out}");
+}
