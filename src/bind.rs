@@ -58,7 +58,17 @@ enum State {
     Refused { errno: c_int },
 }
 
-static TABLE: ForkSafeMutex<Option<HashMap<c_int, State>>> = ForkSafeMutex::new(None);
+/// A BIND fd: its state, and the address family the program made its
+/// socket with (the kernel's may differ: `family_swap` may have put a
+/// socket of the proxy's family in its place), in which every address is
+/// reported to it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    family: c_int,
+    state: State,
+}
+
+static TABLE: ForkSafeMutex<Option<HashMap<c_int, Entry>>> = ForkSafeMutex::new(None);
 
 /// The epoll registrations of each BIND fd: (epoll fd, events, data).
 type Watchers = Vec<(c_int, u32, u64)>;
@@ -74,12 +84,23 @@ pub fn watched(fd: c_int, epfd: c_int, op: c_int, event: Option<(u32, u64)>) {
     }
 }
 
-fn state(fd: c_int) -> Option<State> {
+fn entry(fd: c_int) -> Option<Entry> {
     TABLE.lock().as_ref().and_then(|t| t.get(&fd).copied())
 }
 
+fn state(fd: c_int) -> Option<State> {
+    entry(fd).map(|e| e.state)
+}
+
+/// The family the program made `fd` with (see [`Entry`]).
+pub fn program_family(fd: c_int) -> Option<c_int> {
+    entry(fd).map(|e| e.family)
+}
+
 fn set_state(fd: c_int, state: State) {
-    TABLE.lock().get_or_insert_with(HashMap::new).insert(fd, state);
+    if let Some(e) = TABLE.lock().as_mut().and_then(|t| t.get_mut(&fd)) {
+        e.state = state;
+    }
 }
 
 pub fn forget(fd: c_int) {
@@ -93,9 +114,9 @@ pub fn forget(fd: c_int) {
 
 /// `new` is a copy of `old` (dup): the same socket, the same BIND.
 pub fn dup(old: c_int, new: c_int) {
-    if let Some(s) = state(old) {
+    if let Some(e) = entry(old) {
         if fd_table::set_bind(new) {
-            set_state(new, s);
+            TABLE.lock().get_or_insert_with(HashMap::new).insert(new, e);
         }
     }
 }
@@ -154,9 +175,10 @@ pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requeste
         log::error!("bind fd {fd} to {requested} refused: fd number beyond the shim's table");
         return crate::ffi::fail(libc::EMFILE);
     }
-    if rule::is_local(requested.ip(), &views) {
+    if !requested.ip().is_unspecified() && rule::is_local(requested.ip(), &views) {
         // Bound as asked: if the program connects it after all, the source
-        // address it chose holds.
+        // address it chose holds. (The wildcard is no choice: left unbound,
+        // the socket can still be swapped for one of the proxy's family.)
         let rc = unsafe { real::bind(fd, addr, len) };
         if rc != 0 {
             return rc;
@@ -165,7 +187,8 @@ pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requeste
     if crate::fork_safe::is_vfork_child() {
         return 0; // about to exec; the tables are the parent's
     }
-    set_state(fd, State::Candidate { related });
+    let family = if requested.is_ipv4() { libc::AF_INET } else { AF_INET6 };
+    TABLE.lock().get_or_insert_with(HashMap::new).insert(fd, Entry { family, state: State::Candidate { related } });
     fd_table::set_bind(fd);
     log::debug!("bind fd {fd} to {requested}: a SOCKS BIND once it listens (expected peer {related:?})");
     0
@@ -191,7 +214,7 @@ pub fn start(fd: c_int) -> Result<SocketAddr, c_int> {
     let Some(config) = crate::runtime::config() else { return Err(libc::ECONNREFUSED) };
     let Some((family, _)) = socket_addr::socket_family_and_type(fd) else { return Err(libc::EBADF) };
     let name_or_ip = related.and_then(|peer| crate::fake_dns::target_for(config, &peer));
-    let mut target = rule::expected_peer(name_or_ip, false);
+    let mut target = rule::expected_peer(name_or_ip);
     let result = loop {
         match tcp::connect_via_proxy(fd, family, config, Command::Bind, &target) {
             Err(tcp::ConnectError::Handshake(HandshakeError::Rejected(ReplyCode::AddressTypeNotSupported)))
@@ -200,7 +223,7 @@ pub fn start(fd: c_int) -> Result<SocketAddr, c_int> {
                 // A server that takes no name in a BIND request: any peer.
                 log::info!("bind fd {fd}: the proxy takes no name in a BIND request; asking for any peer instead of {target}");
                 dissolve(fd);
-                target = rule::any_peer(false);
+                target = rule::any_peer();
             }
             other => break other,
         }
@@ -378,7 +401,7 @@ unsafe fn hand_out(
     // unless accept4 asked for SOCK_NONBLOCK, as the kernel's would be.
     let status = listener_status & !libc::O_NONBLOCK | if flags & libc::SOCK_NONBLOCK != 0 { libc::O_NONBLOCK } else { 0 };
     unsafe { real::fcntl(new, libc::F_SETFL, status as libc::c_ulong) };
-    let family = socket_addr::socket_family_and_type(new).map_or(AF_INET6, |(f, _)| f);
+    let family = program_family(fd).unwrap_or(AF_INET6);
     match unreachable_listener(family, listener_status & libc::O_NONBLOCK != 0) {
         Ok(quiet) => unsafe {
             // The program's epoll registrations of the listener follow the
@@ -395,6 +418,11 @@ unsafe fn hand_out(
         Err(e) => log::warn!("bind fd {fd}: cannot retire the listener ({e}); it stays the connection's socket"),
     }
     set_state(fd, State::Spent { bound });
+    // The peer in the program's family (getpeername reports it so).
+    let peer = match peer {
+        SocketAddr::V4(v4) if family == AF_INET6 => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        other => other,
+    };
     fd_table::forget(new);
     fd_table::set_proxied_tcp(new, ProxiedTcp { peer, proxy, bound: Some(bound), opened: fd_table::next_opened() });
     if !addr.is_null() && !len.is_null() {

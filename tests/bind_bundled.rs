@@ -37,6 +37,14 @@ fn python_ftplib_active_mode() {
 }
 
 #[test]
+fn python_ftplib_active_mode_over_ipv6() {
+    // ftplib binds an AF_INET6 v6-only wildcard socket; the proxy listens
+    // on IPv4 only, so the shim swaps it for an IPv4 one for the BIND and
+    // still reports IPv6 addresses to the program.
+    python_ftplib_active_on(&Server::bundled(&[]), LOCALHOST_V6, "[::1]");
+}
+
+#[test]
 fn passive_mode_stays_plain_connects() {
     curl_passive(&Server::bundled(&[]));
 }

@@ -33,6 +33,11 @@ fn python_ftplib_active_mode() {
 }
 
 #[test]
+fn python_ftplib_active_mode_over_ipv6() {
+    python_ftplib_active_on(&Dante::start(), LOCALHOST_V6, "::1");
+}
+
+#[test]
 fn passive_mode_stays_plain_connects() {
     curl_passive(&Dante::start());
 }

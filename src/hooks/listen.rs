@@ -51,16 +51,20 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     }
     let Some(_inside) = guard::enter() else { return unsafe { real::getsockname(fd, addr, len) } };
     ffi::catch(-1, libc::EIO, || {
-        let reported = if kind == kind::BIND {
+        // Reported in the family the program made the socket with, even
+        // where the shim put one of the other family in its place.
+        let (reported, family) = if kind == kind::BIND {
             match bind::local_addr(fd) {
-                Ok(bound) => bound,
+                Ok(bound) => (bound, bind::program_family(fd).unwrap_or(AF_INET6)),
                 Err(errno) => return fail(errno),
             }
         } else {
-            proxied_local_addr(fd)
+            match fd_table::proxied_tcp(fd) {
+                Some(d) => (proxied_local_addr(fd), if d.peer.is_ipv4() { AF_INET } else { AF_INET6 }),
+                None => (None, AF_INET6),
+            }
         };
         let Some(reported) = reported else { return unsafe { real::getsockname(fd, addr, len) } };
-        let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
         match socket_addr::encode(&reported, family) {
             Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
                 Ok(()) => 0,

@@ -25,6 +25,7 @@ use std::thread;
 /// A python FTP server (pyftpdlib) on 127.0.0.1, killed on drop.
 pub struct FtpServer {
     child: Child,
+    pub ip: IpAddr,
     pub port: u16,
     /// Its stdout: `command PEER VERB` and `data PEER` lines.
     pub out: LineLog,
@@ -36,6 +37,11 @@ pub struct FtpServer {
 
 impl FtpServer {
     pub fn start() -> FtpServer {
+        FtpServer::start_on(DIRECT)
+    }
+
+    /// The server on `ip` (127.0.0.1 or ::1).
+    pub fn start_on(ip: IpAddr) -> FtpServer {
         let python = python3();
         let has_module = Command::new(python).args(["-c", "import pyftpdlib"]).stderr(Stdio::null()).status();
         assert!(
@@ -47,6 +53,7 @@ impl FtpServer {
         let mut child = Command::new(python)
             .arg(&script)
             .arg(root.path())
+            .arg(ip.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -60,11 +67,11 @@ impl FtpServer {
             kill_group(&mut child);
             panic!("the FTP server did not start; its stderr:\n{}", err.text());
         };
-        FtpServer { child, port, out, err, root, ours: Mutex::default() }
+        FtpServer { child, ip, port, out, err, root, ours: Mutex::default() }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(DIRECT, self.port)
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// `ftp://HOST:PORT/NAME`.
@@ -182,13 +189,14 @@ fn out_v4(proxy: &impl Proxy) -> IpAddr {
 /// expected `peer`, and that the control connection came from the proxy.
 fn assert_active_through(proxy: &impl BindProxy, ftp: &FtpServer, peer: &str, out: &Output) {
     let data = ftp.data_peers();
+    let out_ip = proxy.out_ip(ftp.ip);
     assert_eq!(data.len(), 1, "one data connection expected ({}):\n{}\n{out}", proxy.name(), ftp.log());
-    assert_eq!(data[0].ip(), out_v4(proxy), "the data connection must go to the proxy's BIND listener:\n{}\n{out}", ftp.log());
+    assert_eq!(data[0].ip(), out_ip, "the data connection must go to the proxy's BIND listener:\n{}\n{out}", ftp.log());
     let verbs = ftp.verbs();
     assert!(verbs.iter().any(|v| v == "EPRT" || v == "PORT"), "active mode: {verbs:?}");
     assert!(!verbs.iter().any(|v| v == "EPSV" || v == "PASV"), "active mode: {verbs:?}");
     for (control, verb) in ftp.commands() {
-        assert_eq!(control.ip(), out_v4(proxy), "{verb} came from {control}, not through the proxy");
+        assert_eq!(control.ip(), out_ip, "{verb} came from {control}, not through the proxy");
     }
     let seen = wait_until(WAIT, || proxy.bind_lines().into_iter().find(|l| proxy.listened_on(l, data[0])));
     let line = seen.unwrap_or_else(|| panic!("{} logged no BIND listening on {}: {:?}\n{out}", proxy.name(), data[0], proxy.bind_lines()));
@@ -247,15 +255,21 @@ print("done")
 "#;
 
 pub fn python_ftplib_active(proxy: &impl BindProxy) {
-    let ftp = FtpServer::start();
+    python_ftplib_active_on(proxy, DIRECT, "127.0.0.1");
+}
+
+/// [`python_ftplib_active`] with the FTP server on `ip`; the BIND must
+/// name `expected` (as the proxy logs it).
+pub fn python_ftplib_active_on(proxy: &impl BindProxy, ip: IpAddr, expected: &str) {
+    let ftp = FtpServer::start_on(ip);
     let body = payload(2 << 20);
     fs::write(ftp.path("file.bin"), &body).unwrap();
     let dir = TempDir::new("ftplib");
     let dest = dir.path().join("file.bin");
-    let out = Run::python(&proxy.url(), FTPLIB_ACTIVE).arg("127.0.0.1").arg(ftp.port.to_string()).arg(dest.as_os_str()).run();
+    let out = Run::python(&proxy.url(), FTPLIB_ACTIVE).arg(ip.to_string()).arg(ftp.port.to_string()).arg(dest.as_os_str()).run();
     out.assert_success();
     assert!(fs::read(&dest).unwrap() == body, "the download differs from the file\n{out}");
-    assert_active_through(proxy, &ftp, "127.0.0.1", &out);
+    assert_active_through(proxy, &ftp, expected, &out);
 }
 
 /// Passive mode (curl's default) stays two CONNECTs, no BIND.

@@ -1,9 +1,9 @@
 """An FTP server for the BIND tests (Debian's python3-pyftpdlib).
 
-    python3 ftp_server.py ROOT
+    python3 ftp_server.py ROOT [HOST]
 
-Serves ROOT to anonymous users (read and write) on 127.0.0.1, port chosen
-by the kernel. On stdout, one line each, flushed:
+Serves ROOT to anonymous users (read and write) on HOST (127.0.0.1 by
+default), port chosen by the kernel. On stdout, one line each, flushed:
 
     listening PORT
     command PEER VERB          every command, with the control peer
@@ -24,7 +24,8 @@ from pyftpdlib.servers import FTPServer
 
 
 def hostport(addr):
-    return "%s:%d" % (addr[0], addr[1])
+    host = "[%s]" % addr[0] if ":" in addr[0] else addr[0]
+    return "%s:%d" % (host, addr[1])
 
 
 class RecordingDTP(DTPHandler):
@@ -45,7 +46,8 @@ def main():
     authorizer = DummyAuthorizer()
     authorizer.add_anonymous(sys.argv[1], perm="elradfmw")
     RecordingHandler.authorizer = authorizer
-    server = FTPServer(("127.0.0.1", 0), RecordingHandler)
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    server = FTPServer((host, 0), RecordingHandler)
     print("listening", server.socket.getsockname()[1], flush=True)
     server.serve_forever()
 

@@ -68,18 +68,17 @@ pub fn is_local(requested: IpAddr, conns: &[ProxiedConn]) -> bool {
 /// The DST of the BIND request: the far end of the related connection (a
 /// name when the program reached it by a fake address) with port 0, since
 /// the peer's port is not known in advance; any peer when there is none.
-pub fn expected_peer(related: Option<TargetAddr>, ipv6: bool) -> TargetAddr {
+pub fn expected_peer(related: Option<TargetAddr>) -> TargetAddr {
     match related {
         Some(TargetAddr::Ip(sa)) => TargetAddr::Ip(SocketAddr::new(canonical_ip(sa.ip()), 0)),
         Some(TargetAddr::Domain(name, _)) => TargetAddr::Domain(name, 0),
-        None => any_peer(ipv6),
+        None => any_peer(),
     }
 }
 
-/// The unspecified address of a family: "any peer" in a BIND request.
-pub fn any_peer(ipv6: bool) -> TargetAddr {
-    let ip: IpAddr = if ipv6 { std::net::Ipv6Addr::UNSPECIFIED.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() };
-    TargetAddr::Ip(SocketAddr::new(ip, 0))
+/// "Any peer" in a BIND request: 0.0.0.0, port 0.
+pub fn any_peer() -> TargetAddr {
+    TargetAddr::Ip(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))
 }
 
 /// The second reply as far as it has arrived.
@@ -175,9 +174,9 @@ mod tests {
 
     #[test]
     fn expected_peer_drops_the_port_and_keeps_names() {
-        assert_eq!(expected_peer(Some(TargetAddr::Ip(sa("[::ffff:192.0.2.7]:21"))), false), TargetAddr::Ip(sa("192.0.2.7:0")));
-        assert_eq!(expected_peer(TargetAddr::domain("ftp.test", 21), true), TargetAddr::domain("ftp.test", 0).unwrap());
-        assert_eq!(expected_peer(None, true), TargetAddr::Ip(sa("[::]:0")));
+        assert_eq!(expected_peer(Some(TargetAddr::Ip(sa("[::ffff:192.0.2.7]:21")))), TargetAddr::Ip(sa("192.0.2.7:0")));
+        assert_eq!(expected_peer(TargetAddr::domain("ftp.test", 21)), TargetAddr::domain("ftp.test", 0).unwrap());
+        assert_eq!(expected_peer(None), TargetAddr::Ip(sa("0.0.0.0:0")));
     }
 
     #[test]
