@@ -85,7 +85,9 @@ fn close_from_a_signal_handler() {
     let dir = TempDir::new("signal-close");
     let exe = dir.path().join("signal_close");
     Run::plain("gcc").args(["-O2", "-o"]).arg(&exe).arg(repo_root().join("tests/programs/signal_close.c")).run().assert_success();
-    let server = Server::bundled(&["--quiet"]);
+    // 300 associations at once, each with its control connection: more
+    // than the server's default per-client cap (256).
+    let server = Server::bundled(&["--quiet", "--max-client-conns", "1000"]);
     let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = echo.local_addr().unwrap().port();
     let out = Run::shimmed(&server.url(), &exe)
