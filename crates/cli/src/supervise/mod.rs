@@ -3,7 +3,7 @@
 //! `filter.rs`) wait for this process, which routes them as the shim would
 //! (`calls.rs`). For what `LD_PRELOAD` cannot reach: static programs (Go
 //! with `CGO_ENABLED=0`, busybox) and raw system calls. No ptrace: calls
-//! outside the filter run at full speed.
+//! outside the filter run in the kernel, paying only seccomp's entry cost.
 //!
 //! The child sets `no_new_privs`, installs the filter and tells us the
 //! listener's fd number over a pipe; we take the listener with
