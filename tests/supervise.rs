@@ -278,6 +278,38 @@ fn udp_to_a_proxied_destination_is_refused_with_eperm() {
     });
 }
 
+/// io_uring's connect and sends never pass a seccomp filter: under the
+/// supervisor, setting up a ring fails with ENOSYS (it works without).
+#[test]
+fn io_uring_setup_fails_with_enosys() {
+    let plain = Run::plain(&programs().static_c).args(["uring", "-", "-"]).run();
+    let out = Run::plain(cli_path()).args(["supervise", "--"]).arg(&programs().static_c).args(["uring", "-", "-"]).run();
+    assert_eq!(out.stdout.trim(), "io_uring_setup: errno 38", "{out}");
+    // Without the supervisor the call reaches the kernel: it works, or fails
+    // for a reason of the kernel's own (io_uring disabled: EPERM).
+    assert_ne!(plain.stdout.trim(), "io_uring_setup: errno 38", "test setup: this kernel has no io_uring at all:\n{plain}");
+}
+
+/// Local DNS mode: the program's own queries reach the nameserver (the
+/// stub counts them) and the proxy is given the address.
+#[test]
+fn local_dns_mode_resolves_with_the_nameserver_and_proxies_the_address() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[(NAME, std::net::Ipv4Addr::LOCALHOST)]);
+        let server = Server::bundled(&[]);
+        let body = token("go-local-dns");
+        let target = TcpTarget::http(&body);
+        let url = format!("http://{NAME}:{}/", target.addr.port());
+        let out = supervised(&ns, &server.url(), &programs().go_client).env("SOCKSIFY_DNS", "local").args(["get", &url]).run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_connect_line(target.addr);
+        assert!(stub.queries().iter().any(|q| q.starts_with(NAME)), "local mode asks the nameserver, saw {:?}", stub.queries());
+    });
+}
+
 /// The supervisor dies between two connects: the second fails with
 /// ENOSYS, and nothing reaches the target directly.
 #[test]

@@ -6,6 +6,7 @@
  *   sxconn fork IP PORT N      fork N children that each exec "sxconn http"
  *   sxconn udp IP PORT         sendto, then connect, a UDP socket; print
  *                              "sendto: errno N" and "connect: errno N"
+ *   sxconn uring - -           io_uring_setup; print "io_uring_setup: errno N"
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,6 +98,12 @@ int main(int argc, char **argv) {
         rc = connect(s, (struct sockaddr *)&a, sizeof a);
         printf("connect: errno %d\n", rc < 0 ? errno : 0);
         if (rc == 0) send(s, "leak", 4, 0);
+        return 0;
+    }
+    if (!strcmp(mode, "uring")) {
+        char params[120] = {0}; /* struct io_uring_params, zeroed */
+        long fd = syscall(SYS_io_uring_setup, 4, params);
+        printf("io_uring_setup: errno %d\n", fd < 0 ? errno : 0);
         return 0;
     }
     fprintf(stderr, "unknown mode %s\n", mode);
