@@ -30,6 +30,9 @@ enum OnBind {
     /// First reply succeeded, then the first `n` bytes of a successful
     /// second reply, then the proxy hangs up.
     HangUpAfter(usize),
+    /// A name as the expected peer: "address type not supported" (8); an
+    /// address: both replies succeed.
+    RefuseNames,
 }
 
 const FIRST_OK: [u8; 10] = [5, 0, 0, 1, 127, 0, 0, 9, 0x15, 0xb3]; // 127.0.0.9:5555
@@ -37,7 +40,7 @@ const CONNECT_OK: [u8; 10] = [5, 0, 0, 1, 127, 0, 0, 9, 0x11, 0x5c]; // 127.0.0.
 const SECOND_OK: [u8; 10] = [5, 0, 0, 1, 192, 0, 2, 1, 0, 20]; // the peer 192.0.2.1:20
 
 /// A SOCKS5 proxy on 127.0.0.1 that plays [`OnBind`]; records the
-/// destination bytes of every BIND request.
+/// destination bytes (ATYP and what follows) of every BIND request.
 struct ScriptedBindProxy {
     port: u16,
     binds: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -80,7 +83,11 @@ fn serve(mut conn: TcpStream, on_bind: OnBind, binds: Arc<Mutex<Vec<Vec<u8>>>>) 
         4 => 16 + 2,
         _ => *read_exact(&mut conn, 1)?.first()? as usize + 2,
     };
-    let dst = read_exact(&mut conn, rest)?;
+    let mut dst = vec![head[3]];
+    if head[3] == 3 {
+        dst.push(rest as u8 - 2);
+    }
+    dst.extend(read_exact(&mut conn, rest)?);
     match (head[1], on_bind) {
         (1, _) => conn.write_all(&CONNECT_OK).ok()?,
         (2, OnBind::Refuse(code)) => {
@@ -94,6 +101,16 @@ fn serve(mut conn: TcpStream, on_bind: OnBind, binds: Arc<Mutex<Vec<Vec<u8>>>>) 
             let mut second = SECOND_OK;
             second[1] = code;
             conn.write_all(&second).ok()?;
+        }
+        (2, OnBind::RefuseNames) => {
+            let name = dst[0] == 3;
+            binds.lock().unwrap().push(dst);
+            if name {
+                conn.write_all(&[5, 8, 0, 1, 0, 0, 0, 0, 0, 0]).ok()?;
+                return Some(());
+            }
+            conn.write_all(&FIRST_OK).ok()?;
+            conn.write_all(&SECOND_OK).ok()?;
         }
         (2, OnBind::HangUpAfter(n)) => {
             binds.lock().unwrap().push(dst);
@@ -143,7 +160,7 @@ fn run_listener(proxy: &ScriptedBindProxy, mode: &str) -> Output {
     out.assert_success();
     assert!(out.stdout.contains("control-local 127.0.0.9\n"), "the control connection reports the proxy's side:\n{out}");
     let binds = proxy.binds.lock().unwrap().clone();
-    assert_eq!(binds, [vec![192, 0, 2, 1, 0, 0]], "one BIND, naming the control connection's far end, port 0:\n{out}");
+    assert_eq!(binds, [vec![1, 192, 0, 2, 1, 0, 0]], "one BIND, naming the control connection's far end, port 0:\n{out}");
     assert!(out.stdout.ends_with("kernel-listening 0\n"), "never a local listener:\n{out}");
     out
 }
@@ -224,4 +241,29 @@ fn curl_with_bind_denied_fails_cleanly() {
     assert!(!verbs.iter().any(|v| v == "EPRT" || v == "PORT" || v == "RETR"), "curl must stop before advertising anything: {verbs:?}");
     let lines = server.bind_lines();
     assert!(lines.len() == 1 && lines[0].contains("reply=not-allowed"), "{lines:?}");
+}
+
+/// Remote DNS: the control connection went to a name, so the BIND names
+/// it too; a proxy that takes no name there ("address type not
+/// supported") is asked again for any peer, and the BIND works.
+#[test]
+fn a_proxy_refusing_a_name_in_bind_is_asked_for_any_peer() {
+    let proxy = ScriptedBindProxy::start(OnBind::RefuseNames);
+    let code = r#"
+import socket
+ctl = socket.create_connection(("ftp.test", 21), timeout=10)
+lst = socket.socket()
+lst.bind((ctl.getsockname()[0], 0))
+lst.listen(1)
+print("listen ok", *lst.getsockname())
+c, p = lst.accept()
+print("accept ok", *p)
+"#;
+    let out = Run::python(&format!("socks5h://127.0.0.1:{}", proxy.port), code).run();
+    out.assert_success();
+    assert_eq!(out.stdout, "listen ok 127.0.0.9 5555\naccept ok 192.0.2.1 20\n", "{out}");
+    let mut name = vec![3, 8];
+    name.extend_from_slice(b"ftp.test");
+    name.extend_from_slice(&[0, 0]);
+    assert_eq!(*proxy.binds.lock().unwrap(), [name, vec![1, 0, 0, 0, 0, 0, 0]], "by name first, then any peer:\n{out}");
 }
