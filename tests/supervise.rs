@@ -397,3 +397,24 @@ fn the_wrapper_refuses_a_static_program_where_the_supervisor_cannot_run() {
     assert_eq!(out.code, Some(126), "{out}");
     assert!(out.stderr.contains("statically linked") && out.stderr.contains("supervisor cannot run here"), "{out}");
 }
+
+/// A name `SOCKSIFY_NO_PROXY` bypasses is resolved by the nameserver (the
+/// stub answers it, through the supervisor) and the address it gives is
+/// reached directly, as under the shim.
+#[test]
+fn bypassed_names_resolve_with_the_nameserver_and_go_direct() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[("intranet.test", std::net::Ipv4Addr::LOCALHOST)]);
+        let server = Server::bundled(&[]);
+        let body = token("go-bypassed-name");
+        let target = TcpTarget::http(&body);
+        let url = format!("http://intranet.test:{}/", target.addr.port());
+        let out = supervised(&ns, &server.url(), &programs().go_client).env("SOCKSIFY_NO_PROXY", "intranet.test").args(["get", &url]).run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        target.assert_peers(1, DIRECT);
+        assert!(stub.queries().iter().any(|q| q.starts_with("intranet.test")), "the nameserver answers a bypassed name, saw {:?}", stub.queries());
+        assert!(!server.log.text().contains("cmd=connect"), "a bypassed name reached the proxy:\n{}", server.log.text());
+    });
+}

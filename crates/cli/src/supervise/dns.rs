@@ -8,7 +8,7 @@
 //! addresses (a connect to one later sends the name to the proxy); PTR of
 //! a fake address its name; a name or address `SOCKSIFY_NO_PROXY` bypasses
 //! goes to the first nameserver of resolv.conf, from the supervisor (which
-//! no filter sees); what cannot be faked goes to `SOCKSIFY_DNS_UPSTREAM`
+//! no filter sees), and the addresses it answers go direct; what cannot be faked goes to `SOCKSIFY_DNS_UPSTREAM`
 //! over TCP through the proxy when it is set, and is REFUSED when not.
 //! Names in `/etc/hosts` are the program's own business: static resolvers
 //! read the file before they ask DNS.
@@ -23,7 +23,9 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::FromRawFd;
 use super::fake::FakeTable;
-use std::sync::Arc;
+use socksify_proto::wire::canonical_ip;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 /// Where the responder listens: one socket per family that has loopback.
 pub struct Responder {
@@ -57,6 +59,74 @@ pub struct Context {
     pub nameserver: Option<SocketAddr>,
     /// The first hop's addresses, for `SOCKSIFY_DNS_UPSTREAM`.
     pub first_hop: Vec<SocketAddr>,
+    /// Addresses the nameserver gave for bypassed names: a connect to one
+    /// goes direct, as the name rule says (the shim's resolver hooks keep
+    /// the same list).
+    pub bypassed: Arc<BypassedAddrs>,
+}
+
+/// A bounded set of addresses; the oldest is forgotten first (a forgotten
+/// address is proxied, never leaked).
+#[derive(Default)]
+pub struct BypassedAddrs(Mutex<(HashSet<IpAddr>, VecDeque<IpAddr>)>);
+
+impl BypassedAddrs {
+    const MAX: usize = 4096;
+
+    fn remember(&self, ip: IpAddr) {
+        let ip = canonical_ip(ip);
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, order) = &mut *guard;
+        if set.insert(ip) {
+            order.push_back(ip);
+            if order.len() > Self::MAX {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0.contains(&canonical_ip(ip))
+    }
+}
+
+/// The A and AAAA addresses in the answer section of DNS response `msg`.
+fn answer_addrs(msg: &[u8]) -> Vec<IpAddr> {
+    fn skip_name(msg: &[u8], mut i: usize) -> Option<usize> {
+        loop {
+            let len = *msg.get(i)? as usize;
+            match len {
+                0 => return Some(i + 1),
+                l if l & 0xc0 == 0xc0 => return Some(i + 2), // a pointer ends the name
+                l => i += 1 + l,
+            }
+        }
+    }
+    fn parse(msg: &[u8]) -> Option<Vec<IpAddr>> {
+        let field = |at: usize| Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]));
+        let (questions, answers) = (field(4)?, field(6)?);
+        let mut i = 12;
+        for _ in 0..questions {
+            i = skip_name(msg, i)? + 4;
+        }
+        let mut out = Vec::new();
+        for _ in 0..answers {
+            i = skip_name(msg, i)?;
+            let (rtype, rdlen) = (field(i)?, field(i + 8)? as usize);
+            i += 10;
+            let rdata = msg.get(i..i + rdlen)?;
+            match (rtype, rdlen) {
+                (dns::rtype::A, 4) => out.push(IpAddr::V4(Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]))),
+                (dns::rtype::AAAA, 16) => out.push(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(rdata).ok()?))),
+                _ => {}
+            }
+            i += rdlen;
+        }
+        Some(out)
+    }
+    parse(msg).unwrap_or_default()
 }
 
 /// Starts one answering thread per loopback family.
@@ -121,7 +191,9 @@ fn serve(socket: UdpSocket, cx: &Arc<Context>) {
                 let (msg, cx, socket) = (buf[..n].to_vec(), cx.clone(), socket.try_clone());
                 std::thread::spawn(move || {
                     let got = match route {
-                        Route::Nameserver => cx.nameserver.ok_or_else(|| "no nameserver".to_string()).and_then(|ns| ask_udp(&msg, ns, &cx)),
+                        Route::Nameserver => cx.nameserver.ok_or_else(|| "no nameserver".to_string()).and_then(|ns| ask_udp(&msg, ns, &cx)).inspect(
+                            |answer| answer_addrs(answer).into_iter().for_each(|ip| cx.bypassed.remember(ip)),
+                        ),
                         Route::Upstream => cx.config.dns_upstream.ok_or_else(|| "no upstream".to_string()).and_then(|up| ask_upstream(&msg, up, &cx)),
                     };
                     let answer = match got {
@@ -203,7 +275,22 @@ mod tests {
         };
         let config = Config::from_lookup(env).unwrap();
         let fake = Arc::new(FakeTable::new(&config));
-        Context { config, fake, nameserver: None, first_hop: Vec::new() }
+        Context { config, fake, nameserver: None, first_hop: Vec::new(), bypassed: Arc::default() }
+    }
+
+    #[test]
+    fn addresses_of_an_answer() {
+        // A response to "a.test A" with a CNAME, an A and an AAAA record
+        // (names compressed), as a nameserver sends it.
+        let mut r = query("a.test", dns::rtype::A);
+        r[2] |= 0x80;
+        r[7] = 3;
+        r.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 4, 1, b'b', 0xc0, 14]);
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+        r.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+        r.extend_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(answer_addrs(&r), vec!["192.0.2.7".parse::<IpAddr>().unwrap(), "2001:db8::7".parse().unwrap()]);
+        assert_eq!(answer_addrs(&r[..r.len() - 3]), Vec::<IpAddr>::new(), "cut short: nothing");
     }
 
     #[test]

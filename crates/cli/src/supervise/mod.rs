@@ -67,6 +67,8 @@ pub struct Supervisor {
     fake: Arc<fake::FakeTable>,
     nameservers: Vec<IpAddr>,
     dns: Option<dns::Responder>,
+    /// Addresses the nameserver gave for names `SOCKSIFY_NO_PROXY` bypasses.
+    bypassed: Arc<dns::BypassedAddrs>,
     /// The destination of each socket we connected through the proxy, by
     /// socket inode, for `getpeername` (see calls.rs).
     peers: Mutex<std::collections::HashMap<u64, SocketAddr>>,
@@ -74,9 +76,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     fn goes_direct(&self, dst: &SocketAddr) -> bool {
-        // No resolver of ours gives real addresses for bypassed names here:
-        // an address rule or the proxy itself is what sends a call direct.
-        socksify_client::route::goes_direct(&self.config, &self.first_hop, dst, |_| false)
+        socksify_client::route::goes_direct(&self.config, &self.first_hop, dst, |ip| self.bypassed.contains(ip))
     }
 
     fn is_nameserver(&self, dst: &SocketAddr) -> bool {
@@ -122,9 +122,10 @@ pub fn main(args: &[String]) -> i32 {
             return if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
         }
     };
+    let bypassed = Arc::new(dns::BypassedAddrs::default());
     let dns = if config.dns == DnsMode::Remote {
         let nameserver = nameservers.first().map(|ip| SocketAddr::new(*ip, 53));
-        let cx = dns::Context { config: config.clone(), fake: fake.clone(), nameserver, first_hop: first_hop.clone() };
+        let cx = dns::Context { config: config.clone(), fake: fake.clone(), nameserver, first_hop: first_hop.clone(), bypassed: bypassed.clone() };
         match dns::start(Arc::new(cx)) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -135,7 +136,7 @@ pub fn main(args: &[String]) -> i32 {
     } else {
         None
     };
-    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, peers: Mutex::default() });
+    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default() });
     serve(&sv, child)
 }
 
