@@ -1,7 +1,7 @@
 //! SOCKS BIND through Dante (`command: bind` in its `socks pass` rule,
 //! `external: 127.0.0.3`, where it listens for BINDs): the cases of
 //! `tests/bind_bundled.rs`. Dante checks that the peer is the one the
-//! BIND request named.
+//! BIND request named. And a Dante that refuses BIND.
 
 #[path = "common/bind_cases.rs"]
 mod bind_cases;
@@ -45,4 +45,22 @@ fn passive_mode_stays_plain_connects() {
 #[test]
 fn listener_calls_blocking_select_poll_epoll() {
     listener_api(&Dante::start());
+}
+
+/// Dante refusing BIND (no `bind` in its rule): curl fails cleanly before
+/// it advertises any address; the FTP server never sees a data connection.
+#[test]
+fn curl_with_bind_refused_by_dante_fails_cleanly() {
+    let dante = Dante::start_without_bind();
+    let ftp = FtpServer::start();
+    std::fs::write(ftp.path("file.bin"), b"never sent").unwrap();
+    let out = Run::shimmed(&dante.url(), "curl").args(["-sS", "--max-time", "25", "-P", "-", "-o", "/dev/null"]).arg(ftp.url("127.0.0.1", "file.bin")).run();
+    // 30: CURLE_FTP_PORT_FAILED.
+    assert_eq!(out.code, Some(30), "{out}");
+    assert!(out.stderr.contains("not allowed by ruleset"), "the shim logs the refusal:\n{out}");
+    assert!(ftp.data_peers().is_empty(), "{}", ftp.log());
+    let verbs = ftp.verbs();
+    assert!(!verbs.iter().any(|v| v == "EPRT" || v == "PORT" || v == "RETR"), "curl must stop before advertising anything: {verbs:?}");
+    assert!(dante.log().contains("tcp/connect ["), "the control connection went through Dante:\n{}", dante.log());
+    assert!(!out.stderr.contains("the proxy listens on"), "{out}");
 }

@@ -351,7 +351,16 @@ impl Dante {
 
     /// Starts danted, in a mount namespace of its own whose `/etc/hosts`
     /// is `hosts` when given.
+    /// Without `bind` in its `socks pass` rule: Dante refuses every BIND.
+    pub fn start_without_bind() -> Dante {
+        Dante::start_configured(false, None, false)
+    }
+
     fn start_with(auth: bool, hosts: Option<&str>) -> Dante {
+        Dante::start_configured(auth, hosts, true)
+    }
+
+    fn start_configured(auth: bool, hosts: Option<&str>, bind: bool) -> Dante {
         let danted = require_program("danted", "dante-server");
         let unshare = hosts.map(|_| require_program("unshare", "util-linux"));
         let mut last_err = String::new();
@@ -363,7 +372,7 @@ impl Dante {
             let log_path = dir.path().join("sockd.log");
             let conf = dir.path().join("sockd.conf");
             let pid_file = dir.path().join("sockd.pid");
-            fs::write(&conf, dante_config(port, &log_path, auth)).expect("write sockd.conf");
+            fs::write(&conf, dante_config(port, &log_path, auth, bind)).expect("write sockd.conf");
             let mut cmd = match (hosts, &unshare) {
                 (Some(hosts), Some(unshare)) => {
                     let hosts_path = dir.path().join("hosts");
@@ -433,8 +442,9 @@ impl Drop for Dante {
     }
 }
 
-fn dante_config(port: u16, log: &Path, auth: bool) -> String {
+fn dante_config(port: u16, log: &Path, auth: bool, bind: bool) -> String {
     let method = if auth { "username" } else { "none" };
+    let bind = if bind { "bind " } else { "" };
     format!(
         "logoutput: {log}
 internal: 127.0.0.1 port = {port}
@@ -454,7 +464,7 @@ client pass {{
 }}
 socks pass {{
   from: 0/0 to: 0/0
-  command: bind connect bindreply udpassociate udpreply
+  command: {bind}connect bindreply udpassociate udpreply
   log: connect disconnect error
 }}
 ",
