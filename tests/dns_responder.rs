@@ -58,9 +58,10 @@ dns.resolve4(name, (e, a4) => {
 
 /// `python3 -c DNSPYTHON NAME PORT TOKEN`: dnspython's stub resolver
 /// (UDP, then TCP, then PTR), a connection to the IPv6 answer, and an MX
-/// query, whose outcome is printed.
+/// query, whose outcome is printed; and the process's thread count after
+/// the UDP and after the TCP queries.
 const DNSPYTHON: &str = r#"
-import socket, sys
+import os, socket, sys
 import dns.resolver, dns.reversename
 name, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
 r = dns.resolver.Resolver()
@@ -69,7 +70,9 @@ a = r.resolve(name, "A")[0].address
 print("A", a)
 aaaa = r.resolve(name, "AAAA")[0].address
 print("AAAA", aaaa)
+print("threads-after-udp", len(os.listdir("/proc/self/task")))
 print("A-tcp", r.resolve(name, "A", tcp=True)[0].address)
+print("threads-after-tcp", len(os.listdir("/proc/self/task")))
 print("PTR", r.resolve(dns.reversename.from_address(aaaa), "PTR")[0].target.to_text(omit_final_dot=True))
 s = socket.create_connection((aaaa, port), timeout=20)
 s.sendall(token)
@@ -176,6 +179,9 @@ fn programs_with_their_own_resolver_send_no_dns_queries_in_remote_mode() {
         assert_eq!(fake(line(&out, "A-tcp")[0], &out), a, "one name, one address, over UDP and TCP:\n{out}");
         assert_eq!(line(&out, "PTR"), [NAME], "{out}");
         assert_eq!(line(&out, "MX"), ["refused"], "{out}");
+        // UDP answers need no thread; DNS over TCP starts one, on first use.
+        assert_eq!(line(&out, "threads-after-udp"), ["1"], "{out}");
+        assert_eq!(line(&out, "threads-after-tcp"), ["2"], "{out}");
 
         let leaked = stub.queries()[before..].to_vec();
         eprintln!("remote mode: the stub saw {} queries from dig, host, node and dnspython (control run: {before})", leaked.len());
@@ -378,5 +384,36 @@ fn an_ipv6_nameserver_is_answered_too() {
         assert_through_proxy(&out, &target, &server, &tok);
         assert!(udp.recv_from(&mut [0u8; 512]).is_err(), "a datagram reached the IPv6 nameserver");
         assert!(tcp.accept().is_err(), "a connection reached the IPv6 nameserver");
+    });
+}
+
+/// `python3 -c CLOSED_LISTENER NAME`: DNS over TCP, then `os.closerange`
+/// closes every fd above 2 (the shim's listener among them, behind its
+/// back), then DNS over TCP again; then the thread count once it settles.
+const CLOSED_LISTENER: &str = r#"
+import os, sys, time, dns.resolver
+name = sys.argv[1]
+r = dns.resolver.Resolver()
+r.lifetime = 20
+print("first", r.resolve(name, "A", tcp=True)[0].address, flush=True)
+os.closerange(3, 65536)
+print("second", r.resolve(name, "A", tcp=True)[0].address, flush=True)
+deadline = time.monotonic() + 20
+while len(os.listdir("/proc/self/task")) > 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("threads", len(os.listdir("/proc/self/task")))
+"#;
+
+#[test]
+fn a_listener_closed_behind_our_back_is_replaced() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[(NAME, Ipv4Addr::LOCALHOST)]);
+        let out = ns.shimmed("socks5h://127.0.0.1:1080", python3()).args(["-c", CLOSED_LISTENER, NAME]).run();
+        out.assert_success();
+        let first = fake(line(&out, "first")[0], &out);
+        assert_eq!(fake(line(&out, "second")[0], &out), first, "{out}");
+        assert_eq!(line(&out, "threads"), ["2"], "the old server thread ended, a new one serves:\n{out}");
+        assert_eq!(stub.queries(), [] as [String; 0]);
     });
 }

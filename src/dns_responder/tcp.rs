@@ -11,10 +11,17 @@
 //! DNS-over-TCP connect closes the inherited listeners (the parent keeps
 //! its own) and starts its own, so its answers come from its own table.
 //! Connections idle for [`IDLE`] are closed, at most [`MAX_CONNS`] at once.
+//!
+//! Our fds live among the program's, which may close them behind our back
+//! (a `closefrom` loop) and reuse the numbers: each is kept with its inode
+//! and closed only while it still has it, so a program's fd is never
+//! closed by us. A listener found gone ends the thread; the next connect
+//! starts another.
 
 use super::OwnFd;
 use crate::fd_table::{self, ProxiedTcp};
 use crate::fork_safe::ForkSafeMutex;
+use crate::udp::inode;
 use crate::{ffi, guard, real, runtime, socket_addr};
 use libc::{c_int, c_void, AF_INET, AF_INET6};
 use socksify_proto::dns::Transport;
@@ -35,7 +42,8 @@ struct Server {
     pid: libc::pid_t,
     v4: SocketAddr,
     v6: Option<SocketAddr>,
-    fds: Vec<c_int>,
+    /// The listeners, with their inodes.
+    fds: Vec<(c_int, u64)>,
 }
 
 static SERVER: ForkSafeMutex<Option<Server>> = ForkSafeMutex::new(None);
@@ -70,12 +78,11 @@ fn listener_for(family: c_int, nameserver: SocketAddr) -> Result<SocketAddr, Str
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let mut server = SERVER.lock();
-    if server.as_ref().is_some_and(|s| s.pid != pid) {
-        // Inherited from the parent, whose thread serves them: close our
-        // copies, serve our own.
-        for fd in server.take().map(|s| s.fds).unwrap_or_default() {
-            // SAFETY: our inherited listener fds.
-            unsafe { real::close(fd) };
+    // Inherited from the parent, whose thread serves them (close our
+    // copies, serve our own), or closed behind our back (its thread ends).
+    if server.as_ref().is_some_and(|s| s.pid != pid || s.fds.iter().any(|&(fd, ino)| inode(fd) != Some(ino))) {
+        for (fd, ino) in server.take().map(|s| s.fds).unwrap_or_default() {
+            close_if_ours(fd, ino);
         }
     }
     if server.is_none() {
@@ -83,6 +90,7 @@ fn listener_for(family: c_int, nameserver: SocketAddr) -> Result<SocketAddr, Str
         let v6 = listen_on(IpAddr::V6(Ipv6Addr::LOCALHOST)).ok();
         let mut fds = vec![v4_sock.0];
         fds.extend(v6.as_ref().map(|(s, _)| s.0));
+        let fds: Vec<(c_int, u64)> = fds.into_iter().map(|fd| (fd, inode(fd).unwrap_or(0))).collect();
         let listeners = fds.clone();
         std::thread::Builder::new()
             .name("socksify-dns".into())
@@ -141,35 +149,57 @@ pub fn is_listener(addr: &SocketAddr) -> bool {
     SERVER.lock().as_ref().is_some_and(|s| s.v4 == *addr || s.v6 == Some(*addr))
 }
 
-/// One accepted connection.
+/// Closes our fd `fd` if it is still the socket with inode `ino`.
+fn close_if_ours(fd: c_int, ino: u64) {
+    if inode(fd) == Some(ino) {
+        // SAFETY: the number still holds our socket.
+        unsafe { real::close(fd) };
+    }
+}
+
+/// One accepted connection; closed on drop (if still ours).
 struct Conn {
-    fd: OwnFd,
+    fd: c_int,
+    ino: u64,
     nameserver: SocketAddr,
     buf: Vec<u8>,
     last: Instant,
 }
 
-/// The server thread: accept, read whole messages, answer each.
-fn serve(listeners: Vec<c_int>) {
+impl Drop for Conn {
+    fn drop(&mut self) {
+        close_if_ours(self.fd, self.ino);
+    }
+}
+
+/// The server thread: accept, read whole messages, answer each. Ends if a
+/// listener is no longer ours (closed behind our back), after clearing
+/// [`SERVER`] so that the next connect starts a new one.
+fn serve(listeners: Vec<(c_int, u64)>) {
     // Our own thread: nothing it calls may be proxied or re-enter a hook.
     let Some(_inside) = guard::enter() else { return };
     let Some(config) = runtime::config() else { return };
     let mut conns: Vec<Conn> = Vec::new();
     loop {
+        if listeners.iter().any(|&(fd, ino)| inode(fd) != Some(ino)) {
+            log::warn!("dns responder: a DNS-over-TCP listener was closed behind our back; the next connection starts another");
+            return retire(&listeners);
+        }
         let mut pfds: Vec<libc::pollfd> = listeners
             .iter()
-            .chain(conns.iter().map(|c| &c.fd.0))
-            .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .map(|&(fd, _)| fd)
+            .chain(conns.iter().map(|c| c.fd))
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
         // SAFETY: a valid array of pollfds.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 1000) };
         if n < 0 && ffi::errno() != libc::EINTR {
-            log::error!("dns responder: poll failed ({}); DNS over TCP stops", std::io::Error::last_os_error());
-            return;
+            log::error!("dns responder: poll failed ({}); the next connection starts another thread", std::io::Error::last_os_error());
+            return retire(&listeners);
         }
-        for (i, &l) in listeners.iter().enumerate() {
-            if pfds[i].revents != 0 {
-                accept_all(l, &mut conns);
+        for (i, &(l, ino)) in listeners.iter().enumerate() {
+            if pfds[i].revents & libc::POLLIN != 0 {
+                accept_all(l, ino, &mut conns);
             }
         }
         let now = Instant::now();
@@ -185,8 +215,25 @@ fn serve(listeners: Vec<c_int>) {
     }
 }
 
-fn accept_all(listener: c_int, conns: &mut Vec<Conn>) {
+/// The end of a server thread: [`SERVER`] forgets it (unless it already
+/// moved on) and its listeners are closed.
+fn retire(listeners: &[(c_int, u64)]) {
+    let mut server = SERVER.lock();
+    if server.as_ref().is_some_and(|s| s.fds == listeners) {
+        *server = None;
+    }
+    drop(server);
+    for &(fd, ino) in listeners {
+        close_if_ours(fd, ino);
+    }
+}
+
+/// Accepts every pending connection on our listener `listener` (inode `ino`).
+fn accept_all(listener: c_int, ino: u64, conns: &mut Vec<Conn>) {
     loop {
+        if inode(listener) != Some(ino) {
+            return; // not ours any more: never accept the program's connections
+        }
         // SAFETY: storage is large enough for any address.
         let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -196,24 +243,31 @@ fn accept_all(listener: c_int, conns: &mut Vec<Conn>) {
         if fd < 0 {
             return;
         }
-        let fd = OwnFd(fd);
+        let Some(conn_ino) = inode(fd) else { continue };
+        let conn = |nameserver| Conn { fd, ino: conn_ino, nameserver, buf: Vec::new(), last: Instant::now() };
         let client = unsafe { socket_addr::read(&st as *const _ as *const libc::sockaddr, len) }.map(canonical);
         let asked = client.and_then(|c| ASKED.lock().as_mut().and_then(|m| m.remove(&c)));
-        let Some(nameserver) = asked.or_else(|| super::nameservers().first().map(|ip| SocketAddr::new(*ip, super::PORT))) else { continue };
+        let Some(nameserver) = asked.or_else(|| super::nameservers().first().map(|ip| SocketAddr::new(*ip, super::PORT))) else {
+            close_if_ours(fd, conn_ino);
+            continue;
+        };
         if conns.len() >= MAX_CONNS {
             conns.remove(0);
         }
-        conns.push(Conn { fd, nameserver, buf: Vec::new(), last: Instant::now() });
+        conns.push(conn(nameserver));
     }
 }
 
 /// Reads what `conn` has and answers every whole message; `false` when
 /// the connection is done (closed by the program, or an error).
 fn serve_conn(config: &'static socksify_proto::config::Config, conn: &mut Conn) -> bool {
+    if inode(conn.fd) != Some(conn.ino) {
+        return false; // closed behind our back: never read the program's socket
+    }
     let mut chunk = [0u8; 4096];
     loop {
         // SAFETY: reading into a live buffer.
-        let n = unsafe { real::recv(conn.fd.0, chunk.as_mut_ptr() as *mut c_void, chunk.len(), 0) };
+        let n = unsafe { real::recv(conn.fd, chunk.as_mut_ptr() as *mut c_void, chunk.len(), 0) };
         match n {
             0 => return false,
             n if n > 0 => conn.buf.extend_from_slice(&chunk[..n as usize]),
@@ -233,7 +287,7 @@ fn serve_conn(config: &'static socksify_proto::config::Config, conn: &mut Conn) 
         }
         let msg: Vec<u8> = conn.buf.drain(..2 + len).skip(2).collect();
         let Some(answer) = super::answer(config, &msg, conn.nameserver, Transport::Tcp) else { continue };
-        if super::send_all(conn.fd.0, &super::framed(&answer), Instant::now() + config.timeout).is_err() {
+        if super::send_all(conn.fd, &super::framed(&answer), Instant::now() + config.timeout).is_err() {
             return false;
         }
     }
