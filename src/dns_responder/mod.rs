@@ -81,7 +81,7 @@ impl Names for ShimNames {
             Err(_) => {
                 // Every fake address is held or recent (fake_dns.rs).
                 fake_dns::log_exhausted(name);
-                NameAnswer::Refused
+                NameAnswer::Exhausted
             }
         }
     }

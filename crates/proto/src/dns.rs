@@ -324,8 +324,9 @@ pub enum NameAnswer {
     Hosts(Vec<Ipv4Addr>, Vec<Ipv6Addr>),
     /// `SOCKSIFY_NO_PROXY` bypasses it: the program's nameserver answers.
     Bypassed,
-    /// No answer can be made up (table of capacity zero, bad config).
-    Refused,
+    /// No fake address is free now (every one is held or recent): a
+    /// temporary failure, SERVFAIL (the resolver hooks say `EAI_AGAIN`).
+    Exhausted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,7 +418,7 @@ pub fn respond(msg: &[u8], names: &mut dyn Names, transport: Transport, upstream
     }
     match names.forward(name) {
         NameAnswer::Bypassed => Reply::Forward(Route::Nameserver),
-        NameAnswer::Refused => Reply::Answer(answer(&q, rcode::REFUSED, &[], transport)),
+        NameAnswer::Exhausted => Reply::Answer(answer(&q, rcode::SERVFAIL, &[], transport)),
         NameAnswer::Fake(v4, v6) => match q.qtype {
             rtype::A => reply(vec![RData::A(v4)]),
             rtype::AAAA => reply(vec![RData::Aaaa(v6)]),
@@ -583,6 +584,21 @@ mod tests {
             assert_eq!(respond(&q, &mut Table, Transport::Udp, true), Reply::Forward(Route::Upstream));
         }
         assert_eq!(header(&answered(&query(9, "", rtype::NS, None), false)).1, rcode::REFUSED as u8, "the root");
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_a_temporary_failure() {
+        struct Full;
+        impl Names for Full {
+            fn forward(&mut self, _: &str) -> NameAnswer {
+                NameAnswer::Exhausted
+            }
+            fn reverse(&mut self, _: IpAddr) -> ReverseAnswer {
+                ReverseAnswer::Real
+            }
+        }
+        let Reply::Answer(a) = respond(&query(4, "name.test", rtype::A, None), &mut Full, Transport::Udp, false) else { panic!() };
+        assert_eq!(header(&a), (4, rcode::SERVFAIL as u8, 0, 0, 0));
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl Names for SupervisorNames<'_> {
         }
         match self.0.fake.addrs_for(name) {
             Some((v4, v6)) => NameAnswer::Fake(v4, v6),
-            None => NameAnswer::Refused,
+            None => NameAnswer::Exhausted,
         }
     }
 
