@@ -310,6 +310,31 @@ fn local_dns_mode_resolves_with_the_nameserver_and_proxies_the_address() {
     });
 }
 
+/// A supervisor that may not read the program (not root, and the program
+/// made itself undumpable) fails its connects with EACCES: it never lets
+/// the kernel run a call it could not look at.
+#[test]
+fn calls_the_supervisor_cannot_read_fail_never_go_direct() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let target = TcpTarget::http(&token("nodump"));
+        let out = Run::plain("ip")
+            .args(["netns", "exec", &ns.name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(cli_path())
+            .args(["supervise", "--"])
+            .arg(&programs().static_c)
+            .args(["nodump", "127.0.0.1", &target.addr.port().to_string()])
+            .env("SOCKSIFY_PROXY", &server.url())
+            .env("SOCKSIFY_NO_PROXY", "")
+            .run();
+        assert_eq!(out.code, Some(1), "{out}");
+        assert!(out.stderr.contains("connect: Permission denied"), "{out}");
+        assert!(out.stderr.contains("cannot read the memory"), "the supervisor says why:\n{out}");
+        target.assert_untouched();
+    });
+}
+
 /// The supervisor dies between two connects: the second fails with
 /// ENOSYS, and nothing reaches the target directly.
 #[test]

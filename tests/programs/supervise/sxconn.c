@@ -7,12 +7,15 @@
  *   sxconn udp IP PORT         sendto, then connect, a UDP socket; print
  *                              "sendto: errno N" and "connect: errno N"
  *   sxconn uring - -           io_uring_setup; print "io_uring_setup: errno N"
+ *   sxconn nodump IP PORT      http, after making itself undumpable (no process
+ *                              of the same user may read its memory)
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -61,7 +64,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *mode = argv[1], *ip = argv[2], *port = argv[3];
-    if (!strcmp(mode, "http")) {
+    if (!strcmp(mode, "nodump") && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        perror("prctl");
+        return 2;
+    }
+    if (!strcmp(mode, "http") || !strcmp(mode, "nodump")) {
         int e = http(ip, port, "");
         if (e) fprintf(stderr, "connect: %s\n", strerror(e));
         return e ? 1 : 0;

@@ -35,8 +35,8 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
         libc::SYS_getpeername => Some(on_getpeername(sv, &n)),
         libc::SYS_sendto => on_send(sv, &n, n.data.args[4], n.data.args[5], n.data.args[3]),
         libc::SYS_sendmsg => match read_msghdr(n.pid, n.data.args[1]) {
-            Some((name, len)) => on_send(sv, &n, name, len, n.data.args[2]),
-            None => Some(Answer::Continue), // unreadable: the kernel says EFAULT
+            Ok((name, len)) => on_send(sv, &n, name, len, n.data.args[2]),
+            Err(answer) => Some(answer),
         },
         libc::SYS_sendmmsg => on_sendmmsg(sv, &n),
         _ => Some(Answer::Continue),
@@ -46,32 +46,63 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
     }
 }
 
-/// The IPv4/IPv6 address at `ptr` (`len` bytes) in the caller's memory;
-/// `None` for another family or an address the kernel will refuse.
-fn read_addr(pid: u32, ptr: u64, len: u64) -> Option<SocketAddr> {
-    let len = len.min(128) as usize;
-    let bytes = kernel::read_memory(pid, ptr, len)?;
-    // SAFETY: bytes holds `len` readable bytes.
-    unsafe { socksify_client::sockaddr::read(bytes.as_ptr() as *const libc::sockaddr, len as libc::socklen_t) }
+/// Reads the caller's memory, or says how the call ends if we cannot:
+/// an address the kernel cannot read either (EFAULT) is the kernel's to
+/// answer; memory we may not read fails the call, never runs it (that
+/// could send a proxied destination direct).
+fn read_memory(pid: u32, ptr: u64, len: usize) -> Result<Vec<u8>, Answer> {
+    kernel::read_memory(pid, ptr, len).map_err(|errno| match errno {
+        libc::EFAULT => Answer::Continue,
+        e => {
+            say!(Level::Warn, "cannot read the memory of thread {pid} ({}): the call fails with EACCES", std::io::Error::from_raw_os_error(e));
+            Answer::Fail(libc::EACCES)
+        }
+    })
 }
 
-/// The program's socket `fd` (a duplicate), with its domain and type.
-fn take_socket(n: &Notif, fd: u64) -> Option<(OwnedFd, i32, i32)> {
-    let pidfd = kernel::pidfd_of_thread(n.pid).ok()?;
-    let sock = kernel::take_fd(&pidfd, fd).ok()?;
-    let domain = kernel::socket_int_option(&sock, libc::SO_DOMAIN)?;
-    let ty = kernel::socket_int_option(&sock, libc::SO_TYPE)?;
-    Some((sock, domain, ty))
+/// The IPv4/IPv6 address at `ptr` (`len` bytes) in the caller's memory;
+/// `None` for another family or a length the kernel will refuse.
+fn read_addr(pid: u32, ptr: u64, len: u64) -> Result<Option<SocketAddr>, Answer> {
+    let len = len.min(128) as usize;
+    let bytes = read_memory(pid, ptr, len)?;
+    // SAFETY: bytes holds `len` readable bytes.
+    Ok(unsafe { socksify_client::sockaddr::read(bytes.as_ptr() as *const libc::sockaddr, len as libc::socklen_t) })
+}
+
+/// The program's socket `fd` (a duplicate), with its domain and type; or
+/// the answer when there is none. Not a socket, or no such fd: the kernel
+/// gives the program its own errno. Any other failure to take it (we may
+/// not, say the program made itself undumpable and we are not root) fails
+/// the call: running it could send a proxied destination direct.
+fn take_socket(n: &Notif, fd: u64) -> Result<(OwnedFd, i32, i32), Answer> {
+    let refuse = |what: &str, e: std::io::Error| {
+        say!(Level::Warn, "cannot take fd {fd} of thread {} ({what}: {e}): the call fails with EACCES", n.pid);
+        Answer::Fail(libc::EACCES)
+    };
+    let pidfd = kernel::pidfd_of_thread(n.pid).map_err(|e| refuse("pidfd_open", e))?;
+    let sock = kernel::take_fd(&pidfd, fd).map_err(|e| match e.raw_os_error() {
+        Some(libc::EBADF) => Answer::Continue,
+        _ => refuse("pidfd_getfd", e),
+    })?;
+    let option = |opt| kernel::socket_int_option(&sock, opt).ok_or(Answer::Continue); // ENOTSOCK
+    let (domain, ty) = (option(libc::SO_DOMAIN)?, option(libc::SO_TYPE)?);
+    Ok((sock, domain, ty))
 }
 
 fn on_connect(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
-    let Some(dst) = read_addr(n.pid, n.data.args[1], n.data.args[2]) else { return Some(Answer::Continue) };
+    let dst = match read_addr(n.pid, n.data.args[1], n.data.args[2]) {
+        Ok(Some(dst)) => dst,
+        Ok(None) => return Some(Answer::Continue), // not IPv4/IPv6
+        Err(answer) => return Some(answer),
+    };
     if sv.goes_direct(&dst) {
         say!(Level::Debug, "connect to {dst}: bypassed, direct");
         return Some(Answer::Continue);
     }
-    // Not a socket, or gone: the kernel gives the program its own errno.
-    let Some((sock, domain, ty)) = take_socket(n, n.data.args[0]) else { return Some(Answer::Continue) };
+    let (sock, domain, ty) = match take_socket(n, n.data.args[0]) {
+        Ok(taken) => taken,
+        Err(answer) => return Some(answer),
+    };
     if !sv.listener.id_valid(n.id) {
         return None; // the thread died while we looked: nothing to answer
     }
@@ -135,11 +166,11 @@ fn on_getpeername(sv: &Supervisor, n: &Notif) -> Answer {
     if sv.peers.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
         return Answer::Continue;
     }
-    let Some((sock, domain, _)) = take_socket(n, n.data.args[0]) else { return Answer::Continue };
+    let Ok((sock, domain, _)) = take_socket(n, n.data.args[0]) else { return Answer::Continue };
     let Some(inode) = kernel::socket_inode(&sock) else { return Answer::Continue };
     let Some(dst) = sv.peers.lock().unwrap_or_else(|e| e.into_inner()).get(&inode).copied() else { return Answer::Continue };
     let (addr_ptr, len_ptr) = (n.data.args[1], n.data.args[2]);
-    let Some(len) = kernel::read_memory(n.pid, len_ptr, 4) else { return Answer::Fail(libc::EFAULT) };
+    let Ok(len) = kernel::read_memory(n.pid, len_ptr, 4) else { return Answer::Continue };
     let room = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
     let Some((raw, full)) = socksify_client::sockaddr::encode(&dst, domain) else { return Answer::Continue };
     // SAFETY: raw holds `full` initialized bytes of address.
@@ -192,15 +223,21 @@ fn on_send(sv: &Supervisor, n: &Notif, addr: u64, len: u64, flags: u64) -> Optio
     if addr == 0 {
         return Some(Answer::Continue);
     }
-    let Some(dst) = read_addr(n.pid, addr, len) else { return Some(Answer::Continue) };
-    Some(send_verdict(sv, n, dst, flags))
+    match read_addr(n.pid, addr, len) {
+        Ok(Some(dst)) => Some(send_verdict(sv, n, dst, flags)),
+        Ok(None) => Some(Answer::Continue),
+        Err(answer) => Some(answer),
+    }
 }
 
 fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> Answer {
     if udp_goes_direct(sv, &dst) {
         return Answer::Continue;
     }
-    let Some((_, _, ty)) = take_socket(n, n.data.args[0]) else { return Answer::Continue };
+    let ty = match take_socket(n, n.data.args[0]) {
+        Ok((_, _, ty)) => ty,
+        Err(answer) => return answer,
+    };
     if !sv.listener.id_valid(n.id) {
         return Answer::Continue; // the thread is gone; the answer goes nowhere
     }
@@ -212,25 +249,32 @@ fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> Answ
 }
 
 /// `msg_name` and `msg_namelen` of the `msghdr` at `ptr`.
-fn read_msghdr(pid: u32, ptr: u64) -> Option<(u64, u64)> {
-    let bytes = kernel::read_memory(pid, ptr, std::mem::size_of::<libc::msghdr>())?;
+fn read_msghdr(pid: u32, ptr: u64) -> Result<(u64, u64), Answer> {
+    let bytes = read_memory(pid, ptr, std::mem::size_of::<libc::msghdr>())?;
     // SAFETY: bytes holds one msghdr; read_unaligned copes with the Vec's alignment.
     let hdr = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) };
-    Some((hdr.msg_name as u64, u64::from(hdr.msg_namelen)))
+    Ok((hdr.msg_name as u64, u64::from(hdr.msg_namelen)))
 }
 
 /// `sendmmsg`: refused as a whole if any message goes where UDP may not.
 fn on_sendmmsg(sv: &Supervisor, n: &Notif) -> Option<Answer> {
     let (ptr, count) = (n.data.args[1], n.data.args[2].min(1024) as usize);
     let size = std::mem::size_of::<libc::mmsghdr>();
-    let Some(bytes) = kernel::read_memory(n.pid, ptr, size * count) else { return Some(Answer::Continue) };
+    let bytes = match read_memory(n.pid, ptr, size * count) {
+        Ok(bytes) => bytes,
+        Err(answer) => return Some(answer),
+    };
     for i in 0..count {
         // SAFETY: bytes holds `count` mmsghdrs.
         let m = unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(i * size) as *const libc::mmsghdr) };
         if m.msg_hdr.msg_name.is_null() {
             continue;
         }
-        let Some(dst) = read_addr(n.pid, m.msg_hdr.msg_name as u64, u64::from(m.msg_hdr.msg_namelen)) else { continue };
+        let dst = match read_addr(n.pid, m.msg_hdr.msg_name as u64, u64::from(m.msg_hdr.msg_namelen)) {
+            Ok(Some(dst)) => dst,
+            Ok(None) => continue,
+            Err(answer) => return Some(answer),
+        };
         let verdict = send_verdict(sv, n, dst, n.data.args[3]);
         if verdict != Answer::Continue {
             return Some(verdict);

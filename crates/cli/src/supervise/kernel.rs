@@ -92,17 +92,23 @@ impl Listener {
     }
 }
 
-/// Reads `len` bytes at `addr` in thread `pid`'s memory.
-pub fn read_memory(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
-    if addr == 0 || len == 0 {
-        return None;
+/// Reads `len` bytes at `addr` in thread `pid`'s memory. The errno:
+/// EFAULT when the range is not all readable there (the kernel would say
+/// EFAULT to the call too), else why we may not read (EPERM, ESRCH).
+pub fn read_memory(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+    if addr == 0 {
+        return Err(libc::EFAULT);
     }
     let mut buf = vec![0u8; len];
     let local = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: len };
     let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
     // SAFETY: one local iovec over buf; the remote one is checked by the kernel.
     let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-    (n == len as isize).then_some(buf)
+    match n {
+        n if n == len as isize => Ok(buf),
+        n if n >= 0 => Err(libc::EFAULT), // a partial read: the end is unmapped
+        _ => Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EFAULT)),
+    }
 }
 
 /// Writes `bytes` at `addr` in thread `pid`'s memory; whether all went.

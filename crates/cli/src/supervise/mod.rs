@@ -150,11 +150,25 @@ fn probe() -> i32 {
         return 1;
     }
     let filter = filter::program();
+    let Ok((wait_r, wait_w)) = pipe() else {
+        eprintln!("pipe: {}", std::io::Error::last_os_error());
+        return 1;
+    };
     // SAFETY: the child only makes system calls before _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         let code = match filter::install(&filter) {
-            Ok(_) => 0,
+            Ok(_) => {
+                // Wait while the parent tries to reach us: until its byte,
+                // or its end of the pipe closes (the child's copy first).
+                let mut byte = 0u8;
+                // SAFETY: close(2) and read(2) of one byte into a local.
+                unsafe {
+                    libc::close(wait_w.as_raw_fd());
+                    libc::read(wait_r.as_raw_fd(), &mut byte as *mut u8 as *mut libc::c_void, 1);
+                }
+                0
+            }
             Err(e) => e.clamp(1, 255),
         };
         // SAFETY: leaving the forked child without running our atexit handlers.
@@ -164,11 +178,25 @@ fn probe() -> i32 {
         eprintln!("fork: {}", std::io::Error::last_os_error());
         return 1;
     }
+    // What the supervisor does to a program: take one of its fds, read its memory.
+    let access = kernel::pidfd_of_thread(pid as u32).and_then(|pidfd| kernel::take_fd(&pidfd, wait_r.as_raw_fd() as u64)).and_then(|_| {
+        static PROBE_BYTE: u8 = 1;
+        kernel::read_memory(pid as u32, &PROBE_BYTE as *const u8 as u64, 1).map(drop).map_err(std::io::Error::from_raw_os_error)
+    });
+    // SAFETY: write(2) of one byte: the child's read returns.
+    unsafe { libc::write(wait_w.as_raw_fd(), [1u8].as_ptr() as *const libc::c_void, 1) };
+    drop(wait_w);
     let mut status = 0;
     // SAFETY: waiting for the child we forked.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
-        Some(0) => 0,
+        Some(0) => match access {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("this process may not read its children's memory or take their fds ({e}; a ptrace restriction such as Yama's ptrace_scope)");
+                1
+            }
+        },
         Some(libc::EBUSY) => {
             eprintln!("this process already runs under a seccomp filter with a supervisor of its own");
             1
