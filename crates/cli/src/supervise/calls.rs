@@ -54,7 +54,11 @@ fn read_memory(pid: u32, ptr: u64, len: usize) -> Result<Vec<u8>, Answer> {
     kernel::read_memory(pid, ptr, len).map_err(|errno| match errno {
         libc::EFAULT => Answer::Continue,
         e => {
-            say!(Level::Warn, "cannot read the memory of thread {pid} ({}): the call fails with EACCES", std::io::Error::from_raw_os_error(e));
+            say!(
+                Level::Warn,
+                "cannot read the memory of thread {pid} ({}): the call fails with EACCES",
+                std::io::Error::from_raw_os_error(e)
+            );
             Answer::Fail(libc::EACCES)
         }
     })
@@ -129,30 +133,41 @@ fn connect_tcp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst:
     // so other calls (other threads of the program) are not held up.
     let (sv, id) = (sv.clone(), n.id);
     std::thread::spawn(move || {
-        let answer = match connect_via_proxy(&Libc, sock.as_raw_fd(), domain, &sv.config, &sv.first_hop, Command::Connect, &target) {
-            Ok((_, bound)) => {
-                say!(Level::Info, "tcp -> {target} via {}: connected (proxy bound {bound})", sv.config.chain[0]);
-                if let Some(inode) = kernel::socket_inode(&sock) {
-                    let mut peers = sv.peers.lock().unwrap_or_else(|e| e.into_inner());
-                    if peers.len() >= MAX_PEERS {
-                        peers.clear(); // forgotten sockets report the proxy: never worse than that
-                    }
-                    peers.insert(inode, dst);
-                }
-                Answer::Return(0)
-            }
-            Err(e) => {
-                say!(Level::Warn, "tcp -> {target} via {}: {e}", sv.config.chain[0]);
-                // Not connected to anything, as after a failed connect.
-                let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-                // SAFETY: a valid AF_UNSPEC address dissolves the connection.
-                unsafe { libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
-                Answer::Fail(e.errno())
-            }
-        };
+        // A panic here must still answer the call (it would wait forever):
+        // as a failed connect, never as a direct one.
+        let handshake = std::panic::AssertUnwindSafe(|| proxy_connect(&sv, &sock, domain, dst, &target));
+        let answer = std::panic::catch_unwind(handshake).unwrap_or_else(|_| {
+            say!(Level::Error, "internal error (panic) connecting to {target}: the call fails with ECONNREFUSED");
+            Answer::Fail(libc::ECONNREFUSED)
+        });
         sv.listener.answer(id, answer);
     });
     None
+}
+
+/// The handshake on the program's socket; the answer to its connect.
+fn proxy_connect(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, target: &TargetAddr) -> Answer {
+    match connect_via_proxy(&Libc, sock.as_raw_fd(), domain, &sv.config, &sv.first_hop, Command::Connect, target) {
+        Ok((_, bound)) => {
+            say!(Level::Info, "tcp -> {target} via {}: connected (proxy bound {bound})", sv.config.chain[0]);
+            if let Some(inode) = kernel::socket_inode(sock) {
+                let mut peers = sv.peers.lock().unwrap_or_else(|e| e.into_inner());
+                if peers.len() >= MAX_PEERS {
+                    peers.clear(); // forgotten sockets report the proxy: never worse than that
+                }
+                peers.insert(inode, dst);
+            }
+            Answer::Return(0)
+        }
+        Err(e) => {
+            say!(Level::Warn, "tcp -> {target} via {}: {e}", sv.config.chain[0]);
+            // Not connected to anything, as after a failed connect.
+            let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+            // SAFETY: a valid AF_UNSPEC address dissolves the connection.
+            unsafe { libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+            Answer::Fail(e.errno())
+        }
+    }
 }
 
 /// How many proxied sockets `getpeername` remembers.
@@ -187,9 +202,7 @@ fn on_getpeername(sv: &Supervisor, n: &Notif) -> Answer {
 
 /// Whether UDP to `dst` may go out as the program sent it.
 fn udp_goes_direct(sv: &Supervisor, dst: &SocketAddr) -> bool {
-    sv.config.udp == UdpMode::Direct
-        || sv.goes_direct(dst)
-        || (sv.config.dns == DnsMode::Local && sv.is_nameserver(dst))
+    sv.config.udp == UdpMode::Direct || sv.goes_direct(dst) || (sv.config.dns == DnsMode::Local && sv.is_nameserver(dst))
 }
 
 fn connect_udp(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr) -> Answer {

@@ -13,18 +13,18 @@
 //! Names in `/etc/hosts` are the program's own business: static resolvers
 //! read the file before they ask DNS.
 
+use super::fake::FakeTable;
 use super::Level;
 use socksify_client::tcp::{connect_via_proxy, Libc};
 use socksify_proto::config::Config;
 use socksify_proto::dns::{self, NameAnswer, Names, Query, Reply, ReverseAnswer, Route, Transport};
+use socksify_proto::wire::canonical_ip;
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
+use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::FromRawFd;
-use super::fake::FakeTable;
-use socksify_proto::wire::canonical_ip;
-use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Where the responder listens: one socket per family that has loopback.
@@ -191,10 +191,14 @@ fn serve(socket: UdpSocket, cx: &Arc<Context>) {
                 let (msg, cx, socket) = (buf[..n].to_vec(), cx.clone(), socket.try_clone());
                 std::thread::spawn(move || {
                     let got = match route {
-                        Route::Nameserver => cx.nameserver.ok_or_else(|| "no nameserver".to_string()).and_then(|ns| ask_udp(&msg, ns, &cx)).inspect(
-                            |answer| answer_addrs(answer).into_iter().for_each(|ip| cx.bypassed.remember(ip)),
-                        ),
-                        Route::Upstream => cx.config.dns_upstream.ok_or_else(|| "no upstream".to_string()).and_then(|up| ask_upstream(&msg, up, &cx)),
+                        Route::Nameserver => cx
+                            .nameserver
+                            .ok_or_else(|| "no nameserver".to_string())
+                            .and_then(|ns| ask_udp(&msg, ns, &cx))
+                            .inspect(|answer| answer_addrs(answer).into_iter().for_each(|ip| cx.bypassed.remember(ip))),
+                        Route::Upstream => {
+                            cx.config.dns_upstream.ok_or_else(|| "no upstream".to_string()).and_then(|up| ask_upstream(&msg, up, &cx))
+                        }
                     };
                     let answer = match got {
                         Ok(answer) => Some(Query::parse(&msg).map_or(answer.clone(), |q| dns::fit_udp(&q, answer))),
@@ -239,7 +243,8 @@ fn ask_upstream(msg: &[u8], upstream: SocketAddr, cx: &Context) -> Result<Vec<u8
     }
     // SAFETY: a fresh fd we own.
     let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
-    connect_via_proxy(&Libc, fd, family, &cx.config, &cx.first_hop, Command::Connect, &TargetAddr::Ip(upstream)).map_err(|e| e.to_string())?;
+    connect_via_proxy(&Libc, fd, family, &cx.config, &cx.first_hop, Command::Connect, &TargetAddr::Ip(upstream))
+        .map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(cx.config.timeout)).map_err(|e| e.to_string())?;
     let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(msg);
@@ -299,7 +304,12 @@ mod tests {
         let Reply::Answer(a) = reply(&cx, &query("example.test", dns::rtype::A)) else { panic!("A must be answered") };
         let (v4, _) = cx.fake.addrs_for("example.test").unwrap();
         assert_eq!(&a[a.len() - 4..], &v4.octets(), "the table's address is the answer");
-        let Reply::Answer(ptr) = reply(&cx, &query(&format!("{}.in-addr.arpa", v4.octets().iter().rev().map(u8::to_string).collect::<Vec<_>>().join(".")), dns::rtype::PTR)) else { panic!() };
+        let Reply::Answer(ptr) = reply(
+            &cx,
+            &query(&format!("{}.in-addr.arpa", v4.octets().iter().rev().map(u8::to_string).collect::<Vec<_>>().join(".")), dns::rtype::PTR),
+        ) else {
+            panic!()
+        };
         assert!(ptr.windows(7).any(|w| w == b"example"), "PTR of a fake address names it");
         assert_eq!(reply(&cx, &query("git.corp.test", dns::rtype::A)), Reply::Forward(Route::Nameserver));
     }

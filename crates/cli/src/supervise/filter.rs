@@ -65,7 +65,7 @@ pub fn program() -> Vec<sock_filter> {
     }
     p.push(jump(BPF_JEQ_K, libc::SYS_io_uring_setup as u32, 0, 0)); // jt: to FOREIGN (ENOSYS)
     p.push(jump(BPF_JEQ_K, libc::SYS_sendto as u32, 0, 0)); // jf: to ALLOW
-    // sendto: a null destination (both halves of args[4]) is allowed.
+                                                            // sendto: a null destination (both halves of args[4]) is allowed.
     p.push(stmt(BPF_LD_W_ABS, off_arg_lo(4)));
     p.push(jump(BPF_JEQ_K, 0, 0, 0)); // jf: to NOTIFY
     p.push(stmt(BPF_LD_W_ABS, off_arg_lo(4) + 4));

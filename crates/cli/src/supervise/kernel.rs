@@ -61,7 +61,7 @@ impl Listener {
     /// could read it (ENOENT), or a signal interrupted the wait.
     pub fn recv(&self) -> io::Result<Option<Notif>> {
         let mut n = Notif::default(); // the kernel insists on a zeroed buffer
-        // SAFETY: n is a seccomp_notif-sized, writable buffer.
+                                      // SAFETY: n is a seccomp_notif-sized, writable buffer.
         if unsafe { libc::ioctl(self.0.as_raw_fd(), IOCTL_NOTIF_RECV, &mut n) } == 0 {
             return Ok(Some(n));
         }

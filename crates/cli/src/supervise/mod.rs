@@ -125,7 +125,13 @@ pub fn main(args: &[String]) -> i32 {
     let bypassed = Arc::new(dns::BypassedAddrs::default());
     let dns = if config.dns == DnsMode::Remote {
         let nameserver = nameservers.first().map(|ip| SocketAddr::new(*ip, 53));
-        let cx = dns::Context { config: config.clone(), fake: fake.clone(), nameserver, first_hop: first_hop.clone(), bypassed: bypassed.clone() };
+        let cx = dns::Context {
+            config: config.clone(),
+            fake: fake.clone(),
+            nameserver,
+            first_hop: first_hop.clone(),
+            bypassed: bypassed.clone(),
+        };
         match dns::start(Arc::new(cx)) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -290,11 +296,10 @@ fn serve(sv: &Arc<Supervisor>, mut child: std::process::Child) -> i32 {
     forward_signals();
     let pidfd = kernel::pidfd_of_thread(child.id()).ok();
     loop {
-        let mut fds = [libc::pollfd { fd: sv.listener.0.as_raw_fd(), events: libc::POLLIN, revents: 0 }, libc::pollfd {
-            fd: pidfd.as_ref().map_or(-1, |p| p.as_raw_fd()),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = [
+            libc::pollfd { fd: sv.listener.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: pidfd.as_ref().map_or(-1, |p| p.as_raw_fd()), events: libc::POLLIN, revents: 0 },
+        ];
         // SAFETY: two valid pollfds.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, if pidfd.is_some() { -1 } else { 100 }) };
         if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
