@@ -131,18 +131,26 @@ pub fn socket_inode(fd: &OwnedFd) -> Option<u64> {
     (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
 }
 
+/// `pidfd_open(pid, flags)`.
+fn pidfd_open(pid: libc::pid_t, flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as c_int) })
+}
+
+/// A pidfd for process `pid`: readable once the whole process has exited.
+pub fn pidfd_of_process(pid: u32) -> io::Result<OwnedFd> {
+    pidfd_open(pid as libc::pid_t, 0)
+}
+
 /// A pidfd for thread `tid`: of the thread itself where the kernel can
 /// (6.9+), else of its process (a thread's pidfd needs its thread group id).
 pub fn pidfd_of_thread(tid: u32) -> io::Result<OwnedFd> {
-    let open = |pid: libc::pid_t, flags: u32| -> io::Result<OwnedFd> {
-        // SAFETY: pidfd_open takes a pid and flags, returns a new fd.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as c_int) })
-    };
+    let open = pidfd_open;
     match open(tid as libc::pid_t, PIDFD_THREAD) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             let status = std::fs::read_to_string(format!("/proc/{tid}/status"))?;

@@ -294,7 +294,8 @@ fn take_listener(report: OwnedFd, ack: OwnedFd) -> Option<Listener> {
 /// Answers notified calls until the program exits; returns its status.
 fn serve(sv: &Arc<Supervisor>, mut child: std::process::Child) -> i32 {
     forward_signals();
-    let pidfd = kernel::pidfd_of_thread(child.id()).ok();
+    // The process's pidfd, not its main thread's: that one may end first.
+    let pidfd = kernel::pidfd_of_process(child.id()).ok();
     loop {
         let mut fds = [
             libc::pollfd { fd: sv.listener.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
