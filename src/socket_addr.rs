@@ -32,14 +32,22 @@ pub unsafe fn family(addr: *const sockaddr, len: socklen_t) -> Option<i32> {
     Some(unsafe { (*addr).sa_family } as i32)
 }
 
-/// [`family`] read by the kernel (one system call): `None` for any pointer
-/// that points nowhere.
-#[cold]
-pub fn family_checked(addr: *const sockaddr, len: socklen_t) -> Option<i32> {
+/// The family of a program's address and, for `AF_INET`/`AF_INET6`, the
+/// address, copied by the kernel in one system call (`connect` reads both):
+/// `None` for a pointer that points nowhere or a length shorter than the
+/// family field.
+pub fn read_program_family(addr: *const sockaddr, len: socklen_t) -> Option<(i32, Option<SocketAddr>)> {
     if addr.is_null() || (len as usize) < size_of::<sa_family_t>() {
         return None;
     }
-    user_mem::read_value(addr as *const sa_family_t).ok().map(|f| f as i32)
+    let n = (len as usize).min(size_of::<sockaddr_storage>());
+    // SAFETY: all-zero is a valid sockaddr_storage; the slice covers n of its bytes.
+    let mut storage: sockaddr_storage = unsafe { std::mem::zeroed() };
+    let bytes = unsafe { std::slice::from_raw_parts_mut(&mut storage as *mut _ as *mut u8, n) };
+    user_mem::read(addr as *const libc::c_void, bytes).ok()?;
+    // SAFETY: storage holds n readable bytes of an address.
+    let parsed = unsafe { socksify_client::sockaddr::read(&storage as *const _ as *const sockaddr, n as socklen_t) };
+    Some((storage.ss_family as i32, parsed))
 }
 
 /// [`read`] for an address in the program's memory, copied by the kernel:

@@ -8,10 +8,11 @@ use socksify_proto::wire::socks5::Command;
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    // Fast path: only IPv4/IPv6 destinations can be ours. The family is
-    // read by the kernel (a connect can afford the system call), so a bad
-    // pointer is EFAULT from the real call, never a crash here.
-    let family = socket_addr::family_checked(addr, len);
+    // Fast path: only IPv4/IPv6 destinations can be ours. The address is
+    // copied by the kernel, once (a connect can afford the system call), so
+    // a bad pointer is EFAULT from the real call, never a crash here.
+    let copied = socket_addr::read_program_family(addr, len);
+    let family = copied.map(|(family, _)| family);
     if family != Some(AF_INET) && family != Some(AF_INET6) {
         if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
             super::udp::disconnect_udp(fd); // dissolving a UDP socket's proxied peer
@@ -28,7 +29,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // A successful connect leaves errno as it was, as the real one does;
     // the handshake's own EAGAINs are not the program's business.
     let errno_before = ffi::errno();
-    let rc = ffi::catch(-1, libc::ECONNREFUSED, || unsafe { connect_inet(fd, addr, len) });
+    let Some((_, Some(dst))) = copied else {
+        return unsafe { real::connect(fd, addr, len) }; // too short: let the kernel say EINVAL
+    };
+    let rc = ffi::catch(-1, libc::ECONNREFUSED, || unsafe { connect_to(fd, addr, len, dst) });
     if rc == 0 {
         ffi::set_errno(errno_before);
     }
@@ -38,11 +42,15 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// What a `connect` to an IPv4/IPv6 address turns into (also the first
 /// half of `sendto(MSG_FASTOPEN)`, see hooks/udp.rs).
 pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let dst = match socket_addr::read_program(addr, len) {
-        Ok(Some(dst)) => dst,
-        Ok(None) => return unsafe { real::connect(fd, addr, len) }, // too short: let the kernel say EINVAL
-        Err(errno) => return fail(errno),
-    };
+    match socket_addr::read_program(addr, len) {
+        Ok(Some(dst)) => unsafe { connect_to(fd, addr, len, dst) },
+        Ok(None) => unsafe { real::connect(fd, addr, len) }, // too short: let the kernel say EINVAL
+        Err(errno) => fail(errno),
+    }
+}
+
+/// [`connect_inet`] with the program's address already copied as `dst`.
+unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std::net::SocketAddr) -> c_int {
     let Some(sock_type) = socket_addr::socket_type(fd) else {
         return unsafe { real::connect(fd, addr, len) }; // not a socket: the kernel says ENOTSOCK/EBADF
     };
