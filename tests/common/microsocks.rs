@@ -9,10 +9,9 @@
 //! keeps no log: the target's peer address is the whole proof.
 
 use crate::common::*;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 /// microsocks' `-b`: the source of its outgoing connections.
 pub const MICROSOCKS_OUT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
@@ -80,13 +79,7 @@ impl Microsocks {
                 .spawn()
                 .expect("spawn microsocks");
             let addr = SocketAddr::new(DIRECT, port);
-            let up = wait_until(WAIT, || {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Some(false);
-                }
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| true)
-            });
-            if up == Some(true) {
+            if accepting(&mut child, addr) {
                 return Microsocks { child, addr, auth, _dir: dir };
             }
             kill_group(&mut child);

@@ -172,6 +172,18 @@ pub fn url_host(ip: IpAddr) -> String {
     }
 }
 
+/// Waits (bounded by [`WAIT`]) until a server `child` started accepts TCP
+/// connections on `addr`; false if it exits first or never does.
+pub fn accepting(child: &mut Child, addr: SocketAddr) -> bool {
+    let up = wait_until(WAIT, || {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(false);
+        }
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| true)
+    });
+    up == Some(true)
+}
+
 /// Sends SIGKILL to the whole process group `pgid` and reaps `child`.
 pub fn kill_group(child: &mut Child) {
     let pid = child.id() as libc::pid_t;
@@ -396,13 +408,7 @@ impl Dante {
             let mut child =
                 cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().expect("spawn danted");
             let addr = SocketAddr::new(DIRECT, port);
-            let up = wait_until(WAIT, || {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Some(false);
-                }
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| true)
-            });
-            if up == Some(true) {
+            if accepting(&mut child, addr) {
                 return Dante { child, addr, log_path, _dir: dir };
             }
             kill_group(&mut child);

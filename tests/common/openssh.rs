@@ -14,11 +14,10 @@
 
 use crate::common::*;
 use crate::netns::NetNs;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 pub struct OpenSsh {
     sshd: Child,
@@ -121,13 +120,7 @@ LogLevel DEBUG1
                 .spawn()
                 .expect("spawn ssh");
             let ssh_log = LineLog::spawn_reader(ssh.stderr.take().unwrap());
-            let up = wait_until(WAIT, || {
-                if let Ok(Some(_)) = ssh.try_wait() {
-                    return Some(false);
-                }
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| true)
-            });
-            if up == Some(true) {
+            if accepting(&mut ssh, addr) {
                 return OpenSsh { sshd, ssh, addr, log, ssh_log, _dir: dir, ns };
             }
             kill_group(&mut ssh);
