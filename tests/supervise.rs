@@ -443,3 +443,43 @@ fn bypassed_names_resolve_with_the_nameserver_and_go_direct() {
         assert!(!server.log.text().contains("cmd=connect"), "a bypassed name reached the proxy:\n{}", server.log.text());
     });
 }
+
+/// The default `SOCKSIFY_NO_PROXY` bypasses loopback, where the
+/// namespace's nameserver is (as systemd-resolved's 127.0.0.53 is on many
+/// machines): its queries are still answered by the supervisor, and the
+/// name still goes to the proxy.
+#[test]
+fn a_bypassed_loopback_nameserver_is_still_answered_here() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = dns_cases::bundled_server();
+        let body = token("go-default-bypass");
+        let target = TcpTarget::http(&body);
+        let url = format!("http://{NAME}:{}/", target.addr.port());
+        let out = supervised(&ns, &server.url(), &programs().go_client).env_remove("SOCKSIFY_NO_PROXY").args(["get", &url]).run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_named_connect(NAME, target.addr);
+        assert!(stub.queries().is_empty(), "DNS queries left the supervised program: {:?}", stub.queries());
+    });
+}
+
+/// `dig` (its own resolver, connected UDP) and `dig +tcp` (DNS over TCP)
+/// get fake addresses from the supervisor; the stub sees nothing.
+#[test]
+fn dns_over_udp_and_tcp_is_answered_by_the_supervisor() {
+    let dig = require_program("dig", "dnsutils");
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        for transport in ["+notcp", "+tcp"] {
+            let out = supervised(&ns, "socks5h://127.0.0.1:9", &dig).args([transport, "+short", "+tries=1", "+time=5", NAME]).run();
+            out.assert_success();
+            let ip: std::net::IpAddr = out.stdout.trim().parse().unwrap_or_else(|_| panic!("{transport}: one address expected:\n{out}"));
+            assert!(dns_cases::is_fake(ip), "{transport}: {ip} is not a fake address:\n{out}");
+        }
+        assert!(stub.queries().is_empty(), "DNS queries left the supervised dig: {:?}", stub.queries());
+    });
+}

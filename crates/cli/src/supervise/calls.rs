@@ -6,7 +6,7 @@
 //! | `connect`, TCP | bypassed (`SOCKSIFY_NO_PROXY`, the proxy itself) | the kernel runs it |
 //! | `connect`, TCP | anything else | our handshake on the program's own socket (a duplicate from `pidfd_getfd`), then 0 or the errno |
 //! | `getpeername` of a socket we connected | — | the destination the program asked for (not the proxy) |
-//! | `connect`, UDP | a resolv.conf nameserver, port 53, remote DNS | connected to our DNS responder instead, 0 |
+//! | `connect`, UDP or TCP | a resolv.conf nameserver, port 53, remote DNS (before any bypass rule) | connected to our DNS responder instead |
 //! | `connect`/`sendto`/`sendmsg`/`sendmmsg`, UDP | bypassed, or `SOCKSIFY_UDP=direct`, or a nameserver in local DNS mode | the kernel runs it |
 //! | same | anything else | EPERM (no UDP ASSOCIATE here yet) |
 //! | `sendto`/`sendmsg` with an address, TCP | — | the kernel runs it (it ignores the address), except `MSG_FASTOPEN` to a proxied one: EOPNOTSUPP |
@@ -21,6 +21,7 @@ use super::{Level, Supervisor};
 use socksify_client::route;
 use socksify_client::tcp::{connect_via_proxy, Libc};
 use socksify_proto::config::{DnsMode, UdpMode};
+use socksify_proto::dns::Transport;
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
 use std::net::SocketAddr;
@@ -99,7 +100,10 @@ fn on_connect(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
         Ok(None) => return Some(Answer::Continue), // not IPv4/IPv6
         Err(answer) => return Some(answer),
     };
-    if sv.goes_direct(&dst) {
+    // A nameserver's traffic is answered here in remote DNS mode, before
+    // any bypass rule (a loopback nameserver is bypassed by default).
+    let dns = sv.intercepts(&dst);
+    if !dns && sv.goes_direct(&dst) {
         say!(Level::Debug, "connect to {dst}: bypassed, direct");
         return Some(Answer::Continue);
     }
@@ -111,8 +115,10 @@ fn on_connect(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
         return None; // the thread died while we looked: nothing to answer
     }
     match ty {
+        libc::SOCK_STREAM if dns => Some(to_responder(sv, &sock, domain, dst, Transport::Tcp)),
+        libc::SOCK_DGRAM if dns => Some(to_responder(sv, &sock, domain, dst, Transport::Udp)),
         libc::SOCK_STREAM => connect_tcp(sv, n, sock, domain, dst),
-        libc::SOCK_DGRAM => Some(connect_udp(sv, &sock, domain, dst)),
+        libc::SOCK_DGRAM => Some(connect_udp(sv, dst)),
         _ => Some(Answer::Continue),
     }
 }
@@ -205,21 +211,32 @@ fn udp_goes_direct(sv: &Supervisor, dst: &SocketAddr) -> bool {
     sv.config.udp == UdpMode::Direct || sv.goes_direct(dst) || (sv.config.dns == DnsMode::Local && sv.is_nameserver(dst))
 }
 
-fn connect_udp(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr) -> Answer {
+fn connect_udp(sv: &Supervisor, dst: SocketAddr) -> Answer {
     if udp_goes_direct(sv, &dst) {
         return Answer::Continue;
     }
-    if sv.is_nameserver(&dst) {
-        if let Some(responder) = sv.dns.as_ref().and_then(|r| r.addr_for(domain)) {
-            let Some((raw, len)) = socksify_client::sockaddr::encode(&responder, domain) else { return Answer::Fail(libc::EPERM) };
-            // SAFETY: raw is a valid address of the socket's family.
-            if unsafe { libc::connect(sock.as_raw_fd(), &raw as *const _ as *const libc::sockaddr, len) } == 0 {
-                say!(Level::Debug, "udp connect to nameserver {dst}: answered by the supervisor's DNS responder {responder}");
-                return Answer::Return(0);
-            }
-        }
-    }
     refuse_udp(dst)
+}
+
+/// A connect to a nameserver in remote DNS mode: the program's socket is
+/// connected to the supervisor's responder instead. A non-blocking TCP
+/// socket may get EINPROGRESS, as from any connect, and wait as usual.
+fn to_responder(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, transport: Transport) -> Answer {
+    let refused = if transport == Transport::Udp { libc::EPERM } else { libc::ECONNREFUSED };
+    let Some(responder) = sv.dns.as_ref().and_then(|r| r.addr_for(domain, transport)) else {
+        say!(Level::Warn, "connect to nameserver {dst} refused: the supervisor's DNS responder is not running");
+        return Answer::Fail(refused);
+    };
+    let Some((raw, len)) = socksify_client::sockaddr::encode(&responder, domain) else { return Answer::Fail(refused) };
+    // SAFETY: raw is a valid address of the socket's family.
+    let rc = unsafe { libc::connect(sock.as_raw_fd(), &raw as *const _ as *const libc::sockaddr, len) };
+    let errno = if rc == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) };
+    say!(Level::Debug, "connect to nameserver {dst}: to the supervisor's DNS responder {responder} ({transport:?}), errno {errno}");
+    if errno == 0 {
+        Answer::Return(0)
+    } else {
+        Answer::Fail(errno)
+    }
 }
 
 /// EPERM for UDP to a proxied destination. Logged as a warning once (Go
@@ -244,7 +261,9 @@ fn on_send(sv: &Supervisor, n: &Notif, addr: u64, len: u64, flags: u64) -> Optio
 }
 
 fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> Answer {
-    if udp_goes_direct(sv, &dst) {
+    // An unconnected query to a nameserver (remote DNS) cannot be answered
+    // from here: refused below, whatever the bypass rules say.
+    if !sv.intercepts(&dst) && udp_goes_direct(sv, &dst) {
         return Answer::Continue;
     }
     let ty = match take_socket(n, n.data.args[0]) {

@@ -1,7 +1,8 @@
-//! Remote DNS for supervised programs: a UDP responder of the supervisor's
-//! own on loopback. A program's UDP socket that connects to a nameserver of
-//! `/etc/resolv.conf` (port 53; Go's pure resolver, glibc's static one) is
-//! connected here instead (see `calls.rs`), so its queries never leave.
+//! Remote DNS for supervised programs: a responder of the supervisor's own
+//! on loopback, over UDP and TCP. A program's socket that connects to a
+//! nameserver of `/etc/resolv.conf` (port 53; Go's pure resolver, glibc's
+//! static one) is connected here instead (see `calls.rs`), so its queries
+//! never leave.
 //!
 //! The answers are the shim's: `socksify_proto::dns::respond` with the
 //! supervisor's fake-address table. A/AAAA of a proxied name get its fake
@@ -23,23 +24,29 @@ use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::FromRawFd;
 use std::sync::{Arc, Mutex};
 
-/// Where the responder listens: one socket per family that has loopback.
+/// Where the responder listens: per transport, one socket per family that
+/// has loopback (IPv4 first).
+#[derive(Default)]
 pub struct Responder {
-    pub v4: Option<SocketAddr>,
-    pub v6: Option<SocketAddr>,
+    udp: [Option<SocketAddr>; 2],
+    tcp: [Option<SocketAddr>; 2],
 }
 
 impl Responder {
     /// The responder's address for a socket of `family`: an AF_INET6
     /// socket is given the IPv6 one, or the IPv4 one v4-mapped.
-    pub fn addr_for(&self, family: i32) -> Option<SocketAddr> {
+    pub fn addr_for(&self, family: i32, transport: Transport) -> Option<SocketAddr> {
+        let [v4, v6] = match transport {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+        };
         match family {
-            libc::AF_INET => self.v4,
-            _ => self.v6.or_else(|| self.v4.map(|a| SocketAddr::new(IpAddr::V6(to_mapped(a.ip())), a.port()))),
+            libc::AF_INET => v4,
+            _ => v6.or_else(|| v4.map(|a| SocketAddr::new(IpAddr::V6(to_mapped(a.ip())), a.port()))),
         }
     }
 }
@@ -129,24 +136,60 @@ fn answer_addrs(msg: &[u8]) -> Vec<IpAddr> {
     parse(msg).unwrap_or_default()
 }
 
-/// Starts one answering thread per loopback family.
+/// Starts the answering threads: per loopback family, one for UDP and one
+/// accepting TCP (a thread per connection).
 pub fn start(cx: Arc<Context>) -> std::io::Result<Responder> {
-    let mut out = Responder { v4: None, v6: None };
-    for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
-        let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, 0)) else { continue };
-        let addr = socket.local_addr()?;
-        if ip.is_ipv4() {
-            out.v4 = Some(addr)
-        } else {
-            out.v6 = Some(addr)
+    let mut out = Responder::default();
+    for (i, ip) in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)].into_iter().enumerate() {
+        if let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, 0)) {
+            out.udp[i] = Some(socket.local_addr()?);
+            let cx = cx.clone();
+            std::thread::spawn(move || serve(socket, &cx));
         }
-        let cx = cx.clone();
-        std::thread::spawn(move || serve(socket, &cx));
+        if let Ok(listener) = TcpListener::bind(SocketAddr::new(ip, 0)) {
+            out.tcp[i] = Some(listener.local_addr()?);
+            let cx = cx.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let cx = cx.clone();
+                    std::thread::spawn(move || serve_tcp(stream, &cx));
+                }
+            });
+        }
     }
-    if out.v4.is_none() && out.v6.is_none() {
+    if out.udp.iter().chain(&out.tcp).all(Option::is_none) {
         return Err(std::io::Error::other("no loopback address to answer DNS queries on"));
     }
     Ok(out)
+}
+
+/// DNS over TCP: length-prefixed messages, answered in order, until the
+/// program closes the connection or leaves it idle.
+fn serve_tcp(mut stream: TcpStream, cx: &Context) {
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+    let _ = stream.set_read_timeout(Some(IDLE));
+    loop {
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        if stream.read_exact(&mut msg).is_err() {
+            return;
+        }
+        let answer = match reply(cx, &msg, Transport::Tcp) {
+            Reply::Answer(answer) => Some(answer),
+            Reply::Drop => None,
+            Reply::Forward(route) => forwarded(cx, &msg, route, Transport::Tcp),
+        };
+        if let Some(answer) = answer {
+            let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&answer);
+            if stream.write_all(&framed).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The supervisor's view of names and addresses, for the responder core.
@@ -175,39 +218,43 @@ impl Names for SupervisorNames<'_> {
 }
 
 /// The reply to one message, as the responder core decides it.
-fn reply(cx: &Context, msg: &[u8]) -> Reply {
-    dns::respond(msg, &mut SupervisorNames(cx), Transport::Udp, cx.config.dns_upstream.is_some())
+fn reply(cx: &Context, msg: &[u8], transport: Transport) -> Reply {
+    dns::respond(msg, &mut SupervisorNames(cx), transport, cx.config.dns_upstream.is_some())
+}
+
+/// The answer to a query the core forwards along `route`: what came back
+/// (cut to fit a UDP client), or SERVFAIL.
+fn forwarded(cx: &Context, msg: &[u8], route: Route, transport: Transport) -> Option<Vec<u8>> {
+    let got = match route {
+        Route::Nameserver => cx
+            .nameserver
+            .ok_or_else(|| "no nameserver".to_string())
+            .and_then(|ns| ask_udp(msg, ns, cx))
+            .inspect(|answer| answer_addrs(answer).into_iter().for_each(|ip| cx.bypassed.remember(ip))),
+        Route::Upstream => cx.config.dns_upstream.ok_or_else(|| "no upstream".to_string()).and_then(|up| ask_upstream(msg, up, cx)),
+    };
+    match (got, transport) {
+        (Ok(answer), Transport::Udp) => Some(Query::parse(msg).map_or(answer.clone(), |q| dns::fit_udp(&q, answer))),
+        (Ok(answer), Transport::Tcp) => Some(answer),
+        (Err(why), _) => {
+            say!(Level::Warn, "dns: no answer from the forwarded query ({why}); answering SERVFAIL");
+            dns::servfail(msg, transport)
+        }
+    }
 }
 
 fn serve(socket: UdpSocket, cx: &Arc<Context>) {
     let mut buf = [0u8; 4096];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-        match reply(cx, &buf[..n]) {
+        match reply(cx, &buf[..n], Transport::Udp) {
             Reply::Answer(answer) => _ = socket.send_to(&answer, from),
             Reply::Drop => {}
             Reply::Forward(route) => {
                 // A round trip elsewhere: off this thread.
                 let (msg, cx, socket) = (buf[..n].to_vec(), cx.clone(), socket.try_clone());
                 std::thread::spawn(move || {
-                    let got = match route {
-                        Route::Nameserver => cx
-                            .nameserver
-                            .ok_or_else(|| "no nameserver".to_string())
-                            .and_then(|ns| ask_udp(&msg, ns, &cx))
-                            .inspect(|answer| answer_addrs(answer).into_iter().for_each(|ip| cx.bypassed.remember(ip))),
-                        Route::Upstream => {
-                            cx.config.dns_upstream.ok_or_else(|| "no upstream".to_string()).and_then(|up| ask_upstream(&msg, up, &cx))
-                        }
-                    };
-                    let answer = match got {
-                        Ok(answer) => Some(Query::parse(&msg).map_or(answer.clone(), |q| dns::fit_udp(&q, answer))),
-                        Err(why) => {
-                            say!(Level::Warn, "dns: no answer from the forwarded query ({why}); answering SERVFAIL");
-                            dns::servfail(&msg, Transport::Udp)
-                        }
-                    };
-                    if let (Some(answer), Ok(socket)) = (answer, socket) {
+                    if let (Some(answer), Ok(socket)) = (forwarded(&cx, &msg, route, Transport::Udp), socket) {
                         let _ = socket.send_to(&answer, from);
                     }
                 });
@@ -272,6 +319,10 @@ mod tests {
         q
     }
 
+    fn reply_udp(cx: &Context, msg: &[u8]) -> Reply {
+        reply(cx, msg, Transport::Udp)
+    }
+
     fn context(no_proxy: &str) -> Context {
         let env = |k: &str| match k {
             "SOCKSIFY_PROXY" => Some("socks5h://127.0.0.1:1080".to_string()),
@@ -301,16 +352,16 @@ mod tests {
     #[test]
     fn names_get_the_supervisors_fake_addresses_and_bypassed_ones_are_forwarded() {
         let cx = context(".corp.test");
-        let Reply::Answer(a) = reply(&cx, &query("example.test", dns::rtype::A)) else { panic!("A must be answered") };
+        let Reply::Answer(a) = reply_udp(&cx, &query("example.test", dns::rtype::A)) else { panic!("A must be answered") };
         let (v4, _) = cx.fake.addrs_for("example.test").unwrap();
         assert_eq!(&a[a.len() - 4..], &v4.octets(), "the table's address is the answer");
-        let Reply::Answer(ptr) = reply(
+        let Reply::Answer(ptr) = reply_udp(
             &cx,
             &query(&format!("{}.in-addr.arpa", v4.octets().iter().rev().map(u8::to_string).collect::<Vec<_>>().join(".")), dns::rtype::PTR),
         ) else {
             panic!()
         };
         assert!(ptr.windows(7).any(|w| w == b"example"), "PTR of a fake address names it");
-        assert_eq!(reply(&cx, &query("git.corp.test", dns::rtype::A)), Reply::Forward(Route::Nameserver));
+        assert_eq!(reply_udp(&cx, &query("git.corp.test", dns::rtype::A)), Reply::Forward(Route::Nameserver));
     }
 }

@@ -79,6 +79,12 @@ impl Supervisor {
         socksify_client::route::goes_direct(&self.config, &self.first_hop, dst, |ip| self.bypassed.contains(ip))
     }
 
+    /// Whether traffic to `dst` is for the DNS responder: remote DNS mode,
+    /// port 53 of a resolv.conf nameserver.
+    fn intercepts(&self, dst: &SocketAddr) -> bool {
+        self.config.dns == DnsMode::Remote && self.is_nameserver(dst)
+    }
+
     fn is_nameserver(&self, dst: &SocketAddr) -> bool {
         let ip = socksify_proto::wire::canonical_ip(dst.ip());
         dst.port() == 53 && self.nameservers.iter().any(|ns| socksify_proto::wire::canonical_ip(*ns) == ip)
