@@ -483,3 +483,31 @@ fn dns_over_udp_and_tcp_is_answered_by_the_supervisor() {
         assert!(stub.queries().is_empty(), "DNS queries left the supervised dig: {:?}", stub.queries());
     });
 }
+
+/// What the issue calls done: `socksify ./static-go-tool ...`, with the
+/// wrapper's defaults, reaches a name through the proxy with no DNS leak.
+#[test]
+fn the_wrapper_runs_a_static_go_tool_by_name_with_no_dns_leak() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = dns_cases::bundled_server();
+        let body = token("wrapper-go-name");
+        let target = TcpTarget::http(&body);
+        let url = format!("http://{NAME}:{}/", target.addr.port());
+        let out = Run::plain("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(wrapper_path())
+            .args(["-x", &server.url()])
+            .arg(&programs().go_client)
+            .args(["get", &url])
+            .env("SOCKSIFY_LIB", shim_path().to_str().unwrap())
+            .timeout(Duration::from_secs(120))
+            .run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_named_connect(NAME, target.addr);
+        assert!(stub.queries().is_empty(), "DNS queries left the Go tool: {:?}", stub.queries());
+    });
+}
