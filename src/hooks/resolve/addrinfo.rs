@@ -104,21 +104,40 @@ pub fn configured_families() -> (bool, bool) {
     if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
         return (true, true); // cannot tell: do not narrow (glibc does the same)
     }
+    // SAFETY: a list getifaddrs just built.
+    let seen = unsafe { families_in(ifap) };
+    // SAFETY: ifap came from getifaddrs.
+    unsafe { libc::freeifaddrs(ifap) };
+    seen
+}
+
+/// [`configured_families`] over one `getifaddrs` list.
+///
+/// # Safety
+/// `list` is null or an `ifaddrs` list whose `ifa_addr`s are null or hold
+/// a whole address of their family (other families: at least the family).
+unsafe fn families_in(list: *const libc::ifaddrs) -> (bool, bool) {
     let (mut v4, mut v6) = (false, false);
-    let mut cur = ifap;
+    let mut cur = list;
     while !cur.is_null() {
-        // SAFETY: walking getifaddrs' list.
+        // SAFETY: walking the caller's list.
         let ifa = unsafe { &*cur };
-        let len = if ifa.ifa_addr.is_null() { 0 } else { size_of::<libc::sockaddr_in6>() as socklen_t };
-        match unsafe { crate::socket_addr::read(ifa.ifa_addr, len) }.map(|sa| sa.ip()) {
+        // An interface address is only as long as its family's sockaddr
+        // (an AF_INET one is 16 bytes): read the family first.
+        // SAFETY: null, or at least the family is readable.
+        let len = match unsafe { crate::socket_addr::family(ifa.ifa_addr, size_of::<libc::sa_family_t>() as socklen_t) } {
+            Some(AF_INET) => size_of::<libc::sockaddr_in>(),
+            Some(AF_INET6) => size_of::<libc::sockaddr_in6>(),
+            _ => 0,
+        };
+        // SAFETY: `len` bytes of that family are readable (the caller's promise).
+        match unsafe { crate::socket_addr::read(ifa.ifa_addr, len as socklen_t) }.map(|sa| sa.ip()) {
             Some(IpAddr::V4(ip)) if ip != Ipv4Addr::LOCALHOST => v4 = true,
             Some(IpAddr::V6(ip)) if ip != Ipv6Addr::LOCALHOST => v6 = true,
             _ => {}
         }
         cur = ifa.ifa_next;
     }
-    // SAFETY: ifap came from getifaddrs.
-    unsafe { libc::freeifaddrs(ifap) };
     (v4, v6)
 }
 
@@ -414,6 +433,46 @@ mod tests {
         assert_eq!(select(&h(AF_UNSPEC), &v4, &v6, || (false, false)).unwrap().len(), 2, "only loopback: no narrowing");
         assert_eq!(select(&h(AF_INET6), &v4, &v6, || (true, false)), Err(EAI_NONAME));
         assert_eq!(select(&h(AF_INET), &v4, &v6, || (true, false)).unwrap(), vec![IpAddr::from(v4[0])]);
+    }
+
+    #[test]
+    fn interface_families_count_non_loopback_addresses_of_each_length() {
+        // Each address in a block of exactly its family's size, as the kernel's are.
+        fn v4(ip: Ipv4Addr) -> Box<libc::sockaddr_in> {
+            let (st, _) = crate::socket_addr::encode(&SocketAddr::new(ip.into(), 0), AF_INET).unwrap();
+            Box::new(unsafe { std::ptr::read(&st as *const _ as *const libc::sockaddr_in) })
+        }
+        fn v6(ip: Ipv6Addr) -> Box<libc::sockaddr_in6> {
+            let (st, _) = crate::socket_addr::encode(&SocketAddr::new(ip.into(), 0), AF_INET6).unwrap();
+            Box::new(unsafe { std::ptr::read(&st as *const _ as *const libc::sockaddr_in6) })
+        }
+        let packet = Box::new(libc::sockaddr { sa_family: libc::AF_PACKET as libc::sa_family_t, sa_data: [0; 14] });
+        let lo4 = v4(Ipv4Addr::LOCALHOST);
+        let lo6 = v6(Ipv6Addr::LOCALHOST);
+        let eth4 = v4(Ipv4Addr::new(192, 0, 2, 9));
+        let eth6 = v6("2001:db8::9".parse().unwrap());
+        let list = |addrs: &[*const sockaddr]| -> Vec<libc::ifaddrs> {
+            let mut nodes: Vec<libc::ifaddrs> = addrs
+                .iter()
+                .map(|&a| libc::ifaddrs { ifa_addr: a as *mut sockaddr, ..unsafe { std::mem::zeroed() } })
+                .collect();
+            for i in 1..nodes.len() {
+                let next: *mut libc::ifaddrs = &mut nodes[i];
+                nodes[i - 1].ifa_next = next;
+            }
+            nodes
+        };
+        let families = |addrs: &[*const sockaddr]| {
+            let nodes = list(addrs);
+            unsafe { families_in(nodes.first().map_or(std::ptr::null(), |n| n as *const _)) }
+        };
+        let (packet, lo4, lo6) = (&*packet as *const sockaddr, &*lo4 as *const _ as *const sockaddr, &*lo6 as *const _ as *const sockaddr);
+        let (eth4, eth6) = (&*eth4 as *const _ as *const sockaddr, &*eth6 as *const _ as *const sockaddr);
+        assert_eq!(families(&[]), (false, false));
+        assert_eq!(families(&[std::ptr::null(), packet, lo4, lo6]), (false, false), "loopback and link layer only");
+        assert_eq!(families(&[packet, lo4, eth4, lo6]), (true, false));
+        assert_eq!(families(&[lo4, eth6]), (false, true));
+        assert_eq!(families(&[eth6, std::ptr::null(), eth4]), (true, true));
     }
 
     #[test]
