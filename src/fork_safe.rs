@@ -118,11 +118,28 @@ fn register(flag: &'static AtomicBool) {
     REGISTRY.locked.store(false, Ordering::Release);
 }
 
+/// Takes every registered lock, then the registry (which keeps the list
+/// as it is until the fork is over). Never waits for a lock while holding
+/// the registry: a thread may register a lock while it holds another (a
+/// [`ForkSafeOnce`] initializer's first use of a table), and waiting for
+/// that other lock with the registry held would be a deadlock.
 extern "C" fn before_fork() {
-    acquire(&REGISTRY.locked);
-    for slot in &LOCKS[..LOCK_COUNT.load(Ordering::Acquire)] {
-        // SAFETY: registered pointers are to statics.
-        acquire(unsafe { &*slot.load(Ordering::Relaxed) });
+    #[cfg(test)]
+    tests::BEFORE_FORK_WAITS.store(true, Ordering::SeqCst);
+    let mut taken = 0;
+    loop {
+        let n = LOCK_COUNT.load(Ordering::Acquire);
+        for slot in &LOCKS[taken..n] {
+            // SAFETY: registered pointers are to statics.
+            acquire(unsafe { &*slot.load(Ordering::Relaxed) });
+        }
+        taken = n;
+        acquire(&REGISTRY.locked);
+        if LOCK_COUNT.load(Ordering::Acquire) == taken {
+            return;
+        }
+        // Locks registered meanwhile: take them too, the registry released.
+        REGISTRY.locked.store(false, Ordering::Release);
     }
 }
 
@@ -216,6 +233,50 @@ mod tests {
             assert_eq!(t.join().unwrap(), 7);
         }
         assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+    }
+
+    /// Set by `before_fork` when it is about to wait for the data locks.
+    pub(super) static BEFORE_FORK_WAITS: AtomicBool = AtomicBool::new(false);
+
+    /// A once-cell's initializer that locks a mutex for the first time
+    /// (registering it) while another thread forks: the forking thread
+    /// waits for the initializer's lock, so registration must not wait for
+    /// the forking thread.
+    #[test]
+    fn registering_inside_a_once_initializer_while_forking_does_not_deadlock() {
+        static ONCE: ForkSafeOnce<u32> = ForkSafeOnce::new();
+        static FIRST_USED_INSIDE: ForkSafeMutex<u32> = ForkSafeMutex::new(0);
+        static INSIDE: AtomicBool = AtomicBool::new(false);
+        let (done, finished) = std::sync::mpsc::channel();
+        let done2 = done.clone();
+        let initializer = std::thread::spawn(move || {
+            let v = *ONCE.get_or_init(|| {
+                INSIDE.store(true, Ordering::SeqCst);
+                while !BEFORE_FORK_WAITS.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                *FIRST_USED_INSIDE.lock() += 1;
+                5
+            });
+            let _ = done.send(v);
+        });
+        let forker = std::thread::spawn(move || {
+            while !INSIDE.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            before_fork();
+            after_fork_parent();
+            let _ = done2.send(0);
+        });
+        // A bound for a deadlock, not a timing measurement: both threads
+        // finish in microseconds unless they wait for each other.
+        let bound = std::time::Duration::from_secs(120);
+        let mut got = vec![finished.recv_timeout(bound).expect("deadlock"), finished.recv_timeout(bound).expect("deadlock")];
+        got.sort();
+        assert_eq!(got, [0, 5]);
+        initializer.join().unwrap();
+        forker.join().unwrap();
+        assert_eq!(*FIRST_USED_INSIDE.lock(), 1);
     }
 
     static COUNTER: ForkSafeMutex<u64> = ForkSafeMutex::new(0);
