@@ -83,8 +83,9 @@ fn acquire(flag: &AtomicBool) {
 }
 
 /// Every lock flag in use, so the fork handlers can take them all. A fixed
-/// array: registration must not allocate, and we have a handful of tables.
-const MAX_LOCKS: usize = 16;
+/// array: registration must not allocate. Room for every table and once-cell
+/// (about twenty with an eight-hop chain) and then some.
+const MAX_LOCKS: usize = 64;
 static LOCKS: [std::sync::atomic::AtomicPtr<AtomicBool>; MAX_LOCKS] =
     [const { std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()) }; MAX_LOCKS];
 static LOCK_COUNT: AtomicUsize = AtomicUsize::new(0);
@@ -277,6 +278,18 @@ mod tests {
         initializer.join().unwrap();
         forker.join().unwrap();
         assert_eq!(*FIRST_USED_INSIDE.lock(), 1);
+    }
+
+    #[test]
+    fn two_dozen_locks_register_and_are_taken_around_a_fork() {
+        static MANY: [ForkSafeMutex<u8>; 24] = [const { ForkSafeMutex::new(0) }; 24];
+        for m in &MANY {
+            *m.lock() += 1;
+        }
+        before_fork();
+        assert!(MANY.iter().all(|m| m.locked.load(Ordering::SeqCst)), "every lock is held across the fork");
+        after_fork_parent();
+        assert!(MANY.iter().all(|m| *m.lock() == 1));
     }
 
     static COUNTER: ForkSafeMutex<u64> = ForkSafeMutex::new(0);
