@@ -23,6 +23,7 @@ mod ffi;
 mod fork_safe;
 mod guard;
 mod hooks;
+mod log_once;
 mod real;
 mod runtime;
 mod socket_addr;

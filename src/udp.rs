@@ -30,7 +30,7 @@ use socksify_proto::config::Config;
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::udp::UdpHeader;
 use socksify_proto::wire::{canonical_ip, TargetAddr};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The largest RFC 1928 UDP header (a 255-byte name).
@@ -604,17 +604,7 @@ pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<So
     Incoming::Relayed { src, offset }
 }
 
-/// Logs `msg` at warn the first time, at debug afterwards: a program that
-/// retries a refused send must not flood its stderr.
-pub fn log_once(msg: String) {
-    static SEEN: ForkSafeMutex<Option<HashSet<String>>> = ForkSafeMutex::new(None);
-    let first = SEEN.lock().get_or_insert_with(HashSet::new).insert(msg.clone());
-    if first {
-        log::warn!("{msg}");
-    } else {
-        log::debug!("{msg}");
-    }
-}
+pub use crate::log_once::log_once;
 
 /// Whether `family` is one we proxy.
 pub fn is_inet(family: c_int) -> bool {
