@@ -5,6 +5,14 @@
 use libc::{c_char, c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+// `fcntl`, `fcntl64` and `syscall` are variadic in C; we declare (and
+// export, in hooks/) them with fixed integer arguments. That is the same
+// call on x86_64 and aarch64 (every argument in the same integer register
+// either way); elsewhere a variadic argument may travel differently (on
+// the stack, or in other registers), so we refuse to build there.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("socksify declares the variadic fcntl/syscall with fixed arguments: check this architecture's variadic calling convention first (src/real.rs)");
+
 /// Looks `name` (NUL-terminated) up in the libraries loaded after us and
 /// caches it in `slot`: the first call of each real function, out of the
 /// hooks' way.
