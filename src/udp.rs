@@ -348,7 +348,7 @@ pub fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
         // SAFETY: storage is large enough for any address.
         let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-        let rc = unsafe { libc::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) };
+        let rc = unsafe { real::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) };
         if rc != 0 {
             return None;
         }
@@ -365,7 +365,7 @@ pub fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
     };
     let raw = socket_addr::encode(&any, family).ok_or_else(|| err(libc::EAFNOSUPPORT, "binding the socket"))?;
     // SAFETY: raw is a valid sockaddr of the socket's family.
-    if unsafe { libc::bind(fd, &raw.0 as *const _ as *const sockaddr, raw.1) } != 0 {
+    if unsafe { real::bind(fd, &raw.0 as *const _ as *const sockaddr, raw.1) } != 0 {
         let e = crate::ffi::errno();
         // EINVAL: bound meanwhile by another thread; read it again.
         if e != libc::EINVAL {
@@ -385,10 +385,15 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
         return Err(err(libc::ENETUNREACH, format!("{hop} cannot carry UDP (SOCKS4 has no UDP ASSOCIATE)")));
     }
     // SAFETY: plain socket(2); the fd is ours, close-on-exec.
-    let ctrl = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let ctrl = unsafe { real::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if ctrl < 0 {
         let e = crate::ffi::errno();
         return Err(err(e, format!("creating the control socket: {}", std::io::Error::from_raw_os_error(e))));
+    }
+    if fd_table::kind(ctrl) != fd_table::kind::NONE {
+        // A number the table still knows was closed behind our back: what
+        // it says is the old socket's (as for the program's, hooks/socket.rs).
+        fd_table::forget_closed(ctrl);
     }
     let close = || unsafe { real::close(ctrl) };
     // The address our datagrams will come from: the bound one, or (bound

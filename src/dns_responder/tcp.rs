@@ -61,7 +61,7 @@ fn listen_on(ip: IpAddr) -> Result<(OwnFd, SocketAddr), String> {
     let sock = super::own_socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
     let raw = socket_addr::encode(&SocketAddr::new(ip, 0), family).ok_or("no address")?;
     // SAFETY: raw is a valid address of the socket's family.
-    if unsafe { libc::bind(sock.0, &raw.0 as *const _ as *const libc::sockaddr, raw.1) } != 0 || unsafe { libc::listen(sock.0, 128) } != 0 {
+    if unsafe { real::bind(sock.0, &raw.0 as *const _ as *const libc::sockaddr, raw.1) } != 0 || unsafe { real::listen(sock.0, 128) } != 0 {
         return Err(format!("listening on {ip}: {}", std::io::Error::last_os_error()));
     }
     let addr = super::udp::local_addr(sock.0).ok_or("reading our address")?;

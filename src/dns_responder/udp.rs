@@ -54,7 +54,7 @@ fn open(v6: bool) -> Result<Responder, String> {
     drop_everything(sock.0);
     let raw = socket_addr::encode(&SocketAddr::new(ip, 0), family).ok_or("no address")?;
     // SAFETY: raw is a valid address of the socket's family.
-    if unsafe { libc::bind(sock.0, &raw.0 as *const _ as *const libc::sockaddr, raw.1) } != 0 {
+    if unsafe { real::bind(sock.0, &raw.0 as *const _ as *const libc::sockaddr, raw.1) } != 0 {
         return Err(format!("binding {ip}: {}", std::io::Error::last_os_error()));
     }
     let port = local_addr(sock.0).ok_or("reading our address")?.port();
@@ -68,7 +68,7 @@ pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
     // SAFETY: storage is large enough for any address.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    if unsafe { libc::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) } != 0 {
+    if unsafe { real::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) } != 0 {
         return None;
     }
     unsafe { socket_addr::read(&st as *const _ as *const libc::sockaddr, len) }
