@@ -18,6 +18,10 @@ compile_error!("socksify declares the variadic fcntl/syscall with fixed argument
 /// hooks' way.
 #[cold]
 #[inline(never)]
+// The abort message goes through libc::syscall, which is our own hook: it
+// passes SYS_write on to the real syscall (and if `syscall` itself is what
+// is missing, the recursion ends the process just as abort would).
+#[allow(clippy::disallowed_methods)]
 pub fn resolve_first(slot: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
     // SAFETY: name is a NUL-terminated literal; dlsym is thread-safe.
     let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) };

@@ -428,7 +428,7 @@ pub fn listener_api(proxy: &impl BindProxy) {
             .map(str::to_owned)
             .collect()
     };
-    assert_eq!(line("control-local"), [out_ip.clone()], "a proxied connection reports the proxy's side:\n{out}");
+    assert_eq!(line("control-local"), std::slice::from_ref(&out_ip), "a proxied connection reports the proxy's side:\n{out}");
     for mode in modes {
         let at = |what: &str| line(&format!("{mode} {what}"));
         let listening = at("listening");

@@ -456,7 +456,7 @@ mod tests {
         for name_len in [1usize, 2, 3, 9, 255] {
             let start = ClientHandshake::start(&socks5(None, false), Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
             let mut reply = vec![5, 0, 0, 3, name_len as u8];
-            reply.extend(std::iter::repeat(b'n').take(name_len));
+            reply.extend(std::iter::repeat_n(b'n', name_len));
             reply.extend_from_slice(&[0, 7]);
             let total = reply.len();
             reply.extend_from_slice(b"SSH-2.0-banner\r\n");

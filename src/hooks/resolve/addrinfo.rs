@@ -336,12 +336,12 @@ mod tests {
         let service = service.map(|s| CString::new(s).unwrap());
         let h = hints.to_c();
         let mut res = null_mut();
-        let rc = unsafe { libc::getaddrinfo(host.as_ptr(), service.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()), &h, &mut res) };
+        let rc = unsafe { real::getaddrinfo(host.as_ptr(), service.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()), &h, &mut res) };
         if rc != 0 {
             return Err(rc);
         }
         let out = unsafe { entries(res) };
-        unsafe { libc::freeaddrinfo(res) };
+        unsafe { real::freeaddrinfo(res) };
         Ok(out)
     }
 
@@ -488,11 +488,11 @@ mod tests {
     #[test]
     fn libc_lists_are_not_ours() {
         let mut res = null_mut();
-        assert_eq!(unsafe { libc::getaddrinfo(c"127.0.0.1".as_ptr(), std::ptr::null(), std::ptr::null(), &mut res) }, 0);
+        assert_eq!(unsafe { real::getaddrinfo(c"127.0.0.1".as_ptr(), std::ptr::null(), std::ptr::null(), &mut res) }, 0);
         let ours =
             build(&["192.0.2.1".parse().unwrap()], &[Tuple { socktype: SOCK_STREAM, protocol: IPPROTO_TCP, port: 1 }], 0, None).unwrap();
         assert!(!unsafe { free_if_ours(res) });
-        unsafe { libc::freeaddrinfo(res) };
+        unsafe { real::freeaddrinfo(res) };
         assert!(unsafe { free_if_ours(ours) });
         assert!(!unsafe { free_if_ours(ours) }, "freed once");
     }
