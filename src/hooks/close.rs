@@ -6,14 +6,12 @@ use libc::c_int;
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     let kind = fd_table::kind(fd);
-    if kind == fd_table::kind::CONTROL {
-        if crate::udp::is_control(fd) {
-            // Ours (a UDP association's control connection): the program
-            // never opened this fd, so it is not open as far as it knows.
-            return crate::ffi::fail(libc::EBADF);
-        }
-        // Our control fd was closed behind our back and the number handed
-        // out again (a pipe, a file): the program's to close.
+    // Ours (a UDP association's control connection): the program never
+    // opened this fd, so it is not open as far as it knows. (A CONTROL kind
+    // that is_control denies: our control fd was closed behind our back and
+    // the number handed out again, a pipe, a file: the program's to close.)
+    if kind == fd_table::kind::CONTROL && crate::udp::is_control(fd) {
+        return crate::ffi::fail(libc::EBADF);
     }
     if kind != fd_table::kind::NONE {
         fd_table::forget_closed(fd);
