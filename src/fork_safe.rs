@@ -27,6 +27,7 @@ pub struct ForkSafeMutex<T> {
 
 // SAFETY: access to `value` is serialized by `locked`.
 unsafe impl<T: Send> Sync for ForkSafeMutex<T> {}
+// SAFETY: the value moves with the mutex, and T is Send.
 unsafe impl<T: Send> Send for ForkSafeMutex<T> {}
 
 impl<T> ForkSafeMutex<T> {

@@ -58,14 +58,17 @@ macro_rules! real_fns {
                     let ptr = $crate::real::resolve_first(&SLOT, concat!(stringify!($name), "\0").as_bytes());
                     // SAFETY: the symbol named like this function has this C signature.
                     let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ptr) };
+                    // SAFETY: the caller's arguments, passed on unchanged (the caller has this function's contract, which is the C function's).
                     unsafe { f($($arg),*) }
                 }
                 let ptr = SLOT.load(std::sync::atomic::Ordering::Relaxed);
                 if ptr.is_null() {
+                    // SAFETY: the caller's arguments, passed on unchanged.
                     return unsafe { first_call($($arg),*) };
                 }
                 // SAFETY: as above.
                 let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(ptr) };
+                // SAFETY: the caller's arguments, passed on unchanged (as above).
                 unsafe { f($($arg),*) }
             }
         )*

@@ -157,6 +157,7 @@ pub fn control_lost(fd: c_int) {
 fn coarse_ms() -> u64 {
     // SAFETY: all-zero timespec is valid; clock_gettime writes it.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is our own, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
@@ -348,10 +349,12 @@ pub fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
         // SAFETY: storage is large enough for any address.
         let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+        // SAFETY: st is our own storage, `len` its size.
         let rc = unsafe { real::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) };
         if rc != 0 {
             return None;
         }
+        // SAFETY: getsockname wrote `len` bytes of address into st.
         unsafe { socket_addr::read(&st as *const _ as *const sockaddr, len) }
     };
     let addr = local(fd).ok_or_else(|| err(libc::EBADF, "reading the socket's address"))?;
@@ -395,6 +398,7 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
         // it says is the old socket's (as for the program's, hooks/socket.rs).
         fd_table::forget_closed(ctrl);
     }
+    // SAFETY: ctrl is our own fd, closed once on each failure path.
     let close = || unsafe { real::close(ctrl) };
     // The address our datagrams will come from: the bound one, or (bound
     // to the wildcard) "any address, this port" in the proxy's family.

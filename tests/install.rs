@@ -150,8 +150,9 @@ impl SystemLock {
     fn take() -> SystemLock {
         use std::os::fd::AsRawFd;
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open("/tmp/socksify-system-package.lock").unwrap();
-        // SAFETY: flock on an fd we own; non-blocking, so the wait is ours and bounded.
+        // flock on an fd we own; non-blocking, so the wait is ours and bounded.
         let locked = wait_until(Duration::from_secs(600), || {
+            // SAFETY: an fd we own; flock touches no memory of ours.
             (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(())
         });
         assert!(locked.is_some(), "another test run held the system package lock for 10 minutes");

@@ -16,6 +16,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if kind != fd_table::kind::NONE {
         fd_table::forget_closed(fd);
     }
+    // SAFETY: an fd number only.
     unsafe { real::close(fd) }
 }
 
@@ -30,5 +31,6 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
             fd_table::forget_closed(fd);
         }
     }
+    // SAFETY: the program's stream, passed on unchanged.
     unsafe { real::fclose(stream) }
 }

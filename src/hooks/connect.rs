@@ -17,10 +17,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
             super::udp::disconnect_udp(fd); // dissolving a UDP socket's proxied peer
         }
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) };
     }
     let Some(_inside) = guard::enter() else {
         if guard::nested_may_go_direct() {
+            // SAFETY: the program's arguments, passed on unchanged.
             return unsafe { real::connect(fd, addr, len) };
         }
         // A signal handler that interrupted the shim: never direct (guard.rs).
@@ -52,18 +54,23 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
 /// [`connect_inet`] with the program's address already copied as `dst`.
 unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std::net::SocketAddr) -> c_int {
     let Some(sock_type) = socket_addr::socket_type(fd) else {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) }; // not a socket: the kernel says ENOTSOCK/EBADF
     };
     if sock_type == libc::SOCK_DGRAM {
         // A dual-stack AF_INET6 UDP socket may be given an AF_INET address:
         // ask the kernel for the socket's own family (UDP connects are rare).
+        // SAFETY: the program's arguments, passed on unchanged.
         let Some((sock_family, _)) = socket_addr::socket_family_and_type(fd) else { return unsafe { real::connect(fd, addr, len) } };
         if sock_family != AF_INET && sock_family != AF_INET6 {
+            // SAFETY: the program's arguments, passed on unchanged.
             return unsafe { real::connect(fd, addr, len) };
         }
+        // SAFETY: the program's arguments, as connect's contract gives them; dst was read from them.
         return unsafe { super::udp::connect_udp(fd, sock_family, addr, len, dst) };
     }
     if sock_type != SOCK_STREAM {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) };
     }
     if fd_table::kind(fd) == fd_table::kind::UDP {
@@ -91,6 +98,7 @@ unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std:
     }
     if runtime::goes_direct(config, &dst) {
         log::debug!("connect fd {fd} to {dst}: bypassed, direct");
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) };
     }
     runtime::debug_panic("connect");
@@ -147,6 +155,7 @@ fn kernel_peer(fd: c_int) -> Option<std::net::SocketAddr> {
     if rc != 0 {
         return None;
     }
+    // SAFETY: getpeername wrote `len` bytes of address into our storage.
     unsafe { socket_addr::read(&storage as *const _ as *const sockaddr, len) }
 }
 
@@ -154,8 +163,10 @@ fn kernel_peer(fd: c_int) -> Option<std::net::SocketAddr> {
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let kind = fd_table::kind(fd);
     if kind == fd_table::kind::NONE || kind == fd_table::kind::CONTROL {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::getpeername(fd, addr, len) };
     }
+    // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = guard::enter() else { return unsafe { real::getpeername(fd, addr, len) } };
     if kind == fd_table::kind::UDP {
         return ffi::catch(-1, libc::EIO, || match super::udp::udp_peer(fd) {
@@ -169,12 +180,14 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
                     _ => fail(libc::EFAULT),
                 }
             }
+            // SAFETY: the program's arguments, passed on unchanged.
             None => unsafe { real::getpeername(fd, addr, len) },
         });
     }
     ffi::catch(-1, libc::EIO, || {
         let Some(details) = fd_table::proxied_tcp(fd).filter(|_| still_proxied(fd)) else {
             fd_table::forget(fd);
+            // SAFETY: the program's arguments, passed on unchanged.
             return unsafe { real::getpeername(fd, addr, len) };
         };
         // The family of the address the program connected to is its
@@ -187,6 +200,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
                 Err(errno) => fail(errno),
             },
             Some(_) => fail(libc::EFAULT),
+            // SAFETY: the program's arguments, passed on unchanged.
             None => unsafe { real::getpeername(fd, addr, len) },
         }
     })

@@ -31,6 +31,7 @@ fn copied(old: c_int, new: c_int) {
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: fds only; no memory is passed.
     let new = unsafe { real::dup(fd) };
     if new >= 0 {
         replaced(fd, new);
@@ -51,8 +52,10 @@ fn replaced(old: c_int, new: c_int) {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     if fd_table::kind(old) == kind::NONE && fd_table::kind(new) == kind::NONE {
+        // SAFETY: fds only; no memory is passed.
         return unsafe { real::dup2(old, new) };
     }
+    // SAFETY: fds only; no memory is passed.
     let rc = unsafe { real::dup2(old, new) };
     if rc >= 0 && old != new {
         fd_table::forget_closed(new);
@@ -64,8 +67,10 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     if fd_table::kind(old) == kind::NONE && fd_table::kind(new) == kind::NONE {
+        // SAFETY: fds and flags only; no memory is passed.
         return unsafe { real::dup3(old, new, flags) };
     }
+    // SAFETY: fds and flags only; no memory is passed.
     let rc = unsafe { real::dup3(old, new, flags) };
     if rc >= 0 {
         fd_table::forget_closed(new);
@@ -80,8 +85,10 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     if !is_dupfd(cmd) {
+        // SAFETY: the program's arguments, passed on unchanged (src/real.rs: one integer register each).
         return unsafe { real::fcntl(fd, cmd, arg) };
     }
+    // SAFETY: an F_DUPFD command: its argument is an fd number, no memory.
     let new = unsafe { real::fcntl(fd, cmd, arg) };
     if new >= 0 {
         replaced(fd, new);
@@ -92,8 +99,10 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     if !is_dupfd(cmd) {
+        // SAFETY: the program's arguments, passed on unchanged (src/real.rs: one integer register each).
         return unsafe { real::fcntl64(fd, cmd, arg) };
     }
+    // SAFETY: an F_DUPFD command: its argument is an fd number, no memory.
     let new = unsafe { real::fcntl64(fd, cmd, arg) };
     if new >= 0 {
         replaced(fd, new);
@@ -108,13 +117,16 @@ fn is_dupfd(cmd: c_int) -> bool {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) != 0 || first > last {
+        // SAFETY: fd numbers and flags only; no memory is passed.
         return unsafe { real::close_range(first, last, flags) }; // closes nothing now
     }
     if crate::fork_safe::is_vfork_child() {
         // Its own copies of the fds, ours included; the tables and the
         // parent's sockets stay as they are (fork_safe.rs).
+        // SAFETY: fd numbers and flags only; no memory is passed.
         return unsafe { real::close_range(first, last, flags) };
     }
+    // SAFETY: fd numbers and flags only; no memory is passed.
     let Some(_inside) = guard::enter() else { return unsafe { real::close_range(first, last, flags) } };
     crate::ffi::catch(-1, libc::EINVAL, || {
         for fd in fd_table::tracked_in(first, last) {
@@ -127,6 +139,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         let mut from = first;
         for k in keep {
             if k > from {
+                // SAFETY: fd numbers and flags only; no memory is passed.
                 let rc = unsafe { real::close_range(from, k - 1, flags) };
                 if rc != 0 {
                     return rc;
@@ -138,6 +151,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
             }
         }
         if from <= last {
+            // SAFETY: fd numbers and flags only; no memory is passed.
             unsafe { real::close_range(from, last, flags) }
         } else {
             0
@@ -150,7 +164,9 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
     // glibc's closefrom is close_range(first, ~0U, 0) with a fallback;
     // ours closes around our control fds the same way.
     let first = first.max(0) as c_uint;
+    // SAFETY: our close_range hook: fd numbers only.
     if unsafe { close_range(first, c_uint::MAX, 0) } != 0 {
+        // SAFETY: an fd number only.
         unsafe { real::closefrom(first as c_int) };
     }
 }

@@ -143,6 +143,7 @@ fn reverse(ip: IpAddr, port: u16) -> Reverse {
 fn is_numeric(name: &CStr) -> bool {
     // SAFETY: zeroed in_addr is a valid out-buffer; name is a C string.
     let mut a: libc::in_addr = unsafe { std::mem::zeroed() };
+    // SAFETY: name is a C string; `a` is our own out-buffer.
     if unsafe { inet_aton(name.as_ptr(), &mut a) } != 0 {
         return true;
     }
@@ -159,23 +160,30 @@ pub unsafe extern "C" fn getaddrinfo(
     res: *mut *mut AddrInfo,
 ) -> c_int {
     if node.is_null() || res.is_null() {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::getaddrinfo(node, service, hints, res) };
     }
+    // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = guard::enter_resolver() else { return unsafe { real::getaddrinfo(node, service, hints, res) } };
+    // SAFETY: the program's arguments, valid by getaddrinfo's contract (node and res checked non-null).
     ffi::catch(EAI_FAIL, libc::EIO, || unsafe { getaddrinfo_slow(node, service, hints, res) })
 }
 
 unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_ptr: *const AddrInfo, res: *mut *mut AddrInfo) -> c_int {
+    // SAFETY: hints_ptr is the program's: null or an addrinfo.
     let hints = unsafe { Hints::read(hints_ptr) };
     // A numeric host, or an error glibc finds before any look-up (flags,
     // family, service, socket type): glibc answers, without a query.
     let mut probe = hints.to_c();
     probe.ai_flags |= AI_NUMERICHOST;
+    // SAFETY: the program's node, service and result pointer; our own hints.
     let rc = unsafe { real::getaddrinfo(node, service, &probe, res) };
     if rc == 0 {
         // glibc reports the caller's flags in each entry, not the probe's.
+        // SAFETY: res is non-null (checked in the hook) and the real getaddrinfo just set it.
         let mut cur = unsafe { *res };
         while !cur.is_null() {
+            // SAFETY: walking the list the real getaddrinfo just returned (rc == 0); nobody else has it yet.
             unsafe {
                 (*cur).ai_flags = hints.flags;
                 cur = (*cur).ai_next;
@@ -185,7 +193,9 @@ unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_pt
     if rc != EAI_NONAME || hints.flags & AI_NUMERICHOST != 0 {
         return rc;
     }
+    // SAFETY: node is non-null (checked in the hook) and a C string by getaddrinfo's contract.
     let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else { return EAI_NONAME };
+    // SAFETY: service is the program's: null or a C string.
     let tuples = match unsafe { addrinfo::tuples(service, &hints) } {
         Ok(t) => t,
         Err(e) => return e,
@@ -193,8 +203,10 @@ unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_pt
     let port = tuples.first().map_or(0, |t| t.port);
     let (canon, v4, v6) = match forward(name, port) {
         Forward::Libc { bypassed } => {
+            // SAFETY: the program's arguments, passed on unchanged.
             let rc = unsafe { real::getaddrinfo(node, service, hints_ptr, res) };
             if rc == 0 && bypassed {
+                // SAFETY: rc == 0: *res is the list libc just returned.
                 unsafe { remember_addrinfo(*res) };
             }
             return rc;
@@ -212,6 +224,7 @@ unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_pt
     let canon = if hints.flags & AI_CANONNAME != 0 { CString::new(canon).ok() } else { None };
     match addrinfo::build(&addrs, &tuples, hints.flags, canon.as_deref()) {
         Ok(list) => {
+            // SAFETY: res is non-null (checked in the hook) and writable by getaddrinfo's contract.
             unsafe { *res = list };
             0
         }
@@ -226,8 +239,10 @@ pub unsafe extern "C" fn freeaddrinfo(res: *mut AddrInfo) {
     }
     let errno = ffi::errno();
     // On a panic we leak the list rather than risk freeing ours twice.
+    // SAFETY: res is a list from getaddrinfo, not yet freed (freeaddrinfo's contract).
     let ours = ffi::catch(true, errno, || unsafe { addrinfo::free_if_ours(res) });
     if !ours {
+        // SAFETY: not one of ours: libc's list, given back to libc.
         unsafe { real::freeaddrinfo(res) };
     }
 }
@@ -237,6 +252,7 @@ unsafe fn remember_addrinfo(mut cur: *const AddrInfo) {
     while !cur.is_null() {
         // SAFETY: walking the list libc just returned.
         let ai = unsafe { &*cur };
+        // SAFETY: libc's entry: ai_addr holds ai_addrlen bytes.
         if let Some(sa) = unsafe { socket_addr::read(ai.ai_addr, ai.ai_addrlen) } {
             fake_dns::remember_bypassed(sa.ip());
         }
@@ -252,12 +268,15 @@ unsafe fn remember_hostent(ent: *const HostEnt) {
     let ent = unsafe { &*ent };
     let mut i = 0;
     while !ent.h_addr_list.is_null() {
+        // SAFETY: h_addr_list is null-terminated and we stop at the null.
         let addr = unsafe { *ent.h_addr_list.add(i) };
         if addr.is_null() {
             break;
         }
         let ip = match ent.h_length {
+            // SAFETY: h_length is 4: each address in the list is 4 bytes.
             4 => IpAddr::V4(Ipv4Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 4]) })),
+            // SAFETY: h_length is 16: each address in the list is 16 bytes.
             16 => IpAddr::V6(Ipv6Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 16]) })),
             _ => break,
         };
@@ -281,6 +300,7 @@ unsafe fn by_name(name: *const c_char, family: c_int) -> HostLookup {
     if name.is_null() || (family != AF_INET && family != AF_INET6) {
         return HostLookup::Libc { bypassed: false };
     }
+    // SAFETY: name is non-null (checked above) and a C string by the C function's contract.
     let cname = unsafe { CStr::from_ptr(name) };
     if is_numeric(cname) {
         return HostLookup::Libc { bypassed: false };
@@ -309,6 +329,7 @@ unsafe fn by_addr(addr: *const c_void, len: socklen_t, family: c_int) -> HostLoo
     let ip = match (family, len) {
         // SAFETY: the caller says `addr` holds `len` bytes.
         (AF_INET, 4) => IpAddr::V4(Ipv4Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 4]) })),
+        // SAFETY: the caller says `addr` holds `len` (16) bytes.
         (AF_INET6, 16) => IpAddr::V6(Ipv6Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 16]) })),
         _ => return HostLookup::Libc { bypassed: false },
     };
@@ -325,6 +346,7 @@ fn answer_static(lookup: HostLookup, libc_answer: impl FnOnce() -> *mut HostEnt)
         HostLookup::Libc { bypassed } => {
             let ent = libc_answer();
             if bypassed {
+                // SAFETY: ent is what libc's gethostbyname* just returned: null or a valid hostent.
                 unsafe { remember_hostent(ent) };
             }
             ent
@@ -353,6 +375,7 @@ unsafe fn answer_r(
     h_errnop: *mut c_int,
     libc_answer: impl FnOnce() -> c_int,
 ) -> c_int {
+    // SAFETY: each pointer is checked for null; otherwise the caller's writable out-pointer.
     let set = |found: *mut HostEnt, h_errno: c_int| unsafe {
         if !result.is_null() {
             *result = found;
@@ -365,10 +388,12 @@ unsafe fn answer_r(
         HostLookup::Libc { bypassed } => {
             let rc = libc_answer();
             if rc == 0 && bypassed && !result.is_null() {
+                // SAFETY: rc == 0 and result non-null: libc stored null or a valid hostent there.
                 unsafe { remember_hostent(*result) };
             }
             rc
         }
+        // SAFETY: ret and buf/buflen are the caller's buffers, as the _r contract says.
         HostLookup::Found(data) => match unsafe { hostent::write(&data, ret, buf, buflen) } {
             Ok(()) => {
                 set(ret, 0);
@@ -389,15 +414,19 @@ unsafe fn answer_r(
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut HostEnt {
+    // SAFETY: the program's argument, passed on unchanged.
     let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyname(name) } };
     set_h_errno(NO_RECOVERY); // what a panic leaves
+    // SAFETY: name is the program's, null or a C string (by_name checks null); libc gets it unchanged.
     ffi::catch(null_mut(), libc::EIO, || answer_static(unsafe { by_name(name, AF_INET) }, || unsafe { libc_resolver::gethostbyname(name) }))
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut HostEnt {
+    // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyname2(name, af) } };
     set_h_errno(NO_RECOVERY);
+    // SAFETY: name is the program's, null or a C string (by_name checks null); libc gets it unchanged.
     ffi::catch(null_mut(), libc::EIO, || answer_static(unsafe { by_name(name, af) }, || unsafe { libc_resolver::gethostbyname2(name, af) }))
 }
 
@@ -411,9 +440,12 @@ pub unsafe extern "C" fn gethostbyname_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     let Some(_inside) = guard::enter_resolver() else {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { libc_resolver::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) };
     };
+    // SAFETY: the caller's out-pointers, each null or writable.
     unsafe { reset_r(result, h_errnop) };
+    // SAFETY: the program's name (null or a C string) and buffers, as gethostbyname_r's contract says; libc gets them unchanged.
     ffi::catch(libc::EIO, libc::EIO, || unsafe {
         answer_r(by_name(name, AF_INET), ret, buf, buflen, result, h_errnop, || {
             libc_resolver::gethostbyname_r(name, ret, buf, buflen, result, h_errnop)
@@ -432,9 +464,12 @@ pub unsafe extern "C" fn gethostbyname2_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     let Some(_inside) = guard::enter_resolver() else {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { libc_resolver::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) };
     };
+    // SAFETY: the caller's out-pointers, each null or writable.
     unsafe { reset_r(result, h_errnop) };
+    // SAFETY: the program's name (null or a C string) and buffers, as gethostbyname2_r's contract says; libc gets them unchanged.
     ffi::catch(libc::EIO, libc::EIO, || unsafe {
         answer_r(by_name(name, af), ret, buf, buflen, result, h_errnop, || {
             libc_resolver::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop)
@@ -444,6 +479,7 @@ pub unsafe extern "C" fn gethostbyname2_r(
 
 /// What a `_r` call reports if it panics: no result, `NO_RECOVERY`.
 unsafe fn reset_r(result: *mut *mut HostEnt, h_errnop: *mut c_int) {
+    // SAFETY: each pointer is checked for null; otherwise writable (reset_r's contract).
     unsafe {
         if !result.is_null() {
             *result = null_mut();
@@ -456,9 +492,11 @@ unsafe fn reset_r(result: *mut *mut HostEnt, h_errnop: *mut c_int) {
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyaddr(addr: *const c_void, len: socklen_t, af: c_int) -> *mut HostEnt {
+    // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyaddr(addr, len, af) } };
     set_h_errno(NO_RECOVERY);
     ffi::catch(null_mut(), libc::EIO, || {
+        // SAFETY: addr is the program's, null or `len` bytes (by_addr checks null and len); libc gets them unchanged.
         answer_static(unsafe { by_addr(addr, len, af) }, || unsafe { libc_resolver::gethostbyaddr(addr, len, af) })
     })
 }
@@ -475,9 +513,12 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     let Some(_inside) = guard::enter_resolver() else {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { libc_resolver::gethostbyaddr_r(addr, len, af, ret, buf, buflen, result, h_errnop) };
     };
+    // SAFETY: the caller's out-pointers, each null or writable.
     unsafe { reset_r(result, h_errnop) };
+    // SAFETY: the program's address (`len` bytes) and buffers, as gethostbyaddr_r's contract says; libc gets them unchanged.
     ffi::catch(libc::EIO, libc::EIO, || unsafe {
         answer_r(by_addr(addr, len, af), ret, buf, buflen, result, h_errnop, || {
             libc_resolver::gethostbyaddr_r(addr, len, af, ret, buf, buflen, result, h_errnop)
@@ -497,6 +538,7 @@ pub unsafe extern "C" fn getnameinfo(
     servlen: socklen_t,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: the program's arguments, with at most the flags changed.
     let libc_answer = |flags| unsafe { libc_resolver::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
     // Only a host name look-up can be ours; services come from /etc/services.
     if host.is_null() || hostlen == 0 || flags & NI_NUMERICHOST != 0 {
@@ -504,6 +546,7 @@ pub unsafe extern "C" fn getnameinfo(
     }
     let Some(_inside) = guard::enter_resolver() else { return libc_answer(flags) };
     ffi::catch(EAI_FAIL, libc::EIO, || {
+        // SAFETY: sa holds salen bytes (getnameinfo's contract).
         let Some(addr) = (unsafe { socket_addr::read(sa, salen) }) else { return libc_answer(flags) };
         match reverse(addr.ip(), addr.port()) {
             Reverse::Libc => libc_answer(flags),

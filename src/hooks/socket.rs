@@ -25,6 +25,7 @@ pub(super) fn fresh(fd: c_int) {
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // SAFETY: integers only; no memory is passed.
     let fd = unsafe { real::socket(domain, ty, protocol) };
     fresh(fd);
     fd
@@ -32,6 +33,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int {
+    // SAFETY: the program's arguments, passed on unchanged.
     let rc = unsafe { real::socketpair(domain, ty, protocol, sv) };
     if rc == 0 {
         // SAFETY: the kernel just wrote both numbers there.
@@ -46,8 +48,10 @@ pub unsafe extern "C" fn socketpair(domain: c_int, ty: c_int, protocol: c_int, s
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if fd_table::kind(fd) == fd_table::kind::BIND {
+        // SAFETY: the program's arguments, as accept's contract gives them.
         return unsafe { accept_bind(fd, addr, len, 0) };
     }
+    // SAFETY: the program's arguments, passed on unchanged.
     let new = unsafe { real::accept(fd, addr, len) };
     fresh(new);
     new
@@ -56,8 +60,10 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
     if fd_table::kind(fd) == fd_table::kind::BIND {
+        // SAFETY: the program's arguments, as accept4's contract gives them.
         return unsafe { accept_bind(fd, addr, len, flags) };
     }
+    // SAFETY: the program's arguments, passed on unchanged.
     let new = unsafe { real::accept4(fd, addr, len, flags) };
     fresh(new);
     new
@@ -74,5 +80,6 @@ unsafe fn accept_bind(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
         return rc;
     }
     let Some(_inside) = guard::enter() else { return crate::ffi::fail(libc::EINTR) };
+    // SAFETY: the program's arguments, as accept's contract gives them.
     crate::ffi::catch(-1, libc::ECONNABORTED, || unsafe { crate::bind::accept(fd, addr, len, flags) })
 }

@@ -27,6 +27,7 @@ pub unsafe extern "C" fn syscall(
 ) -> libc::c_long {
     use libc::c_long;
     let fd = a1 as c_int;
+    // SAFETY: each number's arguments are that call's, given as the program gave them to the hook of the same call (or, for any other number, to the real syscall).
     unsafe {
         match n {
             libc::SYS_connect => connect(fd, a2 as *const sockaddr, a3 as socklen_t) as c_long,

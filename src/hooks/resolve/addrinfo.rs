@@ -87,6 +87,7 @@ pub unsafe fn tuples(service: *const c_char, hints: &Hints) -> Result<Vec<Tuple>
     while !cur.is_null() {
         // SAFETY: walking the list glibc just returned.
         let ai = unsafe { &*cur };
+        // SAFETY: glibc's entry: ai_addr holds ai_addrlen bytes.
         let port = unsafe { crate::socket_addr::read(ai.ai_addr, ai.ai_addrlen) }.map_or(0, |sa| sa.port());
         out.push(Tuple { socktype: ai.ai_socktype, protocol: ai.ai_protocol, port });
         cur = ai.ai_next;
@@ -244,9 +245,11 @@ pub fn build(addrs: &[IpAddr], tuples: &[Tuple], flags: c_int, canon: Option<&CS
         // SAFETY: canon is a C string; strdup's result is freed with the list.
         let copy = unsafe { libc::strdup(canon.as_ptr()) };
         if copy.is_null() {
+            // SAFETY: head is our partial list, not handed out.
             unsafe { free_list(head) };
             return Err(EAI_MEMORY);
         }
+        // SAFETY: head is the non-null first entry we just built.
         unsafe { (*head).ai_canonname = copy };
     }
     register(head);
@@ -315,14 +318,17 @@ mod tests {
     unsafe fn entries(mut cur: *const addrinfo) -> Vec<Entry> {
         let mut out = Vec::new();
         while !cur.is_null() {
+            // SAFETY: walking a list getaddrinfo (ours or glibc's) returned and not yet freed.
             let ai = unsafe { &*cur };
             out.push(Entry {
                 flags: ai.ai_flags,
                 family: ai.ai_family,
                 socktype: ai.ai_socktype,
                 protocol: ai.ai_protocol,
+                // SAFETY: the entry's ai_addr holds ai_addrlen bytes.
                 addr: unsafe { crate::socket_addr::read(ai.ai_addr, ai.ai_addrlen) },
                 addrlen: ai.ai_addrlen,
+                // SAFETY: a non-null ai_canonname is a C string.
                 canon: (!ai.ai_canonname.is_null()).then(|| unsafe { CStr::from_ptr(ai.ai_canonname) }.to_string_lossy().into_owned()),
             });
             cur = ai.ai_next;
@@ -336,11 +342,14 @@ mod tests {
         let service = service.map(|s| CString::new(s).unwrap());
         let h = hints.to_c();
         let mut res = null_mut();
+        // SAFETY: C strings, our hints and an out-pointer.
         let rc = unsafe { real::getaddrinfo(host.as_ptr(), service.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()), &h, &mut res) };
         if rc != 0 {
             return Err(rc);
         }
+        // SAFETY: rc == 0: res is the list glibc returned.
         let out = unsafe { entries(res) };
+        // SAFETY: glibc's list, freed once, by glibc.
         unsafe { real::freeaddrinfo(res) };
         Ok(out)
     }
@@ -349,6 +358,7 @@ mod tests {
     /// name: `host`, as glibc gives for a numeric host).
     fn ours(host: &str, ip: IpAddr, service: Option<&str>, hints: Hints) -> Result<Vec<Entry>, c_int> {
         let service = service.map(|s| CString::new(s).unwrap());
+        // SAFETY: a C string or null.
         let tuples = unsafe { tuples(service.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()), &hints) }?;
         let (v4, v6): (Vec<_>, Vec<_>) = match ip {
             IpAddr::V4(a) => (vec![a], vec![]),
@@ -357,7 +367,9 @@ mod tests {
         let addrs = select(&Hints { flags: hints.flags & !AI_ADDRCONFIG, ..hints }, &v4, &v6, || unreachable!())?;
         let canon = CString::new(host).unwrap();
         let list = build(&addrs, &tuples, hints.flags, (hints.flags & AI_CANONNAME != 0).then_some(canon.as_c_str()))?;
+        // SAFETY: the list build just returned.
         let out = unsafe { entries(list) };
+        // SAFETY: the list build just returned, freed once.
         assert!(unsafe { free_if_ours(list) });
         Ok(out)
     }
@@ -409,6 +421,7 @@ mod tests {
         let v6: [Ipv6Addr; 1] = ["fd50:c5f1:f1ed::1".parse().unwrap()];
         let addrs = select(&hints, &v4, &v6, || unreachable!()).unwrap();
         assert_eq!(addrs, vec![IpAddr::from(v4[0]), IpAddr::from(v6[0])]);
+        // SAFETY: a null service.
         let t = unsafe { tuples(std::ptr::null(), &hints) }.unwrap();
         assert_eq!(
             t.iter().map(|t| (t.socktype, t.protocol)).collect::<Vec<_>>(),
@@ -440,10 +453,12 @@ mod tests {
         // Each address in a block of exactly its family's size, as the kernel's are.
         fn v4(ip: Ipv4Addr) -> Box<libc::sockaddr_in> {
             let (st, _) = crate::socket_addr::encode(&SocketAddr::new(ip.into(), 0), AF_INET).unwrap();
+            // SAFETY: encode wrote a sockaddr_in at the start of the storage.
             Box::new(unsafe { std::ptr::read(&st as *const _ as *const libc::sockaddr_in) })
         }
         fn v6(ip: Ipv6Addr) -> Box<libc::sockaddr_in6> {
             let (st, _) = crate::socket_addr::encode(&SocketAddr::new(ip.into(), 0), AF_INET6).unwrap();
+            // SAFETY: encode wrote a sockaddr_in6 at the start of the storage.
             Box::new(unsafe { std::ptr::read(&st as *const _ as *const libc::sockaddr_in6) })
         }
         let packet = Box::new(libc::sockaddr { sa_family: libc::AF_PACKET as libc::sa_family_t, sa_data: [0; 14] });
@@ -454,6 +469,7 @@ mod tests {
         let list = |addrs: &[*const sockaddr]| -> Vec<libc::ifaddrs> {
             let mut nodes: Vec<libc::ifaddrs> = addrs
                 .iter()
+                // SAFETY: all-zero is a valid ifaddrs (null pointers).
                 .map(|&a| libc::ifaddrs { ifa_addr: a as *mut sockaddr, ..unsafe { std::mem::zeroed() } })
                 .collect();
             for i in 1..nodes.len() {
@@ -464,6 +480,7 @@ mod tests {
         };
         let families = |addrs: &[*const sockaddr]| {
             let nodes = list(addrs);
+            // SAFETY: nodes (alive until the end of the closure) link to each other; each address is null or whole.
             unsafe { families_in(nodes.first().map_or(std::ptr::null(), |n| n as *const _)) }
         };
         let (packet, lo4, lo6) = (&*packet as *const sockaddr, &*lo4 as *const _ as *const sockaddr, &*lo6 as *const _ as *const sockaddr);
@@ -478,22 +495,30 @@ mod tests {
     #[test]
     fn glibcs_errors_come_through() {
         let h = Hints { flags: 0, family: AF_INET, socktype: SOCK_RAW, protocol: 0 };
+        // SAFETY: a C string literal.
         assert_eq!(unsafe { tuples(c"80".as_ptr(), &h) }, Err(libc::EAI_SERVICE));
         let h = Hints { flags: AI_NUMERICSERV, family: AF_UNSPEC, socktype: 0, protocol: 0 };
+        // SAFETY: a C string literal.
         assert_eq!(unsafe { tuples(c"http".as_ptr(), &h) }, Err(EAI_NONAME));
         let h = Hints { flags: 0x4000_0000, family: AF_UNSPEC, socktype: 0, protocol: 0 };
+        // SAFETY: a null service.
         assert_eq!(unsafe { tuples(std::ptr::null(), &h) }, Err(libc::EAI_BADFLAGS));
     }
 
     #[test]
     fn libc_lists_are_not_ours() {
         let mut res = null_mut();
+        // SAFETY: a C string literal, null service and hints, an out-pointer.
         assert_eq!(unsafe { real::getaddrinfo(c"127.0.0.1".as_ptr(), std::ptr::null(), std::ptr::null(), &mut res) }, 0);
         let ours =
             build(&["192.0.2.1".parse().unwrap()], &[Tuple { socktype: SOCK_STREAM, protocol: IPPROTO_TCP, port: 1 }], 0, None).unwrap();
+        // SAFETY: glibc's list, not yet freed.
         assert!(!unsafe { free_if_ours(res) });
+        // SAFETY: glibc's list, freed once, by glibc.
         unsafe { real::freeaddrinfo(res) };
+        // SAFETY: our list, not yet freed.
         assert!(unsafe { free_if_ours(ours) });
+        // SAFETY: the same pointer again: only the registry is asked, nothing is freed.
         assert!(!unsafe { free_if_ours(ours) }, "freed once");
     }
 }

@@ -121,6 +121,7 @@ pub fn in_thread_buffer(data: &HostData) -> *mut hostent {
                 th.buf.resize(words, 0);
             }
             let len = th.buf.len() * 8;
+            // SAFETY: th.ent is ours to write; th.buf holds `len` bytes.
             match unsafe { write(data, &mut th.ent, th.buf.as_mut_ptr() as *mut c_char, len) } {
                 Ok(()) => &mut th.ent as *mut hostent,
                 Err(()) => std::ptr::null_mut(),
@@ -142,23 +143,33 @@ mod tests {
             family: AF_INET6,
             addrs: vec!["fd50::1".parse().unwrap(), "198.18.0.1".parse().unwrap()],
         };
+        // SAFETY: all-zero is a valid hostent (null pointers).
         let mut ent: hostent = unsafe { std::mem::zeroed() };
         let mut words = vec![0u64; data.needed() / 8 + 1];
         let buf = words.as_mut_ptr() as *mut c_char;
         let exact = data.needed() - align_of::<*mut c_char>();
+        // SAFETY: buf holds words' bytes, more than exact - 1.
         assert!(unsafe { write(&data, &mut ent, buf, exact - 1) }.is_err(), "one byte short");
+        // SAFETY: buf + 1 holds exact bytes (words has room for more).
         assert!(unsafe { write(&data, &mut ent, buf.add(1), exact) }.is_err(), "padding counts");
+        // SAFETY: buf + 1 holds exact + 7 bytes (words has room for them).
         unsafe { write(&data, &mut ent, buf.add(1), exact + 7) }.unwrap();
+        // SAFETY: write succeeded: h_name is a C string in words.
         assert_eq!(unsafe { CStr::from_ptr(ent.h_name) }.to_str().unwrap(), "name.test");
         assert_eq!((ent.h_addrtype, ent.h_length), (AF_INET6, 16));
+        // SAFETY: h_aliases is a null-terminated array in words; indexes up to its null.
         let alias = |i| unsafe { *ent.h_aliases.add(i) };
+        // SAFETY: alias(1) is a C string written by write.
         assert_eq!(unsafe { CStr::from_ptr(alias(1)) }.to_str().unwrap(), "bb");
         assert!(alias(2).is_null());
+        // SAFETY: h_addr_list is a null-terminated array in words; indexes up to its null.
         let addr = |i| unsafe { *ent.h_addr_list.add(i) };
+        // SAFETY: entry 1 is an AF_INET6 address: 16 bytes.
         let second = unsafe { std::slice::from_raw_parts(addr(1) as *const u8, 16) };
         assert_eq!(second, "::ffff:198.18.0.1".parse::<std::net::Ipv6Addr>().unwrap().octets());
         assert!(addr(2).is_null());
         let p = in_thread_buffer(&data);
+        // SAFETY: p is this thread's hostent, just filled; h_name is a C string.
         assert_eq!(unsafe { CStr::from_ptr((*p).h_name) }.to_str().unwrap(), "name.test");
     }
 }

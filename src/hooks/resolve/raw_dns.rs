@@ -103,11 +103,13 @@ unsafe fn real_getaddrinfo_a(mode: c_int, list: *mut *mut GaiCb, nitems: c_int, 
     }
     // SAFETY: the symbol getaddrinfo_a has this C signature.
     let f: GaiA = unsafe { std::mem::transmute(ptr) };
+    // SAFETY: the program's arguments, passed on unchanged.
     unsafe { f(mode, list, nitems, sevp) }
 }
 
 /// The requests of `list`, null entries skipped.
 unsafe fn requests<'a>(list: *mut *mut GaiCb, nitems: c_int) -> impl Iterator<Item = &'a mut GaiCb> {
+    // SAFETY: i < nitems: an entry of the program's list (requests' contract).
     (0..nitems.max(0) as usize).filter_map(move |i| unsafe { (*list.add(i)).as_mut() })
 }
 
@@ -120,16 +122,20 @@ pub unsafe extern "C" fn getaddrinfo_a(mode_arg: c_int, list: *mut *mut GaiCb, n
     let inside = guard::enter_resolver();
     if ffi::catch(Mode::Ours, libc::EIO, mode) == Mode::Real {
         drop(inside);
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real_getaddrinfo_a(mode_arg, list, nitems, sevp) };
     }
     // What a panic (or a call from inside the shim) leaves: failed, done.
+    // SAFETY: list holds nitems entries (checked: non-null when nitems > 0).
     for req in unsafe { requests(list, nitems) } {
         req.ar_result = std::ptr::null_mut();
         req.__return = libc::EAI_FAIL;
     }
     if inside.is_some() {
         ffi::catch((), libc::EIO, || {
+            // SAFETY: list holds nitems entries (checked: non-null when nitems > 0).
             for req in unsafe { requests(list, nitems) } {
+                // SAFETY: a request of the program's list, its fields as getaddrinfo_a's contract says.
                 req.__return = unsafe { answer(req) };
             }
         });
@@ -145,8 +151,10 @@ unsafe fn answer(req: &mut GaiCb) -> c_int {
     let mut res: *mut AddrInfo = std::ptr::null_mut();
     let rc = if req.ar_name.is_null() {
         // No name: glibc needs no look-up (the passive or loopback address).
+        // SAFETY: a null name; the request's service and hints as the program gave them.
         unsafe { crate::real::getaddrinfo(req.ar_name, req.ar_service, req.ar_request, &mut res) }
     } else {
+        // SAFETY: the request's name (a C string), service, hints, and our out-pointer.
         unsafe { getaddrinfo_slow(req.ar_name, req.ar_service, req.ar_request, &mut res) }
     };
     if rc == 0 {
@@ -239,12 +247,14 @@ macro_rules! res_hooks {
                     }
                     // SAFETY: the symbol has this C signature.
                     let f: unsafe extern "C" fn($($ty),*) -> c_int = unsafe { std::mem::transmute(ptr) };
+                    // SAFETY: the program's arguments, passed on unchanged.
                     unsafe { f($($arg),*) }
                 })
             }
 
             #[cfg_attr(not(test), no_mangle)]
             pub unsafe extern "C" fn $alias($($arg: $ty),*) -> c_int {
+                // SAFETY: the same call under its other name.
                 unsafe { $name($($arg),*) }
             }
         )*
