@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 pub use socksify_client::tcp::ConnectError;
 
-/// The real `connect`/`send`/`recv`, never our hooks.
+/// The real `connect`/`send`/`recv`/`fcntl`, never our hooks.
 struct RealIo;
 
 impl socksify_client::tcp::SocketIo for RealIo {
@@ -24,6 +24,10 @@ impl socksify_client::tcp::SocketIo for RealIo {
     }
     unsafe fn recv(&self, fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
         unsafe { real::recv(fd, buf, len, flags) }
+    }
+    fn fcntl(&self, fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+        // SAFETY: an integer argument; no memory is passed.
+        unsafe { real::fcntl(fd, cmd, arg as libc::c_ulong) }
     }
 }
 

@@ -14,8 +14,9 @@ use socksify_proto::wire::TargetAddr;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// The calls that move bytes on the socket. The shim implements them with
-/// libc's own functions behind its hooks; [`Libc`] calls libc.
+/// The calls made on the socket. The shim implements them with libc's own
+/// functions behind its hooks (inside the shim, `libc::fcntl` is its own
+/// hook); [`Libc`] calls libc.
 pub trait SocketIo {
     /// # Safety
     /// As `connect(2)`.
@@ -26,11 +27,16 @@ pub trait SocketIo {
     /// # Safety
     /// As `recv(2)`.
     unsafe fn recv(&self, fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize;
+    /// `fcntl(2)` with an integer argument (`F_GETFL`, `F_SETFL`).
+    fn fcntl(&self, fd: c_int, cmd: c_int, arg: c_int) -> c_int;
 }
 
 /// Plain libc, for a process with no hooks (the supervisor).
 pub struct Libc;
 
+// A process with no hooks: libc's functions are the real ones
+// (clippy.toml disallows them for the shim, which links this crate too).
+#[allow(clippy::disallowed_methods)]
 impl SocketIo for Libc {
     unsafe fn connect(&self, fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         unsafe { libc::connect(fd, addr, len) }
@@ -40,6 +46,10 @@ impl SocketIo for Libc {
     }
     unsafe fn recv(&self, fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
         unsafe { libc::recv(fd, buf, len, flags) }
+    }
+    fn fcntl(&self, fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+        // SAFETY: an integer argument; no memory is passed.
+        unsafe { libc::fcntl(fd, cmd, arg) }
     }
 }
 
@@ -109,31 +119,30 @@ fn wait(fd: c_int, events: i16, deadline: &Deadline, step: &'static str) -> Resu
 }
 
 /// Restores the program's file status flags when dropped.
-struct NonBlocking {
+struct NonBlocking<'a, I: SocketIo> {
+    io: &'a I,
     fd: c_int,
     flags: c_int,
 }
 
-impl NonBlocking {
-    fn set(fd: c_int) -> Result<NonBlocking, ConnectError> {
-        // SAFETY: fcntl on an fd the caller owns.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+impl<'a, I: SocketIo> NonBlocking<'a, I> {
+    fn set(io: &'a I, fd: c_int) -> Result<Self, ConnectError> {
+        let flags = io.fcntl(fd, libc::F_GETFL, 0);
         if flags < 0 {
             return Err(ConnectError::Io("reading socket flags", errno()));
         }
         if flags & libc::O_NONBLOCK == 0 {
-            // SAFETY: as above.
-            unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+            io.fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
-        Ok(NonBlocking { fd, flags })
+        Ok(NonBlocking { io, fd, flags })
     }
 }
 
-impl Drop for NonBlocking {
+impl<I: SocketIo> Drop for NonBlocking<'_, I> {
     fn drop(&mut self) {
         if self.flags & libc::O_NONBLOCK == 0 {
-            // SAFETY: restores the flags read in `set`.
-            unsafe { libc::fcntl(self.fd, libc::F_SETFL, self.flags) };
+            // Restores the flags read in `set`.
+            self.io.fcntl(self.fd, libc::F_SETFL, self.flags);
         }
     }
 }
@@ -256,7 +265,7 @@ pub fn connect_via_proxy(
     dst: &TargetAddr,
 ) -> Result<(SocketAddr, TargetAddr), ConnectError> {
     let deadline = Deadline(Instant::now() + config.timeout.max(Duration::from_millis(1)));
-    let _flags = NonBlocking::set(fd)?;
+    let _flags = NonBlocking::set(io, fd)?;
     let proxy = connect_first_hop(io, fd, family, config, first_hop, &deadline)?;
     let mut bound = TargetAddr::unspecified();
     for (i, hop) in config.chain.iter().enumerate() {
