@@ -145,9 +145,11 @@ pub fn kernel_local(fd: c_int) -> Option<SocketAddr> {
     // SAFETY: zeroed storage is a valid out-buffer of its size.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: st is our own storage, `len` its size.
     if unsafe { real::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) } != 0 {
         return None;
     }
+    // SAFETY: getsockname wrote `len` bytes of address into st.
     unsafe { socket_addr::read(&st as *const _ as *const sockaddr, len) }
 }
 
@@ -168,6 +170,7 @@ pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requeste
     }
     let views: Vec<ProxiedConn> = conns.iter().map(|(_, v)| *v).collect();
     let related = match rule::decide(config.bind, requested, &views) {
+        // SAFETY: the program's arguments, passed on unchanged.
         rule::Decision::Local => return unsafe { real::bind(fd, addr, len) },
         rule::Decision::Bind { related } => related.map(|i| conns[i].0.peer),
     };
@@ -179,6 +182,7 @@ pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requeste
         // Bound as asked: if the program connects it after all, the source
         // address it chose holds. (The wildcard is no choice: left unbound,
         // the socket can still be swapped for one of the proxy's family.)
+        // SAFETY: the program's arguments, passed on unchanged.
         let rc = unsafe { real::bind(fd, addr, len) };
         if rc != 0 {
             return rc;
@@ -311,6 +315,7 @@ pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags:
         Some(State::Failed { errno, .. }) => return crate::ffi::fail(errno),
         // Spent: the unreachable listener answers; a candidate or a
         // refused BIND is not listening (EINVAL), as the kernel says.
+        // SAFETY: the program's arguments, passed on unchanged.
         _ => return unsafe { real::accept4(fd, addr, len, flags) },
     };
     let timeout = crate::runtime::config().map_or(socksify_proto::config::DEFAULT_TIMEOUT, |c| c.timeout);
@@ -349,6 +354,7 @@ pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags:
         }
         poll_once(fd, left.as_millis().clamp(1, c_int::MAX as u128) as c_int);
     };
+    // SAFETY: addr/len as for accept (this function's contract).
     unsafe { hand_out(fd, peer, used, bound, proxy, addr, len, flags) }
 }
 
@@ -385,8 +391,8 @@ unsafe fn hand_out(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    // SAFETY (all fcntl/dup calls): plain calls on fds we were handed or made.
     let cmd = if flags & libc::SOCK_CLOEXEC != 0 { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+    // SAFETY: an F_DUPFD command: fd numbers only.
     let new = unsafe { real::fcntl(fd, cmd, 0) };
     if new < 0 {
         return -1; // EMFILE and the like; the reply stays for the next try
@@ -394,15 +400,19 @@ unsafe fn hand_out(
     let mut reply = [0u8; 262];
     // SAFETY: reads exactly the reply, which is in the socket (peeked).
     unsafe { real::recv(fd, reply.as_mut_ptr() as *mut c_void, used, libc::MSG_DONTWAIT) };
+    // SAFETY: a flag query: no memory is passed.
     let listener_status = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    // SAFETY: a flag query: no memory is passed.
     let fd_flags = unsafe { real::fcntl(fd, libc::F_GETFD, 0) };
     let listener_cloexec = fd_flags & libc::FD_CLOEXEC != 0;
     // The connection is a new socket as far as the program knows: blocking
     // unless accept4 asked for SOCK_NONBLOCK, as the kernel's would be.
     let status = listener_status & !libc::O_NONBLOCK | if flags & libc::SOCK_NONBLOCK != 0 { libc::O_NONBLOCK } else { 0 };
+    // SAFETY: flags only; no memory is passed.
     unsafe { real::fcntl(new, libc::F_SETFL, status as libc::c_ulong) };
     let family = program_family(fd).unwrap_or(AF_INET6);
     match unreachable_listener(family, listener_status & libc::O_NONBLOCK != 0) {
+        // SAFETY: fd numbers, and an epoll_event of our own for each registration.
         Ok(quiet) => unsafe {
             // The program's epoll registrations of the listener follow the
             // number to the new socket, off the connection's.

@@ -26,6 +26,7 @@ fn with_table<R>(config: &Config, f: impl FnOnce(&mut FakeDns) -> R) -> R {
 fn now_secs() -> u64 {
     // SAFETY: all-zero timespec is valid; clock_gettime writes it.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is our own, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64
 }

@@ -13,6 +13,9 @@
 
 // Under `cargo test` the hooks are not exported (see hooks/), so they look unused.
 #![cfg_attr(test, allow(dead_code))]
+// Each unsafe operation in its own `unsafe` block, and each block with a
+// `// SAFETY:` line saying why it is sound.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod bind;
 mod dns_responder;

@@ -70,6 +70,7 @@ fn resolve_real(name: &str, port: u16) -> Vec<SocketAddr> {
     while !cur.is_null() {
         // SAFETY: cur walks the list getaddrinfo returned.
         let ai = unsafe { &*cur };
+        // SAFETY: getaddrinfo's entry: ai_addr holds ai_addrlen bytes.
         if let Some(sa) = unsafe { crate::socket_addr::read(ai.ai_addr, ai.ai_addrlen) } {
             out.push(SocketAddr::new(sa.ip(), port));
         }

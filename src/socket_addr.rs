@@ -59,6 +59,7 @@ pub fn read_program(addr: *const sockaddr, len: socklen_t) -> Result<Option<Sock
     let n = (len as usize).min(size_of::<sockaddr_storage>());
     // SAFETY: all-zero is a valid sockaddr_storage; the slice covers n of its bytes.
     let mut storage: sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: n <= size_of::<sockaddr_storage>(): within our own storage.
     let bytes = unsafe { std::slice::from_raw_parts_mut(&mut storage as *mut _ as *mut u8, n) };
     user_mem::read(addr as *const libc::c_void, bytes)?;
     // SAFETY: storage holds n readable bytes.
@@ -73,7 +74,9 @@ pub fn read_program(addr: *const sockaddr, len: socklen_t) -> Result<Option<Sock
 /// `addr` must be null or point to `len` readable bytes.
 pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
     // The family is read as `family` does (a bad pointer never faults).
+    // SAFETY: addr is null or `len` readable bytes (this function's contract).
     unsafe { family(addr, len) }?;
+    // SAFETY: addr is null or `len` readable bytes (this function's contract).
     unsafe { socksify_client::sockaddr::read(addr, len) }
 }
 

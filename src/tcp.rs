@@ -17,12 +17,15 @@ struct RealIo;
 
 impl socksify_client::tcp::SocketIo for RealIo {
     unsafe fn connect(&self, fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+        // SAFETY: the caller's arguments, passed on (SocketIo::connect has connect(2)'s contract).
         unsafe { real::connect(fd, addr, len) }
     }
     unsafe fn send(&self, fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize {
+        // SAFETY: the caller's arguments, passed on (SocketIo::send has send(2)'s contract).
         unsafe { real::send(fd, buf, len, flags) }
     }
     unsafe fn recv(&self, fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
+        // SAFETY: the caller's arguments, passed on (SocketIo::recv has recv(2)'s contract).
         unsafe { real::recv(fd, buf, len, flags) }
     }
     fn fcntl(&self, fd: c_int, cmd: c_int, arg: c_int) -> c_int {

@@ -237,6 +237,7 @@ fn accept_all(listener: c_int, ino: u64, conns: &mut Vec<Conn>) {
         // SAFETY: storage is large enough for any address.
         let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: st is our own storage, `len` its size.
         let fd = unsafe {
             real::accept4(listener, &mut st as *mut _ as *mut libc::sockaddr, &mut len, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
         };
@@ -245,6 +246,7 @@ fn accept_all(listener: c_int, ino: u64, conns: &mut Vec<Conn>) {
         }
         let Some(conn_ino) = inode(fd) else { continue };
         let conn = |nameserver| Conn { fd, ino: conn_ino, nameserver, buf: Vec::new(), last: Instant::now() };
+        // SAFETY: accept4 wrote `len` bytes of address into st.
         let client = unsafe { socket_addr::read(&st as *const _ as *const libc::sockaddr, len) }.map(canonical);
         let asked = client.and_then(|c| ASKED.lock().as_mut().and_then(|m| m.remove(&c)));
         let Some(nameserver) = asked.or_else(|| super::nameservers().first().map(|ip| SocketAddr::new(*ip, super::PORT))) else {

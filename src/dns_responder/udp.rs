@@ -68,9 +68,11 @@ pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
     // SAFETY: storage is large enough for any address.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: st is our own storage, `len` its size.
     if unsafe { real::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) } != 0 {
         return None;
     }
+    // SAFETY: getsockname wrote `len` bytes of address into st.
     unsafe { socket_addr::read(&st as *const _ as *const libc::sockaddr, len) }
 }
 

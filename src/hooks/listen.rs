@@ -11,15 +11,20 @@ use std::net::SocketAddr;
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // SAFETY: addr is the program's: null or `len` bytes (bind's contract).
     let family = unsafe { socket_addr::family(addr, len) };
     if family != Some(AF_INET) && family != Some(AF_INET6) {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::bind(fd, addr, len) };
     }
     // Nested: the shim's own sockets (a UDP association binds its socket).
+    // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = guard::enter() else { return unsafe { real::bind(fd, addr, len) } };
     ffi::catch(-1, libc::EADDRNOTAVAIL, || {
+        // SAFETY: the program's arguments, passed on unchanged.
         let Ok(Some(requested)) = socket_addr::read_program(addr, len) else { return unsafe { real::bind(fd, addr, len) } };
         // A malformed configuration: a bind sends nothing, so it stays local.
+        // SAFETY: the program's arguments, passed on unchanged.
         let Some(config) = runtime::config() else { return unsafe { real::bind(fd, addr, len) } };
         let maybe_bind = match config.bind {
             BindMode::Off => false,
@@ -27,8 +32,10 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             BindMode::Always => true,
         };
         if !maybe_bind || socket_addr::socket_type(fd) != Some(SOCK_STREAM) {
+            // SAFETY: the program's arguments, passed on unchanged.
             return unsafe { real::bind(fd, addr, len) };
         }
+        // SAFETY: the program's address (`len` bytes, bind's contract), read as `requested`.
         unsafe { bind::on_bind(fd, addr, len, requested, config) }
     })
 }
@@ -36,6 +43,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     if fd_table::kind(fd) != kind::BIND {
+        // SAFETY: integers only; no memory is passed.
         return unsafe { real::listen(fd, backlog) };
     }
     // A signal handler that interrupted the shim: not a local listener.
@@ -47,8 +55,10 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     let kind = fd_table::kind(fd);
     if kind != kind::PROXIED_TCP && kind != kind::BIND {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::getsockname(fd, addr, len) };
     }
+    // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = guard::enter() else { return unsafe { real::getsockname(fd, addr, len) } };
     ffi::catch(-1, libc::EIO, || {
         // Reported in the family the program made the socket with, even
@@ -64,6 +74,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
                 None => (None, AF_INET6),
             }
         };
+        // SAFETY: the program's arguments, passed on unchanged.
         let Some(reported) = reported else { return unsafe { real::getsockname(fd, addr, len) } };
         match socket_addr::encode(&reported, family) {
             Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
@@ -71,6 +82,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
                 Err(errno) => fail(errno),
             },
             Some(_) => fail(libc::EFAULT),
+            // SAFETY: the program's arguments, passed on unchanged.
             None => unsafe { real::getsockname(fd, addr, len) },
         }
     })
@@ -96,8 +108,10 @@ fn proxied_local_addr(fd: c_int) -> Option<SocketAddr> {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int {
     if fd_table::kind(fd) != kind::BIND {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::epoll_ctl(epfd, op, fd, event) };
     }
+    // SAFETY: the program's arguments, passed on unchanged.
     let rc = unsafe { real::epoll_ctl(epfd, op, fd, event) };
     if rc == 0 {
         if let Some(_inside) = guard::enter() {

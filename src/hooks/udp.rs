@@ -32,12 +32,14 @@ use std::net::SocketAddr;
 /// it safely).
 #[inline(always)]
 unsafe fn names_inet(addr: *const sockaddr, len: socklen_t) -> bool {
+    // SAFETY: the program's addr: null, implausible (not read) or `len` bytes, as family needs.
     matches!(unsafe { socket_addr::family(addr, len) }, Some(libc::AF_INET) | Some(libc::AF_INET6) | Some(socket_addr::UNREAD))
 }
 
 /// The IPv4 destination `addr` as a [`fd_table::direct_key`], if it is one.
 #[inline(always)]
 unsafe fn ipv4_key(addr: *const sockaddr, len: socklen_t) -> Option<u64> {
+    // SAFETY: the program's addr: null, implausible (not read) or `len` bytes, as family needs.
     if unsafe { socket_addr::family(addr, len) } != Some(libc::AF_INET) || (len as usize) < std::mem::size_of::<libc::sockaddr_in>() {
         return None;
     }
@@ -49,6 +51,7 @@ unsafe fn ipv4_key(addr: *const sockaddr, len: socklen_t) -> Option<u64> {
 /// goes directly again, without the routing decision.
 #[inline(always)]
 unsafe fn last_direct(fd: c_int, addr: *const sockaddr, len: socklen_t) -> bool {
+    // SAFETY: the program's addr, as ipv4_key needs it.
     unsafe { ipv4_key(addr, len) }.is_some_and(|key| fd_table::is_last_direct(fd, key))
 }
 
@@ -98,6 +101,7 @@ unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &m
         // sockets or to an address: never direct (guard.rs).
         return fail(libc::EINTR);
     };
+    // SAFETY: out describes the program's call, as send_slow's caller built it.
     ffi::catch(-1, libc::ENETUNREACH, || unsafe { send_inner(fd, out, flags, check, real) })
 }
 
@@ -157,6 +161,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
         if ours {
             udp::refresh_filter_if_stale(fd, config);
         } else {
+            // SAFETY: the destination was read (copied) from the same pointer and length just above, so they are readable.
             if let Some(key) = unsafe { ipv4_key(out.dst, out.dst_len) } {
                 fd_table::remember_direct(fd, key);
             }
@@ -172,6 +177,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
         (None, false) => match socket_addr::socket_family_and_type(fd) {
             Some((family, SOCK_DGRAM)) if udp::is_inet(family) => family,
             Some((_, SOCK_STREAM)) if flags & libc::MSG_FASTOPEN != 0 && !out.dst.is_null() => {
+                // SAFETY: out describes the program's call (its destination read above).
                 return unsafe { fast_open(fd, out, flags) };
             }
             _ => return real(),
@@ -197,6 +203,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
         udp::log_once(format!("udp to {dst}: a fake address that no name holds (looked up before, or evicted)"));
         return fail(libc::EHOSTUNREACH);
     };
+    // SAFETY: out's iovecs are the program's, checked by the kernel when it sends.
     unsafe { send_wrapped(fd, &view, &header, out, flags) }
 }
 
@@ -235,6 +242,7 @@ unsafe fn send_wrapped(fd: c_int, view: &View, header: &[u8], out: &Out, flags: 
     msg.msg_iovlen = iov.len() as _;
     msg.msg_control = out.control;
     msg.msg_controllen = out.control_len as _;
+    // SAFETY: msg points to our relay address and iovec array, and the program's buffers (the kernel checks those).
     let n = unsafe { real::sendmsg(fd, &msg, flags & !libc::MSG_FASTOPEN) };
     if n < 0 {
         return n;
@@ -245,6 +253,7 @@ unsafe fn send_wrapped(fd: c_int, view: &View, header: &[u8], out: &Out, flags: 
 /// `sendto(..., MSG_FASTOPEN)` on a TCP socket to a proxied destination:
 /// our proxied connect, then a plain send.
 unsafe fn fast_open(fd: c_int, out: &Out, flags: c_int) -> ssize_t {
+    // SAFETY: the program's destination and length, as it gave them.
     if unsafe { super::connect::connect_inet(fd, out.dst, out.dst_len) } != 0 {
         return -1;
     }
@@ -252,12 +261,14 @@ unsafe fn fast_open(fd: c_int, out: &Out, flags: c_int) -> ssize_t {
     let mut msg: msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = out.iov.as_ptr() as *mut iovec;
     msg.msg_iovlen = out.iov.len() as _;
+    // SAFETY: msg points to the program's iovecs (the kernel checks their buffers).
     unsafe { real::sendmsg(fd, &msg, flags & !libc::MSG_FASTOPEN) }
 }
 
 /// The slow path of every receive on one of our sockets.
 unsafe fn recv_slow(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
     let Some(_inside) = guard::enter() else { return real() };
+    // SAFETY: inp describes the program's call, as recv_slow's caller built it.
     ffi::catch(-1, libc::EIO, || unsafe { recv_inner(fd, inp, flags, check, real) })
 }
 
@@ -271,11 +282,13 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
     let cap: usize = inp.iov.iter().map(|v| v.iov_len).sum();
     let room = cap.min(65536) + HEADER_MAX;
     let mut buf: Vec<u8> = Vec::with_capacity(room);
+    // SAFETY: control_len is null (checked) or points to recvmsg_ours' own copy.
     let control_room = if inp.control_len.is_null() { 0 } else { unsafe { *inp.control_len } };
     loop {
         // SAFETY: all-zero storage and msghdr are valid; pointers set below are live.
         let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut iov = iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: room };
+        // SAFETY: all-zero is a valid msghdr; the fields set below point to live data.
         let mut msg: msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = &mut from as *mut _ as *mut c_void;
         msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
@@ -283,6 +296,7 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
         msg.msg_iovlen = 1;
         msg.msg_control = inp.control;
         msg.msg_controllen = control_room as _;
+        // SAFETY: msg points to our buffers and the program's control buffer (its room as the program said; the kernel checks it).
         let n = unsafe { real::recvmsg(fd, &mut msg, flags | MSG_TRUNC) };
         if n < 0 {
             return n;
@@ -290,6 +304,7 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
         let got = (n as usize).min(room);
         // SAFETY: the kernel wrote `got` bytes.
         unsafe { buf.set_len(got) };
+        // SAFETY: the kernel wrote msg_namelen bytes of address into from.
         let src_kernel = unsafe { socket_addr::read(&from as *const _ as *const sockaddr, msg.msg_namelen) };
         let (src, offset) = match udp::classify(fd, &view, config, src_kernel, &buf) {
             Incoming::Relayed { src, offset } => (src, offset),
@@ -298,6 +313,7 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
                 log::debug!("udp fd {fd}: dropped a datagram from {src_kernel:?}: {why}");
                 if flags & MSG_PEEK != 0 {
                     // Peeking left it queued: take it off.
+                    // SAFETY: a zero-length receive writes nothing.
                     unsafe { real::recv(fd, std::ptr::null_mut(), 0, MSG_DONTWAIT) };
                 }
                 buf.clear();
@@ -316,6 +332,7 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
         let mut full_len: socklen_t = 0;
         if let Some((storage, len)) = &encoded {
             let room = match inp.name_len_is_ours {
+                // SAFETY: name_len_is_ours: recvmsg_ours' own copy.
                 true => unsafe { *inp.name_len },
                 false => match user_mem::read_value(inp.name_len) {
                     Ok(room) => room,
@@ -330,6 +347,7 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
         let len_bytes = full_len.to_ne_bytes();
         if encoded.is_some() {
             match inp.name_len_is_ours {
+                // SAFETY: name_len_is_ours: recvmsg_ours' own copy.
                 true => unsafe { *inp.name_len = full_len },
                 false => pairs.push((inp.name_len as *mut c_void, &len_bytes)),
             }
@@ -338,10 +356,12 @@ unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &m
             return fail(errno);
         }
         if !inp.control_len.is_null() {
+            // SAFETY: control_len is null (checked) or points to recvmsg_ours' own copy.
             unsafe { *inp.control_len = msg.msg_controllen as usize };
         }
         if !inp.msg_flags.is_null() {
             let trunc = if full > cap { MSG_TRUNC } else { 0 };
+            // SAFETY: non-null: recvmsg_ours' own copy.
             unsafe { *inp.msg_flags = (msg.msg_flags & !MSG_TRUNC) | trunc };
         }
         return if flags & MSG_TRUNC != 0 { full as ssize_t } else { copied as ssize_t };
@@ -397,9 +417,12 @@ pub unsafe extern "C" fn sendto(
     alen: socklen_t,
 ) -> ssize_t {
     let k = fd_table::kind(fd);
+    // SAFETY: the program's addr: null or alen bytes (sendto's contract).
     if !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet(addr, alen) } && unsafe { !last_direct(fd, addr, alen) })) {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
     }
+    // SAFETY: the program's arguments, as sendto's contract gives them.
     unsafe { sendto_ours(fd, buf, len, flags, addr, alen) }
 }
 
@@ -415,6 +438,7 @@ unsafe extern "C" fn sendto_ours(
 ) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let out = Out { iov: &iov, dst: addr, dst_len: alen, control: std::ptr::null_mut(), control_len: 0 };
+    // SAFETY: out holds the program's pointers; real() passes its arguments on unchanged.
     unsafe { send_slow(fd, &out, flags, FdCheck::Trust, &mut || real::sendto(fd, buf, len, flags, addr, alen)) }
 }
 
@@ -427,10 +451,13 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         || !(k == kind::UDP
             || (k == kind::NONE
                 && (!user_mem::plausible(msg as *const c_void)
+                    // SAFETY: msg is non-null and plausible (user_mem::plausible), a msghdr by sendmsg's contract; its name is null or msg_namelen bytes.
                     || unsafe { names_inet((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) })))
     {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::sendmsg(fd, msg, flags) };
     }
+    // SAFETY: the program's arguments; sendmsg_ours reads them through the kernel.
     unsafe { sendmsg_ours(fd, msg, flags) }
 }
 
@@ -453,6 +480,7 @@ unsafe extern "C" fn sendmsg_ours(fd: c_int, msg: *const msghdr, flags: c_int) -
         control: m.msg_control,
         control_len: m.msg_controllen as usize,
     };
+    // SAFETY: out holds copies of the program's msghdr and iovecs; real() passes its arguments on unchanged.
     unsafe { send_slow(fd, &out, flags, FdCheck::Trust, &mut || real::sendmsg(fd, msg, flags)) }
 }
 
@@ -463,18 +491,22 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
         || (k == kind::NONE
             && !msgs.is_null()
             && (!user_mem::plausible(msgs as *const c_void)
+                // SAFETY: msgs is non-null and plausible, an array of vlen mmsghdrs by sendmmsg's contract.
                 || (0..vlen as usize).any(|i| unsafe {
                     let m = &(*msgs.add(i)).msg_hdr;
                     names_inet(m.msg_name as *const sockaddr, m.msg_namelen)
                 })));
     if !mine {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::sendmmsg(fd, msgs, vlen, flags) };
     }
     let mut sent = 0;
     for i in 0..vlen as usize {
         // Pointers into the program's array, not references: its memory is
         // read and written by the kernel (a bad pointer is EFAULT).
+        // SAFETY: pointer arithmetic only, within the program's array of vlen entries; nothing is read here.
         let entry = unsafe { msgs.add(i) };
+        // SAFETY: a pointer into the program's array (addr_of reads nothing); our sendmsg hook copies it through the kernel.
         let n = unsafe { sendmsg(fd, std::ptr::addr_of!((*entry).msg_hdr), flags) };
         if n < 0 {
             if sent == 0 {
@@ -482,6 +514,7 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
             }
             break;
         }
+        // SAFETY: addr_of_mut only computes the address; user_mem writes it through the kernel.
         if let Err(errno) = user_mem::write_value(unsafe { std::ptr::addr_of_mut!((*entry).msg_len) }, n as c_uint) {
             return if sent == 0 { fail(errno) } else { sent };
         }
@@ -493,8 +526,10 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::send(fd, buf, len, flags) };
     }
+    // SAFETY: the program's arguments, as send's contract gives them.
     unsafe { send_ours(fd, buf, len, flags) }
 }
 
@@ -502,14 +537,17 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 #[inline(never)]
 unsafe extern "C" fn send_ours(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     let iov = [one_iov(buf, len)];
+    // SAFETY: the program's arguments; real() passes them on unchanged.
     unsafe { send_slow(fd, &no_out(&iov), flags, FdCheck::Trust, &mut || real::send(fd, buf, len, flags)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::write(fd, buf, len) };
     }
+    // SAFETY: the program's arguments, as write's contract gives them.
     unsafe { write_ours(fd, buf, len) }
 }
 
@@ -517,14 +555,17 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 #[inline(never)]
 unsafe extern "C" fn write_ours(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
+    // SAFETY: the program's arguments; real() passes them on unchanged.
     unsafe { send_slow(fd, &no_out(&iov), 0, FdCheck::Verify, &mut || real::write(fd, buf, len)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::writev(fd, iov, n) };
     }
+    // SAFETY: the program's arguments; writev_ours reads the iovecs through the kernel.
     unsafe { writev_ours(fd, iov, n) }
 }
 
@@ -535,6 +576,7 @@ unsafe extern "C" fn writev_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssiz
         Ok(v) => v,
         Err(errno) => return fail(errno),
     };
+    // SAFETY: the iovecs copied through the kernel; real() passes the program's arguments on unchanged.
     unsafe { send_slow(fd, &no_out(&v), 0, FdCheck::Verify, &mut || real::writev(fd, iov, n)) }
 }
 
@@ -548,8 +590,10 @@ pub unsafe extern "C" fn recvfrom(
     alen: *mut socklen_t,
 ) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
     }
+    // SAFETY: the program's arguments, as recvfrom's contract gives them.
     unsafe { recvfrom_ours(fd, buf, len, flags, addr, alen) }
 }
 
@@ -565,14 +609,17 @@ unsafe extern "C" fn recvfrom_ours(
 ) -> ssize_t {
     let iov = [one_iov(buf, len)];
     let inp = In { name: addr, name_len: alen, ..no_in(&iov) };
+    // SAFETY: inp holds the program's pointers; real() passes its arguments on unchanged.
     unsafe { recv_slow(fd, &inp, flags, FdCheck::Trust, &mut || real::recvfrom(fd, buf, len, flags, addr, alen)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::recv(fd, buf, len, flags) };
     }
+    // SAFETY: the program's arguments, as recv's contract gives them.
     unsafe { recv_ours(fd, buf, len, flags) }
 }
 
@@ -580,14 +627,17 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 #[inline(never)]
 unsafe extern "C" fn recv_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     let iov = [one_iov(buf, len)];
+    // SAFETY: the program's arguments; real() passes them on unchanged.
     unsafe { recv_slow(fd, &no_in(&iov), flags, FdCheck::Trust, &mut || real::recv(fd, buf, len, flags)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::read(fd, buf, len) };
     }
+    // SAFETY: the program's arguments, as read's contract gives them.
     unsafe { read_ours(fd, buf, len) }
 }
 
@@ -595,14 +645,17 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 #[inline(never)]
 unsafe extern "C" fn read_ours(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     let iov = [one_iov(buf, len)];
+    // SAFETY: the program's arguments; real() passes them on unchanged.
     unsafe { recv_slow(fd, &no_in(&iov), 0, FdCheck::Verify, &mut || real::read(fd, buf, len)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::readv(fd, iov, n) };
     }
+    // SAFETY: the program's arguments; readv_ours reads the iovecs through the kernel.
     unsafe { readv_ours(fd, iov, n) }
 }
 
@@ -613,19 +666,24 @@ unsafe extern "C" fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize
         Ok(v) => v,
         Err(errno) => return fail(errno),
     };
+    // SAFETY: the iovecs copied through the kernel; real() passes the program's arguments on unchanged.
     unsafe { recv_slow(fd, &no_in(&v), 0, FdCheck::Verify, &mut || real::readv(fd, iov, n)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if fd_table::kind(fd) != kind::UDP || msg.is_null() {
+        // SAFETY: the program's arguments, passed on unchanged.
         let n = unsafe { real::recvmsg(fd, msg, flags) };
         // Control messages came (rare): they may carry new fds.
+        // SAFETY: the kernel just read this msghdr (n >= 0), so it is readable.
         if n >= 0 && !msg.is_null() && unsafe { (*msg).msg_controllen } != 0 {
+            // SAFETY: the kernel just filled this msghdr's control buffer (n >= 0).
             unsafe { received_fds(msg) };
         }
         return n;
     }
+    // SAFETY: the program's arguments; recvmsg_ours reads the msghdr through the kernel.
     unsafe { recvmsg_ours(fd, msg, flags) }
 }
 
@@ -675,6 +733,7 @@ unsafe extern "C" fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> 
         control_len: &mut control_len,
         msg_flags: &mut msg_flags,
     };
+    // SAFETY: inp points to our copies and the program's buffers; real() passes its arguments on unchanged.
     let n = unsafe { recv_slow(fd, &inp, flags, FdCheck::Trust, &mut || real::recvmsg(fd, msg, flags)) };
     if n >= 0 && fd_table::kind(fd) == kind::UDP {
         m.msg_namelen = name_len;
@@ -690,6 +749,7 @@ unsafe extern "C" fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int {
     if fd_table::kind(fd) != kind::UDP || msgs.is_null() {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::recvmmsg(fd, msgs, vlen, flags, timeout) };
     }
     // One datagram at a time: the first as the flags say, the rest only if
@@ -697,8 +757,10 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
     let saved = ffi::errno();
     let mut got = 0;
     for i in 0..vlen as usize {
+        // SAFETY: pointer arithmetic only, within the program's array of vlen entries; nothing is read here.
         let entry = unsafe { msgs.add(i) }; // the program's, see sendmmsg
         let f = (flags & !libc::MSG_WAITFORONE) | if i == 0 { 0 } else { MSG_DONTWAIT };
+        // SAFETY: a pointer into the program's array (addr_of_mut reads nothing); recvmsg_ours copies it through the kernel.
         let n = unsafe { recvmsg_ours(fd, std::ptr::addr_of_mut!((*entry).msg_hdr), f) };
         if n < 0 {
             if got == 0 {
@@ -707,6 +769,7 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
             ffi::set_errno(saved);
             break;
         }
+        // SAFETY: addr_of_mut only computes the address; user_mem writes it through the kernel.
         if let Err(errno) = user_mem::write_value(unsafe { std::ptr::addr_of_mut!((*entry).msg_len) }, n as c_uint) {
             return if got == 0 { fail(errno) } else { got };
         }
@@ -737,6 +800,7 @@ pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr
         return 0;
     }
     if runtime::goes_direct(config, &dst) || config.udp == UdpMode::Direct {
+        // SAFETY: the program's arguments, passed on unchanged.
         let rc = unsafe { real::connect(fd, addr, len) };
         if rc == 0 && ours {
             udp::set_peer(fd, None);

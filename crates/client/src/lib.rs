@@ -11,6 +11,9 @@
 //! the [`tcp::SocketIo`] trait: the shim must call libc's own functions
 //! behind its hooks (`dlsym(RTLD_NEXT)`), the supervisor plain libc.
 
+// Linked into the shim: the same rules for unsafe code (see src/lib.rs).
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod route;
 pub mod sockaddr;
 pub mod tcp;

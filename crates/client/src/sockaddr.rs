@@ -24,6 +24,7 @@ pub unsafe fn family(addr: *const sockaddr, len: socklen_t) -> Option<i32> {
 /// # Safety
 /// `addr` must be null or point to `len` readable bytes.
 pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
+    // SAFETY: addr is null or `len` readable bytes (this function's contract).
     match unsafe { family(addr, len) }? {
         AF_INET if len as usize >= size_of::<sockaddr_in>() => {
             // SAFETY: long enough for a sockaddr_in; read_unaligned copes with any alignment.
@@ -87,12 +88,15 @@ mod tests {
         for (text, fam) in [("192.0.2.1:80", AF_INET), ("[2001:db8::1]:443", AF_INET6)] {
             let sa: SocketAddr = text.parse().unwrap();
             let (st, len) = encode(&sa, fam).unwrap();
+            // SAFETY: encode wrote `len` bytes into st.
             assert_eq!(unsafe { read(&st as *const _ as *const sockaddr, len) }, Some(sa));
         }
         let (st, len) = encode(&"192.0.2.1:80".parse().unwrap(), AF_INET6).unwrap();
+        // SAFETY: encode wrote `len` bytes into st.
         let back = unsafe { read(&st as *const _ as *const sockaddr, len) }.unwrap();
         assert_eq!(back, "[::ffff:192.0.2.1]:80".parse().unwrap());
         assert!(encode(&"[2001:db8::1]:1".parse().unwrap(), AF_INET).is_none());
+        // SAFETY: st holds more than 4 bytes.
         assert_eq!(unsafe { read(&st as *const _ as *const sockaddr, 4) }, None, "short length");
     }
 }

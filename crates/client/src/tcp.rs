@@ -39,12 +39,15 @@ pub struct Libc;
 #[allow(clippy::disallowed_methods)]
 impl SocketIo for Libc {
     unsafe fn connect(&self, fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+        // SAFETY: the caller's arguments, passed on (this method has connect(2)'s contract).
         unsafe { libc::connect(fd, addr, len) }
     }
     unsafe fn send(&self, fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize {
+        // SAFETY: the caller's arguments, passed on (this method has send(2)'s contract).
         unsafe { libc::send(fd, buf, len, flags) }
     }
     unsafe fn recv(&self, fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
+        // SAFETY: the caller's arguments, passed on (this method has recv(2)'s contract).
         unsafe { libc::recv(fd, buf, len, flags) }
     }
     fn fcntl(&self, fd: c_int, cmd: c_int, arg: c_int) -> c_int {
