@@ -43,6 +43,7 @@ pub fn read_program_family(addr: *const sockaddr, len: socklen_t) -> Option<(i32
     let n = (len as usize).min(size_of::<sockaddr_storage>());
     // SAFETY: all-zero is a valid sockaddr_storage; the slice covers n of its bytes.
     let mut storage: sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: n <= size_of::<sockaddr_storage>(): within our own storage.
     let bytes = unsafe { std::slice::from_raw_parts_mut(&mut storage as *mut _ as *mut u8, n) };
     user_mem::read(addr as *const libc::c_void, bytes).ok()?;
     // SAFETY: storage holds n readable bytes of an address.

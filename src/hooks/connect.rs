@@ -32,8 +32,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // the handshake's own EAGAINs are not the program's business.
     let errno_before = ffi::errno();
     let Some((_, Some(dst))) = copied else {
+        // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) }; // too short: let the kernel say EINVAL
     };
+    // SAFETY: the program's arguments, as connect's contract gives them; dst was copied from them.
     let rc = ffi::catch(-1, libc::ECONNREFUSED, || unsafe { connect_to(fd, addr, len, dst) });
     if rc == 0 {
         ffi::set_errno(errno_before);
@@ -45,7 +47,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// half of `sendto(MSG_FASTOPEN)`, see hooks/udp.rs).
 pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match socket_addr::read_program(addr, len) {
+        // SAFETY: the program's arguments, as connect's contract gives them; dst was copied from them.
         Ok(Some(dst)) => unsafe { connect_to(fd, addr, len, dst) },
+        // SAFETY: the program's arguments, passed on unchanged.
         Ok(None) => unsafe { real::connect(fd, addr, len) }, // too short: let the kernel say EINVAL
         Err(errno) => fail(errno),
     }
