@@ -1,10 +1,12 @@
-//! `connect` and `getpeername`.
+//! `connect` (of TCP and UDP sockets) and `getpeername`.
 
 use crate::fd_table::{self, ProxiedTcp};
 use crate::ffi::{self, fail};
-use crate::{guard, real, runtime, socket_addr, tcp};
+use crate::{guard, real, runtime, socket_addr, tcp, udp};
 use libc::{c_int, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
+use socksify_proto::config::UdpMode;
 use socksify_proto::wire::socks5::Command;
+use std::net::SocketAddr;
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
@@ -15,7 +17,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let family = copied.map(|(family, _)| family);
     if family != Some(AF_INET) && family != Some(AF_INET6) {
         if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
-            super::udp::disconnect_udp(fd); // dissolving a UDP socket's proxied peer
+            disconnect_udp(fd); // dissolving a UDP socket's proxied peer
         }
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) };
@@ -71,7 +73,7 @@ unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std:
             return unsafe { real::connect(fd, addr, len) };
         }
         // SAFETY: the program's arguments, as connect's contract gives them; dst was read from them.
-        return unsafe { super::udp::connect_udp(fd, sock_family, addr, len, dst) };
+        return unsafe { connect_udp(fd, sock_family, addr, len, dst) };
     }
     if sock_type != SOCK_STREAM {
         // SAFETY: the program's arguments, passed on unchanged.
@@ -140,6 +142,73 @@ unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std:
     }
 }
 
+/// `connect` on an IPv4/IPv6 UDP socket (from [`connect_inet`]): a
+/// proxied destination opens the association and connects the socket in
+/// the kernel to the relay (so only the relay can reach it); `getpeername`
+/// then reports `dst`.
+unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr, len: socklen_t, dst: SocketAddr) -> c_int {
+    let ours = fd_table::kind(fd) == fd_table::kind::UDP;
+    let Some(config) = runtime::config() else {
+        udp::log_once(format!("udp connect to {dst} refused: the configuration is malformed (see the message above)"));
+        return fail(libc::ECONNREFUSED);
+    };
+    if crate::dns_responder::intercepts(config, &dst) {
+        // Connected in the kernel to the DNS responder's socket instead.
+        let connected = crate::dns_responder::udp::source_for(fd, family, dst).and_then(|src| udp::connect_kernel(fd, family, src));
+        if let Err(e) = connected {
+            udp::log_once(format!("udp connect to {dst}: {}", e.why));
+            return fail(e.errno);
+        }
+        udp::set_peer(fd, Some(dst));
+        log::info!("udp fd {fd} connected to {dst}: DNS answered in-process");
+        return 0;
+    }
+    if runtime::goes_direct(config, &dst) || config.udp == UdpMode::Direct {
+        // SAFETY: the program's arguments, passed on unchanged.
+        let rc = unsafe { real::connect(fd, addr, len) };
+        if rc == 0 && ours {
+            udp::set_peer(fd, None);
+            udp::refresh_filter(fd, config);
+        }
+        return rc;
+    }
+    if config.udp == UdpMode::Block {
+        udp::log_once(format!("udp connect to {dst} refused: SOCKSIFY_UDP=block"));
+        return fail(libc::EPERM);
+    }
+    if crate::fake_dns::is_fake(config, dst.ip()) && crate::fake_dns::target_for(config, &dst).is_none() {
+        udp::log_once(format!("udp connect to {dst}: a fake address that no name holds"));
+        return fail(libc::EHOSTUNREACH);
+    }
+    let view = match udp::ensure(fd, family, config) {
+        Ok(v) => v,
+        Err(e) => {
+            udp::log_once(format!("udp connect to {dst} via {}: {}", config.chain[0], e.why));
+            return fail(e.errno);
+        }
+    };
+    if let Err(e) = udp::connect_kernel(fd, family, view.relay) {
+        udp::log_once(format!("udp connect to {dst}: {}", e.why));
+        return fail(e.errno);
+    }
+    udp::set_peer(fd, Some(dst));
+    udp::refresh_filter(fd, config);
+    log::info!("udp fd {fd} connected to {dst} via {} (relay {})", config.chain[0], view.relay);
+    0
+}
+
+/// `connect(AF_UNSPEC)` on one of our UDP sockets: dissolve the peer.
+fn disconnect_udp(fd: c_int) {
+    if let Some(_inside) = guard::enter() {
+        ffi::catch((), 0, || {
+            udp::set_peer(fd, None);
+            if let Some(config) = runtime::config() {
+                udp::refresh_filter(fd, config);
+            }
+        });
+    }
+}
+
 /// Whether `fd` is still the socket we connected (not closed behind our
 /// back, e.g. by `fclose` or a raw syscall, and reused).
 pub(super) fn still_proxied(fd: c_int) -> bool {
@@ -173,7 +242,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = guard::enter() else { return unsafe { real::getpeername(fd, addr, len) } };
     if kind == fd_table::kind::UDP {
-        return ffi::catch(-1, libc::EIO, || match super::udp::udp_peer(fd) {
+        return ffi::catch(-1, libc::EIO, || match udp::peer(fd) {
             Some(peer) => {
                 let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
                 match socket_addr::encode(&peer, family) {

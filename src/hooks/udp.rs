@@ -1,7 +1,7 @@
 //! UDP: `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `sendmmsg`,
 //! `recvmmsg`, and `send`/`recv`/`write`/`read`/`writev`/`readv` on our
-//! UDP sockets; `connect` on a UDP socket comes here from
-//! [`super::connect`]. The associations themselves are in [`crate::udp`].
+//! UDP sockets (`connect` of a UDP socket is in [`super::connect`]). The
+//! associations themselves are in [`crate::udp`].
 //!
 //! Fast path: a call on an fd that is not ours (kind `NONE`) and that names
 //! no IPv4/IPv6 destination is one relaxed load, then the real call. A send
@@ -776,77 +776,4 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
         got += 1;
     }
     got
-}
-
-/// `connect` on an IPv4/IPv6 UDP socket (from [`super::connect`]): a
-/// proxied destination opens the association and connects the socket in
-/// the kernel to the relay (so only the relay can reach it); `getpeername`
-/// then reports `dst`.
-pub(super) unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr, len: socklen_t, dst: SocketAddr) -> c_int {
-    let ours = fd_table::kind(fd) == kind::UDP;
-    let Some(config) = runtime::config() else {
-        udp::log_once(format!("udp connect to {dst} refused: the configuration is malformed (see the message above)"));
-        return fail(libc::ECONNREFUSED);
-    };
-    if crate::dns_responder::intercepts(config, &dst) {
-        // Connected in the kernel to the DNS responder's socket instead.
-        let connected = crate::dns_responder::udp::source_for(fd, family, dst).and_then(|src| udp::connect_kernel(fd, family, src));
-        if let Err(e) = connected {
-            udp::log_once(format!("udp connect to {dst}: {}", e.why));
-            return fail(e.errno);
-        }
-        udp::set_peer(fd, Some(dst));
-        log::info!("udp fd {fd} connected to {dst}: DNS answered in-process");
-        return 0;
-    }
-    if runtime::goes_direct(config, &dst) || config.udp == UdpMode::Direct {
-        // SAFETY: the program's arguments, passed on unchanged.
-        let rc = unsafe { real::connect(fd, addr, len) };
-        if rc == 0 && ours {
-            udp::set_peer(fd, None);
-            udp::refresh_filter(fd, config);
-        }
-        return rc;
-    }
-    if config.udp == UdpMode::Block {
-        udp::log_once(format!("udp connect to {dst} refused: SOCKSIFY_UDP=block"));
-        return fail(libc::EPERM);
-    }
-    if crate::fake_dns::is_fake(config, dst.ip()) && crate::fake_dns::target_for(config, &dst).is_none() {
-        udp::log_once(format!("udp connect to {dst}: a fake address that no name holds"));
-        return fail(libc::EHOSTUNREACH);
-    }
-    let view = match udp::ensure(fd, family, config) {
-        Ok(v) => v,
-        Err(e) => {
-            udp::log_once(format!("udp connect to {dst} via {}: {}", config.chain[0], e.why));
-            return fail(e.errno);
-        }
-    };
-    if let Err(e) = udp::connect_kernel(fd, family, view.relay) {
-        udp::log_once(format!("udp connect to {dst}: {}", e.why));
-        return fail(e.errno);
-    }
-    udp::set_peer(fd, Some(dst));
-    udp::refresh_filter(fd, config);
-    log::info!("udp fd {fd} connected to {dst} via {} (relay {})", config.chain[0], view.relay);
-    0
-}
-
-/// `connect(AF_UNSPEC)` on one of our UDP sockets: dissolve the peer.
-pub(super) fn disconnect_udp(fd: c_int) {
-    if let Some(_inside) = guard::enter() {
-        ffi::catch((), 0, || {
-            udp::set_peer(fd, None);
-            if let Some(config) = runtime::config() {
-                udp::refresh_filter(fd, config);
-            }
-        });
-    }
-}
-
-/// What `getpeername` reports for one of our UDP sockets, if connected
-/// through us.
-pub(super) fn udp_peer(fd: c_int) -> Option<SocketAddr> {
-    udp::peer(fd)
 }
