@@ -8,7 +8,6 @@
 //! ([`target_for`], [`name_for`]).
 
 use crate::fork_safe::ForkSafeMutex;
-use crate::runtime;
 use socksify_proto::config::Config;
 use socksify_proto::fake_dns::{Exhausted, FakeDns, DEFAULT_MAX_NAMES, DEFAULT_MIN_IDLE_SECS};
 use socksify_proto::wire::TargetAddr;
@@ -74,8 +73,7 @@ pub fn is_fake(config: &Config, ip: IpAddr) -> bool {
 }
 
 /// The name behind fake address `ip`, if `ip` is one that is held now.
-pub fn name_for(ip: IpAddr) -> Option<String> {
-    let config = runtime::config()?;
+pub fn name_for(config: &Config, ip: IpAddr) -> Option<String> {
     if !is_fake(config, ip) {
         return None;
     }

@@ -566,8 +566,8 @@ pub fn header_for(ino: u64, config: &'static Config, dst: SocketAddr) -> Option<
 }
 
 /// The name a fake address (remote DNS) stands for.
-fn fake_name(ip: IpAddr) -> Option<String> {
-    crate::fake_dns::name_for(ip)
+fn fake_name(config: &Config, ip: IpAddr) -> Option<String> {
+    crate::fake_dns::name_for(config, ip)
 }
 
 /// What a datagram received on one of our sockets is.
@@ -603,7 +603,7 @@ pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<So
         // A connected socket hears only its peer (the kernel's rule). A
         // fake peer stands for a name: the proxy may report the address
         // it resolved, so only the port can be checked then.
-        let fake = fake_name(peer.ip()).is_some();
+        let fake = fake_name(config, peer.ip()).is_some();
         let same = canonical_ip(src.ip()) == canonical_ip(peer.ip()) && src.port() == peer.port();
         if !(same || (fake && src.port() == peer.port())) {
             return Incoming::Drop("not from the connected peer");

@@ -88,7 +88,7 @@ impl Names for ShimNames {
 
     fn reverse(&mut self, ip: IpAddr) -> ReverseAnswer {
         if fake_dns::is_fake(self.0, ip) {
-            return fake_dns::name_for(ip).map_or(ReverseAnswer::Unknown, ReverseAnswer::Name);
+            return fake_dns::name_for(self.0, ip).map_or(ReverseAnswer::Unknown, ReverseAnswer::Name);
         }
         if self.0.no_proxy.bypasses_addr(&SocketAddr::new(ip, 0)) {
             return ReverseAnswer::Bypassed;

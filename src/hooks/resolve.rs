@@ -130,7 +130,7 @@ fn reverse(ip: IpAddr, port: u16) -> Reverse {
         return hosts::by_addr(ip).map_or(Reverse::NotFound, |(n, a)| Reverse::Name(n, a));
     };
     if fake_dns::is_fake(config, ip) {
-        return fake_dns::name_for(ip).map_or(Reverse::NotFound, |n| Reverse::Name(n, Vec::new()));
+        return fake_dns::name_for(config, ip).map_or(Reverse::NotFound, |n| Reverse::Name(n, Vec::new()));
     }
     if config.dns == DnsMode::Local || config.no_proxy.bypasses_addr(&SocketAddr::new(ip, port)) {
         return Reverse::Libc;
