@@ -121,27 +121,40 @@ fn register(flag: &'static AtomicBool) {
 }
 
 /// Takes every registered lock, then the registry (which keeps the list
-/// as it is until the fork is over). Never waits for a lock while holding
-/// the registry: a thread may register a lock while it holds another (a
-/// [`ForkSafeOnce`] initializer's first use of a table), and waiting for
-/// that other lock with the registry held would be a deadlock.
+/// as it is until the fork is over), all or nothing: a lock that is busy
+/// makes it give back every lock it took and try again. The locks are
+/// taken in registration order, which need not be the order in which the
+/// code nests them (a thread holding one table's lock may want another's,
+/// and a [`ForkSafeOnce`] initializer registers a lock while holding its
+/// own): waiting for a busy lock while holding others could deadlock with
+/// such a thread, where backing off lets it finish. Never waits for a lock
+/// while holding the registry, for the same reason.
 extern "C" fn before_fork() {
     #[cfg(test)]
     tests::BEFORE_FORK_WAITS.store(true, Ordering::SeqCst);
-    let mut taken = 0;
     loop {
         let n = LOCK_COUNT.load(Ordering::Acquire);
-        for slot in &LOCKS[taken..n] {
+        let mut taken = 0;
+        while taken < n {
             // SAFETY: registered pointers are to statics.
-            acquire(unsafe { &*slot.load(Ordering::Relaxed) });
+            let lock = unsafe { &*LOCKS[taken].load(Ordering::Relaxed) };
+            if lock.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                break;
+            }
+            taken += 1;
         }
-        taken = n;
-        acquire(&REGISTRY.locked);
-        if LOCK_COUNT.load(Ordering::Acquire) == taken {
-            return;
+        if taken == n && REGISTRY.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if LOCK_COUNT.load(Ordering::Acquire) == n {
+                return; // every lock, and the registry: the fork may go on
+            }
+            REGISTRY.locked.store(false, Ordering::Release); // registered meanwhile: again
         }
-        // Locks registered meanwhile: take them too, the registry released.
-        REGISTRY.locked.store(false, Ordering::Release);
+        for slot in &LOCKS[..taken] {
+            // SAFETY: as above; this thread took these in the loop above.
+            unsafe { &*slot.load(Ordering::Relaxed) }.store(false, Ordering::Release);
+        }
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
     }
 }
 
