@@ -140,19 +140,6 @@ pub fn reported_addr(bound: &TargetAddr) -> Option<SocketAddr> {
     }
 }
 
-/// The kernel's local address of `fd`.
-pub fn kernel_local(fd: c_int) -> Option<SocketAddr> {
-    // SAFETY: zeroed storage is a valid out-buffer of its size.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    // SAFETY: st is our own storage, `len` its size.
-    if unsafe { real::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) } != 0 {
-        return None;
-    }
-    // SAFETY: getsockname wrote `len` bytes of address into st.
-    unsafe { socket_addr::read(&st as *const _ as *const sockaddr, len) }
-}
-
 /// `bind` of a TCP socket (`requested` is `addr` read): a local bind, or a
 /// BIND candidate (see the module doc). Returns what `bind` returns.
 ///
@@ -164,7 +151,7 @@ pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requeste
         if crate::dns_responder::tcp::is_listener(&details.proxy) {
             continue; // DNS over TCP answered in-process: nothing behind the proxy
         }
-        if let Some(local) = kernel_local(cfd) {
+        if let Some(local) = socket_addr::local_addr(cfd) {
             conns.push((details, ProxiedConn { local, reported: details.bound }));
         }
     }

@@ -18,7 +18,8 @@
 //! before, with EAFNOSUPPORT, and nothing goes direct. After a swap,
 //! `getsockname` reports the new socket's local address, of the other family.
 
-use crate::real;
+use crate::own_fd;
+use crate::{real, socket_addr};
 use libc::{c_int, c_void, socklen_t, AF_INET, AF_INET6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, SOL_SOCKET};
 use socksify_proto::wire::canonical_ip;
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ pub fn can_reach(fd: c_int, family: c_int, addrs: &[SocketAddr]) -> bool {
         AF_INET => any_v4,
         // v4-mapped addresses reach IPv4 unless the socket is v6-only; the
         // option costs a syscall, so it is asked only when it matters.
-        _ => any_v6 || (any_v4 && getsockopt_int(fd, IPPROTO_IPV6, libc::IPV6_V6ONLY) == Some(0)),
+        _ => any_v6 || (any_v4 && socket_addr::int_option(fd, IPPROTO_IPV6, libc::IPV6_V6ONLY) == Some(0)),
     }
 }
 
@@ -95,49 +96,18 @@ fn get(fd: c_int, (level, name): (c_int, c_int)) -> Option<Value> {
     (rc == 0).then_some(v)
 }
 
-fn getsockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
-    get(fd, (level, name)).map(|v| c_int::from_ne_bytes(v.bytes[..4].try_into().expect("4 bytes")))
-}
-
-/// Closes an fd of ours when dropped.
-struct OwnedFd(c_int);
-
-impl Drop for OwnedFd {
-    fn drop(&mut self) {
-        // SAFETY: an fd this module opened and nobody else holds.
-        unsafe { real::close(self.0) };
-    }
-}
-
-fn new_socket(family: c_int, protocol: c_int) -> Result<OwnedFd, c_int> {
-    // SAFETY: plain socket(2), through the real function (not our hook).
-    let fd = unsafe { real::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(crate::ffi::errno());
-    }
-    Ok(OwnedFd(fd))
-}
-
 /// Puts a socket of `to_family` in place of the program's unconnected TCP
 /// socket `fd` (of the other family), as the module comment says. Returns
 /// the errno to fail the connect with when that cannot be done.
 pub fn replace(fd: c_int, from_family: c_int, to_family: c_int) -> Result<(), c_int> {
-    // SAFETY: zeroed storage is a valid out-buffer.
-    let mut local: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    // SAFETY: storage is large enough for any address.
-    if unsafe { real::getsockname(fd, &mut local as *mut _ as *mut libc::sockaddr, &mut len) } != 0 {
-        return Err(crate::ffi::errno());
-    }
-    // SAFETY: the kernel filled `len` bytes of a socket address.
-    let bound = unsafe { crate::socket_addr::read(&local as *const _ as *const libc::sockaddr, len) };
+    let bound = socket_addr::local_addr(fd);
     if bound.is_some_and(|a| a.port() != 0 || !a.ip().is_unspecified()) {
         log::warn!("connect fd {fd}: the proxy is reachable only from the other address family, and the socket is bound to {bound:?}");
         return Err(libc::EAFNOSUPPORT);
     }
-    let protocol = getsockopt_int(fd, SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(IPPROTO_TCP);
-    let fresh_old = new_socket(from_family, protocol)?;
-    let new = new_socket(to_family, protocol)?;
+    let protocol = socket_addr::int_option(fd, SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(IPPROTO_TCP);
+    let fresh_old = own_fd::socket(from_family, libc::SOCK_STREAM, protocol)?;
+    let new = own_fd::socket(to_family, libc::SOCK_STREAM, protocol)?;
     let old_opt = |c: &Carried| if from_family == AF_INET { c.v4 } else { c.v6 };
     let new_opt = |c: &Carried| if to_family == AF_INET { c.v4 } else { c.v6 };
     for option in CARRIED {
@@ -156,7 +126,7 @@ pub fn replace(fd: c_int, from_family: c_int, to_family: c_int) -> Result<(), c_
         if rc != 0 {
             log::warn!(
                 "connect fd {fd}: socket option ({level}, {name}) not carried over to the {} socket: {}",
-                if to_family == AF_INET { "IPv4" } else { "IPv6" },
+                family_name(to_family),
                 std::io::Error::last_os_error()
             );
         }

@@ -27,6 +27,7 @@ mod fork_safe;
 mod guard;
 mod hooks;
 mod log_once;
+mod own_fd;
 mod real;
 mod runtime;
 mod socket_addr;

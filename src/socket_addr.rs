@@ -96,21 +96,36 @@ pub fn copy_out(encoded: &(sockaddr_storage, socklen_t), out: *mut sockaddr, len
     user_mem::write_all(&[(out as *mut libc::c_void, bytes), (len as *mut libc::c_void, &full.to_ne_bytes())])
 }
 
-/// `getsockopt(SOL_SOCKET, opt)` for an int option; `None` if `fd` is not a socket.
-fn int_option(fd: libc::c_int, opt: libc::c_int) -> Option<libc::c_int> {
+/// `getsockopt(level, opt)` for an int option; `None` if `fd` is not a
+/// socket or has no such option.
+pub fn int_option(fd: libc::c_int, level: libc::c_int, opt: libc::c_int) -> Option<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as socklen_t;
-    // SAFETY: these options read one int into `value`.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, &mut value as *mut _ as *mut libc::c_void, &mut len) };
+    // SAFETY: an int option writes at most one int into `value`.
+    let rc = unsafe { libc::getsockopt(fd, level, opt, &mut value as *mut _ as *mut libc::c_void, &mut len) };
     (rc == 0).then_some(value)
+}
+
+/// The kernel's local address of `fd` (the real `getsockname`), or `None`
+/// if it has none of `AF_INET`/`AF_INET6`.
+pub fn local_addr(fd: libc::c_int) -> Option<SocketAddr> {
+    // SAFETY: zeroed storage is a valid out-buffer of its size.
+    let mut st: sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<sockaddr_storage>() as socklen_t;
+    // SAFETY: st is our own storage, `len` its size.
+    if unsafe { crate::real::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) } != 0 {
+        return None;
+    }
+    // SAFETY: getsockname wrote `len` bytes of address into st.
+    unsafe { read(&st as *const _ as *const sockaddr, len) }
 }
 
 /// The socket's type (`SOCK_STREAM`, `SOCK_DGRAM`, ...), or `None` if `fd` is not a socket.
 pub fn socket_type(fd: libc::c_int) -> Option<libc::c_int> {
-    int_option(fd, libc::SO_TYPE)
+    int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)
 }
 
 /// The socket's domain and type, or `None` if `fd` is not a socket.
 pub fn socket_family_and_type(fd: libc::c_int) -> Option<(libc::c_int, libc::c_int)> {
-    Some((int_option(fd, libc::SO_DOMAIN)?, socket_type(fd)?))
+    Some((int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?, socket_type(fd)?))
 }

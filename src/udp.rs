@@ -345,19 +345,7 @@ pub fn control_fds() -> Vec<c_int> {
 /// The socket's local address, binding it to the wildcard address of its
 /// family (port 0) first if it is unbound: the association names it.
 pub fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
-    let local = |fd| -> Option<SocketAddr> {
-        // SAFETY: storage is large enough for any address.
-        let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-        // SAFETY: st is our own storage, `len` its size.
-        let rc = unsafe { real::getsockname(fd, &mut st as *mut _ as *mut sockaddr, &mut len) };
-        if rc != 0 {
-            return None;
-        }
-        // SAFETY: getsockname wrote `len` bytes of address into st.
-        unsafe { socket_addr::read(&st as *const _ as *const sockaddr, len) }
-    };
-    let addr = local(fd).ok_or_else(|| err(libc::EBADF, "reading the socket's address"))?;
+    let addr = socket_addr::local_addr(fd).ok_or_else(|| err(libc::EBADF, "reading the socket's address"))?;
     if addr.port() != 0 {
         return Ok(addr);
     }
@@ -375,7 +363,7 @@ pub fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
             return Err(err(e, format!("binding the socket: {}", std::io::Error::from_raw_os_error(e))));
         }
     }
-    local(fd).filter(|a| a.port() != 0).ok_or_else(|| err(libc::EADDRNOTAVAIL, "binding the socket"))
+    socket_addr::local_addr(fd).filter(|a| a.port() != 0).ok_or_else(|| err(libc::EADDRNOTAVAIL, "binding the socket"))
 }
 
 /// Opens an association for a UDP socket bound at `local`.

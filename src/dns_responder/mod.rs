@@ -31,6 +31,7 @@ pub mod udp;
 
 use crate::fork_safe::ForkSafeOnce;
 use crate::hooks::resolve::hosts;
+use crate::own_fd::{self, OwnFd};
 use crate::{fake_dns, real, runtime, socket_addr};
 use libc::c_int;
 use socksify_proto::config::{Config, DnsMode};
@@ -127,23 +128,8 @@ pub fn answer(config: &'static Config, msg: &[u8], nameserver: SocketAddr, trans
     }
 }
 
-/// One of our own sockets, closed on drop (with the real `close`).
-struct OwnFd(c_int);
-
-impl Drop for OwnFd {
-    fn drop(&mut self) {
-        // SAFETY: the fd is ours and still open.
-        unsafe { real::close(self.0) };
-    }
-}
-
 fn own_socket(family: c_int, ty: c_int) -> Result<OwnFd, String> {
-    // SAFETY: plain socket(2).
-    let fd = unsafe { real::socket(family, ty | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(format!("socket: {}", std::io::Error::last_os_error()));
-    }
-    Ok(OwnFd(fd))
+    own_fd::socket(family, ty, 0).map_err(|e| format!("socket: {}", std::io::Error::from_raw_os_error(e)))
 }
 
 fn family_of(addr: &SocketAddr) -> c_int {

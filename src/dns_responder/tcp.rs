@@ -18,7 +18,7 @@
 //! closed by us. A listener found gone ends the thread; the next connect
 //! starts another.
 
-use super::OwnFd;
+use crate::own_fd::OwnFd;
 use crate::fd_table::{self, ProxiedTcp};
 use crate::fork_safe::ForkSafeMutex;
 use crate::udp::inode;
@@ -64,7 +64,7 @@ fn listen_on(ip: IpAddr) -> Result<(OwnFd, SocketAddr), String> {
     if unsafe { real::bind(sock.0, &raw.0 as *const _ as *const libc::sockaddr, raw.1) } != 0 || unsafe { real::listen(sock.0, 128) } != 0 {
         return Err(format!("listening on {ip}: {}", std::io::Error::last_os_error()));
     }
-    let addr = super::udp::local_addr(sock.0).ok_or("reading our address")?;
+    let addr = crate::socket_addr::local_addr(sock.0).ok_or("reading our address")?;
     Ok((sock, addr))
 }
 
@@ -127,7 +127,7 @@ pub fn connect(fd: c_int, family: c_int, nameserver: SocketAddr) -> c_int {
     let rc = unsafe { real::connect(fd, &raw.0 as *const _ as *const libc::sockaddr, raw.1) };
     let errno = ffi::errno();
     if rc == 0 || errno == libc::EINPROGRESS {
-        if let Some(local) = super::udp::local_addr(fd) {
+        if let Some(local) = crate::socket_addr::local_addr(fd) {
             let mut asked = ASKED.lock();
             let map = asked.get_or_insert_with(HashMap::new);
             if map.len() >= MAX_PENDING {

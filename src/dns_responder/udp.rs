@@ -57,23 +57,11 @@ fn open(v6: bool) -> Result<Responder, String> {
     if unsafe { real::bind(sock.0, &raw.0 as *const _ as *const libc::sockaddr, raw.1) } != 0 {
         return Err(format!("binding {ip}: {}", std::io::Error::last_os_error()));
     }
-    let port = local_addr(sock.0).ok_or("reading our address")?.port();
+    let port = socket_addr::local_addr(sock.0).ok_or("reading our address")?.port();
     let ino = udp::inode(sock.0).ok_or("our socket vanished")?;
     let fd = sock.0;
     std::mem::forget(sock); // kept for the life of the process
     Ok(Responder { fd, ino, addr: SocketAddr::new(ip, port) })
-}
-
-pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
-    // SAFETY: storage is large enough for any address.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: st is our own storage, `len` its size.
-    if unsafe { real::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) } != 0 {
-        return None;
-    }
-    // SAFETY: getsockname wrote `len` bytes of address into st.
-    unsafe { socket_addr::read(&st as *const _ as *const libc::sockaddr, len) }
 }
 
 /// Our socket of the IPv6 (`v6`) or IPv4 family, (re)opened as needed.
@@ -115,7 +103,7 @@ fn prepare(fd: c_int, family: c_int, local: Option<SocketAddr>, nameserver: Sock
 /// For a `connect` of the program's socket `fd` to `nameserver`: the
 /// address to connect it to in the kernel instead (our socket's).
 pub fn source_for(fd: c_int, family: c_int, nameserver: SocketAddr) -> Result<SocketAddr, udp::AssocError> {
-    prepare(fd, family, local_addr(fd).filter(|a| a.port() != 0), nameserver).map(|r| r.addr)
+    prepare(fd, family, socket_addr::local_addr(fd).filter(|a| a.port() != 0), nameserver).map(|r| r.addr)
 }
 
 /// Sends `answer` to the program's socket `fd` as a datagram from
