@@ -34,6 +34,7 @@ use crate::hooks::resolve::hosts;
 use crate::own_fd::{self, OwnFd};
 use crate::{fake_dns, real, runtime, socket_addr};
 use libc::c_int;
+use socksify_client::tcp::WaitError;
 use socksify_proto::config::{Config, DnsMode};
 use socksify_proto::dns::{self, NameAnswer, Names, Query, Reply, ReverseAnswer, Route, Transport};
 use socksify_proto::wire::socks5::Command;
@@ -142,16 +143,10 @@ fn family_of(addr: &SocketAddr) -> c_int {
 
 /// Waits for `events` on `fd` until `deadline`.
 fn wait(fd: c_int, events: i16, deadline: Instant) -> Result<(), String> {
-    loop {
-        let left = deadline.checked_duration_since(Instant::now()).ok_or("timed out")?;
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut pfd, 1, left.as_millis().clamp(1, i32::MAX as u128) as c_int) } {
-            0 => return Err("timed out".into()),
-            n if n > 0 => return Ok(()),
-            _ if crate::ffi::errno() == libc::EINTR => continue,
-            _ => return Err(format!("poll: {}", std::io::Error::last_os_error())),
-        }
+    match socksify_client::tcp::poll_until(fd, events, deadline) {
+        Ok(_) => Ok(()),
+        Err(WaitError::TimedOut) => Err("timed out".into()),
+        Err(WaitError::Errno(e)) => Err(format!("poll: {}", std::io::Error::from_raw_os_error(e))),
     }
 }
 

@@ -98,27 +98,37 @@ impl std::fmt::Display for ConnectError {
 /// Deadline arithmetic for `poll`.
 struct Deadline(Instant);
 
-impl Deadline {
-    fn remaining_ms(&self) -> Option<c_int> {
-        let left = self.0.checked_duration_since(Instant::now())?;
-        Some(left.as_millis().clamp(1, c_int::MAX as u128) as c_int)
-    }
+/// Why [`poll_until`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitError {
+    TimedOut,
+    Errno(i32),
 }
 
-/// Waits until `fd` is ready for `events`, retrying on EINTR; returns the
-/// events that fired (`POLLERR`/`POLLHUP` included).
-fn wait(fd: c_int, events: i16, deadline: &Deadline, step: &'static str) -> Result<i16, ConnectError> {
+/// Waits until `fd` is ready for `events` or `deadline` has passed,
+/// retrying on EINTR; returns the events that fired (`POLLERR`/`POLLHUP`
+/// included). Shared by the handshake and the shim's other own sockets.
+pub fn poll_until(fd: c_int, events: i16, deadline: Instant) -> Result<i16, WaitError> {
     loop {
-        let Some(ms) = deadline.remaining_ms() else { return Err(ConnectError::Timeout(step)) };
+        let left = deadline.checked_duration_since(Instant::now()).ok_or(WaitError::TimedOut)?;
+        let ms = left.as_millis().clamp(1, c_int::MAX as u128) as c_int;
         let mut pfd = libc::pollfd { fd, events, revents: 0 };
         // SAFETY: one valid pollfd.
         match unsafe { libc::poll(&mut pfd, 1, ms) } {
-            0 => return Err(ConnectError::Timeout(step)),
+            0 => return Err(WaitError::TimedOut),
             n if n > 0 => return Ok(pfd.revents),
             _ if errno() == EINTR => continue,
-            _ => return Err(ConnectError::Io(step, errno())),
+            _ => return Err(WaitError::Errno(errno())),
         }
     }
+}
+
+/// [`poll_until`] for a step of the handshake.
+fn wait(fd: c_int, events: i16, deadline: &Deadline, step: &'static str) -> Result<i16, ConnectError> {
+    poll_until(fd, events, deadline.0).map_err(|e| match e {
+        WaitError::TimedOut => ConnectError::Timeout(step),
+        WaitError::Errno(n) => ConnectError::Io(step, n),
+    })
 }
 
 /// Restores the program's file status flags when dropped.
