@@ -203,7 +203,7 @@ pub fn start(fd: c_int) -> Result<SocketAddr, c_int> {
         None => return Err(libc::EBADF),
     };
     let Some(config) = crate::runtime::config() else { return Err(libc::ECONNREFUSED) };
-    let Some((family, _)) = socket_addr::socket_family_and_type(fd) else { return Err(libc::EBADF) };
+    let Some(family) = socket_addr::socket_family(fd) else { return Err(libc::EBADF) };
     let name_or_ip = related.and_then(|peer| crate::fake_dns::target_for(config, &peer));
     let mut target = rule::expected_peer(name_or_ip);
     let result = loop {

@@ -125,7 +125,12 @@ pub fn socket_type(fd: libc::c_int) -> Option<libc::c_int> {
     int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)
 }
 
+/// The socket's domain (`AF_INET`, ...), or `None` if `fd` is not a socket.
+pub fn socket_family(fd: libc::c_int) -> Option<libc::c_int> {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+}
+
 /// The socket's domain and type, or `None` if `fd` is not a socket.
 pub fn socket_family_and_type(fd: libc::c_int) -> Option<(libc::c_int, libc::c_int)> {
-    Some((int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?, socket_type(fd)?))
+    Some((socket_family(fd)?, socket_type(fd)?))
 }

@@ -67,7 +67,7 @@ unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std:
         // A dual-stack AF_INET6 UDP socket may be given an AF_INET address:
         // ask the kernel for the socket's own family (UDP connects are rare).
         // SAFETY: the program's arguments, passed on unchanged.
-        let Some((sock_family, _)) = socket_addr::socket_family_and_type(fd) else { return unsafe { real::connect(fd, addr, len) } };
+        let Some(sock_family) = socket_addr::socket_family(fd) else { return unsafe { real::connect(fd, addr, len) } };
         if sock_family != AF_INET && sock_family != AF_INET6 {
             // SAFETY: the program's arguments, passed on unchanged.
             return unsafe { real::connect(fd, addr, len) };
@@ -244,7 +244,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     if kind == fd_table::kind::UDP {
         return ffi::catch(-1, libc::EIO, || match udp::peer(fd) {
             Some(peer) => {
-                let family = socket_addr::socket_family_and_type(fd).map_or(AF_INET6, |(f, _)| f);
+                let family = socket_addr::socket_family(fd).unwrap_or(AF_INET6);
                 match socket_addr::encode(&peer, family) {
                     Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
                         Ok(()) => 0,
