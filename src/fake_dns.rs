@@ -11,6 +11,7 @@ use crate::fork_safe::ForkSafeMutex;
 use socksify_proto::config::Config;
 use socksify_proto::fake_dns::{Exhausted, FakeDns, DEFAULT_MAX_NAMES, DEFAULT_MIN_IDLE_SECS};
 use socksify_proto::wire::TargetAddr;
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 static TABLE: ForkSafeMutex<Option<FakeDns>> = ForkSafeMutex::new(None);
@@ -33,14 +34,15 @@ fn now_secs() -> u64 {
 /// The fake addresses of `name`, allocated on first use. When the IPv4
 /// pool is full, the address idle longest goes to `name`, but only one no
 /// open socket uses and idle for [`DEFAULT_MIN_IDLE_SECS`]; if there is
-/// none, `Exhausted` (the look-up fails with `EAI_AGAIN`).
-pub fn addrs_for(config: &Config, name: &str) -> Result<(Ipv4Addr, Ipv6Addr), Exhausted> {
+/// none, `Exhausted` (the look-up fails with `EAI_AGAIN`). `in_use` gives
+/// the destination addresses of open sockets (`sockets::addrs_in_use`).
+pub fn addrs_for(config: &Config, name: &str, in_use: impl FnOnce() -> HashSet<IpAddr>) -> Result<(Ipv4Addr, Ipv6Addr), Exhausted> {
     let now = now_secs();
     // Which fake addresses open sockets use, gathered (with the fd tables'
     // locks) before this table's lock is taken, and only when needed.
     let held = match with_table(config, |t| t.needs_recycling(name)) {
-        true => held_by_sockets(),
-        false => std::collections::HashSet::new(),
+        true => in_use().into_iter().map(socksify_proto::wire::canonical_ip).collect(),
+        false => HashSet::new(),
     };
     with_table(config, |t| t.addrs_for(name, now, &|v4, v6| held.contains(&IpAddr::V4(v4)) || held.contains(&IpAddr::V6(v6))))
 }
@@ -48,19 +50,11 @@ pub fn addrs_for(config: &Config, name: &str) -> Result<(Ipv4Addr, Ipv6Addr), Ex
 /// Reports a look-up that [`addrs_for`] could not answer: one warning,
 /// not one per look-up (a program may retry).
 pub fn log_exhausted(name: &str) {
-    crate::udp::log_once(format!(
+    crate::log_once::log_once(format!(
         "look-ups fail (try again): every fake address is in use by an open socket or was used in the last {} s",
         DEFAULT_MIN_IDLE_SECS
     ));
     log::debug!("look-up of {name:?}: no fake address free");
-}
-
-/// The fake addresses open sockets use: proxied TCP connections'
-/// destinations, UDP sockets' peers and recent destinations.
-fn held_by_sockets() -> std::collections::HashSet<IpAddr> {
-    let mut held: std::collections::HashSet<IpAddr> = crate::fd_table::tcp_peers().into_iter().map(|a| a.ip()).collect();
-    held.extend(crate::udp::destinations().into_iter().map(|a| a.ip()));
-    held.into_iter().map(socksify_proto::wire::canonical_ip).collect()
 }
 
 /// Whether `ip` is in the fake pools (remote DNS only): such an address is

@@ -11,7 +11,7 @@
 use crate::fork_safe::{is_vfork_child, ForkSafeMutex};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// Fds at or above this are never ours: a socket we would have to track
 /// there is refused instead (see [`SLOTS`] users), never sent direct.
@@ -128,93 +128,28 @@ pub fn set_control(fd: i32, on: bool) {
     }
 }
 
-/// Forgets everything about `fd` (it was closed, or found reused); a UDP
-/// socket's association ends with its last fd.
-pub fn forget(fd: i32) {
-    let Some(slot) = KINDS.get(fd as usize) else { return };
+/// Marks `fd` not ours, at once and without a lock, and says what it was
+/// (`None`: it was not ours, or this is a `vfork` child, whose tables are
+/// its parent's). Dropping the details of that kind is the caller's
+/// ([`crate::sockets::forget`]).
+pub fn clear(fd: i32) -> Option<u8> {
+    let slot = KINDS.get(fd as usize)?;
     if is_vfork_child() {
-        return; // the parent's socket, still open there
+        return None; // the parent's socket, still open there
     }
-    release(fd, slot.swap(kind::NONE, Ordering::AcqRel));
+    Some(slot.swap(kind::NONE, Ordering::AcqRel)).filter(|&old| old != kind::NONE)
 }
 
-/// Drops the details of `fd`, which was of kind `old`. Takes locks.
-fn release(fd: i32, old: u8) {
-    match old {
-        kind::PROXIED_TCP => {
-            if let Some(m) = TCP.lock().as_mut() {
-                m.remove(&fd);
-            }
-        }
-        kind::UDP => crate::udp::forget(fd),
-        kind::CONTROL => crate::udp::control_lost(fd),
-        kind::BIND => crate::bind::forget(fd),
-        _ => {}
+/// Drops the details of proxied TCP `fd` (its kind already cleared).
+pub fn drop_proxied_tcp(fd: i32) {
+    if let Some(m) = TCP.lock().as_mut() {
+        m.remove(&fd);
     }
 }
 
-/// [`forget`] for a hook that is handed an fd to close: now, or, if this
-/// thread is already inside the shim, later. That happens when a signal
-/// handler interrupted the shim and calls `close` (which is
-/// async-signal-safe): the interrupted code may hold the very lock
-/// `forget` needs, so waiting for it would hang the thread forever.
-pub fn forget_closed(fd: i32) {
-    match crate::guard::enter() {
-        Some(_inside) => forget(fd),
-        None => forget_later(fd),
-    }
-}
-
-/// Fds whose details wait to be dropped ([`forget_later`]), as fd + 1
-/// with the old kind in the high byte; 0 is a free slot. Lock-free, so a
-/// signal handler can add to it.
-const PENDING_SLOTS: usize = 64;
-static PENDING: [AtomicU64; PENDING_SLOTS] = [const { AtomicU64::new(0) }; PENDING_SLOTS];
-static PENDING_ANY: AtomicBool = AtomicBool::new(false);
-
-/// Marks `fd` not ours at once (no lock) and leaves dropping its details
-/// to the next thread that enters the shim ([`release_pending`]).
-fn forget_later(fd: i32) {
-    let Some(slot) = KINDS.get(fd as usize) else { return };
-    if is_vfork_child() {
-        return;
-    }
-    let old = slot.swap(kind::NONE, Ordering::AcqRel);
-    if old == kind::NONE {
-        return;
-    }
-    let entry = (old as u64) << 56 | (fd as u64 + 1);
-    if PENDING.iter().any(|p| p.compare_exchange(0, entry, Ordering::AcqRel, Ordering::Relaxed).is_ok()) {
-        PENDING_ANY.store(true, Ordering::Release);
-    }
-    // All slots taken (64 closes from signal handlers before any thread
-    // entered the shim): the details stay until the number is reused,
-    // which replaces them; the fd is not ours either way.
-}
-
-/// Drops the details [`forget_later`] left. Called on entering the shim,
-/// before any table is read or written, so a reused number is never
-/// confused with the socket that held it.
-pub fn release_pending() {
-    if !PENDING_ANY.load(Ordering::Acquire) || is_vfork_child() {
-        return;
-    }
-    PENDING_ANY.store(false, Ordering::Release);
-    for slot in &PENDING {
-        let entry = slot.swap(0, Ordering::AcqRel);
-        if entry != 0 {
-            release(((entry & 0xffff_ffff) - 1) as i32, (entry >> 56) as u8);
-        }
-    }
-}
-
-/// Our fds in `first..=last` (for `close_range`): TCP, UDP and BIND.
-pub fn tracked_in(first: u32, last: u32) -> Vec<i32> {
-    let in_range = |fd: &i32| (first..=last).contains(&(*fd as u32));
-    let mut fds: Vec<i32> = TCP.lock().as_ref().map_or_else(Vec::new, |m| m.keys().copied().filter(in_range).collect());
-    fds.extend(crate::udp::tracked_fds().into_iter().filter(in_range));
-    fds.extend(crate::bind::tracked_fds().into_iter().filter(in_range));
-    fds
+/// The proxied TCP fds in `first..=last`.
+pub fn proxied_tcp_in(first: u32, last: u32) -> Vec<i32> {
+    TCP.lock().as_ref().map_or_else(Vec::new, |m| m.keys().copied().filter(|fd| (first..=last).contains(&(*fd as u32))).collect())
 }
 
 /// The last IPv4 destination each fd sent a datagram to directly (a

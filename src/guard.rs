@@ -28,12 +28,7 @@ pub fn enter() -> Option<Inside> {
     // `then`, not `then_some`: an `Inside` built for a refused entry would
     // be dropped at once, and its drop would clear the flag of the entry
     // that is still running.
-    let entered = INSIDE.try_with(|inside| (!inside.replace(true)).then(|| Inside(()))).ok().flatten();
-    if entered.is_some() {
-        // Closes a signal handler could not finish (see fd_table::forget_closed).
-        crate::fd_table::release_pending();
-    }
-    entered
+    INSIDE.try_with(|inside| (!inside.replace(true)).then(|| Inside(()))).ok().flatten()
 }
 
 impl Drop for Inside {

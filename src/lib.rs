@@ -31,6 +31,7 @@ mod own_fd;
 mod real;
 mod runtime;
 mod socket_addr;
+mod sockets;
 mod stderr_log;
 mod tcp;
 mod udp;

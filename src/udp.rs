@@ -384,7 +384,7 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
     if fd_table::kind(ctrl) != fd_table::kind::NONE {
         // A number the table still knows was closed behind our back: what
         // it says is the old socket's (as for the program's, hooks/socket.rs).
-        fd_table::forget_closed(ctrl);
+        crate::sockets::forget_closed(ctrl);
     }
     // SAFETY: ctrl is our own fd, closed once on each failure path.
     let close = || unsafe { real::close(ctrl) };

@@ -75,7 +75,7 @@ impl Names for ShimNames {
         if let Some(host) = hosts::by_name(name) {
             return NameAnswer::Hosts(host.v4, host.v6);
         }
-        match fake_dns::addrs_for(self.0, name) {
+        match fake_dns::addrs_for(self.0, name, crate::sockets::addrs_in_use) {
             Ok((v4, v6)) => {
                 log::debug!("dns responder: {name} is {v4} and {v6}; the proxy resolves it");
                 NameAnswer::Fake(v4, v6)

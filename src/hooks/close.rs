@@ -14,7 +14,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         return crate::ffi::fail(libc::EBADF);
     }
     if kind != fd_table::kind::NONE {
-        fd_table::forget_closed(fd);
+        crate::sockets::forget_closed(fd);
     }
     // SAFETY: an fd number only.
     unsafe { real::close(fd) }
@@ -28,7 +28,7 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
         // SAFETY: fileno on the stream the program is about to close.
         let fd = unsafe { libc::fileno(stream) };
         if fd >= 0 && fd_table::kind(fd) != fd_table::kind::NONE {
-            fd_table::forget_closed(fd);
+            crate::sockets::forget_closed(fd);
         }
     }
     // SAFETY: the program's stream, passed on unchanged.

@@ -22,7 +22,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) };
     }
-    let Some(_inside) = guard::enter() else {
+    let Some(_inside) = crate::hooks::enter() else {
         if guard::nested_may_go_direct() {
             // SAFETY: the program's arguments, passed on unchanged.
             return unsafe { real::connect(fd, addr, len) };
@@ -82,7 +82,7 @@ unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std:
     if fd_table::kind(fd) == fd_table::kind::UDP {
         // The fd number was a UDP socket of ours, closed behind our back
         // (a raw syscall) and reused: that state is not this socket's.
-        fd_table::forget(fd);
+        crate::sockets::forget(fd);
     }
     if fd_table::kind(fd) == fd_table::kind::BIND {
         if !crate::bind::may_connect(fd) {
@@ -90,7 +90,7 @@ unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std:
         }
         // Bound, but connected rather than listened on: a client that
         // chose its source address. It keeps that address.
-        fd_table::forget(fd);
+        crate::sockets::forget(fd);
     }
     // A TCP socket's family is its address's: the kernel refuses any other,
     // so asking it (SO_DOMAIN) would cost a syscall for nothing.
@@ -112,7 +112,7 @@ unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std:
         if still_proxied(fd) {
             return fail(libc::EISCONN);
         }
-        fd_table::forget(fd);
+        crate::sockets::forget(fd);
     }
     if fd as usize >= fd_table::SLOTS {
         log::error!("connect fd {fd} to {dst} refused: fd number beyond the shim's table");
@@ -199,7 +199,7 @@ unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr, len: sock
 
 /// `connect(AF_UNSPEC)` on one of our UDP sockets: dissolve the peer.
 fn disconnect_udp(fd: c_int) {
-    if let Some(_inside) = guard::enter() {
+    if let Some(_inside) = crate::hooks::enter() {
         ffi::catch((), 0, || {
             udp::set_peer(fd, None);
             if let Some(config) = runtime::config() {
@@ -240,7 +240,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
         return unsafe { real::getpeername(fd, addr, len) };
     }
     // SAFETY: the program's arguments, passed on unchanged.
-    let Some(_inside) = guard::enter() else { return unsafe { real::getpeername(fd, addr, len) } };
+    let Some(_inside) = crate::hooks::enter() else { return unsafe { real::getpeername(fd, addr, len) } };
     if kind == fd_table::kind::UDP {
         return ffi::catch(-1, libc::EIO, || match udp::peer(fd) {
             Some(peer) => {
@@ -259,7 +259,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     }
     ffi::catch(-1, libc::EIO, || {
         let Some(details) = fd_table::proxied_tcp(fd).filter(|_| still_proxied(fd)) else {
-            fd_table::forget(fd);
+            crate::sockets::forget(fd);
             // SAFETY: the program's arguments, passed on unchanged.
             return unsafe { real::getpeername(fd, addr, len) };
         };

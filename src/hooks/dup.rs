@@ -8,7 +8,7 @@
 //! open (the program never saw them).
 
 use crate::fd_table::{self, kind};
-use crate::{guard, real, udp};
+use crate::{real, udp};
 use libc::{c_int, c_uint, c_ulong};
 
 /// `new` now refers to what `old` refers to.
@@ -16,7 +16,7 @@ fn copied(old: c_int, new: c_int) {
     if crate::fork_safe::is_vfork_child() {
         return; // the tables are the parent's (fork_safe.rs)
     }
-    let Some(_inside) = guard::enter() else { return };
+    let Some(_inside) = crate::hooks::enter() else { return };
     crate::ffi::catch((), 0, || match fd_table::kind(old) {
         kind::PROXIED_TCP => {
             if let Some(details) = fd_table::proxied_tcp(old) {
@@ -58,7 +58,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: fds only; no memory is passed.
     let rc = unsafe { real::dup2(old, new) };
     if rc >= 0 && old != new {
-        fd_table::forget_closed(new);
+        crate::sockets::forget_closed(new);
         copied(old, new);
     }
     rc
@@ -73,7 +73,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: fds and flags only; no memory is passed.
     let rc = unsafe { real::dup3(old, new, flags) };
     if rc >= 0 {
-        fd_table::forget_closed(new);
+        crate::sockets::forget_closed(new);
         copied(old, new);
     }
     rc
@@ -127,10 +127,10 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         return unsafe { real::close_range(first, last, flags) };
     }
     // SAFETY: fd numbers and flags only; no memory is passed.
-    let Some(_inside) = guard::enter() else { return unsafe { real::close_range(first, last, flags) } };
+    let Some(_inside) = crate::hooks::enter() else { return unsafe { real::close_range(first, last, flags) } };
     crate::ffi::catch(-1, libc::EINVAL, || {
-        for fd in fd_table::tracked_in(first, last) {
-            fd_table::forget(fd);
+        for fd in crate::sockets::tracked_in(first, last) {
+            crate::sockets::forget(fd);
         }
         // Close around our control connections.
         let mut keep: Vec<c_uint> =

@@ -4,7 +4,7 @@
 
 use crate::fd_table::{self, kind};
 use crate::ffi::{self, fail};
-use crate::{bind, guard, real, runtime, socket_addr};
+use crate::{bind, real, runtime, socket_addr};
 use libc::{c_int, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
 use socksify_proto::config::BindMode;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     }
     // Nested: the shim's own sockets (a UDP association binds its socket).
     // SAFETY: the program's arguments, passed on unchanged.
-    let Some(_inside) = guard::enter() else { return unsafe { real::bind(fd, addr, len) } };
+    let Some(_inside) = crate::hooks::enter() else { return unsafe { real::bind(fd, addr, len) } };
     ffi::catch(-1, libc::EADDRNOTAVAIL, || {
         // SAFETY: the program's arguments, passed on unchanged.
         let Ok(Some(requested)) = socket_addr::read_program(addr, len) else { return unsafe { real::bind(fd, addr, len) } };
@@ -47,7 +47,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         return unsafe { real::listen(fd, backlog) };
     }
     // A signal handler that interrupted the shim: not a local listener.
-    let Some(_inside) = guard::enter() else { return fail(libc::EINTR) };
+    let Some(_inside) = crate::hooks::enter() else { return fail(libc::EINTR) };
     ffi::catch(-1, libc::ECONNREFUSED, || bind::listen(fd))
 }
 
@@ -59,7 +59,7 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
         return unsafe { real::getsockname(fd, addr, len) };
     }
     // SAFETY: the program's arguments, passed on unchanged.
-    let Some(_inside) = guard::enter() else { return unsafe { real::getsockname(fd, addr, len) } };
+    let Some(_inside) = crate::hooks::enter() else { return unsafe { real::getsockname(fd, addr, len) } };
     ffi::catch(-1, libc::EIO, || {
         // Reported in the family the program made the socket with, even
         // where the shim put one of the other family in its place.
@@ -114,7 +114,7 @@ pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mu
     // SAFETY: the program's arguments, passed on unchanged.
     let rc = unsafe { real::epoll_ctl(epfd, op, fd, event) };
     if rc == 0 {
-        if let Some(_inside) = guard::enter() {
+        if let Some(_inside) = crate::hooks::enter() {
             // SAFETY: the kernel just read it; packed, so read unaligned.
             let ev = (!event.is_null()).then(|| unsafe { std::ptr::read_unaligned(event) });
             ffi::catch((), 0, || bind::watched(fd, epfd, op, ev.map(|e| (e.events, e.u64))));

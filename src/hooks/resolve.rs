@@ -26,7 +26,7 @@ mod hostent;
 pub(crate) mod hosts;
 mod raw_dns; // getaddrinfo_a and res_* (glibc's resolver bypasses our hooks)
 
-use crate::{fake_dns, ffi, guard, real, runtime, socket_addr};
+use crate::{fake_dns, ffi, real, runtime, socket_addr};
 use addrinfo::Hints;
 use hostent::HostData;
 use libc::{addrinfo as AddrInfo, c_char, c_int, c_void, hostent as HostEnt, size_t, sockaddr, socklen_t};
@@ -106,7 +106,7 @@ fn forward(name: &str, port: u16) -> Forward {
     if key.is_empty() || key.len() > 255 {
         return Forward::NotFound;
     }
-    match fake_dns::addrs_for(config, name) {
+    match fake_dns::addrs_for(config, name, crate::sockets::addrs_in_use) {
         Ok((v4, v6)) => {
             log::debug!("{name}: fake addresses {v4} and {v6}; the proxy resolves it");
             Forward::Fake(v4, v6)
@@ -164,7 +164,7 @@ pub unsafe extern "C" fn getaddrinfo(
         return unsafe { real::getaddrinfo(node, service, hints, res) };
     }
     // SAFETY: the program's arguments, passed on unchanged.
-    let Some(_inside) = guard::enter_resolver() else { return unsafe { real::getaddrinfo(node, service, hints, res) } };
+    let Some(_inside) = crate::hooks::enter_resolver() else { return unsafe { real::getaddrinfo(node, service, hints, res) } };
     // SAFETY: the program's arguments, valid by getaddrinfo's contract (node and res checked non-null).
     ffi::catch(EAI_FAIL, libc::EIO, || unsafe { getaddrinfo_slow(node, service, hints, res) })
 }
@@ -415,7 +415,7 @@ unsafe fn answer_r(
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut HostEnt {
     // SAFETY: the program's argument, passed on unchanged.
-    let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyname(name) } };
+    let Some(_inside) = crate::hooks::enter_resolver() else { return unsafe { libc_resolver::gethostbyname(name) } };
     set_h_errno(NO_RECOVERY); // what a panic leaves
     // SAFETY: name is the program's, null or a C string (by_name checks null); libc gets it unchanged.
     ffi::catch(null_mut(), libc::EIO, || answer_static(unsafe { by_name(name, AF_INET) }, || unsafe { libc_resolver::gethostbyname(name) }))
@@ -424,7 +424,7 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut HostEnt {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut HostEnt {
     // SAFETY: the program's arguments, passed on unchanged.
-    let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyname2(name, af) } };
+    let Some(_inside) = crate::hooks::enter_resolver() else { return unsafe { libc_resolver::gethostbyname2(name, af) } };
     set_h_errno(NO_RECOVERY);
     // SAFETY: name is the program's, null or a C string (by_name checks null); libc gets it unchanged.
     ffi::catch(null_mut(), libc::EIO, || answer_static(unsafe { by_name(name, af) }, || unsafe { libc_resolver::gethostbyname2(name, af) }))
@@ -439,7 +439,7 @@ pub unsafe extern "C" fn gethostbyname_r(
     result: *mut *mut HostEnt,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let Some(_inside) = guard::enter_resolver() else {
+    let Some(_inside) = crate::hooks::enter_resolver() else {
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { libc_resolver::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) };
     };
@@ -463,7 +463,7 @@ pub unsafe extern "C" fn gethostbyname2_r(
     result: *mut *mut HostEnt,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let Some(_inside) = guard::enter_resolver() else {
+    let Some(_inside) = crate::hooks::enter_resolver() else {
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { libc_resolver::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) };
     };
@@ -493,7 +493,7 @@ unsafe fn reset_r(result: *mut *mut HostEnt, h_errnop: *mut c_int) {
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyaddr(addr: *const c_void, len: socklen_t, af: c_int) -> *mut HostEnt {
     // SAFETY: the program's arguments, passed on unchanged.
-    let Some(_inside) = guard::enter_resolver() else { return unsafe { libc_resolver::gethostbyaddr(addr, len, af) } };
+    let Some(_inside) = crate::hooks::enter_resolver() else { return unsafe { libc_resolver::gethostbyaddr(addr, len, af) } };
     set_h_errno(NO_RECOVERY);
     ffi::catch(null_mut(), libc::EIO, || {
         // SAFETY: addr is the program's, null or `len` bytes (by_addr checks null and len); libc gets them unchanged.
@@ -512,7 +512,7 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     result: *mut *mut HostEnt,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let Some(_inside) = guard::enter_resolver() else {
+    let Some(_inside) = crate::hooks::enter_resolver() else {
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { libc_resolver::gethostbyaddr_r(addr, len, af, ret, buf, buflen, result, h_errnop) };
     };
@@ -544,7 +544,7 @@ pub unsafe extern "C" fn getnameinfo(
     if host.is_null() || hostlen == 0 || flags & NI_NUMERICHOST != 0 {
         return libc_answer(flags);
     }
-    let Some(_inside) = guard::enter_resolver() else { return libc_answer(flags) };
+    let Some(_inside) = crate::hooks::enter_resolver() else { return libc_answer(flags) };
     ffi::catch(EAI_FAIL, libc::EIO, || {
         // SAFETY: sa holds salen bytes (getnameinfo's contract).
         let Some(addr) = (unsafe { socket_addr::read(sa, salen) }) else { return libc_answer(flags) };

@@ -12,14 +12,14 @@
 //! is forgotten before the program uses the new one, so a TCP stream never
 //! gets a UDP header or loses bytes to a stale association.
 
-use crate::{fd_table, guard, real};
+use crate::{fd_table, real};
 use libc::{c_int, sockaddr, socklen_t};
 
 /// Forgets stale state for a number the kernel just handed out.
 #[inline(always)]
 pub(super) fn fresh(fd: c_int) {
     if fd >= 0 && fd_table::kind(fd) != fd_table::kind::NONE {
-        fd_table::forget_closed(fd);
+        crate::sockets::forget_closed(fd);
     }
 }
 
@@ -73,13 +73,13 @@ pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut sockl
 /// the program's own (outside the guard), the rest is the shim's.
 unsafe fn accept_bind(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
     let waiting = {
-        let Some(_inside) = guard::enter() else { return crate::ffi::fail(libc::EINTR) };
+        let Some(_inside) = crate::hooks::enter() else { return crate::ffi::fail(libc::EINTR) };
         crate::ffi::catch(false, 0, || crate::bind::is_waiting(fd))
     };
     if let Err(rc) = crate::bind::wait_for_peer(fd, waiting) {
         return rc;
     }
-    let Some(_inside) = guard::enter() else { return crate::ffi::fail(libc::EINTR) };
+    let Some(_inside) = crate::hooks::enter() else { return crate::ffi::fail(libc::EINTR) };
     // SAFETY: the program's arguments, as accept's contract gives them.
     crate::ffi::catch(-1, libc::ECONNABORTED, || unsafe { crate::bind::accept(fd, addr, len, flags) })
 }

@@ -93,7 +93,7 @@ enum FdCheck {
 
 /// The slow path of every send. `real` makes the call as the program did.
 unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
-    let Some(_inside) = guard::enter() else {
+    let Some(_inside) = crate::hooks::enter() else {
         if guard::nested_may_go_direct() {
             return real();
         }
@@ -118,7 +118,7 @@ unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &
         true => match still_ours(fd, check) {
             true => udp::view(fd),
             _ => {
-                fd_table::forget(fd); // closed behind our back and reused
+                crate::sockets::forget(fd); // closed behind our back and reused
                 None
             }
         },
@@ -267,14 +267,14 @@ unsafe fn fast_open(fd: c_int, out: &Out, flags: c_int) -> ssize_t {
 
 /// The slow path of every receive on one of our sockets.
 unsafe fn recv_slow(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
-    let Some(_inside) = guard::enter() else { return real() };
+    let Some(_inside) = crate::hooks::enter() else { return real() };
     // SAFETY: inp describes the program's call, as recv_slow's caller built it.
     ffi::catch(-1, libc::EIO, || unsafe { recv_inner(fd, inp, flags, check, real) })
 }
 
 unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
     if !still_ours(fd, check) {
-        fd_table::forget(fd); // closed behind our back and reused
+        crate::sockets::forget(fd); // closed behind our back and reused
         return real();
     }
     let Some(view) = udp::view(fd) else { return real() };

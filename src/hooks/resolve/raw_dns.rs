@@ -21,7 +21,7 @@
 //! calls them has loaded; if one is still missing the call fails.
 
 use super::{getaddrinfo_slow, set_h_errno, NO_RECOVERY};
-use crate::{ffi, guard, runtime};
+use crate::{ffi, runtime};
 use libc::{addrinfo as AddrInfo, c_char, c_int, c_uchar, c_void};
 use socksify_proto::config::DnsMode;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -119,7 +119,7 @@ pub unsafe extern "C" fn getaddrinfo_a(mode_arg: c_int, list: *mut *mut GaiCb, n
         ffi::set_errno(libc::EINVAL);
         return EAI_SYSTEM;
     }
-    let inside = guard::enter_resolver();
+    let inside = crate::hooks::enter_resolver();
     if ffi::catch(Mode::Ours, libc::EIO, mode) == Mode::Real {
         drop(inside);
         // SAFETY: the program's arguments, passed on unchanged.
@@ -213,7 +213,7 @@ fn refuse(what: &str) -> c_int {
 /// Runs a `res_*` hook: `real` in local mode, a refusal otherwise (also
 /// inside the guard and after a panic).
 fn res_hook(what: &str, real: impl FnOnce() -> c_int) -> c_int {
-    let inside = guard::enter_resolver();
+    let inside = crate::hooks::enter_resolver();
     if ffi::catch(Mode::Ours, libc::ECONNREFUSED, mode) == Mode::Real {
         drop(inside);
         return real();

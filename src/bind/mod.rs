@@ -28,102 +28,20 @@
 //!   with the reply's errno (`ECONNABORTED` for a close), and so does every
 //!   later `accept` on that fd.
 
+pub mod table;
+
+pub use table::{dup, program_family, watched};
 use crate::fd_table::{self, ProxiedTcp};
-use crate::fork_safe::ForkSafeMutex;
-use crate::{real, socket_addr, tcp};
+use crate::{real, socket_addr, sockets, tcp};
+use table::{set_state, state, State, Watchers};
 use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET6, EAGAIN, EINTR};
 use socksify_proto::bind::{self as rule, ProxiedConn, SecondReply};
 use socksify_proto::config::Config;
 use socksify_proto::handshake::{Dialect, HandshakeError};
 use socksify_proto::wire::socks5::{Command, ReplyCode};
 use socksify_proto::wire::TargetAddr;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
-
-#[derive(Debug, Clone, Copy)]
-enum State {
-    /// Bound by the program; the BIND starts at `listen` or `getsockname`.
-    /// `related`: the far end of the connection it belongs to, as the
-    /// program named it (a fake address stays fake).
-    Candidate { related: Option<SocketAddr> },
-    /// Connected to the proxy, which listens on `bound`: the peer may come.
-    Waiting { bound: SocketAddr, proxy: SocketAddr, socks4: bool },
-    /// The connection was handed out; the fd is a listener no one reaches.
-    Spent { bound: SocketAddr },
-    /// The proxy refused the peer or gave up: every `accept` fails so.
-    Failed { bound: SocketAddr, errno: c_int },
-    /// The BIND itself failed: `listen` fails so, without asking again (a
-    /// finalizer's `getsockname` must not send another request).
-    Refused { errno: c_int },
-}
-
-/// A BIND fd: its state, and the address family the program made its
-/// socket with (the kernel's may differ: `family_swap` may have put a
-/// socket of the proxy's family in its place), in which every address is
-/// reported to it.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    family: c_int,
-    state: State,
-}
-
-static TABLE: ForkSafeMutex<Option<HashMap<c_int, Entry>>> = ForkSafeMutex::new(None);
-
-/// The epoll registrations of each BIND fd: (epoll fd, events, data).
-type Watchers = Vec<(c_int, u32, u64)>;
-static WATCHERS: ForkSafeMutex<Option<HashMap<c_int, Watchers>>> = ForkSafeMutex::new(None);
-
-/// `epoll_ctl(epfd, op, fd, event)` succeeded on BIND fd `fd`.
-pub fn watched(fd: c_int, epfd: c_int, op: c_int, event: Option<(u32, u64)>) {
-    let mut table = WATCHERS.lock();
-    let list = table.get_or_insert_with(HashMap::new).entry(fd).or_default();
-    list.retain(|(e, ..)| *e != epfd);
-    if let (true, Some((events, data))) = (op != libc::EPOLL_CTL_DEL, event) {
-        list.push((epfd, events, data));
-    }
-}
-
-fn entry(fd: c_int) -> Option<Entry> {
-    TABLE.lock().as_ref().and_then(|t| t.get(&fd).copied())
-}
-
-fn state(fd: c_int) -> Option<State> {
-    entry(fd).map(|e| e.state)
-}
-
-/// The family the program made `fd` with (see [`Entry`]).
-pub fn program_family(fd: c_int) -> Option<c_int> {
-    entry(fd).map(|e| e.family)
-}
-
-fn set_state(fd: c_int, state: State) {
-    if let Some(e) = TABLE.lock().as_mut().and_then(|t| t.get_mut(&fd)) {
-        e.state = state;
-    }
-}
-
-pub fn forget(fd: c_int) {
-    if let Some(t) = TABLE.lock().as_mut() {
-        t.remove(&fd);
-    }
-    if let Some(w) = WATCHERS.lock().as_mut() {
-        w.remove(&fd);
-    }
-}
-
-/// `new` is a copy of `old` (dup): the same socket, the same BIND.
-pub fn dup(old: c_int, new: c_int) {
-    if let Some(e) = entry(old) {
-        if fd_table::set_bind(new) {
-            TABLE.lock().get_or_insert_with(HashMap::new).insert(new, e);
-        }
-    }
-}
-
-pub fn tracked_fds() -> Vec<c_int> {
-    TABLE.lock().as_ref().map_or_else(Vec::new, |t| t.keys().copied().collect())
-}
 
 /// Whether `fd` may still be connected as a plain client: it has not
 /// become a BIND.
@@ -179,7 +97,7 @@ pub unsafe fn on_bind(fd: c_int, addr: *const sockaddr, len: socklen_t, requeste
         return 0; // about to exec; the tables are the parent's
     }
     let family = if requested.is_ipv4() { libc::AF_INET } else { AF_INET6 };
-    TABLE.lock().get_or_insert_with(HashMap::new).insert(fd, Entry { family, state: State::Candidate { related } });
+    table::insert(fd, family, State::Candidate { related });
     fd_table::set_bind(fd);
     log::debug!("bind fd {fd} to {requested}: a SOCKS BIND once it listens (expected peer {related:?})");
     0
@@ -403,7 +321,7 @@ unsafe fn hand_out(
         Ok(quiet) => unsafe {
             // The program's epoll registrations of the listener follow the
             // number to the new socket, off the connection's.
-            let watchers = WATCHERS.lock().as_mut().and_then(|w| w.remove(&fd)).unwrap_or_default();
+            let watchers = table::take_watchers(fd);
             let moved: Watchers = watchers.into_iter().filter(|(epfd, ..)| real::epoll_ctl(*epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) == 0).collect();
             real::dup3(quiet, fd, if listener_cloexec { libc::O_CLOEXEC } else { 0 });
             real::close(quiet);
@@ -420,7 +338,7 @@ unsafe fn hand_out(
         SocketAddr::V4(v4) if family == AF_INET6 => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
         other => other,
     };
-    fd_table::forget(new);
+    sockets::forget(new); // the number may have been ours before, closed behind our back
     fd_table::set_proxied_tcp(new, ProxiedTcp { peer, proxy, bound: Some(bound), opened: fd_table::next_opened() });
     if !addr.is_null() && !len.is_null() {
         if let Some(encoded) = socket_addr::encode(&peer, family) {
