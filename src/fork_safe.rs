@@ -35,21 +35,22 @@ impl<T> ForkSafeMutex<T> {
         ForkSafeMutex { locked: AtomicBool::new(false), registered: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
-    pub fn lock(&'static self) -> Guard<'static, T> {
+    pub fn lock(&'static self) -> Locked<'static, T> {
         if !self.registered.load(Ordering::Acquire) {
             register(&self.locked);
             self.registered.store(true, Ordering::Release);
         }
         acquire(&self.locked);
-        Guard { mutex: self }
+        Locked { mutex: self }
     }
 }
 
-pub struct Guard<'a, T> {
+/// A held [`ForkSafeMutex`]: the value behind it; dropping it unlocks.
+pub struct Locked<'a, T> {
     mutex: &'a ForkSafeMutex<T>,
 }
 
-impl<T> Deref for Guard<'_, T> {
+impl<T> Deref for Locked<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: we hold the lock.
@@ -57,14 +58,14 @@ impl<T> Deref for Guard<'_, T> {
     }
 }
 
-impl<T> DerefMut for Guard<'_, T> {
+impl<T> DerefMut for Locked<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: we hold the lock.
         unsafe { &mut *self.mutex.value.get() }
     }
 }
 
-impl<T> Drop for Guard<'_, T> {
+impl<T> Drop for Locked<'_, T> {
     fn drop(&mut self) {
         self.mutex.locked.store(false, Ordering::Release);
     }
