@@ -35,5 +35,4 @@ mod sockets;
 mod stderr_log;
 mod tcp;
 mod udp;
-mod udp_filter;
 mod user_mem;

@@ -1,31 +1,27 @@
 //! UDP: `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `sendmmsg`,
 //! `recvmmsg`, and `send`/`recv`/`write`/`read`/`writev`/`readv` on our
-//! UDP sockets (`connect` of a UDP socket is in [`super::connect`]). The
-//! associations themselves are in [`crate::udp`].
+//! UDP sockets (`connect` of a UDP socket is in [`super::connect`]). Each
+//! decodes the C arguments into the engine's [`Out`]/[`In`], calls
+//! [`crate::udp::send`]/[`crate::udp::recv`], and turns the answer into a
+//! return value and errno; the associations and the datagram engine are in
+//! [`crate::udp`].
 //!
 //! Fast path: a call on an fd that is not ours (kind `NONE`) and that names
 //! no IPv4/IPv6 destination is one relaxed load, then the real call. A send
 //! that names an IPv4/IPv6 destination is checked even on an fd we have
 //! never seen (a socket made before we were loaded, or by a path we do not
 //! hook): bypass list first, socket type only for proxied destinations.
-//!
-//! Every send to a proxied destination goes through the association or
-//! fails (`SOCKSIFY_UDP=block`: `EPERM`; association failed: the errno of
-//! the failure); it is never sent directly.
 
 // msghdr's field types differ between C libraries (glibc: size_t, musl: int).
 #![allow(clippy::unnecessary_cast)]
 
 use crate::fd_table::{self, kind};
 use crate::ffi::{self, fail};
-use crate::udp::{self, Incoming, View, HEADER_MAX};
-use crate::{guard, real, runtime, socket_addr, user_mem};
-use libc::{
-    c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, SOCK_DGRAM,
-    SOCK_STREAM,
-};
-use socksify_proto::config::UdpMode;
-use std::net::SocketAddr;
+use crate::udp::recv::{In, Received};
+use crate::udp::send::{Out, Sent};
+use crate::udp::{self, FdCheck};
+use crate::{guard, real, socket_addr, user_mem};
+use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, MSG_DONTWAIT};
 
 /// Whether `addr` is an IPv4/IPv6 address (the only ones we may proxy),
 /// or may be (a pointer the fast path does not read: the slow path copies
@@ -55,43 +51,9 @@ unsafe fn last_direct(fd: c_int, addr: *const sockaddr, len: socklen_t) -> bool 
     unsafe { ipv4_key(addr, len) }.is_some_and(|key| fd_table::is_last_direct(fd, key))
 }
 
-/// A send as the program made it: the bytes, and where (if it said).
-struct Out<'a> {
-    iov: &'a [iovec],
-    dst: *const sockaddr,
-    dst_len: socklen_t,
-    control: *mut c_void,
-    control_len: usize,
-}
-
-/// Where a received datagram's details go.
-struct In<'a> {
-    iov: &'a [iovec],
-    name: *mut sockaddr,
-    /// The program's (`recvfrom`), or our copy of its `msghdr`'s (`recvmsg`).
-    name_len: *mut socklen_t,
-    name_len_is_ours: bool,
-    control: *mut c_void,
-    /// In: room for control messages; out: bytes of them.
-    control_len: *mut usize,
-    msg_flags: *mut c_int,
-}
-
-/// Which calls check, with an `fstat`, that one of our fds is still the
-/// socket we recorded. A number closed where our hooks cannot see it and
-/// handed out again is mostly caught where the kernel hands it out
-/// (`socket`, `accept`, `accept4`; `fclose` forgets what it closes, see
-/// hooks/socket.rs and hooks/close.rs), so the socket calls trust the table:
-/// the two `fstat`s per round trip were the shim's main cost on UDP.
-/// `write`/`read` and their vector forms can land on any fd, including one
-/// opened by a call we do not hook (`open`, `pipe`), so they still check.
-#[derive(Clone, Copy, PartialEq)]
-enum FdCheck {
-    Verify,
-    Trust,
-}
-
-/// The slow path of every send. `real` makes the call as the program did.
+/// The slow path of every send: inside the guard and the panic catcher,
+/// the engine ([`udp::send::send`]) decides; `real` makes the call as the
+/// program did.
 unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
     let Some(_inside) = crate::hooks::enter() else {
         if guard::nested_may_go_direct() {
@@ -101,153 +63,16 @@ unsafe fn send_slow(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &m
         // sockets or to an address: never direct (guard.rs).
         return fail(libc::EINTR);
     };
-    // SAFETY: out describes the program's call, as send_slow's caller built it.
-    ffi::catch(-1, libc::ENETUNREACH, || unsafe { send_inner(fd, out, flags, check, real) })
-}
-
-/// Whether `fd`, recorded as ours, still is (see [`FdCheck`]).
-fn still_ours(fd: c_int, check: FdCheck) -> bool {
-    match udp::tracked(fd) {
-        Some(ino) => check == FdCheck::Trust || udp::inode(fd) == Some(ino),
-        None => false,
-    }
-}
-
-unsafe fn send_inner(fd: c_int, out: &Out, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
-    let view = match fd_table::kind(fd) == kind::UDP {
-        true => match still_ours(fd, check) {
-            true => udp::view(fd),
-            _ => {
-                crate::sockets::forget(fd); // closed behind our back and reused
-                None
-            }
-        },
-        false => None,
-    };
-    let ours = fd_table::kind(fd) == kind::UDP;
-    let dst = match socket_addr::read_program(out.dst, out.dst_len) {
-        Err(errno) => return fail(errno),
-        Ok(Some(dst)) => dst,
-        Ok(None) if !out.dst.is_null() => return real(), // another family, or too short: the kernel answers
-        Ok(None) => match ours.then(|| udp::peer(fd)).flatten() {
-            Some(peer) => peer, // connected through us
-            None => return real(),
-        },
-    };
-    let Some(config) = runtime::config() else {
-        // Which sockets we would proxy is unknown: refuse every UDP send.
-        return match socket_addr::socket_family_and_type(fd) {
-            Some((family, SOCK_DGRAM)) if udp::is_inet(family) => {
-                udp::log_once(format!("udp to {dst} refused: the configuration is malformed (see the message above)"));
-                fail(libc::ENETUNREACH)
-            }
-            _ => real(),
-        };
-    };
-    if crate::dns_responder::intercepts(config, &dst) {
-        let family = match view {
-            Some(v) => Some(v.family),
-            None if ours => udp::family(fd),
-            None => match socket_addr::socket_family_and_type(fd) {
-                Some((family, SOCK_DGRAM)) if udp::is_inet(family) => Some(family),
-                _ => None, // a TCP fast open: the connect hook answers
-            },
-        };
-        if let Some(family) = family {
-            return send_dns(fd, family, out, config, dst);
+    ffi::catch(-1, libc::ENETUNREACH, || {
+        // SAFETY: out describes the program's call, as send_slow's caller built it.
+        match unsafe { udp::send::send(fd, out, flags, check) } {
+            Ok(Sent::Bytes(n)) => n as ssize_t,
+            Ok(Sent::Unchanged) => real(),
+            // SAFETY: out describes the program's call (its destination was read).
+            Ok(Sent::TcpFastOpen) => unsafe { fast_open(fd, out, flags) },
+            Err(errno) => fail(errno),
         }
-    }
-    if runtime::goes_direct(config, &dst) {
-        if ours {
-            udp::refresh_filter_if_stale(fd, config);
-        } else {
-            // SAFETY: the destination was read (copied) from the same pointer and length just above, so they are readable.
-            if let Some(key) = unsafe { ipv4_key(out.dst, out.dst_len) } {
-                fd_table::remember_direct(fd, key);
-            }
-        }
-        return real();
-    }
-    let family = match (view, ours) {
-        (Some(v), _) => v.family,
-        (None, true) => match udp::family(fd) {
-            Some(f) => f,
-            None => return real(),
-        },
-        (None, false) => match socket_addr::socket_family_and_type(fd) {
-            Some((family, SOCK_DGRAM)) if udp::is_inet(family) => family,
-            Some((_, SOCK_STREAM)) if flags & libc::MSG_FASTOPEN != 0 && !out.dst.is_null() => {
-                // SAFETY: out describes the program's call (its destination read above).
-                return unsafe { fast_open(fd, out, flags) };
-            }
-            _ => return real(),
-        },
-    };
-    match config.udp {
-        UdpMode::Direct => return real(),
-        UdpMode::Block => {
-            udp::log_once(format!("udp to {dst} refused: SOCKSIFY_UDP=block"));
-            return fail(libc::EPERM);
-        }
-        UdpMode::Proxy => {}
-    }
-    runtime::debug_panic("udp-send");
-    let view = match udp::ensure(fd, family, config) {
-        Ok(v) => v,
-        Err(e) => {
-            udp::log_once(format!("udp to {dst} via {}: {}", config.chain[0], e.why));
-            return fail(e.errno);
-        }
-    };
-    let Some(header) = udp::header_for(view.ino, config, dst) else {
-        udp::log_once(format!("udp to {dst}: a fake address that no name holds (looked up before, or evicted)"));
-        return fail(libc::EHOSTUNREACH);
-    };
-    // SAFETY: out's iovecs are the program's, checked by the kernel when it sends.
-    unsafe { send_wrapped(fd, &view, &header, out, flags) }
-}
-
-/// A datagram to a nameserver of resolv.conf in remote DNS mode: the DNS
-/// responder answers it on the program's socket; it is never sent.
-fn send_dns(fd: c_int, family: c_int, out: &Out, config: &'static socksify_proto::config::Config, dst: SocketAddr) -> ssize_t {
-    let mut msg = Vec::new();
-    for v in out.iov.iter().filter(|v| !v.iov_base.is_null()) {
-        // Copied by the kernel: a bad pointer is EFAULT (user_mem.rs).
-        let at = msg.len();
-        msg.resize(at + v.iov_len.min(65536), 0);
-        if let Err(errno) = user_mem::read(v.iov_base, &mut msg[at..]) {
-            return fail(errno);
-        }
-    }
-    if let Some(answer) = crate::dns_responder::answer(config, &msg, dst, socksify_proto::dns::Transport::Udp) {
-        if let Err(e) = crate::dns_responder::udp::deliver(fd, family, dst, &answer) {
-            udp::log_once(format!("dns to {dst}: {}", e.why));
-            return fail(e.errno);
-        }
-    }
-    msg.len() as ssize_t
-}
-
-/// Sends one datagram to the relay: our header, then the program's bytes.
-unsafe fn send_wrapped(fd: c_int, view: &View, header: &[u8], out: &Out, flags: c_int) -> ssize_t {
-    let Some(relay) = socket_addr::encode(&view.relay, view.family) else { return fail(libc::ENETUNREACH) };
-    let mut iov: Vec<iovec> = Vec::with_capacity(out.iov.len() + 1);
-    iov.push(iovec { iov_base: header.as_ptr() as *mut c_void, iov_len: header.len() });
-    iov.extend_from_slice(out.iov);
-    // SAFETY: all-zero is a valid msghdr; the fields set point to live data.
-    let mut msg: msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = &relay.0 as *const _ as *mut c_void;
-    msg.msg_namelen = relay.1;
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = iov.len() as _;
-    msg.msg_control = out.control;
-    msg.msg_controllen = out.control_len as _;
-    // SAFETY: msg points to our relay address and iovec array, and the program's buffers (the kernel checks those).
-    let n = unsafe { real::sendmsg(fd, &msg, flags & !libc::MSG_FASTOPEN) };
-    if n < 0 {
-        return n;
-    }
-    (n as usize).saturating_sub(header.len()) as ssize_t
+    })
 }
 
 /// `sendto(..., MSG_FASTOPEN)` on a TCP socket to a proxied destination:
@@ -265,124 +90,17 @@ unsafe fn fast_open(fd: c_int, out: &Out, flags: c_int) -> ssize_t {
     unsafe { real::sendmsg(fd, &msg, flags & !libc::MSG_FASTOPEN) }
 }
 
-/// The slow path of every receive on one of our sockets.
+/// The slow path of every receive on one of our sockets ([`udp::recv::recv`]).
 unsafe fn recv_slow(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
     let Some(_inside) = crate::hooks::enter() else { return real() };
-    // SAFETY: inp describes the program's call, as recv_slow's caller built it.
-    ffi::catch(-1, libc::EIO, || unsafe { recv_inner(fd, inp, flags, check, real) })
-}
-
-unsafe fn recv_inner(fd: c_int, inp: &In, flags: c_int, check: FdCheck, real: &mut dyn FnMut() -> ssize_t) -> ssize_t {
-    if !still_ours(fd, check) {
-        crate::sockets::forget(fd); // closed behind our back and reused
-        return real();
-    }
-    let Some(view) = udp::view(fd) else { return real() };
-    let Some(config) = runtime::config() else { return real() };
-    let cap: usize = inp.iov.iter().map(|v| v.iov_len).sum();
-    let room = cap.min(65536) + HEADER_MAX;
-    let mut buf: Vec<u8> = Vec::with_capacity(room);
-    // SAFETY: control_len is null (checked) or points to recvmsg_ours' own copy.
-    let control_room = if inp.control_len.is_null() { 0 } else { unsafe { *inp.control_len } };
-    loop {
-        // SAFETY: all-zero storage and msghdr are valid; pointers set below are live.
-        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut iov = iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: room };
-        // SAFETY: all-zero is a valid msghdr; the fields set below point to live data.
-        let mut msg: msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = &mut from as *mut _ as *mut c_void;
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = inp.control;
-        msg.msg_controllen = control_room as _;
-        // SAFETY: msg points to our buffers and the program's control buffer (its room as the program said; the kernel checks it).
-        let n = unsafe { real::recvmsg(fd, &mut msg, flags | MSG_TRUNC) };
-        if n < 0 {
-            return n;
+    ffi::catch(-1, libc::EIO, || {
+        // SAFETY: inp describes the program's call, as recv_slow's caller built it.
+        match unsafe { udp::recv::recv(fd, inp, flags, check) } {
+            Ok(Received::Bytes(n)) => n as ssize_t,
+            Ok(Received::Unchanged) => real(),
+            Err(errno) => fail(errno),
         }
-        let got = (n as usize).min(room);
-        // SAFETY: the kernel wrote `got` bytes.
-        unsafe { buf.set_len(got) };
-        // SAFETY: the kernel wrote msg_namelen bytes of address into from.
-        let src_kernel = unsafe { socket_addr::read(&from as *const _ as *const sockaddr, msg.msg_namelen) };
-        let (src, offset) = match udp::classify(fd, &view, config, src_kernel, &buf) {
-            Incoming::Relayed { src, offset } => (src, offset),
-            Incoming::Direct => (src_kernel.expect("classify checked"), 0),
-            Incoming::Drop(why) => {
-                log::debug!("udp fd {fd}: dropped a datagram from {src_kernel:?}: {why}");
-                if flags & MSG_PEEK != 0 {
-                    // Peeking left it queued: take it off.
-                    // SAFETY: a zero-length receive writes nothing.
-                    unsafe { real::recv(fd, std::ptr::null_mut(), 0, MSG_DONTWAIT) };
-                }
-                buf.clear();
-                continue;
-            }
-        };
-        if !inp.name.is_null() && inp.name_len.is_null() {
-            return fail(libc::EFAULT); // as the kernel answers, having taken the datagram
-        }
-        let full = n as usize - offset;
-        // The payload, the source address and its length go to the
-        // program's memory in one copy by the kernel: a bad pointer is
-        // EFAULT (the datagram is taken, as the kernel does), not a crash.
-        let (mut pairs, copied) = to_iov(&buf[offset..], inp.iov);
-        let encoded = if inp.name.is_null() { None } else { socket_addr::encode(&src, view.family) };
-        let mut full_len: socklen_t = 0;
-        if let Some((storage, len)) = &encoded {
-            let room = match inp.name_len_is_ours {
-                // SAFETY: name_len_is_ours: recvmsg_ours' own copy.
-                true => unsafe { *inp.name_len },
-                false => match user_mem::read_value(inp.name_len) {
-                    Ok(room) => room,
-                    Err(errno) => return fail(errno),
-                },
-            };
-            // SAFETY: storage holds `len` bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(storage as *const _ as *const u8, (*len).min(room) as usize) };
-            pairs.push((inp.name as *mut c_void, bytes));
-            full_len = *len;
-        }
-        let len_bytes = full_len.to_ne_bytes();
-        if encoded.is_some() {
-            match inp.name_len_is_ours {
-                // SAFETY: name_len_is_ours: recvmsg_ours' own copy.
-                true => unsafe { *inp.name_len = full_len },
-                false => pairs.push((inp.name_len as *mut c_void, &len_bytes)),
-            }
-        }
-        if let Err(errno) = user_mem::write_all(&pairs) {
-            return fail(errno);
-        }
-        if !inp.control_len.is_null() {
-            // SAFETY: control_len is null (checked) or points to recvmsg_ours' own copy.
-            unsafe { *inp.control_len = msg.msg_controllen as usize };
-        }
-        if !inp.msg_flags.is_null() {
-            let trunc = if full > cap { MSG_TRUNC } else { 0 };
-            // SAFETY: non-null: recvmsg_ours' own copy.
-            unsafe { *inp.msg_flags = (msg.msg_flags & !MSG_TRUNC) | trunc };
-        }
-        return if flags & MSG_TRUNC != 0 { full as ssize_t } else { copied as ssize_t };
-    }
-}
-
-/// Where the pieces of `data` go in the program's buffers `iov` (for
-/// [`user_mem::write_all`]), and how many bytes fit.
-fn to_iov<'a>(mut data: &'a [u8], iov: &[iovec]) -> (Vec<(*mut c_void, &'a [u8])>, usize) {
-    let mut pairs = Vec::with_capacity(iov.len() + 2);
-    let mut copied = 0;
-    for v in iov {
-        if data.is_empty() {
-            break;
-        }
-        let n = data.len().min(v.iov_len);
-        pairs.push((v.iov_base, &data[..n]));
-        data = &data[n..];
-        copied += n;
-    }
-    (pairs, copied)
+    })
 }
 
 fn one_iov(buf: *const c_void, len: size_t) -> iovec {

@@ -1,5 +1,5 @@
 //! A socket filter (classic BPF, `SO_ATTACH_FILTER`) for a UDP socket with
-//! an association: the kernel itself drops what [`crate::udp::classify`]
+//! an association: the kernel itself drops what [`crate::udp::datagram::classify`]
 //! would drop, so a stray datagram never makes `poll`/`epoll` say
 //! "readable" (a program that polls and then reads with a blocking
 //! `recvfrom` would otherwise wait with no limit after we drop it).
