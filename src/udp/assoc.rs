@@ -118,7 +118,13 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
 /// The live association of UDP socket `fd` (of `family`), opening one
 /// (or a new one, if the old one died) as needed. Also tracks `fd`.
 pub fn ensure(fd: c_int, family: c_int, config: &'static Config) -> Result<View, AssocError> {
-    if let Some((v, due)) = table::view_for_send(fd, CHECK_EVERY_MS) {
+    ensure_from(fd, family, config, table::live(fd, CHECK_EVERY_MS))
+}
+
+/// [`ensure`], given what the table said (`table::for_send`): the
+/// association's view and whether its check is due.
+pub fn ensure_from(fd: c_int, family: c_int, config: &'static Config, live: Option<(View, bool)>) -> Result<View, AssocError> {
+    if let Some((v, due)) = live {
         if !due || alive(&v) {
             return Ok(v);
         }
@@ -186,7 +192,7 @@ pub fn track_responder(fd: c_int, family: c_int, source: SocketAddr, nameserver:
         sock.responder = Some(source);
     }
     fd_table::set_udp(fd);
-    table::note_destination(ino, nameserver, None);
+    table::note_destination(ino, nameserver, None, None);
     if let Some(config) = runtime::config() {
         filter::refresh(fd, config); // the responder's answers must get in
     }

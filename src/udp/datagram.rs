@@ -3,29 +3,27 @@
 //! direct, or to be dropped).
 
 use crate::runtime;
-use crate::udp::table::{self, View};
+use crate::udp::table::{self, Recent, View};
+use crate::udp::Header;
 use libc::c_int;
 use socksify_proto::config::Config;
 use socksify_proto::wire::udp::UdpHeader;
 use socksify_proto::wire::{canonical_ip, TargetAddr};
 use std::net::SocketAddr;
 
-/// The largest RFC 1928 UDP header (a 255-byte name).
-pub const HEADER_MAX: usize = 3 + 1 + 1 + 255 + 2;
-
-/// The header for a datagram to `dst`: a fake address from remote DNS
-/// travels as the name it stands for. `None` for a fake address that no
-/// name holds (the send fails with `EHOSTUNREACH`, it goes nowhere).
-pub fn header_for(ino: u64, config: &'static Config, dst: SocketAddr) -> Option<Vec<u8>> {
+/// The header for a datagram to `dst` (of socket `ino`), noted as its
+/// last destination: a fake address from remote DNS travels as the name
+/// it stands for. `None` for a fake address that no name holds (the send
+/// fails with `EHOSTUNREACH`, it goes nowhere).
+pub fn header_for(ino: u64, config: &'static Config, dst: SocketAddr) -> Option<Header> {
     let target = crate::fake_dns::target_for(config, &dst)?;
-    match &target {
-        TargetAddr::Domain(name, _) => table::note_destination(ino, dst, Some(name)),
-        TargetAddr::Ip(_) => table::note_destination(ino, dst, None),
-    }
-    let header = UdpHeader::new(target);
-    let mut out = Vec::with_capacity(header.encoded_len());
-    header.emit(&mut out);
-    Some(out)
+    let name = match &target {
+        TargetAddr::Domain(name, _) => Some(name.clone()),
+        TargetAddr::Ip(_) => None,
+    };
+    let header = Header::new(&UdpHeader::new(target));
+    table::note_destination(ino, dst, name.as_deref(), Some(header));
+    Some(header)
 }
 
 /// What a datagram received on one of our sockets is.
@@ -38,9 +36,10 @@ pub enum Incoming {
     Drop(&'static str),
 }
 
-/// Classifies a datagram of `len` bytes (`data` holds the start of it)
-/// that came from `from` on socket `fd`.
-pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<SocketAddr>, data: &[u8]) -> Incoming {
+/// Classifies a datagram (`data` holds the start of it) that came from
+/// `from` on socket `fd`, whose view and last destination are `view` and
+/// `last`.
+pub fn classify(fd: c_int, view: &View, last: Option<&Recent>, config: &'static Config, from: Option<SocketAddr>, data: &[u8]) -> Incoming {
     let Some(from) = from else { return Incoming::Drop("no source address") };
     let from = SocketAddr::new(canonical_ip(from.ip()), from.port());
     if from != view.relay && Some(from) != view.responder {
@@ -56,7 +55,10 @@ pub fn classify(fd: c_int, view: &View, config: &'static Config, from: Option<So
     if header.frag != 0 {
         return Incoming::Drop("fragment");
     }
-    let Some(src) = table::reported_source(fd, &header.dst) else { return Incoming::Drop("source given as an unknown name") };
+    let by_last = last.and_then(|last| table::reported_source_by_last(last, &header.dst));
+    let Some(src) = by_last.or_else(|| table::reported_source(fd, &header.dst)) else {
+        return Incoming::Drop("source given as an unknown name");
+    };
     if let Some(peer) = view.peer {
         // A connected socket hears only its peer (the kernel's rule). A
         // fake peer stands for a name: the proxy may report the address

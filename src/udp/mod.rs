@@ -43,6 +43,37 @@ pub use table::{control_fds, control_lost, destinations, dup, forget, inode, is_
 pub use crate::log_once::log_once;
 use libc::{c_int, AF_INET, AF_INET6};
 
+/// The largest RFC 1928 UDP header (a 255-byte name).
+pub const HEADER_MAX: usize = 3 + 1 + 1 + 255 + 2;
+
+/// An encoded RFC 1928 UDP header, kept inline (no allocation per
+/// datagram): built once per destination, cached in the table.
+#[derive(Clone, Copy)]
+pub struct Header {
+    len: u16,
+    bytes: [u8; HEADER_MAX],
+}
+
+impl Header {
+    pub fn new(header: &socksify_proto::wire::udp::UdpHeader) -> Header {
+        let mut out = Vec::with_capacity(header.encoded_len());
+        header.emit(&mut out);
+        let mut bytes = [0; HEADER_MAX];
+        bytes[..out.len()].copy_from_slice(&out);
+        Header { len: out.len() as u16, bytes }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "Header({:02x?})", self.as_bytes())
+    }
+}
+
 /// Why an association could not be used; the errno the call fails with.
 #[derive(Debug)]
 pub struct AssocError {
@@ -71,12 +102,4 @@ pub fn is_inet(family: c_int) -> bool {
 pub enum FdCheck {
     Verify,
     Trust,
-}
-
-/// Whether `fd`, recorded as ours, still is (see [`FdCheck`]).
-fn still_ours(fd: c_int, check: FdCheck) -> bool {
-    match table::tracked(fd) {
-        Some(ino) => check == FdCheck::Trust || inode(fd) == Some(ino),
-        None => false,
-    }
 }

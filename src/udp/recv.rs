@@ -5,8 +5,8 @@
 // msghdr's field types differ between C libraries (glibc: size_t, musl: int).
 #![allow(clippy::unnecessary_cast)]
 
-use crate::udp::datagram::{self, Incoming, HEADER_MAX};
-use crate::udp::{self, table, FdCheck};
+use crate::udp::datagram::{self, Incoming};
+use crate::udp::{table, FdCheck, HEADER_MAX};
 use crate::{real, runtime, socket_addr, user_mem};
 use libc::{c_int, c_void, iovec, msghdr, sockaddr, socklen_t, MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC};
 
@@ -40,11 +40,13 @@ pub enum Received {
 /// `name_len_is_ours`) and the buffers are the program's (written through
 /// the kernel); `control_len` and `msg_flags` are null or ours.
 pub unsafe fn recv(fd: c_int, inp: &In, flags: c_int, check: FdCheck) -> Result<Received, i32> {
-    if !udp::still_ours(fd, check) {
+    // The one lock of the common path: the socket's view and last destination.
+    let tracked = table::for_recv(fd).filter(|t| check == FdCheck::Trust || table::inode(fd) == Some(t.ino));
+    let Some(table::ForRecv { live, .. }) = tracked else {
         crate::sockets::forget(fd); // closed behind our back and reused
         return Ok(Received::Unchanged);
-    }
-    let Some(view) = table::view(fd) else { return Ok(Received::Unchanged) };
+    };
+    let Some((view, last)) = live else { return Ok(Received::Unchanged) };
     let Some(config) = runtime::config() else { return Ok(Received::Unchanged) };
     let cap: usize = inp.iov.iter().map(|v| v.iov_len).sum();
     let room = cap.min(65536) + HEADER_MAX;
@@ -73,7 +75,7 @@ pub unsafe fn recv(fd: c_int, inp: &In, flags: c_int, check: FdCheck) -> Result<
         unsafe { buf.set_len(got) };
         // SAFETY: the kernel wrote msg_namelen bytes of address into from.
         let src_kernel = unsafe { socket_addr::read(&from as *const _ as *const sockaddr, msg.msg_namelen) };
-        let (src, offset) = match datagram::classify(fd, &view, config, src_kernel, &buf) {
+        let (src, offset) = match datagram::classify(fd, &view, last.as_ref(), config, src_kernel, &buf) {
             Incoming::Relayed { src, offset } => (src, offset),
             Incoming::Direct => (src_kernel.expect("classify checked"), 0),
             Incoming::Drop(why) => {

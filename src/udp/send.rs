@@ -11,7 +11,7 @@
 
 use crate::fd_table::{self, kind};
 use crate::udp::table::{self, View};
-use crate::udp::{self, datagram, filter, log_once, FdCheck};
+use crate::udp::{self, assoc, datagram, filter, log_once, FdCheck};
 use crate::{real, runtime, socket_addr, user_mem};
 use libc::{c_int, c_void, iovec, msghdr, sockaddr, socklen_t, SOCK_DGRAM, SOCK_STREAM};
 use socksify_proto::config::{Config, UdpMode};
@@ -46,24 +46,25 @@ pub enum Sent {
 /// `out` describes the program's call: its pointers are the program's
 /// (read through the kernel, a bad one is `EFAULT`), `iov` is ours to read.
 pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result<Sent, i32> {
-    let view = match fd_table::kind(fd) == kind::UDP {
-        true => match udp::still_ours(fd, check) {
-            true => table::view(fd),
-            _ => {
-                crate::sockets::forget(fd); // closed behind our back and reused
-                None
-            }
-        },
+    let given = socket_addr::read_program(out.dst, out.dst_len)?;
+    if given.is_none() && !out.dst.is_null() {
+        return Ok(Sent::Unchanged); // another family, or too short: the kernel answers
+    }
+    // The one lock of the common path: everything the table knows.
+    let mut ours = fd_table::kind(fd) == kind::UDP;
+    let tracked = match ours {
+        true => table::for_send(fd, given, assoc::CHECK_EVERY_MS)
+            .filter(|t| check == FdCheck::Trust || table::inode(fd) == Some(t.ino)),
         false => None,
     };
-    let ours = fd_table::kind(fd) == kind::UDP;
-    let dst = match socket_addr::read_program(out.dst, out.dst_len)? {
-        Some(dst) => dst,
-        None if !out.dst.is_null() => return Ok(Sent::Unchanged), // another family, or too short: the kernel answers
-        None => match ours.then(|| table::peer(fd)).flatten() {
-            Some(peer) => peer, // connected through us
-            None => return Ok(Sent::Unchanged),
-        },
+    if ours && tracked.is_none() {
+        crate::sockets::forget(fd); // closed behind our back and reused
+        ours = fd_table::kind(fd) == kind::UDP;
+    }
+    let dst = match (given, tracked.as_ref().and_then(|t| t.peer)) {
+        (Some(dst), _) => dst,
+        (None, Some(peer)) => peer, // connected through us
+        (None, None) => return Ok(Sent::Unchanged),
     };
     let Some(config) = runtime::config() else {
         // Which sockets we would proxy is unknown: refuse every UDP send.
@@ -76,13 +77,10 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
         };
     };
     if crate::dns_responder::intercepts(config, &dst) {
-        let family = match view {
-            Some(v) => Some(v.family),
-            None if ours => table::family(fd),
-            None => match socket_addr::socket_family_and_type(fd) {
-                Some((family, SOCK_DGRAM)) if udp::is_inet(family) => Some(family),
-                _ => None, // a TCP fast open: the connect hook answers
-            },
+        let family = match (&tracked, ours) {
+            (Some(t), _) => Some(t.family),
+            (None, true) => None, // marked ours, not in the table
+            (None, false) => inet_udp_family(fd), // None: a TCP fast open, the connect hook answers
         };
         if let Some(family) = family {
             return send_dns(fd, family, out, config, dst);
@@ -96,12 +94,10 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
         }
         return Ok(Sent::Unchanged);
     }
-    let family = match (view, ours) {
-        (Some(v), _) => v.family,
-        (None, true) => match table::family(fd) {
-            Some(f) => f,
-            None => return Ok(Sent::Unchanged),
-        },
+    // The socket's type is asked only now, for a proxied destination.
+    let family = match (&tracked, ours) {
+        (Some(t), _) => t.family,
+        (None, true) => return Ok(Sent::Unchanged),
         (None, false) => match socket_addr::socket_family_and_type(fd) {
             Some((family, SOCK_DGRAM)) if udp::is_inet(family) => family,
             Some((_, SOCK_STREAM)) if flags & libc::MSG_FASTOPEN != 0 && !out.dst.is_null() => return Ok(Sent::TcpFastOpen),
@@ -117,19 +113,34 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
         UdpMode::Proxy => {}
     }
     runtime::debug_panic("udp-send");
-    let view = match udp::ensure(fd, family, config) {
+    let (live, cached) = tracked.map_or((None, None), |t| (t.live, t.header.map(|h| (t.ino, h))));
+    let view = match assoc::ensure_from(fd, family, config, live) {
         Ok(v) => v,
         Err(e) => {
             log_once(format!("udp to {dst} via {}: {}", config.chain[0], e.why));
             return Err(e.errno);
         }
     };
-    let Some(header) = datagram::header_for(view.ino, config, dst) else {
-        log_once(format!("udp to {dst}: a fake address that no name holds (looked up before, or evicted)"));
-        return Err(libc::EHOSTUNREACH);
+    let header = match cached {
+        Some((ino, header)) if ino == view.ino => header,
+        _ => match datagram::header_for(view.ino, config, dst) {
+            Some(header) => header,
+            None => {
+                log_once(format!("udp to {dst}: a fake address that no name holds (looked up before, or evicted)"));
+                return Err(libc::EHOSTUNREACH);
+            }
+        },
     };
     // SAFETY: out's iovecs are the program's, checked by the kernel when it sends.
-    unsafe { send_wrapped(fd, &view, &header, out, flags) }
+    unsafe { send_wrapped(fd, &view, header.as_bytes(), out, flags) }
+}
+
+/// The family of `fd` if it is an IPv4/IPv6 UDP socket.
+fn inet_udp_family(fd: c_int) -> Option<c_int> {
+    match socket_addr::socket_family_and_type(fd) {
+        Some((family, SOCK_DGRAM)) if udp::is_inet(family) => Some(family),
+        _ => None,
+    }
 }
 
 /// The IPv4 destination `dst` as a [`fd_table::direct_key`], if it is one.

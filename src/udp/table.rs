@@ -8,11 +8,16 @@
 
 use crate::fork_safe::{ForkSafeMutex, Locked};
 use crate::udp::bpf::Spec;
+use crate::udp::Header;
 use crate::{fd_table, real};
 use libc::c_int;
 use socksify_proto::wire::{canonical_ip, TargetAddr};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A destination the program sent to, with the name a fake one stands for.
+pub type Recent = (SocketAddr, Option<Arc<str>>);
 
 /// An open association.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +56,11 @@ pub struct Sock {
     /// to: a name's reply (which the proxy reports from the address it
     /// resolved, or as the name) from its fake address, as the program
     /// (musl's resolver, for one) expects.
-    pub recent: Vec<(SocketAddr, Option<String>)>,
+    pub recent: Vec<Recent>,
+    /// The header datagrams to the last of `recent` travel with (none for
+    /// a nameserver the DNS responder answers). A fake address in `recent`
+    /// keeps its name (fake_dns.rs), so the header stays right.
+    pub last_header: Option<Header>,
     /// When the control connection was last checked ([`coarse_ms`]).
     pub checked_ms: u64,
     /// The shim's DNS responder socket (`crate::dns_responder::udp`),
@@ -144,16 +153,6 @@ pub fn control_lost(fd: c_int) {
     }
 }
 
-/// The socket inode `fd` is recorded as, if tracked.
-pub fn tracked(fd: c_int) -> Option<u64> {
-    lock().as_ref()?.fds.get(&fd).copied()
-}
-
-/// The recorded family of a tracked socket.
-pub fn family(fd: c_int) -> Option<c_int> {
-    lock().as_ref()?.sock_of(fd).map(|s| s.family)
-}
-
 /// Every destination our UDP sockets are connected to or recently sent to
 /// (for the fake-address table, see fake_dns.rs).
 pub fn destinations() -> Vec<SocketAddr> {
@@ -198,11 +197,30 @@ pub fn reported_source(fd: c_int, src: &TargetAddr) -> Option<SocketAddr> {
     }
 }
 
-/// Records a destination the program sent to (cheap when it repeats).
-pub fn note_destination(ino: u64, dst: SocketAddr, name: Option<&str>) {
+/// [`reported_source`] when the socket's last destination decides it,
+/// as it does for the reply to the datagram just sent: no lock (`last`
+/// was copied out with the socket's view). `None`: the whole list decides.
+pub fn reported_source_by_last(last: &Recent, src: &TargetAddr) -> Option<SocketAddr> {
+    let (addr, name) = last;
+    match (src, name) {
+        (TargetAddr::Domain(src_name, port), Some(name)) => {
+            (addr.port() == *port && name.eq_ignore_ascii_case(src_name)).then_some(*addr)
+        }
+        (TargetAddr::Ip(sa), None) => {
+            let sent_there = canonical_ip(addr.ip()) == canonical_ip(sa.ip()) && addr.port() == sa.port();
+            sent_there.then(|| SocketAddr::new(canonical_ip(sa.ip()), sa.port()))
+        }
+        _ => None,
+    }
+}
+
+/// Records a destination the program sent to (cheap when it repeats),
+/// and the header datagrams to it travel with.
+pub fn note_destination(ino: u64, dst: SocketAddr, name: Option<&str>, header: Option<Header>) {
     const MAX_RECENT: usize = 64;
     let mut table = lock();
     let Some(sock) = table.as_mut().and_then(|t| t.socks.get_mut(&ino)) else { return };
+    sock.last_header = header;
     if sock.recent.last().is_some_and(|(a, n)| *a == dst && n.as_deref() == name) {
         return;
     }
@@ -210,7 +228,7 @@ pub fn note_destination(ino: u64, dst: SocketAddr, name: Option<&str>) {
     if sock.recent.len() >= MAX_RECENT {
         sock.recent.remove(0);
     }
-    sock.recent.push((dst, name.map(str::to_owned)));
+    sock.recent.push((dst, name.map(Arc::from)));
 }
 
 /// `fd` was closed: the socket's association ends with its last fd.
@@ -279,42 +297,73 @@ pub struct View {
     pub ino: u64,
 }
 
-/// The table entry for `fd`, if it is tracked and has an association or
-/// talked to the DNS responder.
-pub fn view(fd: c_int) -> Option<View> {
-    let table = lock();
-    let t = table.as_ref()?;
-    let ino = *t.fds.get(&fd)?;
-    let sock = t.socks.get(&ino)?;
-    let (relay, ctrl, ctrl_ino) = match sock.assoc {
-        Some(a) => (a.relay, a.ctrl, a.ctrl_ino),
-        None => (sock.responder?, -1, 0),
-    };
-    Some(View { family: sock.family, relay, responder: sock.responder, peer: sock.peer, ctrl, ctrl_ino, ino })
+impl Sock {
+    /// The view of this socket (inode `ino`), if it has an association or
+    /// talked to the DNS responder.
+    fn view(&self, ino: u64) -> Option<View> {
+        let (relay, ctrl, ctrl_ino) = match self.assoc {
+            Some(a) => (a.relay, a.ctrl, a.ctrl_ino),
+            None => (self.responder?, -1, 0),
+        };
+        Some(View { family: self.family, relay, responder: self.responder, peer: self.peer, ctrl, ctrl_ino, ino })
+    }
 }
 
-/// [`view`] of a socket with an association, and whether its control
-/// connection is due for a check after `every_ms` (then the check is
-/// counted as done).
-pub fn view_for_send(fd: c_int, every_ms: u64) -> Option<(View, bool)> {
+/// Everything a send on a tracked socket needs, copied out in one lock.
+pub struct ForSend {
+    pub ino: u64,
+    pub family: c_int,
+    pub peer: Option<SocketAddr>,
+    /// The association's view, and whether its control connection is due
+    /// for a check (then the check is counted as done).
+    pub live: Option<(View, bool)>,
+    /// The header for the destination (the one given, else the peer), if
+    /// the socket's last datagram went there too.
+    pub header: Option<Header>,
+}
+
+/// [`ForSend`] for `fd` sending to `dst` (`None`: to its peer), checking
+/// the control connection every `every_ms`; `None` if `fd` is not tracked.
+/// The one lock of a send on the common path.
+pub fn for_send(fd: c_int, dst: Option<SocketAddr>, every_ms: u64) -> Option<ForSend> {
     let now = coarse_ms();
     let mut table = lock();
     let t = table.as_mut()?;
     let ino = *t.fds.get(&fd)?;
     let sock = t.socks.get_mut(&ino)?;
-    let assoc = sock.assoc?;
-    let due = now.saturating_sub(sock.checked_ms) >= every_ms;
-    if due {
-        sock.checked_ms = now;
-    }
-    let view = View {
-        family: sock.family,
-        relay: assoc.relay,
-        responder: sock.responder,
-        peer: sock.peer,
-        ctrl: assoc.ctrl,
-        ctrl_ino: assoc.ctrl_ino,
-        ino,
+    let live = sock.assoc.is_some().then(|| {
+        let due = now.saturating_sub(sock.checked_ms) >= every_ms;
+        if due {
+            sock.checked_ms = now;
+        }
+        (sock.view(ino).expect("has an association"), due)
+    });
+    let header = match (dst.or(sock.peer), sock.recent.last()) {
+        (Some(dst), Some((last, _))) if *last == dst => sock.last_header,
+        _ => None,
     };
-    Some((view, due))
+    Some(ForSend { ino, family: sock.family, peer: sock.peer, live, header })
+}
+
+/// Everything a receive on a tracked socket needs, copied out in one lock.
+pub struct ForRecv {
+    pub ino: u64,
+    /// If it has an association or talked to the DNS responder: its view,
+    /// and its last destination (for [`reported_source_by_last`]).
+    pub live: Option<(View, Option<Recent>)>,
+}
+
+/// [`ForRecv`] for `fd`; `None` if it is not tracked.
+pub fn for_recv(fd: c_int) -> Option<ForRecv> {
+    let table = lock();
+    let t = table.as_ref()?;
+    let ino = *t.fds.get(&fd)?;
+    let live = t.socks.get(&ino).and_then(|sock| Some((sock.view(ino)?, sock.recent.last().cloned())));
+    Some(ForRecv { ino, live })
+}
+
+/// The live association of `fd` and whether its check is due, as in
+/// [`for_send`] (for `connect`).
+pub fn live(fd: c_int, every_ms: u64) -> Option<(View, bool)> {
+    for_send(fd, None, every_ms)?.live
 }
