@@ -173,15 +173,56 @@ pub fn url_host(ip: IpAddr) -> String {
 }
 
 /// Waits (bounded by [`WAIT`]) until a server `child` started accepts TCP
-/// connections on `addr`; false if it exits first or never does.
+/// connections on `addr`; false if it exits first or never does, or if
+/// the socket listening there is not its own (the port was picked free and
+/// then handed to it: another test's process may have taken it first).
 pub fn accepting(child: &mut Child, addr: SocketAddr) -> bool {
     let up = wait_until(WAIT, || {
         if let Ok(Some(_)) = child.try_wait() {
             return Some(false);
         }
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| true)
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+        let inode = listening_inode(addr)?;
+        Some(group_has_socket(child.id(), inode))
     });
     up == Some(true)
+}
+
+/// The inode of the TCP socket listening on `addr` in this network
+/// namespace (`/proc/net/tcp{,6}`; a wildcard listener on its port counts).
+fn listening_inode(addr: SocketAddr) -> Option<u64> {
+    let port = format!("{:04X}", addr.port());
+    // The kernel prints each 32-bit word of an address in host (little-endian) order.
+    let hex = |octets: &[u8]| octets.chunks(4).map(|w| w.iter().rev().map(|b| format!("{b:02X}")).collect::<String>()).collect::<String>();
+    let wanted: Vec<String> = match addr.ip() {
+        IpAddr::V4(ip) => vec![hex(&ip.octets()), hex(&[0; 4]), hex(&ip.to_ipv6_mapped().octets()), hex(&[0; 16])],
+        IpAddr::V6(ip) => vec![hex(&ip.octets()), hex(&[0; 16])],
+    };
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|f| fs::read_to_string(f).ok()).find_map(|table| {
+        table.lines().skip(1).find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (ip, p) = cols.get(1)?.split_once(':')?;
+            let listening = cols.get(3) == Some(&"0A");
+            (listening && p == port && wanted.iter().any(|w| w == ip)).then(|| cols.get(9)?.parse().ok()).flatten()
+        })
+    })
+}
+
+/// Whether a process of `leader`'s process group (or `leader` itself) has
+/// socket `inode` open.
+fn group_has_socket(leader: u32, inode: u64) -> bool {
+    let link = format!("socket:[{inode}]");
+    let in_group = |pid: &str| {
+        pid == leader.to_string()
+            || fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2).map(|g| g == leader.to_string())))
+                .unwrap_or(false)
+    };
+    let Ok(procs) = fs::read_dir("/proc") else { return false };
+    procs.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()) && in_group(pid)).any(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().filter_map(Result::ok).any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link.as_str()))
+    })
 }
 
 /// Sends SIGKILL to the whole process group `pgid` and reaps `child`.

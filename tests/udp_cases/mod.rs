@@ -680,8 +680,11 @@ print("after", echo(b"after", 15))
 
 pub fn server_restart_reopens_the_association() {
     let target = UdpTarget::echo(DIRECT);
-    let port = free_port(DIRECT);
-    let listen = format!("127.0.0.1:{port}");
+    // An address of its own (no other test listens there), so no other
+    // test's process can take the port while the proxy is down.
+    let ip: std::net::IpAddr = "127.0.0.61".parse().unwrap();
+    let port = free_port(ip);
+    let listen = format!("{ip}:{port}");
     let first = Server::bundled_on(&listen);
     let url = first.url();
     /// Kills the program however the test ends.
