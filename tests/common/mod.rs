@@ -189,7 +189,8 @@ pub fn accepting(child: &mut Child, addr: SocketAddr) -> bool {
 }
 
 /// The inode of the TCP socket listening on `addr` in this network
-/// namespace (`/proc/net/tcp{,6}`; a wildcard listener on its port counts).
+/// namespace: this thread's, which a test may have moved into one of its
+/// own (`/proc/thread-self/net/tcp{,6}`; a wildcard listener counts).
 fn listening_inode(addr: SocketAddr) -> Option<u64> {
     let port = format!("{:04X}", addr.port());
     // The kernel prints each 32-bit word of an address in host (little-endian) order.
@@ -198,7 +199,7 @@ fn listening_inode(addr: SocketAddr) -> Option<u64> {
         IpAddr::V4(ip) => vec![hex(&ip.octets()), hex(&[0; 4]), hex(&ip.to_ipv6_mapped().octets()), hex(&[0; 16])],
         IpAddr::V6(ip) => vec![hex(&ip.octets()), hex(&[0; 16])],
     };
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|f| fs::read_to_string(f).ok()).find_map(|table| {
+    ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"].iter().filter_map(|f| fs::read_to_string(f).ok()).find_map(|table| {
         table.lines().skip(1).find_map(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
             let (ip, p) = cols.get(1)?.split_once(':')?;
