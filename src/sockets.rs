@@ -4,13 +4,14 @@
 //! table at once (`close_range`'s fds, the addresses open sockets use).
 //!
 //! It sits above [`fd_table`] (the kind of each fd) and the per-kind
-//! tables ([`crate::udp`]'s associations, [`crate::bind::table`]), which
+//! tables ([`crate::udp::table`], [`crate::bind::table`]), which
 //! never call back up; the hooks and the engines call it.
 
 use crate::fd_table::{self, kind};
 use crate::fork_safe::is_vfork_child;
 use crate::bind::table as bind_table;
-use crate::{guard, udp};
+use crate::guard;
+use crate::udp::table as udp_table;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,8 +29,8 @@ pub fn forget(fd: i32) {
 fn release(fd: i32, old: u8) {
     match old {
         kind::PROXIED_TCP => fd_table::drop_proxied_tcp(fd),
-        kind::UDP => udp::forget(fd),
-        kind::CONTROL => udp::control_lost(fd),
+        kind::UDP => udp_table::forget(fd),
+        kind::CONTROL => udp_table::control_lost(fd),
         kind::BIND => bind_table::forget(fd),
         _ => {}
     }
@@ -88,7 +89,7 @@ pub fn release_pending() {
 pub fn tracked_in(first: u32, last: u32) -> Vec<i32> {
     let in_range = |fd: &i32| (first..=last).contains(&(*fd as u32));
     let mut fds = fd_table::proxied_tcp_in(first, last);
-    fds.extend(udp::tracked_fds().into_iter().filter(in_range));
+    fds.extend(udp_table::tracked_fds().into_iter().filter(in_range));
     fds.extend(bind_table::tracked_fds().into_iter().filter(in_range));
     fds
 }
@@ -97,6 +98,6 @@ pub fn tracked_in(first: u32, last: u32) -> Vec<i32> {
 /// never gives one of these to another name).
 pub fn addrs_in_use() -> HashSet<IpAddr> {
     let mut held: HashSet<IpAddr> = fd_table::tcp_peers().into_iter().map(|a| a.ip()).collect();
-    held.extend(udp::destinations().into_iter().map(|a| a.ip()));
+    held.extend(udp_table::destinations().into_iter().map(|a| a.ip()));
     held
 }
