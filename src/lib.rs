@@ -29,6 +29,7 @@ mod hooks;
 mod log_once;
 mod own_fd;
 mod real;
+mod route;
 mod runtime;
 mod socket_addr;
 mod sockets;

@@ -81,12 +81,6 @@ fn resolve_real(name: &str, port: u16) -> Vec<SocketAddr> {
     out
 }
 
-/// Whether traffic to `dst` goes direct (`socksify_client::route`, with
-/// the addresses the real resolver gave this process for bypassed names).
-pub fn goes_direct(config: &'static Config, dst: &SocketAddr) -> bool {
-    socksify_client::route::goes_direct(config, proxy_addrs(config, 0), dst, crate::fake_dns::resolved_for_bypassed_name)
-}
-
 /// Test hook: `SOCKSIFY_DEBUG_PANIC=SITE` makes the hook at `SITE`
 /// (`connect`, `udp-send`) panic for a proxied destination, so the tests
 /// can prove that a panic is caught, reported, and never becomes a direct

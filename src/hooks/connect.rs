@@ -102,7 +102,7 @@ unsafe fn connect_to(fd: c_int, addr: *const sockaddr, len: socklen_t, dst: std:
     if crate::dns_responder::intercepts(config, &dst) {
         return crate::dns_responder::tcp::connect(fd, sock_family, dst);
     }
-    if runtime::goes_direct(config, &dst) {
+    if crate::route::goes_direct(config, &dst) {
         log::debug!("connect fd {fd} to {dst}: bypassed, direct");
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) };
@@ -163,7 +163,7 @@ unsafe fn connect_udp(fd: c_int, family: c_int, addr: *const sockaddr, len: sock
         log::info!("udp fd {fd} connected to {dst}: DNS answered in-process");
         return 0;
     }
-    if runtime::goes_direct(config, &dst) || config.udp == UdpMode::Direct {
+    if crate::route::goes_direct(config, &dst) || config.udp == UdpMode::Direct {
         // SAFETY: the program's arguments, passed on unchanged.
         let rc = unsafe { real::connect(fd, addr, len) };
         if rc == 0 && ours {

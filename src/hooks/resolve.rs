@@ -254,7 +254,7 @@ unsafe fn remember_addrinfo(mut cur: *const AddrInfo) {
         let ai = unsafe { &*cur };
         // SAFETY: libc's entry: ai_addr holds ai_addrlen bytes.
         if let Some(sa) = unsafe { socket_addr::read(ai.ai_addr, ai.ai_addrlen) } {
-            fake_dns::remember_bypassed(sa.ip());
+            crate::route::remember_bypassed(sa.ip());
         }
         cur = ai.ai_next;
     }
@@ -280,7 +280,7 @@ unsafe fn remember_hostent(ent: *const HostEnt) {
             16 => IpAddr::V6(Ipv6Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 16]) })),
             _ => break,
         };
-        fake_dns::remember_bypassed(ip);
+        crate::route::remember_bypassed(ip);
         i += 1;
     }
 }

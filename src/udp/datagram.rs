@@ -2,7 +2,6 @@
 //! a destination travels with, and what a received datagram is (relayed,
 //! direct, or to be dropped).
 
-use crate::runtime;
 use crate::udp::table::{self, Recent, View};
 use crate::udp::Header;
 use libc::c_int;
@@ -43,7 +42,7 @@ pub fn classify(fd: c_int, view: &View, last: Option<&Recent>, config: &'static 
     let Some(from) = from else { return Incoming::Drop("no source address") };
     let from = SocketAddr::new(canonical_ip(from.ip()), from.port());
     if from != view.relay && Some(from) != view.responder {
-        if view.peer.is_none() && runtime::goes_direct(config, &from) {
+        if view.peer.is_none() && crate::route::goes_direct(config, &from) {
             return Incoming::Direct;
         }
         return Incoming::Drop("not from the relay");

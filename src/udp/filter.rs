@@ -23,7 +23,7 @@ fn spec(config: &'static Config, relays: Vec<SocketAddr>, peer: Option<SocketAdd
             let mut direct = config.no_proxy.addr_rules();
             let hops = runtime::proxy_addrs(config, 0).iter().map(|a| canonical_ip(a.ip()));
             direct.extend(hops.zip(runtime::proxy_addrs(config, 0)).map(|(ip, a)| (ip, full(&ip), Some(a.port()))));
-            direct.extend(crate::fake_dns::bypassed_addrs().into_iter().map(|ip| (ip, full(&ip), None)));
+            direct.extend(crate::route::bypassed_addrs().into_iter().map(|ip| (ip, full(&ip), None)));
             direct
         }
     };
@@ -34,7 +34,7 @@ fn spec(config: &'static Config, relays: Vec<SocketAddr>, peer: Option<SocketAdd
 /// Gives `fd`'s socket the filter it needs now, if it has not got it
 /// already.
 pub fn refresh(fd: c_int, config: &'static Config) {
-    let generation = crate::fake_dns::bypassed_generation();
+    let generation = crate::route::bypassed_generation();
     let (ino, relay, peer, current) = {
         let table = table::lock();
         let Some(t) = table.as_ref() else { return };
@@ -90,7 +90,7 @@ fn has_filter(fd: c_int) -> bool {
 /// bypassed name resolved to a new address since it was built (the reply
 /// from there must get in).
 pub fn refresh_if_stale(fd: c_int, config: &'static Config) {
-    let generation = crate::fake_dns::bypassed_generation();
+    let generation = crate::route::bypassed_generation();
     let stale = {
         let table = table::lock();
         table.as_ref().and_then(|t| t.sock_of(fd)).is_some_and(|s| s.filter.as_ref().is_some_and(|(_, g)| *g != generation))

@@ -86,7 +86,7 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
             return send_dns(fd, family, out, config, dst);
         }
     }
-    if runtime::goes_direct(config, &dst) {
+    if crate::route::goes_direct(config, &dst) {
         if ours {
             filter::refresh_if_stale(fd, config);
         } else if let Some(key) = ipv4_key(&dst) {
