@@ -18,6 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod bind;
+mod connect;
 mod dns_responder;
 mod fake_dns;
 mod family_swap;

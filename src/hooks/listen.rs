@@ -97,7 +97,7 @@ fn proxied_local_addr(fd: c_int) -> Option<SocketAddr> {
     if runtime::config()?.bind == BindMode::Off {
         return None;
     }
-    let details = fd_table::proxied_tcp(fd).filter(|_| super::connect::still_proxied(fd))?;
+    let details = fd_table::proxied_tcp(fd).filter(|_| crate::connect::still_proxied(fd))?;
     details.bound
 }
 

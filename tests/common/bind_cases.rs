@@ -320,7 +320,7 @@ pub fn bind_off_keeps_listeners_local(proxy: &impl BindProxy) {
 /// readiness (`epoll` also keeps its registration of the listener across
 /// `accept`). Prints what a program sees.
 pub const LISTENER_API: &str = r#"
-import fcntl, os, select, selectors, socket, sys
+import errno, fcntl, os, select, selectors, socket, sys
 host, port, modes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 ctl = socket.create_connection((host, port), timeout=20)
 ctl_ip = ctl.getsockname()[0]
@@ -355,6 +355,10 @@ for mode in modes:
     lst.listen(1)
     lip, lport = lst.getsockname()
     print(mode, "listening", lip, lport, flush=True)
+    try:
+        print(mode, "listener-peer", lst.getpeername())
+    except OSError as e:
+        print(mode, "listener-peer", errno.errorcode[e.errno])
     if mode not in blocking:
         lst.setblocking(False)
         print(mode, "early-accept", try_accept(lst))
@@ -433,6 +437,7 @@ pub fn listener_api(proxy: &impl BindProxy) {
         let at = |what: &str| line(&format!("{mode} {what}"));
         let listening = at("listening");
         assert_eq!(listening[0], out_ip, "{mode}: getsockname reports the proxy's BIND address\n{out}");
+        assert_eq!(at("listener-peer"), ["ENOTCONN"], "{mode}: a listener has no peer (not the proxy it is connected to)\n{out}");
         let listen: SocketAddr = format!("{}:{}", listening[0], listening[1]).parse().unwrap();
         let lines = proxy.bind_lines();
         assert!(lines.iter().any(|l| proxy.listened_on(l, listen)), "{mode}: no BIND on {listen} in the proxy's log: {lines:?}\n{out}");
