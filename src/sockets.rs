@@ -1,7 +1,8 @@
 //! The program's sockets we track, across kinds: the one place that
 //! forgets an fd (a close, a `dup2` over it, a number found reused) and
-//! dispatches to the table of its kind, and the questions asked of every
-//! table at once (`close_range`'s fds, the addresses open sockets use).
+//! dispatches to the table of its kind, the same for a copy (`dup`), and
+//! what concerns every table at once (`close_range`, the addresses open
+//! sockets use).
 //!
 //! It sits above [`fd_table`] (the kind of each fd) and the per-kind
 //! tables ([`crate::udp::table`], [`crate::bind::table`]), which
@@ -10,7 +11,7 @@
 use crate::fd_table::{self, kind};
 use crate::fork_safe::is_vfork_child;
 use crate::bind::table as bind_table;
-use crate::guard;
+use crate::{guard, real};
 use crate::udp::table as udp_table;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -85,8 +86,55 @@ pub fn release_pending() {
     }
 }
 
+/// `new` was made a copy of `old` (`dup`, `dup2`, `dup3`, `F_DUPFD`): the
+/// same socket, so the same details (a UDP socket shares its association).
+pub fn copied(old: i32, new: i32) {
+    match fd_table::kind(old) {
+        kind::PROXIED_TCP => {
+            if let Some(details) = fd_table::proxied_tcp(old) {
+                fd_table::set_proxied_tcp(new, details);
+            }
+        }
+        kind::UDP => udp_table::dup(old, new),
+        kind::BIND => bind_table::dup(old, new),
+        _ => {}
+    }
+}
+
+/// `close_range(first, last, flags)` (without `CLOSE_RANGE_CLOEXEC`): our
+/// fds in the range are forgotten, and the range is closed around our own
+/// control connections, which the program never saw. What the last
+/// `close_range` returns (-1 with errno on the first failure).
+pub fn close_range(first: u32, last: u32, flags: i32) -> i32 {
+    for fd in tracked_in(first, last) {
+        forget(fd);
+    }
+    let mut keep: Vec<u32> = udp_table::control_fds().into_iter().map(|fd| fd as u32).filter(|fd| (first..=last).contains(fd)).collect();
+    keep.sort_unstable();
+    let mut from = first;
+    for k in keep {
+        if k > from {
+            // SAFETY: fd numbers and flags only; no memory is passed.
+            let rc = unsafe { real::close_range(from, k - 1, flags) };
+            if rc != 0 {
+                return rc;
+            }
+        }
+        match k.checked_add(1) {
+            Some(next) => from = next,
+            None => return 0,
+        }
+    }
+    if from <= last {
+        // SAFETY: fd numbers and flags only; no memory is passed.
+        unsafe { real::close_range(from, last, flags) }
+    } else {
+        0
+    }
+}
+
 /// Our fds in `first..=last` (for `close_range`): TCP, UDP and BIND.
-pub fn tracked_in(first: u32, last: u32) -> Vec<i32> {
+fn tracked_in(first: u32, last: u32) -> Vec<i32> {
     let in_range = |fd: &i32| (first..=last).contains(&(*fd as u32));
     let mut fds = fd_table::proxied_tcp_in(first, last);
     fds.extend(udp_table::tracked_fds().into_iter().filter(in_range));

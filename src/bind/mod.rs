@@ -30,7 +30,7 @@
 
 pub mod table;
 
-pub use table::{dup, program_family, watched};
+pub use table::{program_family, watched};
 use crate::fd_table::{self, ProxiedTcp};
 use crate::{real, socket_addr, sockets, tcp};
 use table::{set_state, state, State, Watchers};

@@ -8,7 +8,7 @@
 //! open (the program never saw them).
 
 use crate::fd_table::{self, kind};
-use crate::{real, udp};
+use crate::{real, sockets};
 use libc::{c_int, c_uint, c_ulong};
 
 /// `new` now refers to what `old` refers to.
@@ -17,16 +17,7 @@ fn copied(old: c_int, new: c_int) {
         return; // the tables are the parent's (fork_safe.rs)
     }
     let Some(_inside) = crate::hooks::enter() else { return };
-    crate::ffi::catch((), 0, || match fd_table::kind(old) {
-        kind::PROXIED_TCP => {
-            if let Some(details) = fd_table::proxied_tcp(old) {
-                fd_table::set_proxied_tcp(new, details);
-            }
-        }
-        kind::UDP => udp::dup(old, new),
-        kind::BIND => crate::bind::dup(old, new),
-        _ => {}
-    });
+    crate::ffi::catch((), 0, || sockets::copied(old, new));
 }
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
@@ -58,7 +49,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: fds only; no memory is passed.
     let rc = unsafe { real::dup2(old, new) };
     if rc >= 0 && old != new {
-        crate::sockets::forget_closed(new);
+        sockets::forget_closed(new);
         copied(old, new);
     }
     rc
@@ -73,7 +64,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: fds and flags only; no memory is passed.
     let rc = unsafe { real::dup3(old, new, flags) };
     if rc >= 0 {
-        crate::sockets::forget_closed(new);
+        sockets::forget_closed(new);
         copied(old, new);
     }
     rc
@@ -128,35 +119,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     }
     // SAFETY: fd numbers and flags only; no memory is passed.
     let Some(_inside) = crate::hooks::enter() else { return unsafe { real::close_range(first, last, flags) } };
-    crate::ffi::catch(-1, libc::EINVAL, || {
-        for fd in crate::sockets::tracked_in(first, last) {
-            crate::sockets::forget(fd);
-        }
-        // Close around our control connections.
-        let mut keep: Vec<c_uint> =
-            udp::control_fds().into_iter().map(|fd| fd as c_uint).filter(|fd| (first..=last).contains(fd)).collect();
-        keep.sort_unstable();
-        let mut from = first;
-        for k in keep {
-            if k > from {
-                // SAFETY: fd numbers and flags only; no memory is passed.
-                let rc = unsafe { real::close_range(from, k - 1, flags) };
-                if rc != 0 {
-                    return rc;
-                }
-            }
-            match k.checked_add(1) {
-                Some(next) => from = next,
-                None => return 0,
-            }
-        }
-        if from <= last {
-            // SAFETY: fd numbers and flags only; no memory is passed.
-            unsafe { real::close_range(from, last, flags) }
-        } else {
-            0
-        }
-    })
+    crate::ffi::catch(-1, libc::EINVAL, || sockets::close_range(first, last, flags))
 }
 
 #[cfg_attr(not(test), no_mangle)]

@@ -38,7 +38,7 @@ pub mod table;
 
 pub use assoc::{bound_addr, connect_kernel, ensure, track_responder};
 pub use filter::refresh as refresh_filter;
-pub use table::{control_fds, dup, inode, is_control, peer, set_peer};
+pub use table::{inode, is_control, peer, set_peer};
 
 pub use crate::log_once::log_once;
 use libc::{c_int, AF_INET, AF_INET6};
