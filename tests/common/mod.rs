@@ -245,7 +245,14 @@ pub struct LineLog(Arc<Mutex<String>>);
 impl LineLog {
     pub fn spawn_reader(stream: impl Read + Send + 'static) -> LineLog {
         let log = LineLog::default();
-        let sink = log.clone();
+        log.also_read(stream);
+        log
+    }
+
+    /// Collects `stream` into this log too (a child's stderr next to its
+    /// stdout), line by line.
+    pub fn also_read(&self, stream: impl Read + Send + 'static) {
+        let sink = self.clone();
         thread::spawn(move || {
             let mut reader = BufReader::new(stream);
             let mut buf = Vec::new();
@@ -257,7 +264,6 @@ impl LineLog {
                 buf.clear();
             }
         });
-        log
     }
 
     pub fn text(&self) -> String {

@@ -31,6 +31,11 @@ impl NetNs {
         ns
     }
 
+    /// `/run/netns/NAME`, for [`in_netns`] and [`TcpTarget::start_in`].
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.name)
+    }
+
     pub fn etc_dir(&self) -> std::path::PathBuf {
         std::path::Path::new("/etc/netns").join(&self.name)
     }
@@ -38,7 +43,7 @@ impl NetNs {
     /// Moves the calling thread into the namespace: sockets it opens and
     /// processes it spawns live there.
     pub fn enter(&self) {
-        let f = fs::File::open(format!("/run/netns/{}", self.name)).expect("open /run/netns/NAME");
+        let f = fs::File::open(self.path()).expect("open /run/netns/NAME");
         // SAFETY: setns on a namespace fd we just opened; affects this thread only.
         let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "setns into {}: {}", self.name, std::io::Error::last_os_error());

@@ -11,6 +11,7 @@
 
 use crate::common::*;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -34,11 +35,19 @@ pub struct UdpTarget {
     sentinels: Arc<Mutex<usize>>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
+    /// The network namespace (`/run/netns/NAME`) it listens in, if not ours.
+    netns: Option<PathBuf>,
 }
 
 impl UdpTarget {
     pub fn start(ip: IpAddr, answer: Answer) -> UdpTarget {
-        let sock = UdpSocket::bind((ip, 0)).expect("bind udp target");
+        Self::start_in(None, ip, answer)
+    }
+
+    /// A target listening inside the network namespace `netns`
+    /// (`/run/netns/NAME`): nothing in this one can reach it directly.
+    pub fn start_in(netns: Option<&Path>, ip: IpAddr, answer: Answer) -> UdpTarget {
+        let sock = in_netns(netns, || UdpSocket::bind((ip, 0)).expect("bind udp target"));
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let addr = sock.local_addr().unwrap();
         let peers = Arc::new(Mutex::new(Vec::new()));
@@ -61,7 +70,7 @@ impl UdpTarget {
                 let _ = sock.send_to(&reply, from);
             }
         });
-        UdpTarget { addr, peers, sentinels, stop, thread: Some(thread) }
+        UdpTarget { addr, peers, sentinels, stop, thread: Some(thread), netns: netns.map(Path::to_path_buf) }
     }
 
     pub fn echo(ip: IpAddr) -> UdpTarget {
@@ -73,7 +82,7 @@ impl UdpTarget {
     pub fn sync(&self) {
         let before = *self.sentinels.lock().unwrap();
         let any: SocketAddr = if self.addr.is_ipv4() { "127.0.0.1:0".parse().unwrap() } else { "[::1]:0".parse().unwrap() };
-        let sock = UdpSocket::bind(any).unwrap();
+        let sock = in_netns(self.netns.as_deref(), || UdpSocket::bind(any).unwrap());
         let seen = wait_until(WAIT, || {
             sock.send_to(SENTINEL, self.addr).unwrap();
             thread::sleep(Duration::from_millis(5));
@@ -125,6 +134,15 @@ fn dns_answer(query: &[u8]) -> Vec<u8> {
 
 /// What the proxy's log says about UDP associations.
 pub trait UdpLog: Proxy {
+    /// A UDP target on `ip` this proxy reaches: on this machine's loopback,
+    /// or (shadowsocks) inside the network namespace only the proxy can reach.
+    fn udp_target_on(&self, ip: IpAddr, answer: Answer) -> UdpTarget {
+        UdpTarget::start(ip, answer)
+    }
+    /// [`UdpLog::udp_target_on`] 127.0.0.1, echoing.
+    fn udp_echo(&self) -> UdpTarget {
+        self.udp_target_on(DIRECT, Answer::Echo)
+    }
     /// Waits for the line of an ended association that carried datagrams
     /// to `dst`; returns it.
     fn wait_association_end(&self, dst: SocketAddr, datagrams: usize) -> String;
@@ -203,7 +221,7 @@ print("sock", s.getsockname()[1])
 "#;
 
 pub fn sendto_recvfrom(proxy: &dyn UdpLog, ip: IpAddr) {
-    let target = UdpTarget::echo(ip);
+    let target = proxy.udp_target_on(ip, Answer::Echo);
     let tok = token("udp-sendto");
     let out = python(proxy, SENDTO, &target, &[&tok]);
     out.assert_success();
@@ -240,7 +258,7 @@ except OSError as e:
 "#;
 
 pub fn connected(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let tok = token("udp-connected");
     let out = python(proxy, CONNECTED, &target, &[&tok]);
     out.assert_success();
@@ -284,7 +302,7 @@ except BlockingIOError:
 "#;
 
 pub fn sendmsg_recvmsg(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let tok = token("udp-msg");
     let out = python(proxy, MSG, &target, &[&tok]);
     out.assert_success();
@@ -308,7 +326,7 @@ print("back", len(data), data == payload)
 "#;
 
 pub fn big_datagram(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let out = python(proxy, BIG, &target, &[]);
     out.assert_success();
     assert_eq!(out.stdout, "sent 60000\nback 60000 True\n", "{out}");
@@ -332,7 +350,7 @@ print("ok", i + 1)
 "#;
 
 pub fn round_trips(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let out = python(proxy, ROUND_TRIPS, &target, &[]);
     out.assert_success();
     assert_eq!(out.stdout, "ok 1000\n", "{out}");
@@ -343,7 +361,7 @@ pub fn round_trips(proxy: &dyn UdpLog) {
 /// `recvmsg`) against a DNS responder.
 pub fn dig(proxy: &dyn UdpLog) {
     require_program("dig", "bind9-dnsutils");
-    let target = UdpTarget::start(DIRECT, Answer::Dns);
+    let target = proxy.udp_target_on(DIRECT, Answer::Dns);
     let out = Run::shimmed(&proxy.url(), "dig")
         .args(["@127.0.0.1", "-p", &target.addr.port().to_string(), "socksify-test.example", "+short", "+time=10", "+tries=1"])
         .timeout(Duration::from_secs(40))
@@ -380,7 +398,7 @@ sys.stdout.flush()
 "#;
 
 pub fn association_closes_with_socket(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let out = python(proxy, CLOSE, &target, &[]);
     out.assert_success();
     assert_eq!(out.stdout, "during 2 after 0\n", "the socket and its control connection, then neither: {out}");
@@ -412,7 +430,7 @@ except BlockingIOError:
 "#;
 
 pub fn injected_datagram_dropped(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let out = Run::python(&proxy.url(), INJECT)
         .arg("127.0.0.1")
         .arg(target.addr.port().to_string())
@@ -442,7 +460,7 @@ for what, call in (("sendto", lambda: s.sendto(b"x", (host, port))), ("connect",
 "#;
 
 pub fn blocked(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let out = Run::python(&proxy.url(), BLOCKED)
         .arg("127.0.0.1")
         .arg(target.addr.port().to_string())
@@ -511,7 +529,7 @@ echo(b"four")
 "#;
 
 pub fn control_closed_behind_our_back(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let out = python(proxy, CONTROL_CLOSED, &target, &[]);
     out.assert_success();
     assert_eq!(out.stdout, "one\nhidden 1\nclose EBADF\ntwo\nthree\nhidden 1\nhidden after close_range True\nfour\n", "{out}");
@@ -564,7 +582,7 @@ print(data.decode(), addr[1] == port)
 "#;
 
 pub fn dup_shares_the_association(proxy: &dyn UdpLog) {
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let out = python(proxy, DUP, &target, &[]);
     out.assert_success();
     assert_eq!(out.stdout, "one\ntwo True\n", "{out}");
@@ -586,7 +604,7 @@ print("echo", s.recv(100).decode())
 "#;
 
 pub fn tcp_fast_open(proxy: &dyn UdpLog) {
-    let target = TcpTarget::echo();
+    let target = proxy.target(Serve::Echo);
     let out =
         Run::python(&proxy.url(), FASTOPEN).arg("127.0.0.1").arg(target.addr.port().to_string()).timeout(Duration::from_secs(40)).run();
     out.assert_success();
@@ -600,7 +618,7 @@ pub fn c_calls(proxy: &dyn UdpLog) {
     let dir = TempDir::new("udp-calls");
     let exe = dir.path().join("udp_calls");
     Run::plain("gcc").args(["-O2", "-o"]).arg(&exe).arg(repo_root().join("tests/programs/udp_calls.c")).run().assert_success();
-    let target = UdpTarget::echo(DIRECT);
+    let target = proxy.udp_echo();
     let out = Run::shimmed(&proxy.url(), &exe)
         .args([host(target.addr.ip()), target.addr.port().to_string()])
         .timeout(Duration::from_secs(40))
@@ -615,7 +633,7 @@ pub fn c_calls(proxy: &dyn UdpLog) {
 /// asks for A and AAAA (the responder answers each with `A 192.0.2.77`).
 pub fn nslookup(proxy: &dyn UdpLog) {
     require_program("nslookup", "bind9-dnsutils");
-    let target = UdpTarget::start(DIRECT, Answer::Dns);
+    let target = proxy.udp_target_on(DIRECT, Answer::Dns);
     let out = Run::shimmed(&proxy.url(), "nslookup")
         .args([&format!("-port={}", target.addr.port()), "-timeout=10", "-retry=1", "socksify-test.example", "127.0.0.1"])
         .timeout(Duration::from_secs(40))
@@ -642,8 +660,9 @@ print("alternated")
 "#;
 
 pub fn bypassed_and_proxied_from_one_socket(proxy: &dyn UdpLog) {
-    let direct = UdpTarget::echo(DIRECT);
-    let proxied = UdpTarget::echo(DIRECT);
+    let proxied = proxy.udp_echo();
+    // (A proxied target in a namespace of its own may have the same port.)
+    let direct = (0..10).map(|_| UdpTarget::echo(DIRECT)).find(|d| d.addr.port() != proxied.addr.port()).expect("a port of its own");
     let out = Run::python(&proxy.url(), ALTERNATE)
         .args([host(DIRECT), direct.addr.port().to_string(), proxied.addr.port().to_string()])
         .env("SOCKSIFY_NO_PROXY", &format!("127.0.0.1:{}", direct.addr.port()))
