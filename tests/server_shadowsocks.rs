@@ -99,11 +99,10 @@ fn names_resolved_by_ss_server() {
     dns_cases::python_create_connection(&ss, &dns_cases::direct);
 }
 
-/// A destination nobody listens on: ss-local answers "succeeded" at once,
-/// before ss-server has tried the destination (it learns the destination
-/// from the first bytes on the tunnel), so the program's `connect`
-/// succeeds; when ss-server's connect is refused, both ends close: the
-/// program's first read is end-of-file. Nothing goes direct.
+/// A destination nobody listens on: ss-local answers "succeeded" at once
+/// (the shadowsocks protocol carries no answer from ss-server), so the
+/// program's `connect` succeeds; when ss-server's connect is refused, both
+/// ends close: the program's first read is end-of-file. Nothing goes direct.
 #[test]
 fn refused_destination_connects_then_reads_eof() {
     let ss = Shadowsocks::start();
