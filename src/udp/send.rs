@@ -53,8 +53,7 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
     // The one lock of the common path: everything the table knows.
     let mut ours = fd_table::kind(fd) == kind::UDP;
     let tracked = match ours {
-        true => table::for_send(fd, given, assoc::CHECK_EVERY_MS)
-            .filter(|t| check == FdCheck::Trust || table::inode(fd) == Some(t.ino)),
+        true => table::for_send(fd, given, assoc::CHECK_EVERY_MS).filter(|t| check == FdCheck::Trust || table::inode(fd) == Some(t.ino)),
         false => None,
     };
     if ours && tracked.is_none() {
@@ -79,7 +78,7 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
     if crate::dns_responder::intercepts(config, &dst) {
         let family = match (&tracked, ours) {
             (Some(t), _) => Some(t.family),
-            (None, true) => None, // marked ours, not in the table
+            (None, true) => None,                 // marked ours, not in the table
             (None, false) => inet_udp_family(fd), // None: a TCP fast open, the connect hook answers
         };
         if let Some(family) = family {

@@ -203,9 +203,7 @@ pub fn reported_source(fd: c_int, src: &TargetAddr) -> Option<SocketAddr> {
 pub fn reported_source_by_last(last: &Recent, src: &TargetAddr) -> Option<SocketAddr> {
     let (addr, name) = last;
     match (src, name) {
-        (TargetAddr::Domain(src_name, port), Some(name)) => {
-            (addr.port() == *port && name.eq_ignore_ascii_case(src_name)).then_some(*addr)
-        }
+        (TargetAddr::Domain(src_name, port), Some(name)) => (addr.port() == *port && name.eq_ignore_ascii_case(src_name)).then_some(*addr),
         (TargetAddr::Ip(sa), None) => {
             let sent_there = canonical_ip(addr.ip()) == canonical_ip(sa.ip()) && addr.port() == sa.port();
             sent_there.then(|| SocketAddr::new(canonical_ip(sa.ip()), sa.port()))
