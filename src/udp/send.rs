@@ -67,13 +67,11 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
     };
     let Some(config) = runtime::config() else {
         // Which sockets we would proxy is unknown: refuse every UDP send.
-        return match socket_addr::socket_family_and_type(fd) {
-            Some((family, SOCK_DGRAM)) if udp::is_inet(family) => {
-                log_once(format!("udp to {dst} refused: the configuration is malformed (see the message above)"));
-                Err(libc::ENETUNREACH)
-            }
-            _ => Ok(Sent::Unchanged),
-        };
+        if inet_udp_family(fd).is_none() {
+            return Ok(Sent::Unchanged);
+        }
+        log_once(format!("udp to {dst} refused: the configuration is malformed (see the message above)"));
+        return Err(libc::ENETUNREACH);
     };
     if crate::dns_responder::intercepts(config, &dst) {
         let family = match (&tracked, ours) {
