@@ -38,16 +38,6 @@ use tor::Tor;
 /// errno the program gets is the one mapped from Tor's reply.
 const SHIM_TIMEOUT_MS: &str = "30000";
 
-/// `python3 -c UDP_SEND HOST PORT`: one `sendto`; prints `sent N` or `errno N`.
-const UDP_SEND: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-try:
-    print("sent", s.sendto(b"must-not-leak", (sys.argv[1], int(sys.argv[2]))))
-except OSError as e:
-    print("errno", e.errno)
-"#;
-
 /// The SOCKS5 reply codes in the shim's log lines for connections to
 /// `dest` (`proxy replied: ... (N)`), one per connection.
 fn replies(out: &Output, dest: &str) -> Vec<u8> {
@@ -95,6 +85,37 @@ fn direct_target(tor: &Tor) -> TcpTarget {
     TcpTarget::start_in(Some(&tor.netns_path()), DIRECT, Serve::Http("direct".into()))
 }
 
+/// Runs `body(PORT)` inside Tor's namespace, next to a nameserver that
+/// counts queries (it knows [`NAME`] as 127.0.0.1) and the direct target on
+/// 127.0.0.1:PORT; then asserts that nothing leaked: no DNS query, no
+/// connection at the target.
+fn without_leaks(tor: &Tor, body: impl FnOnce(&str) + Send) {
+    tor.run(|| {
+        let stub = DnsStub::start(&[(NAME, Ipv4Addr::LOCALHOST)]);
+        let target = direct_target(tor);
+        body(&target.addr.port().to_string());
+        assert!(stub.queries().is_empty(), "DNS queries leaked: {:?}", stub.queries());
+        target.assert_untouched();
+    })
+}
+
+/// `python3 -c CONNECT_ERRNO HOST PORT` under the shim with `url`, in Tor's
+/// namespace (with its resolv.conf), the shim's timeout [`SHIM_TIMEOUT_MS`].
+fn python_connect(tor: &Tor, url: &str, host: &str, port: &str) -> Output {
+    let out = tor.shimmed(url, python3()).env("SOCKSIFY_TIMEOUT_MS", SHIM_TIMEOUT_MS).args(["-c", CONNECT_ERRNO, host, port]).run();
+    out.assert_success();
+    out
+}
+
+/// python's one `connect` to NAME:PORT through `url` gets the errno of the
+/// reply Tor gave up with.
+fn assert_errno_of_tor_giving_up(tor: &Tor, url: &str, port: &str) {
+    let out = python_connect(tor, url, NAME, port);
+    let code = replies(&out, &format!("{NAME}:{port}"));
+    assert_eq!(code.len(), 1, "{out}");
+    assert_eq!(out.stdout.trim(), format!("errno {}", errno_of_tor_giving_up(code[0], &out)), "{out}");
+}
+
 /// curl and python by a name only Tor should see: Tor is asked for the
 /// name, the program gets the errno of Tor's answer (mapped as SPEC says),
 /// no DNS query reaches the nameserver, nothing reaches the target that
@@ -128,15 +149,7 @@ fn names_reach_tor_and_nothing_leaks() {
         assert!(out.code.is_some_and(|c| exits.contains(&c)), "curl's exit for {errnos:?}:\n{out}");
 
         // python: one connect by name, its errno is the one of Tor's reply.
-        let out = tor
-            .shimmed(&tor.url(), python3())
-            .env("SOCKSIFY_TIMEOUT_MS", SHIM_TIMEOUT_MS)
-            .args(["-c", CONNECT_ERRNO, NAME, &port.to_string()])
-            .run();
-        out.assert_success();
-        let code = replies(&out, &dest);
-        assert_eq!(code.len(), 1, "{out}");
-        assert_eq!(out.stdout.trim(), format!("errno {}", errno_of_tor_giving_up(code[0], &out)), "{out}");
+        assert_errno_of_tor_giving_up(&tor, &tor.url(), &port.to_string());
 
         // Tor was asked for the name, once per connection, and says why it gave up.
         tor.wait_asked_for(&dest, curl_replies.len() + 1);
@@ -154,17 +167,12 @@ fn names_reach_tor_and_nothing_leaks() {
 #[test]
 fn shim_timeout_bounds_the_wait_for_a_circuit() {
     let tor = Tor::start_with(None);
-    tor.run(|| {
-        let stub = DnsStub::start(&[(NAME, Ipv4Addr::LOCALHOST)]);
-        let target = direct_target(&tor);
-        let port = target.addr.port().to_string();
-        let out = tor.shimmed(&tor.url(), python3()).env("SOCKSIFY_TIMEOUT_MS", "1000").args(["-c", CONNECT_ERRNO, NAME, &port]).run();
+    without_leaks(&tor, |port| {
+        let out = tor.shimmed(&tor.url(), python3()).env("SOCKSIFY_TIMEOUT_MS", "1000").args(["-c", CONNECT_ERRNO, NAME, port]).run();
         out.assert_success();
         assert_eq!(out.stdout.trim(), format!("errno {}", libc::ETIMEDOUT), "{out}");
         assert!(out.stderr.contains("timed out waiting for the SOCKS reply"), "{out}");
         tor.wait_asked_for(&format!("{NAME}:{port}"), 1);
-        assert!(stub.queries().is_empty(), "{:?}", stub.queries());
-        target.assert_untouched();
     });
 }
 
@@ -180,11 +188,7 @@ fn internal_addresses_are_refused() {
         for ip in [DIRECT, lan, LOCALHOST_V6] {
             let target = TcpTarget::start_in(Some(&tor.netns_path()), ip, Serve::Echo);
             let dest = format!("{}:{}", url_host(ip), target.addr.port());
-            let out = Run::python(&tor.url(), CONNECT_ERRNO)
-                .env("SOCKSIFY_TIMEOUT_MS", SHIM_TIMEOUT_MS)
-                .args([ip.to_string(), target.addr.port().to_string()])
-                .run();
-            out.assert_success();
+            let out = python_connect(&tor, &tor.url(), &ip.to_string(), &target.addr.port().to_string());
             assert_eq!(out.stdout.trim(), format!("errno {}", libc::ECONNREFUSED), "{out}");
             assert_eq!(replies(&out, &dest), [1], "{out}");
             tor.wait_asked_for(&dest, 1);
@@ -223,7 +227,7 @@ fn udp_is_refused_and_dns_stays_in_process() {
         // python sendto by name (fake address): the same, and no DNS query.
         let target = udp_listener(Ipv4Addr::LOCALHOST, 0);
         let port = target.local_addr().unwrap().port().to_string();
-        let out = tor.shimmed(&tor.url(), python3()).args(["-c", UDP_SEND, NAME, &port]).run();
+        let out = tor.shimmed(&tor.url(), python3()).args(["-c", udp_refused::SEND, NAME, &port]).run();
         out.assert_success();
         assert_eq!(out.stdout.trim(), format!("errno {}", libc::EOPNOTSUPP), "{out}");
         assert!(out.stderr.contains("UDP ASSOCIATE") && out.stderr.contains("command not supported (7)"), "{out}");
@@ -256,23 +260,13 @@ fn udp_is_refused_and_dns_stays_in_process() {
 #[test]
 fn socks4a_and_socks4() {
     let tor = Tor::start();
-    tor.run(|| {
-        let stub = DnsStub::start(&[(NAME, Ipv4Addr::LOCALHOST)]);
-        let target = direct_target(&tor);
-        let port = target.addr.port().to_string();
+    without_leaks(&tor, |port| {
         for (scheme, host) in [("socks4a", NAME), ("socks4", "127.0.0.1")] {
-            let out = tor
-                .shimmed(&tor.url_as(scheme), python3())
-                .env("SOCKSIFY_TIMEOUT_MS", SHIM_TIMEOUT_MS)
-                .args(["-c", CONNECT_ERRNO, host, &port])
-                .run();
-            out.assert_success();
+            let out = python_connect(&tor, &tor.url_as(scheme), host, port);
             assert_eq!(out.stdout.trim(), format!("errno {}", libc::ECONNREFUSED), "{scheme}:\n{out}");
             assert!(out.stderr.contains("SOCKS4 request rejected (code 91)"), "{scheme}:\n{out}");
             tor.wait_asked_for(&format!("{host}:{port}"), 1);
         }
-        assert!(stub.queries().is_empty(), "{:?}", stub.queries());
-        target.assert_untouched();
     });
 }
 
@@ -283,25 +277,15 @@ fn socks4a_and_socks4() {
 #[test]
 fn username_password_for_stream_isolation() {
     let tor = Tor::start();
-    tor.run(|| {
-        let stub = DnsStub::start(&[(NAME, Ipv4Addr::LOCALHOST)]);
-        let target = direct_target(&tor);
-        let port = target.addr.port().to_string();
+    without_leaks(&tor, |port| {
         for (user, pass) in [("alice", "any password"), ("bob", "another one")] {
             let url = format!("socks5h://{}:{}@127.0.0.1:{}", percent_encode(user), percent_encode(pass), tor::SOCKS_PORT);
-            let out =
-                tor.shimmed(&url, python3()).env("SOCKSIFY_TIMEOUT_MS", SHIM_TIMEOUT_MS).args(["-c", CONNECT_ERRNO, NAME, &port]).run();
-            out.assert_success();
             // Past the credentials: the reply is the CONNECT's.
-            let code = replies(&out, &format!("{NAME}:{port}"));
-            assert_eq!(code.len(), 1, "{user}:\n{out}");
-            assert_eq!(out.stdout.trim(), format!("errno {}", errno_of_tor_giving_up(code[0], &out)), "{user}:\n{out}");
+            assert_errno_of_tor_giving_up(&tor, &url, port);
         }
         tor.wait_asked_for(&format!("{NAME}:{port}"), 2);
         assert_eq!(tor.accepted_method(2), 2, "Tor chose username/password both times:\n{}", tor.log.text());
         assert_eq!(tor.accepted_method(0), 0, "{}", tor.log.text());
-        assert!(stub.queries().is_empty(), "{:?}", stub.queries());
-        target.assert_untouched();
     });
 }
 
@@ -314,33 +298,17 @@ fn username_password_for_stream_isolation() {
 #[test]
 fn pipelined_handshake() {
     let tor = Tor::start();
-    tor.run(|| {
-        let stub = DnsStub::start(&[(NAME, Ipv4Addr::LOCALHOST)]);
-        let target = direct_target(&tor);
-        let port = target.addr.port().to_string();
+    without_leaks(&tor, |port| {
         let dest = format!("{NAME}:{port}");
-
-        let out = tor
-            .shimmed(&format!("{}?pipeline=1", tor.url()), python3())
-            .env("SOCKSIFY_TIMEOUT_MS", SHIM_TIMEOUT_MS)
-            .args(["-c", CONNECT_ERRNO, NAME, &port])
-            .run();
-        out.assert_success();
-        let code = replies(&out, &dest);
-        assert_eq!(code.len(), 1, "{out}");
-        assert_eq!(out.stdout.trim(), format!("errno {}", errno_of_tor_giving_up(code[0], &out)), "{out}");
+        assert_errno_of_tor_giving_up(&tor, &format!("{}?pipeline=1", tor.url()), port);
         tor.wait_asked_for(&dest, 1);
 
         let url = format!("socks5h://alice:pw@127.0.0.1:{}?pipeline=1", tor::SOCKS_PORT);
-        let out = tor.shimmed(&url, python3()).env("SOCKSIFY_TIMEOUT_MS", SHIM_TIMEOUT_MS).args(["-c", CONNECT_ERRNO, NAME, &port]).run();
-        out.assert_success();
+        let out = python_connect(&tor, &url, NAME, port);
         assert_eq!(out.stdout.trim(), format!("errno {}", libc::EPROTO), "{out}");
         assert!(out.stderr.contains("method selection is not SOCKS version 5"), "{out}");
         // Tor took the request all the same.
         tor.wait_asked_for(&dest, 2);
         assert_eq!(tor.accepted_method(2), 1, "{}", tor.log.text());
-
-        assert!(stub.queries().is_empty(), "{:?}", stub.queries());
-        target.assert_untouched();
     });
 }

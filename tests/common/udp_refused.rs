@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 /// `python3 -c SEND HOST PORT`: one `sendto`; prints `sent N` or `errno N`.
-const SEND: &str = r#"
+pub const SEND: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 try:
