@@ -39,7 +39,7 @@ use socksify_proto::bind::{self as rule, ProxiedConn, SecondReply};
 use socksify_proto::config::Config;
 use socksify_proto::handshake::{Dialect, HandshakeError};
 use socksify_proto::wire::socks5::{Command, ReplyCode};
-use socksify_proto::wire::TargetAddr;
+use socksify_proto::wire::{TargetAddr, MAX_HEADER_LEN};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
@@ -226,7 +226,7 @@ pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags:
     let timeout = crate::runtime::config().map_or(socksify_proto::config::DEFAULT_TIMEOUT, |c| c.timeout);
     let deadline = Instant::now() + timeout;
     let blocking = blocking(fd);
-    let mut buf = [0u8; 262];
+    let mut buf = [0u8; MAX_HEADER_LEN];
     let (peer, used) = loop {
         // SAFETY: peeks into a local buffer; the reply is consumed below,
         // once the new fd exists.
@@ -302,7 +302,7 @@ unsafe fn hand_out(
     if new < 0 {
         return -1; // EMFILE and the like; the reply stays for the next try
     }
-    let mut reply = [0u8; 262];
+    let mut reply = [0u8; MAX_HEADER_LEN];
     // SAFETY: reads exactly the reply, which is in the socket (peeked).
     unsafe { real::recv(fd, reply.as_mut_ptr() as *mut c_void, used, libc::MSG_DONTWAIT) };
     // SAFETY: a flag query: no memory is passed.

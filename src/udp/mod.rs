@@ -44,7 +44,7 @@ pub use crate::log_once::log_once;
 use libc::{c_int, AF_INET, AF_INET6};
 
 /// The largest RFC 1928 UDP header (a 255-byte name).
-pub const HEADER_MAX: usize = 3 + 1 + 1 + 255 + 2;
+pub const HEADER_MAX: usize = socksify_proto::wire::MAX_HEADER_LEN;
 
 /// An encoded RFC 1928 UDP header, kept inline (no allocation per
 /// datagram): built once per destination, cached in the table.

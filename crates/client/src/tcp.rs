@@ -10,7 +10,7 @@ use libc::{c_int, c_void, sockaddr, socklen_t, EINPROGRESS, EINTR, ETIMEDOUT};
 use socksify_proto::config::{Config, ProxyHost};
 use socksify_proto::handshake::{ClientHandshake, HandshakeError, Progress};
 use socksify_proto::wire::socks5::Command;
-use socksify_proto::wire::TargetAddr;
+use socksify_proto::wire::{TargetAddr, MAX_HEADER_LEN};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -222,7 +222,7 @@ fn send_all(io: &impl SocketIo, fd: c_int, mut bytes: &[u8], deadline: &Deadline
 fn handshake(io: &impl SocketIo, fd: c_int, hs_start: (ClientHandshake, Vec<u8>), deadline: &Deadline) -> Result<TargetAddr, ConnectError> {
     let (mut hs, first) = hs_start;
     send_all(io, fd, &first, deadline)?;
-    let mut buf = [0u8; 262];
+    let mut buf = [0u8; MAX_HEADER_LEN];
     // The proxy cannot have answered a message it is only now receiving:
     // wait before the first read instead of failing it with EAGAIN.
     wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;

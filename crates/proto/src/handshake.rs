@@ -94,10 +94,6 @@ impl From<wire::Error> for HandshakeError {
     }
 }
 
-/// The longest server answer buffered at once: a reply with a 255-byte
-/// name (the method selection and auth reply are consumed before it).
-const MAX_REPLY: usize = 4 + 1 + 255 + 2;
-
 /// The shortest well-formed SOCKS5 reply: a one-byte name (an IPv4 reply
 /// is 10 bytes). Asking for this much never reads past a reply, and takes
 /// all but the last two bytes of the usual IPv4 reply in one read.
@@ -179,7 +175,7 @@ impl ClientHandshake {
                     credentials: credentials.clone(),
                     request,
                     pipelined: *pipeline,
-                    input: Vec::with_capacity(MAX_REPLY),
+                    input: Vec::with_capacity(wire::MAX_HEADER_LEN),
                 };
                 Ok((hs, out))
             }

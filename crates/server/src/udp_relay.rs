@@ -27,7 +27,7 @@ use crate::session::{reply5, ClientConn, Session};
 use socket2::{SockAddr, Type};
 use socksify_proto::wire::socks5::ReplyCode;
 use socksify_proto::wire::udp::UdpHeader;
-use socksify_proto::wire::{canonical_ip, TargetAddr};
+use socksify_proto::wire::{canonical_ip, TargetAddr, MAX_HEADER_LEN};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{SocketAddr, UdpSocket};
@@ -35,7 +35,7 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 /// Room for the largest UDP payload plus the largest header.
-const DATAGRAM_MAX: usize = 65536 + 262;
+const DATAGRAM_MAX: usize = 65536 + MAX_HEADER_LEN;
 /// Datagrams handled per socket per wake-up (one `recvmmsg`).
 const BATCH: usize = 32;
 /// Names resolved per association before the cache is flushed.

@@ -154,6 +154,12 @@ impl fmt::Display for TargetAddr {
     }
 }
 
+/// The longest SOCKS5 message that ends in an address: a reply (`VER REP
+/// RSV ATYP`) or a UDP request header (`RSV RSV FRAG ATYP`), 4 bytes, then
+/// the longest address, a host name (a length byte and 255 bytes), then
+/// the 2-byte port: 4 + 1 + 255 + 2 = 262. A SOCKS4 reply (8) is shorter.
+pub const MAX_HEADER_LEN: usize = 4 + 1 + 255 + 2;
+
 /// A v4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it is.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
@@ -186,6 +192,15 @@ mod tests {
             assert_eq!(out.len(), t.encoded_len());
             assert_eq!(TargetAddr::parse(&out), Ok((t.clone(), out.len())));
         }
+    }
+
+    #[test]
+    fn max_header_len_is_the_longest_reply_and_udp_header() {
+        let longest = TargetAddr::domain(&"a".repeat(255), 65535).unwrap();
+        let (mut reply, mut header) = (Vec::new(), Vec::new());
+        socks5::Reply { code: socks5::ReplyCode::Succeeded, bound: longest.clone() }.emit(&mut reply);
+        udp::UdpHeader::new(longest).emit(&mut header);
+        assert_eq!((reply.len(), header.len()), (MAX_HEADER_LEN, MAX_HEADER_LEN));
     }
 
     #[test]
