@@ -3,7 +3,6 @@
 //! ends add what only they know (the shim: addresses its real resolver gave
 //! for bypassed names).
 
-use socksify_proto::config::bypass::in_net;
 use socksify_proto::config::{Config, DnsMode};
 use socksify_proto::wire::canonical_ip;
 use std::net::{IpAddr, SocketAddr};
@@ -11,9 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 /// Whether `ip` is in the fake pools (remote DNS only): such an address is
 /// never bypassed and never connected to directly. A range check, no lock.
 pub fn is_fake(config: &Config, ip: IpAddr) -> bool {
-    let ip = canonical_ip(ip);
-    config.dns == DnsMode::Remote
-        && (in_net(ip, config.fake_v4.0.into(), config.fake_v4.1) || in_net(ip, config.fake_v6.0.into(), config.fake_v6.1))
+    config.dns == DnsMode::Remote && (config.fake_v4.contains(ip) || config.fake_v6.contains(ip))
 }
 
 /// Whether `addr` is one of the first hop's addresses: a program that

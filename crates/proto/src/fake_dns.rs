@@ -26,6 +26,7 @@
 //! Pure data, no locking, no clock: the shim keeps one behind its
 //! fork-safe mutex and passes the time in.
 
+use crate::cidr::Cidr;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -78,17 +79,14 @@ impl FakeDns {
     /// holding at most `max_names` names (and never more than the IPv4 pool
     /// has addresses: the network and all-ones addresses are not used). An
     /// address is recycled only after `min_idle` (seconds) without use.
-    pub fn new(v4: (Ipv4Addr, u8), v6: (Ipv6Addr, u8), max_names: usize, min_idle: u64) -> FakeDns {
-        let v4_prefix = v4.1.min(32);
-        let v6_prefix = v6.1.min(128);
-        let v4_mask = u32::MAX.checked_shl(32 - v4_prefix as u32).unwrap_or(0);
-        let v6_mask = u128::MAX.checked_shl(128 - v6_prefix as u32).unwrap_or(0);
+    pub fn new(v4: Cidr<Ipv4Addr>, v6: Cidr<Ipv6Addr>, max_names: usize, min_idle: u64) -> FakeDns {
+        let (v4_prefix, v6_prefix) = (v4.prefix(), v6.prefix());
         let v4_hosts = (1u64 << (32 - v4_prefix as u32)).saturating_sub(2);
         let v6_hosts = 1u128.checked_shl(128 - v6_prefix as u32).unwrap_or(u128::MAX).saturating_sub(2);
         let capacity = v4_hosts.min(max_names as u64).min(u32::MAX as u64 - 1) as u32;
         FakeDns {
-            v4: (u32::from(v4.0) & v4_mask, v4_prefix),
-            v6: (u128::from(v6.0) & v6_mask, v6_prefix),
+            v4: (u32::from(v4.addr()), v4_prefix),
+            v6: (u128::from(v6.addr()), v6_prefix),
             capacity,
             v6_hosts,
             next_v6: 0,
@@ -280,7 +278,7 @@ mod tests {
     const IDLE: u64 = 300;
 
     fn table(max: usize) -> FakeDns {
-        FakeDns::new((Ipv4Addr::new(198, 18, 0, 0), 15), ("fd50:c5f1:f1ed::".parse().unwrap(), 64), max, IDLE)
+        FakeDns::new(Cidr::v4(Ipv4Addr::new(198, 18, 0, 0), 15), Cidr::v6("fd50:c5f1:f1ed::".parse().unwrap(), 64), max, IDLE)
     }
 
     fn unused(_: Ipv4Addr, _: Ipv6Addr) -> bool {
@@ -327,7 +325,7 @@ mod tests {
     #[test]
     fn the_whole_ipv4_pool_is_used() {
         assert_eq!(table(DEFAULT_MAX_NAMES).capacity(), 131_070, "a /15 less its network and all-ones addresses");
-        let t = FakeDns::new((Ipv4Addr::new(10, 0, 0, 0), 30), ("fd00::".parse().unwrap(), 64), 1000, IDLE);
+        let t = FakeDns::new(Cidr::v4(Ipv4Addr::new(10, 0, 0, 0), 30), Cidr::v6("fd00::".parse().unwrap(), 64), 1000, IDLE);
         assert_eq!(t.capacity(), 2, "a /30 has two usable addresses");
     }
 
@@ -380,7 +378,7 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let mut t = FakeDns::new((Ipv4Addr::new(10, 0, 0, 0), 28), ("fd00::".parse().unwrap(), 64), 1000, 50);
+        let mut t = FakeDns::new(Cidr::v4(Ipv4Addr::new(10, 0, 0, 0), 28), Cidr::v6("fd00::".parse().unwrap(), 64), 1000, 50);
         let mut owner: HashMap<Ipv4Addr, (String, u64)> = HashMap::new();
         let mut v6_seen: HashMap<Ipv6Addr, String> = HashMap::new();
         let mut held: HashSet<Ipv4Addr> = HashSet::new();

@@ -4,6 +4,8 @@
 //!   request header and SOCKS4/4a, each as `parse`/`emit` over byte slices.
 //! * [`handshake`]: the client side of a SOCKS handshake as a sans-I/O state
 //!   machine; the shim drives it over a raw fd, tests over plain buffers.
+//! * [`cidr`]: address ranges (`10.0.0.0/8`), for the bypass list, the
+//!   fake pools and the server's rules.
 //! * [`config`]: proxy URLs, the bypass list and the environment variables.
 //! * [`fake_dns`]: the fake-address table of remote DNS.
 //! * [`bind`]: which listening sockets become a SOCKS BIND, and the BIND's
@@ -12,6 +14,7 @@
 //!   program sends to its nameserver, answered from that table).
 
 pub mod bind;
+pub mod cidr;
 pub mod config;
 pub mod dns;
 pub mod fake_dns;

@@ -5,7 +5,7 @@
 //! a silent default.
 
 use crate::local;
-use crate::rules::{Cidr, Rule, Rules};
+use crate::rules::{AddrRange, Rule, Rules};
 use socksify_proto::wire::canonical_ip;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -94,7 +94,7 @@ pub struct Config {
     pub bind_out_v4: Option<IpAddr>,
     pub bind_out_v6: Option<IpAddr>,
     pub rules: Rules,
-    pub allow_clients: Vec<Cidr>,
+    pub allow_clients: Vec<AddrRange>,
     /// `--open`: serve everyone on a listener beyond loopback.
     pub open: bool,
     /// A listener is beyond loopback: this host's addresses are denied as
@@ -223,7 +223,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             }
             "--allow-client" => {
                 let v = value(&name)?;
-                cfg.allow_clients.push(Cidr::parse(&v).map_err(|e| format!("--allow-client {v}: {e}"))?);
+                cfg.allow_clients.push(AddrRange::parse(&v).map_err(|e| format!("--allow-client {v}: {e}"))?);
             }
             "--max-conns" => cfg.max_conns = number(&name, &value(&name)?)?,
             "--max-client-conns" => max_client_conns = Some(number(&name, &value(&name)?)?),

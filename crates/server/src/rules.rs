@@ -5,53 +5,35 @@
 //! order the rules were given, and "allowed" when none matches. IPv4-mapped
 //! IPv6 addresses are judged as the IPv4 address they are.
 
-use socksify_proto::wire::canonical_ip;
+use socksify_proto::cidr::Cidr;
 use std::net::IpAddr;
 
-/// An address range: `ADDR/PREFIX`, or every address of both families.
+/// The addresses a rule names: `*` (every address of both families) or a
+/// [`Cidr`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cidr {
+pub enum AddrRange {
     Any,
-    Net { addr: IpAddr, prefix: u8 },
+    Net(Cidr),
 }
 
-impl Cidr {
-    /// Parses `ADDR`, `ADDR/PREFIX` or `*` (brackets around IPv6 allowed).
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+impl AddrRange {
+    /// Parses `ADDR`, `ADDR/PREFIX` or `*` (brackets around IPv6 allowed:
+    /// `[::1]`, `[::1]/64`, `[::1/64]`).
+    pub fn parse(s: &str) -> Result<AddrRange, String> {
         if s == "*" {
-            return Ok(Cidr::Any);
+            return Ok(AddrRange::Any);
         }
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
+        let unbracketed = match s.split_once('/') {
+            Some((a, p)) => format!("{}/{}", a.trim_start_matches('[').trim_end_matches(']'), p.trim_end_matches(']')),
+            None => s.trim_start_matches('[').trim_end_matches(']').to_owned(),
         };
-        let addr: IpAddr =
-            addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => {
-                p.trim_end_matches(']').parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("prefix `{p}` is not 0..={max}"))?
-            }
-            None => max,
-        };
-        Ok(Cidr::Net { addr: canonical_ip(addr), prefix })
+        Cidr::parse(&unbracketed).map(AddrRange::Net)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let (net, prefix) = match *self {
-            Cidr::Any => return true,
-            Cidr::Net { addr, prefix } => (addr, prefix),
-        };
-        match (net, canonical_ip(ip)) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - prefix as u32).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
+        match self {
+            AddrRange::Any => true,
+            AddrRange::Net(net) => net.contains(ip),
         }
     }
 }
@@ -60,7 +42,7 @@ impl Cidr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
     pub allow: bool,
-    pub net: Cidr,
+    pub net: AddrRange,
     /// Inclusive port range; `None` matches every port.
     pub ports: Option<(u16, u16)>,
 }
@@ -83,7 +65,7 @@ impl Rule {
         } else {
             (s.to_owned(), None)
         };
-        let net = Cidr::parse(&net)?;
+        let net = AddrRange::parse(&net)?;
         let ports = match ports {
             None => None,
             Some(p) => {
@@ -132,17 +114,21 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn net(s: &str) -> AddrRange {
+        AddrRange::Net(Cidr::parse(s).unwrap())
+    }
+
     #[test]
     fn rule_syntax() {
         let r = Rule::parse("127.0.0.3/32", false).unwrap();
-        assert_eq!((r.net, r.ports), (Cidr::Net { addr: ip("127.0.0.3"), prefix: 32 }, None));
+        assert_eq!((r.net, r.ports), (net("127.0.0.3/32"), None));
         assert_eq!(Rule::parse("0.0.0.0/0:25", false).unwrap().ports, Some((25, 25)));
         assert_eq!(Rule::parse("10.0.0.0/8:80-443", true).unwrap().ports, Some((80, 443)));
-        assert_eq!(Rule::parse("[::1]:22", false).unwrap().net, Cidr::Net { addr: ip("::1"), prefix: 128 });
-        assert_eq!(Rule::parse("[2001:db8::]/32:443", false).unwrap().net, Cidr::Net { addr: ip("2001:db8::"), prefix: 32 });
+        assert_eq!(Rule::parse("[::1]:22", false).unwrap().net, net("::1/128"));
+        assert_eq!(Rule::parse("[2001:db8::]/32:443", false).unwrap().net, net("2001:db8::/32"));
         assert_eq!(Rule::parse("[2001:db8::/32]:443", false).unwrap().ports, Some((443, 443)));
         assert_eq!(Rule::parse("2001:db8::/32", false).unwrap().ports, None);
-        assert_eq!(Rule::parse("*:25", false).unwrap().net, Cidr::Any);
+        assert_eq!(Rule::parse("*:25", false).unwrap().net, AddrRange::Any);
         for bad in ["1.2.3.4/33", "x", "1.2.3.4:99999", "1.2.3.4:9-1", "[::1", "::1/129"] {
             assert!(Rule::parse(bad, true).is_err(), "{bad}");
         }
@@ -163,10 +149,27 @@ mod tests {
     }
 
     #[test]
-    fn cidr_edges() {
-        let any4 = Cidr::parse("0.0.0.0/0").unwrap();
+    fn address_ranges() {
+        let any4 = AddrRange::parse("0.0.0.0/0").unwrap();
         assert!(any4.contains(ip("255.255.255.255")) && !any4.contains(ip("::1")));
-        assert!(Cidr::parse("::/0").unwrap().contains(ip("::1")));
-        assert!(!Cidr::parse("10.0.0.0/9").unwrap().contains(ip("10.128.0.1")));
+        assert!(AddrRange::parse("::/0").unwrap().contains(ip("::1")));
+        assert!(!AddrRange::parse("10.0.0.0/9").unwrap().contains(ip("10.128.0.1")));
+        assert!(AddrRange::parse("*").unwrap().contains(ip("::1")) && AddrRange::parse("*").unwrap().contains(ip("10.0.0.1")));
+        for (text, want) in [("[::1]", "::1/128"), ("[2001:db8::]/32", "2001:db8::/32"), ("[2001:db8::/32]", "2001:db8::/32"), ("127.0.0.1", "127.0.0.1/32")] {
+            assert_eq!(AddrRange::parse(text), Ok(net(want)), "{text}");
+        }
+        assert_eq!(AddrRange::parse("10.0.0.0/33"), Err("prefix `33` is not 0..=32".into()));
+        assert_eq!(AddrRange::parse("[x]"), Err("`x` is not an IP address".into()));
+    }
+
+    #[test]
+    fn a_v4_mapped_network_is_its_ipv4_network() {
+        // Was every IPv4 address (a mask shifted out of range) and a panic
+        // in a debug build; ::ffff:10.0.0.0/104 is 10.0.0.0/8.
+        let mut rules = Rules::default();
+        rules.push(Rule::parse("[::ffff:10.0.0.0]/104", false).unwrap());
+        assert!(!rules.allows(ip("10.1.2.3"), 80));
+        assert!(!rules.allows(ip("::ffff:10.1.2.3"), 80));
+        assert!(rules.allows(ip("11.0.0.1"), 80));
     }
 }

@@ -6,7 +6,7 @@
 //! (`.corp.example`, which covers `corp.example` and everything under it).
 //! Host names may carry a port too (`db.corp:5432`).
 
-use crate::wire::canonical_ip;
+use crate::cidr::Cidr;
 use std::net::{IpAddr, SocketAddr};
 
 pub const DEFAULT: &str = "localhost,127.0.0.0/8,::1";
@@ -15,8 +15,7 @@ pub const DEFAULT: &str = "localhost,127.0.0.0/8,::1";
 enum Rule {
     All,
     Net {
-        net: IpAddr,
-        prefix: u8,
+        net: Cidr,
         port: Option<u16>,
     },
     /// Lowercase, without a leading dot; matches the name and its subdomains.
@@ -42,10 +41,9 @@ impl BypassList {
 
     /// Whether a connection to `dst` goes direct.
     pub fn bypasses_addr(&self, dst: &SocketAddr) -> bool {
-        let ip = canonical_ip(dst.ip());
         self.rules.iter().any(|rule| match rule {
             Rule::All => true,
-            Rule::Net { net, prefix, port } => port.is_none_or(|p| p == dst.port()) && in_net(ip, *net, *prefix),
+            Rule::Net { net, port } => port.is_none_or(|p| p == dst.port()) && net.contains(dst.ip()),
             Rule::Domain { .. } => false,
         })
     }
@@ -82,7 +80,7 @@ impl BypassList {
         for rule in &self.rules {
             match rule {
                 Rule::All => out.extend([(IpAddr::from([0u8; 4]), 0, None), (IpAddr::from([0u8; 16]), 0, None)]),
-                Rule::Net { net, prefix, port } => out.push((*net, *prefix, *port)),
+                Rule::Net { net, port } => out.push((net.addr(), net.prefix(), *port)),
                 Rule::Domain { .. } => {}
             }
         }
@@ -99,17 +97,14 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
     if item == "*" {
         return Ok(Rule::All);
     }
-    if let Some((net, prefix)) = item.split_once('/') {
-        let net: IpAddr = net.parse().map_err(|_| "bad network address")?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or("bad prefix length")?;
-        return Ok(Rule::Net { net: canonical_ip(net), prefix, port: None });
+    if item.contains('/') {
+        return Ok(Rule::Net { net: Cidr::parse(item)?, port: None });
     }
     if let Ok(ip) = item.parse::<IpAddr>() {
-        return Ok(Rule::Net { net: canonical_ip(ip), prefix: full_prefix(ip), port: None });
+        return Ok(Rule::Net { net: Cidr::host(ip), port: None });
     }
     if let Ok(sa) = item.parse::<SocketAddr>() {
-        return Ok(Rule::Net { net: canonical_ip(sa.ip()), prefix: full_prefix(sa.ip()), port: Some(sa.port()) });
+        return Ok(Rule::Net { net: Cidr::host(sa.ip()), port: Some(sa.port()) });
     }
     let (name, port) = match item.rsplit_once(':') {
         Some((n, p)) => (n, Some(p.parse::<u16>().map_err(|_| "bad port")?)),
@@ -121,29 +116,6 @@ fn parse_rule(item: &str) -> Result<Rule, String> {
         return Err("not an IP, CIDR, host name or .suffix".into());
     }
     Ok(Rule::Domain { suffix, port })
-}
-
-fn full_prefix(ip: IpAddr) -> u8 {
-    if canonical_ip(ip).is_ipv4() {
-        32
-    } else {
-        128
-    }
-}
-
-/// Whether `ip` lies in `net/prefix` (both of one family; mixed is false).
-pub fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let mask = u32::MAX.checked_shl(32 - prefix as u32).unwrap_or(0);
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let mask = u128::MAX.checked_shl(128 - prefix as u32).unwrap_or(0);
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -196,8 +168,19 @@ mod tests {
 
     #[test]
     fn malformed_rules() {
-        for bad in ["10.0.0.0/33", "::/129", "x/8", "a..b", "host:port", "[::1]:x", "bad host"] {
+        for bad in ["10.0.0.0/33", "::/129", "x/8", "a..b", "host:port", "[::1]:x", "bad host", "10.0.0.0/8:80", "[::1]/8"] {
             assert!(BypassList::parse(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(BypassList::parse("a, 10.0.0.0/33"), Err("\"10.0.0.0/33\": prefix `33` is not 0..=32".into()));
+    }
+
+    #[test]
+    fn a_v4_mapped_network_is_its_ipv4_network() {
+        // Was every IPv4 address (a mask shifted out of range) and a panic
+        // in a debug build; ::ffff:10.0.0.0/104 is 10.0.0.0/8.
+        let l = BypassList::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(l.bypasses_addr(&sa("10.1.2.3:80")));
+        assert!(!l.bypasses_addr(&sa("11.0.0.1:80")));
+        assert_eq!(l.addr_rules(), [("10.0.0.0".parse().unwrap(), 8, None)]);
     }
 }

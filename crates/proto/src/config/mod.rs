@@ -14,6 +14,7 @@ pub use bypass::BypassList;
 pub use proxy_source::ProxySource;
 pub use proxy_url::{ProxyHost, ProxyUrl, Scheme};
 
+use crate::cidr::Cidr;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -22,12 +23,9 @@ pub const DEFAULT_PROXY: &str = "socks5h://127.0.0.1:1080";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// RFC 2544's benchmarking range: routable nowhere, not multicast, and not
 /// rejected by `dig` or `nmap` as proxychains' 224/8 is.
-pub const DEFAULT_FAKE_V4: Cidr<Ipv4Addr> = (Ipv4Addr::new(198, 18, 0, 0), 15);
+pub const DEFAULT_FAKE_V4: Cidr<Ipv4Addr> = Cidr::v4(Ipv4Addr::new(198, 18, 0, 0), 15);
 /// A unique-local /64 of our own.
-pub const DEFAULT_FAKE_V6: Cidr<Ipv6Addr> = (Ipv6Addr::new(0xfd50, 0xc5f1, 0xf1ed, 0, 0, 0, 0, 0), 64);
-
-/// A network as address and prefix length, e.g. `(198.18.0.0, 15)`.
-pub type Cidr<A> = (A, u8);
+pub const DEFAULT_FAKE_V6: Cidr<Ipv6Addr> = Cidr::v6(Ipv6Addr::new(0xfd50, 0xc5f1, 0xf1ed, 0, 0, 0, 0, 0), 64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpMode {
@@ -194,10 +192,13 @@ fn parse_fake_net(text: &str) -> Result<(Cidr<Ipv4Addr>, Cidr<Ipv6Addr>), String
         let (addr, prefix) = item.split_once('/').ok_or_else(|| format!("{item:?} is not a CIDR"))?;
         if let Ok(a) = addr.parse::<Ipv4Addr>() {
             let p = prefix.parse::<u8>().ok().filter(|p| (8..=30).contains(p)).ok_or("IPv4 pool prefix must be /8 to /30")?;
-            v4 = Some((a, p));
+            v4 = Some(Cidr::v4(a, p));
         } else if let Ok(a) = addr.parse::<Ipv6Addr>() {
             let p = prefix.parse::<u8>().ok().filter(|p| (8..=120).contains(p)).ok_or("IPv6 pool prefix must be /8 to /120")?;
-            v6 = Some((a, p));
+            // A v4-mapped pool would be IPv4 addresses written as IPv6,
+            // which is_fake judges as IPv4: not a pool of its own.
+            let pool = Cidr::new(a.into(), p).and_then(Cidr::to_v6);
+            v6 = Some(pool.ok_or_else(|| format!("{item:?} is IPv4-mapped: give the IPv4 pool as IPv4"))?);
         } else {
             return Err(format!("{addr:?} is not an address"));
         }
@@ -288,7 +289,18 @@ mod tests {
     #[test]
     fn fake_net_override() {
         let c = config(&[("SOCKSIFY_FAKE_NET", "fd00:1::/96, 100.64.0.0/10")]).unwrap();
-        assert_eq!(c.fake_v4, (Ipv4Addr::new(100, 64, 0, 0), 10));
-        assert_eq!(c.fake_v6, ("fd00:1::".parse().unwrap(), 96));
+        assert_eq!(c.fake_v4, Cidr::v4(Ipv4Addr::new(100, 64, 0, 0), 10));
+        assert_eq!(c.fake_v6, Cidr::v6("fd00:1::".parse().unwrap(), 96));
+        let c = config(&[("SOCKSIFY_FAKE_NET", "10.1.0.0/16")]).unwrap();
+        assert_eq!((c.fake_v4.to_string(), c.fake_v6), ("10.1.0.0/16".to_string(), DEFAULT_FAKE_V6));
+        for (bad, why) in [
+            ("10.0.0.0/31", "IPv4 pool prefix must be /8 to /30"),
+            ("fd00::/121", "IPv6 pool prefix must be /8 to /120"),
+            ("x/8", "\"x\" is not an address"),
+            ("10.0.0.0", "\"10.0.0.0\" is not a CIDR"),
+            ("::ffff:10.0.0.0/104", "\"::ffff:10.0.0.0/104\" is IPv4-mapped: give the IPv4 pool as IPv4"),
+        ] {
+            assert_eq!(config(&[("SOCKSIFY_FAKE_NET", bad)]).unwrap_err().message, why, "{bad}");
+        }
     }
 }
