@@ -34,6 +34,7 @@ use crate::hooks::resolve::hosts;
 use crate::own_fd::{self, OwnFd};
 use crate::{fake_dns, real, runtime, socket_addr};
 use libc::c_int;
+use socksify_client::route::{addr_lookup, name_lookup, AddrLookup, NameLookup};
 use socksify_client::tcp::WaitError;
 use socksify_proto::config::{Config, DnsMode};
 use socksify_proto::dns::{self, NameAnswer, Names, Query, Reply, ReverseAnswer, Route, Transport};
@@ -64,38 +65,36 @@ pub fn intercepts(config: &Config, dst: &SocketAddr) -> bool {
 }
 
 /// The shim's view of names and addresses, for the responder core: the
-/// same decisions, in the same order, as the resolver hooks make.
+/// resolver hooks' decisions ([`name_lookup`], [`addr_lookup`] of the client core).
 struct ShimNames(&'static Config);
 
 impl Names for ShimNames {
     fn forward(&mut self, name: &str) -> NameAnswer {
-        if self.0.no_proxy.bypasses_name(name, 0) {
-            return NameAnswer::Bypassed;
-        }
-        if let Some(host) = hosts::by_name(name) {
-            return NameAnswer::Hosts(host.v4, host.v6);
-        }
-        match fake_dns::addrs_for(self.0, name, crate::sockets::addrs_in_use) {
-            Ok((v4, v6)) => {
-                log::debug!("dns responder: {name} is {v4} and {v6}; the proxy resolves it");
-                NameAnswer::Fake(v4, v6)
-            }
-            Err(_) => {
-                // Every fake address is held or recent (fake_dns.rs).
-                fake_dns::log_exhausted(name);
-                NameAnswer::Exhausted
-            }
+        match name_lookup(Some(self.0), name, 0, hosts::by_name) {
+            NameLookup::Resolver { .. } => NameAnswer::Bypassed,
+            NameLookup::Hosts(host) => NameAnswer::Hosts(host.v4, host.v6),
+            NameLookup::Fake(config) => match fake_dns::addrs_for(config, name, crate::sockets::addrs_in_use) {
+                Ok((v4, v6)) => {
+                    log::debug!("dns responder: {name} is {v4} and {v6}; the proxy resolves it");
+                    NameAnswer::Fake(v4, v6)
+                }
+                Err(_) => {
+                    // Every fake address is held or recent (fake_dns.rs).
+                    fake_dns::log_exhausted(name);
+                    NameAnswer::Exhausted
+                }
+            },
+            // Refused needs a malformed configuration, which starts no responder.
+            NameLookup::NotFound | NameLookup::Refused => NameAnswer::NotFound,
         }
     }
 
     fn reverse(&mut self, ip: IpAddr) -> ReverseAnswer {
-        if fake_dns::is_fake(self.0, ip) {
-            return fake_dns::name_for(self.0, ip).map_or(ReverseAnswer::Unknown, ReverseAnswer::Name);
+        match addr_lookup(Some(self.0), ip, 0) {
+            AddrLookup::FakeName(config) => fake_dns::name_for(config, ip).map_or(ReverseAnswer::Unknown, ReverseAnswer::Name),
+            AddrLookup::Resolver => ReverseAnswer::Bypassed,
+            AddrLookup::HostsOnly => ReverseAnswer::Real,
         }
-        if self.0.no_proxy.bypasses_addr(&SocketAddr::new(ip, 0)) {
-            return ReverseAnswer::Bypassed;
-        }
-        ReverseAnswer::Real
     }
 }
 

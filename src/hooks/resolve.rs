@@ -2,7 +2,8 @@
 //! `gethostbyname2`, `gethostbyname_r`, `gethostbyname2_r`,
 //! `gethostbyaddr`, `gethostbyaddr_r` and `getnameinfo`.
 //!
-//! Who answers a name ([`forward`]):
+//! Who answers a name (decided by the client core's
+//! `socksify_client::route::name_lookup`, carried out by [`forward`]):
 //! * libc, for numeric hosts, `AI_NUMERICHOST`, a null node, local DNS mode
 //!   (`socks5://`, `SOCKSIFY_DNS=local`) and names `SOCKSIFY_NO_PROXY`
 //!   bypasses (name rules apply before any faking);
@@ -11,9 +12,9 @@
 //!   program gets an address from the fake pools and `connect` sends the
 //!   name to the proxy. No DNS query leaves the program.
 //!
-//! Reverse look-ups ([`reverse`]) of a fake address give its name; of any
-//! other address in remote mode, `/etc/hosts` or the numeric form (a PTR
-//! query would leak), unless the address is bypassed.
+//! Reverse look-ups (`route::addr_lookup`, [`reverse`]) of a fake address
+//! give its name; of any other address in remote mode, `/etc/hosts` or the
+//! numeric form (a PTR query would leak), unless the address is bypassed.
 //!
 //! Every hook: the guard (our own look-ups go straight to libc), then the
 //! slow path inside [`ffi::catch`]; a panic returns an error, never libc's
@@ -31,9 +32,9 @@ use addrinfo::Hints;
 use hostent::HostData;
 use libc::{addrinfo as AddrInfo, c_char, c_int, c_void, hostent as HostEnt, size_t, sockaddr, socklen_t};
 use libc::{AF_INET, AF_INET6, AI_CANONNAME, AI_NUMERICHOST, EAI_FAIL, EAI_NONAME, EAI_OVERFLOW, NI_NAMEREQD, NI_NUMERICHOST};
-use socksify_proto::config::DnsMode;
+use socksify_client::route::{addr_lookup, name_lookup, AddrLookup, NameLookup};
 use std::ffi::{CStr, CString};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ptr::null_mut;
 
 #[allow(clippy::too_many_arguments)] // gethostbyaddr_r's C signature
@@ -84,37 +85,27 @@ enum Forward {
     TryAgain,
 }
 
-/// `name` is not numeric; `port` is 0 when the caller gives none.
+/// `name` is not numeric; `port` is 0 when the caller gives none. The
+/// decision is the client core's [`name_lookup`]; here its side effects.
 fn forward(name: &str, port: u16) -> Forward {
-    let config = runtime::config();
-    if let Some(config) = config {
-        if config.no_proxy.bypasses_name(name, port) {
-            return Forward::Libc { bypassed: true };
+    match name_lookup(runtime::config(), name, port, hosts::by_name) {
+        NameLookup::Resolver { bypassed } => Forward::Libc { bypassed },
+        NameLookup::Hosts(host) => Forward::Hosts(host),
+        NameLookup::NotFound => Forward::NotFound,
+        NameLookup::Refused => {
+            log::error!("look-up of {name:?} refused: the configuration is malformed (see the message above)");
+            Forward::Refused
         }
-        if config.dns == DnsMode::Local {
-            return Forward::Libc { bypassed: false };
-        }
-    }
-    if let Some(host) = hosts::by_name(name) {
-        return Forward::Hosts(host);
-    }
-    let Some(config) = config else {
-        log::error!("look-up of {name:?} refused: the configuration is malformed (see the message above)");
-        return Forward::Refused;
-    };
-    let key = socksify_proto::fake_dns::normalize(name);
-    if key.is_empty() || key.len() > 255 {
-        return Forward::NotFound;
-    }
-    match fake_dns::addrs_for(config, name, crate::sockets::addrs_in_use) {
-        Ok((v4, v6)) => {
-            log::debug!("{name}: fake addresses {v4} and {v6}; the proxy resolves it");
-            Forward::Fake(v4, v6)
-        }
-        Err(_) => {
-            fake_dns::log_exhausted(name);
-            Forward::TryAgain
-        }
+        NameLookup::Fake(config) => match fake_dns::addrs_for(config, name, crate::sockets::addrs_in_use) {
+            Ok((v4, v6)) => {
+                log::debug!("{name}: fake addresses {v4} and {v6}; the proxy resolves it");
+                Forward::Fake(v4, v6)
+            }
+            Err(_) => {
+                fake_dns::log_exhausted(name);
+                Forward::TryAgain
+            }
+        },
     }
 }
 
@@ -125,17 +116,13 @@ enum Reverse {
     NotFound,
 }
 
+/// The decision is the client core's [`addr_lookup`].
 fn reverse(ip: IpAddr, port: u16) -> Reverse {
-    let Some(config) = runtime::config() else {
-        return hosts::by_addr(ip).map_or(Reverse::NotFound, |(n, a)| Reverse::Name(n, a));
-    };
-    if fake_dns::is_fake(config, ip) {
-        return fake_dns::name_for(config, ip).map_or(Reverse::NotFound, |n| Reverse::Name(n, Vec::new()));
+    match addr_lookup(runtime::config(), ip, port) {
+        AddrLookup::FakeName(config) => fake_dns::name_for(config, ip).map_or(Reverse::NotFound, |n| Reverse::Name(n, Vec::new())),
+        AddrLookup::Resolver => Reverse::Libc,
+        AddrLookup::HostsOnly => hosts::by_addr(ip).map_or(Reverse::NotFound, |(n, a)| Reverse::Name(n, a)),
     }
-    if config.dns == DnsMode::Local || config.no_proxy.bypasses_addr(&SocketAddr::new(ip, port)) {
-        return Reverse::Libc;
-    }
-    hosts::by_addr(ip).map_or(Reverse::NotFound, |(n, a)| Reverse::Name(n, a))
 }
 
 /// Whether glibc reads `name` as an address without any look-up

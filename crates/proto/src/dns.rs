@@ -327,6 +327,9 @@ pub enum NameAnswer {
     /// No fake address is free now (every one is held or recent): a
     /// temporary failure, SERVFAIL (the resolver hooks say `EAI_AGAIN`).
     Exhausted,
+    /// No name can be this one: NXDOMAIN (the resolver hooks say
+    /// `EAI_NONAME`).
+    NotFound,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,6 +422,7 @@ pub fn respond(msg: &[u8], names: &mut dyn Names, transport: Transport, upstream
     match names.forward(name) {
         NameAnswer::Bypassed => Reply::Forward(Route::Nameserver),
         NameAnswer::Exhausted => Reply::Answer(answer(&q, rcode::SERVFAIL, &[], transport)),
+        NameAnswer::NotFound => Reply::Answer(answer(&q, rcode::NXDOMAIN, &[], transport)),
         NameAnswer::Fake(v4, v6) => match q.qtype {
             rtype::A => reply(vec![RData::A(v4)]),
             rtype::AAAA => reply(vec![RData::Aaaa(v6)]),
@@ -599,6 +603,23 @@ mod tests {
         }
         let Reply::Answer(a) = respond(&query(4, "name.test", rtype::A, None), &mut Full, Transport::Udp, false) else { panic!() };
         assert_eq!(header(&a), (4, rcode::SERVFAIL as u8, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_name_that_cannot_exist_is_nxdomain() {
+        struct Nothing;
+        impl Names for Nothing {
+            fn forward(&mut self, _: &str) -> NameAnswer {
+                NameAnswer::NotFound
+            }
+            fn reverse(&mut self, _: IpAddr) -> ReverseAnswer {
+                ReverseAnswer::Real
+            }
+        }
+        for qtype in [rtype::A, rtype::AAAA, rtype::MX] {
+            let Reply::Answer(a) = respond(&query(5, "name.test", qtype, None), &mut Nothing, Transport::Udp, true) else { panic!() };
+            assert_eq!(header(&a), (5, rcode::NXDOMAIN as u8, 0, 0, 0), "type {qtype}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use super::fake::FakeTable;
 use super::Level;
+use socksify_client::route::{self, AddrLookup, NameLookup};
 use socksify_client::tcp::{connect_via_proxy, Libc};
 use socksify_proto::config::Config;
 use socksify_proto::dns::{self, NameAnswer, Names, Query, Reply, ReverseAnswer, Route, Transport};
@@ -23,6 +24,7 @@ use socksify_proto::wire::canonical_ip;
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
 use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::FromRawFd;
@@ -197,23 +199,26 @@ struct SupervisorNames<'a>(&'a Context);
 
 impl Names for SupervisorNames<'_> {
     fn forward(&mut self, name: &str) -> NameAnswer {
-        if self.0.config.no_proxy.bypasses_name(name, 0) {
-            return NameAnswer::Bypassed;
-        }
-        match self.0.fake.addrs_for(name) {
-            Some((v4, v6)) => NameAnswer::Fake(v4, v6),
-            None => NameAnswer::Exhausted,
+        // The shim's decision, without /etc/hosts: the supervisor has never
+        // read it (a program's own resolver reads it before asking DNS).
+        match route::name_lookup(Some(&self.0.config), name, 0, |_| None::<Infallible>) {
+            NameLookup::Resolver { .. } => NameAnswer::Bypassed,
+            NameLookup::Hosts(none) => match none {},
+            NameLookup::Fake(_) => match self.0.fake.addrs_for(name) {
+                Some((v4, v6)) => NameAnswer::Fake(v4, v6),
+                None => NameAnswer::Exhausted,
+            },
+            // Refused needs a malformed configuration, which starts no supervisor.
+            NameLookup::NotFound | NameLookup::Refused => NameAnswer::NotFound,
         }
     }
 
     fn reverse(&mut self, ip: IpAddr) -> ReverseAnswer {
-        if socksify_client::route::is_fake(&self.0.config, ip) {
-            return self.0.fake.name_for(ip).map_or(ReverseAnswer::Unknown, ReverseAnswer::Name);
+        match route::addr_lookup(Some(&self.0.config), ip, 0) {
+            AddrLookup::FakeName(_) => self.0.fake.name_for(ip).map_or(ReverseAnswer::Unknown, ReverseAnswer::Name),
+            AddrLookup::Resolver => ReverseAnswer::Bypassed,
+            AddrLookup::HostsOnly => ReverseAnswer::Real,
         }
-        if self.0.config.no_proxy.bypasses_addr(&SocketAddr::new(ip, 0)) {
-            return ReverseAnswer::Bypassed;
-        }
-        ReverseAnswer::Real
     }
 }
 
