@@ -2,6 +2,7 @@
  * owns (a proxied TCP connection, a UDP socket with an association) and on
  * one it does not: each must fail with EFAULT, as the kernel answers, and
  * never crash the program.
+ * A read-only page is the third kind, for the calls that write.
  * Usage: wild_pointers HOST UDP_ECHO_PORT TCP_ECHO_PORT (reached through the proxy)
  * Prints "CALL POINTER errno" for each call, then "alive". */
 #define _GNU_SOURCE
@@ -77,6 +78,17 @@ int main(int argc, char **argv) {
         printf("getpeername-addr %s %s\n", pn, name(getpeername(t, p, &len)));
         printf("getpeername-len %s %s\n", pn, name(getpeername(t, (struct sockaddr *)&sa, p)));
     }
+    /* A read-only page: read, it is fine; written, EFAULT. */
+    char *ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    socklen_t len = sizeof echo;
+    sendto(u, "queued", 6, 0, (struct sockaddr *)&echo, sizeof echo);
+    printf("recvfrom-addr readonly %s\n", name((int)recvfrom(u, buf, sizeof buf, 0, (struct sockaddr *)ro, &len)));
+    sendto(u, "queued", 6, 0, (struct sockaddr *)&echo, sizeof echo);
+    printf("recvfrom-len readonly %s\n", name((int)recvfrom(u, buf, sizeof buf, 0, (struct sockaddr *)buf, (socklen_t *)ro)));
+    sendto(u, "queued", 6, 0, (struct sockaddr *)&echo, sizeof echo);
+    printf("recv-buf readonly %s\n", name((int)recv(u, ro, sizeof buf, 0)));
+    len = sizeof echo;
+    printf("getpeername-addr readonly %s\n", name(getpeername(t, (struct sockaddr *)ro, &len)));
     /* The sockets still work. */
     sendto(u, "still", 5, 0, (struct sockaddr *)&echo, sizeof echo);
     ssize_t n;
