@@ -36,15 +36,15 @@ use crate::{fake_dns, real, runtime, socket_addr};
 use libc::c_int;
 use socksify_client::route::{addr_lookup, name_lookup, AddrLookup, NameLookup};
 use socksify_client::tcp::WaitError;
-use socksify_proto::config::{Config, DnsMode};
+use socksify_proto::config::Config;
 use socksify_proto::dns::{self, NameAnswer, Names, Query, Reply, ReverseAnswer, Route, Transport};
 use socksify_proto::wire::socks5::Command;
-use socksify_proto::wire::{canonical_ip, TargetAddr};
+use socksify_proto::wire::TargetAddr;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// The DNS port: only traffic to it is answered here.
-pub const PORT: u16 = 53;
+pub const PORT: u16 = socksify_client::route::DNS_PORT;
 
 /// The nameservers of `/etc/resolv.conf`, read once.
 fn nameservers() -> &'static [IpAddr] {
@@ -61,7 +61,7 @@ fn nameservers() -> &'static [IpAddr] {
 /// Whether traffic to `dst` is for the responder: remote DNS mode, port
 /// 53, a nameserver of `/etc/resolv.conf`.
 pub fn intercepts(config: &Config, dst: &SocketAddr) -> bool {
-    config.dns == DnsMode::Remote && dst.port() == PORT && nameservers().contains(&canonical_ip(dst.ip()))
+    socksify_client::route::answers_dns(config, nameservers(), dst)
 }
 
 /// The shim's view of names and addresses, for the responder core: the

@@ -112,6 +112,23 @@ pub fn addr_lookup(config: Option<&Config>, ip: IpAddr, port: u16) -> AddrLookup
     AddrLookup::HostsOnly
 }
 
+/// The DNS port.
+pub const DNS_PORT: u16 = 53;
+
+/// Whether `dst` is one of `nameservers` (resolv.conf's) on the DNS port.
+pub fn is_nameserver(nameservers: &[IpAddr], dst: &SocketAddr) -> bool {
+    let ip = canonical_ip(dst.ip());
+    dst.port() == DNS_PORT && nameservers.iter().any(|ns| canonical_ip(*ns) == ip)
+}
+
+/// Whether DNS traffic to `dst` is answered in-process by the front end's
+/// responder (remote DNS mode, a resolv.conf nameserver): a program with
+/// its own resolver (dig, node, Go) then sends no query anywhere. Decided
+/// before any bypass rule, which may well cover the nameserver.
+pub fn answers_dns(config: &Config, nameservers: &[IpAddr], dst: &SocketAddr) -> bool {
+    config.dns == DnsMode::Remote && is_nameserver(nameservers, dst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +292,20 @@ mod tests {
         let local = config(&[("SOCKSIFY_DNS", "local"), ("SOCKSIFY_NO_PROXY", "")]);
         assert_eq!(addr_lookup(Some(&local), ip("192.0.2.1"), 0), AddrLookup::Resolver);
         assert_eq!(addr_lookup(Some(&local), ip("198.18.0.1"), 0), AddrLookup::Resolver, "no fake addresses in local mode");
+    }
+
+    #[test]
+    fn dns_to_a_resolv_conf_nameserver_is_answered_in_process_in_remote_mode_only() {
+        let ns: Vec<IpAddr> = vec!["10.0.0.53".parse().unwrap(), "fd00::53".parse().unwrap()];
+        let remote = config(&[]);
+        let local = config(&[("SOCKSIFY_DNS", "local")]);
+        let at = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        assert!(answers_dns(&remote, &ns, &at("10.0.0.53:53")));
+        assert!(answers_dns(&remote, &ns, &at("[::ffff:10.0.0.53]:53")), "a v4-mapped nameserver is the nameserver");
+        assert!(answers_dns(&remote, &ns, &at("[fd00::53]:53")));
+        assert!(!answers_dns(&remote, &ns, &at("10.0.0.53:5353")), "another port is not DNS");
+        assert!(!answers_dns(&remote, &ns, &at("10.0.0.54:53")), "another server is not a nameserver of resolv.conf");
+        assert!(!answers_dns(&local, &ns, &at("10.0.0.53:53")), "local DNS mode: the nameserver is asked");
+        assert!(is_nameserver(&ns, &at("10.0.0.53:53")) && !is_nameserver(&[], &at("10.0.0.53:53")));
     }
 }

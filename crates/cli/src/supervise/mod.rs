@@ -26,6 +26,7 @@ mod filter;
 mod kernel;
 
 use kernel::Listener;
+use socksify_client::route;
 use socksify_proto::config::{Config, DnsMode, ProxyHost};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -82,12 +83,11 @@ impl Supervisor {
     /// Whether traffic to `dst` is for the DNS responder: remote DNS mode,
     /// port 53 of a resolv.conf nameserver.
     fn intercepts(&self, dst: &SocketAddr) -> bool {
-        self.config.dns == DnsMode::Remote && self.is_nameserver(dst)
+        route::answers_dns(&self.config, &self.nameservers, dst)
     }
 
     fn is_nameserver(&self, dst: &SocketAddr) -> bool {
-        let ip = socksify_proto::wire::canonical_ip(dst.ip());
-        dst.port() == 53 && self.nameservers.iter().any(|ns| socksify_proto::wire::canonical_ip(*ns) == ip)
+        route::is_nameserver(&self.nameservers, dst)
     }
 }
 
@@ -130,7 +130,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     let bypassed = Arc::new(dns::BypassedAddrs::default());
     let dns = if config.dns == DnsMode::Remote {
-        let nameserver = nameservers.first().map(|ip| SocketAddr::new(*ip, 53));
+        let nameserver = nameservers.first().map(|ip| SocketAddr::new(*ip, route::DNS_PORT));
         let cx = dns::Context {
             config: config.clone(),
             fake: fake.clone(),
