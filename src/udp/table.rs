@@ -181,7 +181,11 @@ pub fn set_peer(fd: c_int, peer: Option<SocketAddr>) {
 /// else the fake address of a name it sent to on that port.
 pub fn reported_source(fd: c_int, src: &TargetAddr) -> Option<SocketAddr> {
     let table = lock();
-    let recent = table.as_ref().and_then(|t| t.sock_of(fd)).map_or(&[][..], |s| &s.recent[..]);
+    source_among(table.as_ref().and_then(|t| t.sock_of(fd)).map_or(&[][..], |s| &s.recent[..]), src)
+}
+
+/// [`reported_source`] among the destinations `recent`, oldest first.
+fn source_among(recent: &[Recent], src: &TargetAddr) -> Option<SocketAddr> {
     match src {
         TargetAddr::Domain(name, port) => recent
             .iter()
@@ -364,4 +368,64 @@ pub fn for_recv(fd: c_int) -> Option<ForRecv> {
 /// [`for_send`] (for `connect`).
 pub fn live(fd: c_int, every_ms: u64) -> Option<(View, bool)> {
     for_send(fd, None, every_ms)?.live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// The shortcut of the receive path never contradicts the whole list:
+    /// every list of up to three destinations drawn from addresses that
+    /// collide in every way (same address, its IPv4-mapped form, same port,
+    /// a name in another case), against every source a relay can report.
+    #[test]
+    fn the_last_destination_answers_as_the_whole_list_would() {
+        let ips: [IpAddr; 4] = [
+            Ipv4Addr::new(192, 0, 2, 1).into(),
+            Ipv4Addr::new(198, 18, 0, 7).into(),
+            Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+        ];
+        let names = [None, Some("x.test"), Some("X.Test"), Some("y.test")];
+        let mut pool: Vec<Recent> = Vec::new();
+        for ip in ips {
+            for port in [53, 54] {
+                for name in names {
+                    pool.push((SocketAddr::new(ip, port), name.map(Arc::from)));
+                }
+            }
+        }
+        let mut sources: Vec<TargetAddr> = Vec::new();
+        for ip in ips {
+            for port in [53, 54] {
+                sources.push(TargetAddr::Ip(SocketAddr::new(ip, port)));
+            }
+        }
+        for name in ["x.test", "X.TEST", "y.test", "z.test"] {
+            for port in [53, 54] {
+                sources.push(TargetAddr::Domain(name.to_owned(), port));
+            }
+        }
+        let (mut lists, mut decided) = (0, 0);
+        let mut check = |recent: &[Recent]| {
+            lists += 1;
+            for src in &sources {
+                if let Some(by_last) = reported_source_by_last(recent.last().unwrap(), src) {
+                    decided += 1;
+                    assert_eq!(Some(by_last), source_among(recent, src), "{recent:?} {src:?}");
+                }
+            }
+        };
+        for a in &pool {
+            check(std::slice::from_ref(a));
+            for b in &pool {
+                check(&[a.clone(), b.clone()]);
+                for c in &pool {
+                    check(&[a.clone(), b.clone(), c.clone()]);
+                }
+            }
+        }
+        assert!(lists > 30_000 && decided > 10_000, "{lists} lists, {decided} decided by the last");
+    }
 }
