@@ -18,6 +18,7 @@
 //! (offset 0: source port, 8: the payload); the IP header is reached
 //! through the `SKF_NET_OFF` negative offsets.
 
+use socksify_proto::cidr::Cidr;
 use std::net::{IpAddr, SocketAddr};
 
 /// What the filter of one socket admits.
@@ -30,8 +31,8 @@ pub struct Spec {
     /// fake address (then the relay may report the name's real address,
     /// and only the port is checked, as `classify` does).
     pub peer: Option<(SocketAddr, bool)>,
-    /// Sources an unconnected socket hears directly: network, prefix, port.
-    pub direct: Vec<(IpAddr, u8, Option<u16>)>,
+    /// Sources an unconnected socket hears directly: network and port.
+    pub direct: Vec<(Cidr, Option<u16>)>,
 }
 
 /// One classic BPF instruction (`struct sock_filter`).
@@ -116,12 +117,13 @@ fn version(ip: &IpAddr) -> u32 {
 }
 
 /// Goes to `fail` unless the packet's source address is in `net/prefix`.
-fn match_source(a: &mut Asm, net: &IpAddr, prefix: u8, fail: usize) {
+fn match_source(a: &mut Asm, range: &Cidr, fail: usize) {
+    let (net, prefix) = (range.addr(), range.prefix());
     a.op(LD_B_ABS, NET_OFF);
     a.op(ALU_AND_K, 0xf0);
-    a.unless(JMP_JEQ_K, version(net), fail);
+    a.unless(JMP_JEQ_K, version(&net), fail);
     let (words, first): (Vec<u32>, u32) = match net {
-        IpAddr::V4(v4) => (vec![u32::from(*v4)], 12),
+        IpAddr::V4(v4) => (vec![u32::from(v4)], 12),
         IpAddr::V6(v6) => (v6.octets().chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect(), 8),
     };
     for (i, word) in words.iter().enumerate() {
@@ -159,7 +161,7 @@ pub fn program(spec: &Spec) -> Vec<Insn> {
     // From a relay?
     for relay in &spec.relays {
         let next = a.label();
-        match_source(&mut a, &relay.ip(), if relay.is_ipv4() { 32 } else { 128 }, next);
+        match_source(&mut a, &Cidr::host(relay.ip()), next);
         match_port(&mut a, 0, relay.port(), next);
         a.goto(relayed);
         a.place(next);
@@ -225,9 +227,9 @@ pub fn program(spec: &Spec) -> Vec<Insn> {
     // Not from the relay: only sources an unconnected socket hears directly.
     a.place(not_relay);
     if spec.peer.is_none() {
-        for (net, prefix, port) in &spec.direct {
+        for (net, port) in &spec.direct {
             let next = a.label();
-            match_source(&mut a, net, *prefix, next);
+            match_source(&mut a, net, next);
             if let Some(port) = port {
                 match_port(&mut a, 0, *port, next);
             }
@@ -334,7 +336,7 @@ mod tests {
         Spec {
             relays: vec!["127.0.0.9:1080".parse().unwrap(), "127.0.0.10:53".parse().unwrap()],
             peer,
-            direct: vec![("10.1.0.0".parse().unwrap(), 16, None), ("::1".parse().unwrap(), 128, Some(53))],
+            direct: vec![(Cidr::parse("10.1.0.0/16").unwrap(), None), (Cidr::parse("::1").unwrap(), Some(53))],
         }
     }
 

@@ -9,21 +9,21 @@ use crate::udp::table;
 use libc::{c_int, socklen_t};
 use socksify_proto::config::Config;
 use socksify_proto::wire::canonical_ip;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use socksify_proto::cidr::Cidr;
+use std::net::SocketAddr;
 
 /// What the socket filter of `fd`'s socket must admit now: the relay (and
 /// the DNS responder, which wraps its answers the same way), the peer of a
 /// connected socket, or (unconnected) the sources the program hears
 /// directly, as `udp::datagram::classify` decides.
 fn spec(config: &'static Config, relays: Vec<SocketAddr>, peer: Option<SocketAddr>) -> Spec {
-    let full = |ip: &IpAddr| if ip.is_ipv4() { 32 } else { 128 };
     let direct = match peer {
         Some(_) => Vec::new(),
         None => {
             let mut direct = config.no_proxy.addr_rules();
             let hops = runtime::proxy_addrs(config, 0).iter().map(|a| canonical_ip(a.ip()));
-            direct.extend(hops.zip(runtime::proxy_addrs(config, 0)).map(|(ip, a)| (ip, full(&ip), Some(a.port()))));
-            direct.extend(crate::route::bypassed_addrs().into_iter().map(|ip| (ip, full(&ip), None)));
+            direct.extend(hops.zip(runtime::proxy_addrs(config, 0)).map(|(ip, a)| (Cidr::host(ip), Some(a.port()))));
+            direct.extend(crate::route::bypassed_addrs().into_iter().map(|ip| (Cidr::host(ip), None)));
             direct
         }
     };
@@ -62,7 +62,7 @@ pub fn refresh(fd: c_int, config: &'static Config) {
         // Too many direct sources for one filter: let every source in but
         // the relay's bad datagrams (the shim still drops strays on read).
         log_once(format!("udp fd {fd}: too many bypassed sources for a socket filter; stray datagrams may wake poll"));
-        let any = vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, None), (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0, None)];
+        let any = Cidr::EVERY.map(|net| (net, None)).to_vec();
         prog = bpf::program(&Spec { direct: any, ..spec.clone() });
     }
     match bpf::attach(fd, &prog) {

@@ -27,6 +27,9 @@ pub struct Cidr<A = IpAddr> {
 }
 
 impl Cidr {
+    /// Every IPv4 address, and every IPv6 address: all there is, as two ranges.
+    pub const EVERY: [Cidr; 2] = [Cidr { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix: 0 }, Cidr { addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED), prefix: 0 }];
+
     /// The range `addr/prefix`; `None` when the prefix is longer than the
     /// address (32 bits for IPv4, 128 for IPv6).
     pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {

@@ -72,15 +72,15 @@ impl BypassList {
         self.rules.iter().any(|rule| matches!(rule, Rule::Domain { .. }))
     }
 
-    /// The address rules as (network, prefix, port): what a socket filter
-    /// must let in from sources the program talks to directly. `*` is
-    /// both whole address families.
-    pub fn addr_rules(&self) -> Vec<(IpAddr, u8, Option<u16>)> {
+    /// The address rules as (network, port): what a socket filter must let
+    /// in from sources the program talks to directly. `*` is both whole
+    /// address families ([`Cidr::EVERY`]).
+    pub fn addr_rules(&self) -> Vec<(Cidr, Option<u16>)> {
         let mut out = Vec::new();
         for rule in &self.rules {
             match rule {
-                Rule::All => out.extend([(IpAddr::from([0u8; 4]), 0, None), (IpAddr::from([0u8; 16]), 0, None)]),
-                Rule::Net { net, port } => out.push((net.addr(), net.prefix(), *port)),
+                Rule::All => out.extend(Cidr::EVERY.map(|net| (net, None))),
+                Rule::Net { net, port } => out.push((*net, *port)),
                 Rule::Domain { .. } => {}
             }
         }
@@ -181,6 +181,6 @@ mod tests {
         let l = BypassList::parse("::ffff:10.0.0.0/104").unwrap();
         assert!(l.bypasses_addr(&sa("10.1.2.3:80")));
         assert!(!l.bypasses_addr(&sa("11.0.0.1:80")));
-        assert_eq!(l.addr_rules(), [("10.0.0.0".parse().unwrap(), 8, None)]);
+        assert_eq!(l.addr_rules(), [(Cidr::parse("10.0.0.0/8").unwrap(), None)]);
     }
 }
