@@ -34,27 +34,30 @@ fn now_secs() -> u64 {
 /// The fake addresses of `name`, allocated on first use. When the IPv4
 /// pool is full, the address idle longest goes to `name`, but only one no
 /// open socket uses and idle for [`DEFAULT_MIN_IDLE_SECS`]; if there is
-/// none, `Exhausted` (the look-up fails with `EAI_AGAIN`). `in_use` gives
-/// the destination addresses of open sockets (`sockets::addrs_in_use`).
-pub fn addrs_for(config: &Config, name: &str, in_use: impl FnOnce() -> HashSet<IpAddr>) -> Result<(Ipv4Addr, Ipv6Addr), Exhausted> {
+/// none, `None` (the look-up fails with `EAI_AGAIN`, or the DNS responder
+/// answers SERVFAIL), with one warning for the process.
+pub fn addrs_for(config: &Config, name: &str) -> Option<(Ipv4Addr, Ipv6Addr)> {
     let now = now_secs();
     // Which fake addresses open sockets use, gathered (with the fd tables'
     // locks) before this table's lock is taken, and only when needed.
-    let held = match with_table(config, |t| t.needs_recycling(name)) {
-        true => in_use().into_iter().map(socksify_proto::wire::canonical_ip).collect(),
+    let held: HashSet<IpAddr> = match with_table(config, |t| t.needs_recycling(name)) {
+        true => crate::sockets::addrs_in_use().into_iter().map(socksify_proto::wire::canonical_ip).collect(),
         false => HashSet::new(),
     };
-    with_table(config, |t| t.addrs_for(name, now, &|v4, v6| held.contains(&IpAddr::V4(v4)) || held.contains(&IpAddr::V6(v6))))
-}
-
-/// Reports a look-up that [`addrs_for`] could not answer: one warning,
-/// not one per look-up (a program may retry).
-pub fn log_exhausted(name: &str) {
-    crate::log_once::log_once(format!(
-        "look-ups fail (try again): every fake address is in use by an open socket or was used in the last {} s",
-        DEFAULT_MIN_IDLE_SECS
-    ));
-    log::debug!("look-up of {name:?}: no fake address free");
+    match with_table(config, |t| t.addrs_for(name, now, &|v4, v6| held.contains(&IpAddr::V4(v4)) || held.contains(&IpAddr::V6(v6)))) {
+        Ok((v4, v6)) => {
+            log::debug!("{name}: fake addresses {v4} and {v6}; the proxy resolves it");
+            Some((v4, v6))
+        }
+        Err(Exhausted) => {
+            // One warning, not one per look-up (a program may retry).
+            crate::log_once::log_once(format!(
+                "look-ups fail (try again): every fake address is in use by an open socket or was used in the last {DEFAULT_MIN_IDLE_SECS} s"
+            ));
+            log::debug!("look-up of {name:?}: no fake address free");
+            None
+        }
+    }
 }
 
 /// Whether `ip` is in the fake pools (remote DNS only): such an address is

@@ -73,17 +73,8 @@ impl Names for ShimNames {
         match name_lookup(Some(self.0), name, 0, hosts::by_name) {
             NameLookup::Resolver { .. } => NameAnswer::Bypassed,
             NameLookup::Hosts(host) => NameAnswer::Hosts(host.v4, host.v6),
-            NameLookup::Fake(config) => match fake_dns::addrs_for(config, name, crate::sockets::addrs_in_use) {
-                Ok((v4, v6)) => {
-                    log::debug!("dns responder: {name} is {v4} and {v6}; the proxy resolves it");
-                    NameAnswer::Fake(v4, v6)
-                }
-                Err(_) => {
-                    // Every fake address is held or recent (fake_dns.rs).
-                    fake_dns::log_exhausted(name);
-                    NameAnswer::Exhausted
-                }
-            },
+            // None: every fake address is held or recent (fake_dns.rs).
+            NameLookup::Fake(config) => fake_dns::addrs_for(config, name).map_or(NameAnswer::Exhausted, |(v4, v6)| NameAnswer::Fake(v4, v6)),
             // Refused needs a malformed configuration, which starts no responder.
             NameLookup::NotFound | NameLookup::Refused => NameAnswer::NotFound,
         }

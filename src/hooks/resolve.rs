@@ -96,16 +96,7 @@ fn forward(name: &str, port: u16) -> Forward {
             log::error!("look-up of {name:?} refused: the configuration is malformed (see the message above)");
             Forward::Refused
         }
-        NameLookup::Fake(config) => match fake_dns::addrs_for(config, name, crate::sockets::addrs_in_use) {
-            Ok((v4, v6)) => {
-                log::debug!("{name}: fake addresses {v4} and {v6}; the proxy resolves it");
-                Forward::Fake(v4, v6)
-            }
-            Err(_) => {
-                fake_dns::log_exhausted(name);
-                Forward::TryAgain
-            }
-        },
+        NameLookup::Fake(config) => fake_dns::addrs_for(config, name).map_or(Forward::TryAgain, |(v4, v6)| Forward::Fake(v4, v6)),
     }
 }
 
