@@ -8,8 +8,8 @@ use crate::{fd_table, real, runtime, socket_addr, tcp};
 use libc::{c_int, sockaddr, AF_INET6};
 use socksify_proto::config::Config;
 use socksify_proto::wire::socks5::Command;
-use socksify_proto::wire::{canonical_ip, TargetAddr};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use socksify_proto::wire::canonical_ip;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// How often a send checks that the association's control connection is
 /// still up (the server ended it, or a raw syscall closed our fd): a
@@ -56,13 +56,10 @@ pub fn bound_addr(fd: c_int, family: c_int) -> Result<SocketAddr, AssocError> {
 
 /// Opens an association for a UDP socket bound at `local`.
 fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Assoc, AssocError> {
-    if config.chain.len() != 1 {
-        return Err(err(libc::ENETUNREACH, "UDP cannot go through a chain of proxies (UDP ASSOCIATE needs the relay reachable from here)"));
+    if let Some((errno, why)) = socksify_client::udp::unsupported(config) {
+        return Err(err(errno, why));
     }
     let hop = &config.chain[0];
-    if !hop.scheme.supports_udp() {
-        return Err(err(libc::ENETUNREACH, format!("{hop} cannot carry UDP (SOCKS4 has no UDP ASSOCIATE)")));
-    }
     // SAFETY: plain socket(2); the fd is ours, close-on-exec.
     let ctrl = unsafe { real::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if ctrl < 0 {
@@ -76,16 +73,8 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
     }
     // SAFETY: ctrl is our own fd, closed once on each failure path.
     let close = || unsafe { real::close(ctrl) };
-    // The address our datagrams will come from: the bound one, or (bound
-    // to the wildcard) "any address, this port" in the proxy's family.
     let proxy_v4 = runtime::proxy_addrs(config, 0).first().is_none_or(|a| canonical_ip(a.ip()).is_ipv4());
-    let ip = canonical_ip(local.ip());
-    let ip = match ip.is_unspecified() {
-        true if proxy_v4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        true => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        false => ip,
-    };
-    let request = TargetAddr::Ip(SocketAddr::new(ip, local.port()));
+    let request = socksify_client::udp::request_for(local, proxy_v4);
     let (proxy, bound) = match tcp::connect_via_proxy(ctrl, family, config, Command::UdpAssociate, &request) {
         Ok(x) => x,
         Err(e) => {
@@ -93,17 +82,11 @@ fn open(family: c_int, local: SocketAddr, config: &'static Config) -> Result<Ass
             return Err(err(e.errno(), format!("UDP ASSOCIATE via {hop}: {e}")));
         }
     };
-    // An unspecified address (0.0.0.0, ::) or port 0 means the proxy's own
-    // (many servers answer 0.0.0.0:0 and relay on their own port).
-    let relay = match bound {
-        TargetAddr::Ip(sa) => {
-            let ip = if sa.ip().is_unspecified() { proxy.ip() } else { sa.ip() };
-            let port = if sa.port() == 0 { proxy.port() } else { sa.port() };
-            SocketAddr::new(canonical_ip(ip), port)
-        }
-        TargetAddr::Domain(name, port) => {
+    let relay = match socksify_client::udp::relay_addr(&bound, proxy) {
+        Ok(relay) => relay,
+        Err(why) => {
             close();
-            return Err(err(libc::ECONNREFUSED, format!("UDP ASSOCIATE via {hop}: relay given as a name ({name}:{port})")));
+            return Err(err(libc::ECONNREFUSED, format!("UDP ASSOCIATE via {hop}: {why}")));
         }
     };
     let Some(ctrl_ino) = inode(ctrl) else {

@@ -6,6 +6,8 @@
 //!   handshake of `socksify-proto` driven over a raw fd with a deadline.
 //! * [`sockaddr`]: C socket addresses to and from `std::net::SocketAddr`.
 //! * [`route`]: the routing decision, direct or through the proxy.
+//! * [`udp`]: the decisions of a UDP association (can this configuration
+//!   carry UDP, what the request names, where the relay is).
 //!
 //! The three calls that move bytes (`connect`, `send`, `recv`) go through
 //! the [`tcp::SocketIo`] trait: the shim must call libc's own functions
@@ -17,3 +19,4 @@
 pub mod route;
 pub mod sockaddr;
 pub mod tcp;
+pub mod udp;
