@@ -9,10 +9,11 @@
 //! a stub that saw nothing proves no DNS query left.
 //!
 //! The programs: a static Go HTTP client (`CGO_ENABLED=0`: Go's own
-//! resolver and raw system calls), a static C program, a dynamic one that
+//! resolver and raw system calls), a static C program, a static musl one
+//! (musl's resolver: unconnected `sendto`/`recvfrom`), a dynamic one that
 //! calls connect with the `syscall` instruction, a shell that forks and
-//! execs them, and Go with 200 connections at once. Needs root, gcc and
-//! Debian's golang-go (scripts/test installs them).
+//! execs them, and Go with 200 connections at once. Needs root, gcc, musl-gcc
+//! and Debian's golang-go (scripts/test installs them).
 
 mod common;
 #[path = "common/dns_cases.rs"]
@@ -53,6 +54,7 @@ struct Programs {
     go_client: PathBuf,
     static_c: PathBuf,
     raw_asm: PathBuf,
+    musl_get: PathBuf,
 }
 
 fn programs() -> &'static Programs {
@@ -64,13 +66,21 @@ fn programs() -> &'static Programs {
         gcc(&["-static", "-O2", "-o"], &static_c, &src.join("sxconn.c"));
         let raw_asm = dir.path().join("rawconnect");
         gcc(&["-O2", "-o"], &raw_asm, &src.join("rawconnect.c"));
+        let musl_get = dir.path().join("muslget");
+        let status = Command::new(require_program("musl-gcc", "musl-tools"))
+            .args(["-static", "-O2", "-o"])
+            .arg(&musl_get)
+            .arg(src.join("muslget.c"))
+            .status()
+            .expect("run musl-gcc");
+        assert!(status.success(), "musl-gcc failed");
         let go_client = dir.path().join("goclient");
         go_build(&src.join("goclient"), &go_client, dir.path(), false);
-        for p in [&static_c, &go_client] {
+        for p in [&static_c, &go_client, &musl_get] {
             assert!(is_static(p), "test setup: {} should be statically linked", p.display());
         }
         assert!(!is_static(&raw_asm), "test setup: rawconnect should be dynamic");
-        Programs { _dir: dir, go_client, static_c, raw_asm }
+        Programs { _dir: dir, go_client, static_c, raw_asm, musl_get }
     })
 }
 
@@ -509,5 +519,47 @@ fn the_wrapper_runs_a_static_go_tool_by_name_with_no_dns_leak() {
         target.assert_peers(1, BUNDLED_OUT);
         server.wait_named_connect(NAME, target.addr);
         assert!(stub.queries().is_empty(), "DNS queries left the Go tool: {:?}", stub.queries());
+    });
+}
+
+/// musl's resolver (static Alpine-style programs) sends each query with an
+/// unconnected `sendto` to the nameserver and takes the answer with
+/// `recvfrom`, keeping only answers whose source is a nameserver: the
+/// supervisor answers it, the name goes to the proxy, the stub sees nothing.
+#[test]
+fn static_musl_program_resolves_a_name_through_the_proxy_with_no_dns_leak() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = dns_cases::bundled_server();
+        let body = token("musl-name");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let out = supervised(&ns, &server.url(), &programs().musl_get).args([NAME, &port]).run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        assert!(out.stderr.contains(&format!("tcp -> {NAME}:{port}")), "the name must go to the proxy:\n{out}");
+        server.wait_named_connect(NAME, target.addr);
+        assert!(stub.queries().is_empty(), "DNS queries left the musl program: {:?}", stub.queries());
+    });
+}
+
+/// Local DNS mode: musl's queries go to the nameserver (the stub answers
+/// and counts them), and the address it gave is proxied.
+#[test]
+fn static_musl_program_in_local_dns_mode_asks_the_nameserver() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[(NAME, std::net::Ipv4Addr::LOCALHOST)]);
+        let server = Server::bundled(&[]);
+        let body = token("musl-local-dns");
+        let target = TcpTarget::http(&body);
+        let out = supervised(&ns, &server.url(), &programs().musl_get).env("SOCKSIFY_DNS", "local").args([NAME, &target.addr.port().to_string()]).run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_connect_line(target.addr);
+        assert!(stub.queries().iter().any(|q| q.starts_with(NAME)), "local mode asks the nameserver, saw {:?}", stub.queries());
     });
 }

@@ -7,6 +7,8 @@
 //! | `connect`, TCP | anything else | our handshake on the program's own socket (a duplicate from `pidfd_getfd`), then 0 or the errno |
 //! | `getpeername` of a socket we connected | — | the destination the program asked for (not the proxy) |
 //! | `connect`, UDP or TCP | a resolv.conf nameserver, port 53, remote DNS (before any bypass rule) | connected to our DNS responder instead |
+//! | `sendto`/`sendmsg`, UDP, unconnected | a resolv.conf nameserver, port 53, remote DNS | answered by our DNS responder to the socket's own address (`sent_dns.rs`) |
+//! | `recvfrom` with an address, of a socket given such an answer | — | the answer, from the nameserver (`sent_dns.rs`); anything else: the kernel runs it |
 //! | `connect`/`sendto`/`sendmsg`/`sendmmsg`, UDP | bypassed, or `SOCKSIFY_UDP=direct`, or a nameserver in local DNS mode | the kernel runs it |
 //! | same | anything else | EPERM (no UDP ASSOCIATE here yet) |
 //! | `sendto`/`sendmsg` with an address, TCP | — | the kernel runs it (it ignores the address), except `MSG_FASTOPEN` to a proxied one: EOPNOTSUPP |
@@ -17,7 +19,7 @@
 //! and its memory were still the ones we read.
 
 use super::kernel::{self, Answer, Notif};
-use super::{Level, Supervisor};
+use super::{sent_dns, Level, Supervisor};
 use socksify_client::route;
 use socksify_client::tcp::{connect_via_proxy, Libc};
 use socksify_proto::config::{DnsMode, UdpMode};
@@ -34,12 +36,16 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
     let answer = match i64::from(n.data.nr) {
         libc::SYS_connect => on_connect(sv, &n),
         libc::SYS_getpeername => Some(on_getpeername(sv, &n)),
-        libc::SYS_sendto => on_send(sv, &n, n.data.args[4], n.data.args[5], n.data.args[3]),
+        libc::SYS_sendto => {
+            let [_, buf, len, flags, addr, addr_len] = n.data.args;
+            on_send(sv, &n, addr, addr_len, flags, || read_payload(n.pid, &[(buf, len)]))
+        }
         libc::SYS_sendmsg => match read_msghdr(n.pid, n.data.args[1]) {
-            Ok((name, len)) => on_send(sv, &n, name, len, n.data.args[2]),
+            Ok(hdr) => on_send(sv, &n, hdr.msg_name as u64, u64::from(hdr.msg_namelen), n.data.args[2], || read_iovecs(n.pid, &hdr)),
             Err(answer) => Some(answer),
         },
         libc::SYS_sendmmsg => on_sendmmsg(sv, &n),
+        libc::SYS_recvfrom => Some(sent_dns::on_recvfrom(sv, &n)),
         _ => Some(Answer::Continue),
     };
     if let Some(answer) = answer {
@@ -51,7 +57,7 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
 /// an address the kernel cannot read either (EFAULT) is the kernel's to
 /// answer; memory we may not read fails the call, never runs it (that
 /// could send a proxied destination direct).
-fn read_memory(pid: u32, ptr: u64, len: usize) -> Result<Vec<u8>, Answer> {
+pub(super) fn read_memory(pid: u32, ptr: u64, len: usize) -> Result<Vec<u8>, Answer> {
     kernel::read_memory(pid, ptr, len).map_err(|errno| match errno {
         libc::EFAULT => Answer::Continue,
         e => {
@@ -241,51 +247,103 @@ fn to_responder(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, t
 
 /// EPERM for UDP to a proxied destination. Logged as a warning once (Go
 /// alone probes each address it resolved with a UDP connect), then at info.
-fn refuse_udp(dst: SocketAddr) -> Answer {
+pub(super) fn refuse_udp(dst: SocketAddr) -> Answer {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let level = if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) { Level::Info } else { Level::Warn };
     say!(level, "udp to {dst} refused (EPERM): the supervisor sends no UDP through the proxy");
     Answer::Fail(libc::EPERM)
 }
 
-/// A send with a destination address (`addr` 0: none).
-fn on_send(sv: &Supervisor, n: &Notif, addr: u64, len: u64, flags: u64) -> Option<Answer> {
+/// A send with a destination address (`addr` 0: none); `payload` reads
+/// what it sends, for a DNS query the responder answers.
+fn on_send(
+    sv: &Arc<Supervisor>,
+    n: &Notif,
+    addr: u64,
+    len: u64,
+    flags: u64,
+    payload: impl FnOnce() -> Result<Vec<u8>, Answer>,
+) -> Option<Answer> {
     if addr == 0 {
         return Some(Answer::Continue);
     }
-    match read_addr(n.pid, addr, len) {
-        Ok(Some(dst)) => Some(send_verdict(sv, n, dst, flags)),
-        Ok(None) => Some(Answer::Continue),
-        Err(answer) => Some(answer),
+    let dst = match read_addr(n.pid, addr, len) {
+        Ok(Some(dst)) => dst,
+        Ok(None) => return Some(Answer::Continue),
+        Err(answer) => return Some(answer),
+    };
+    match send_verdict(sv, n, dst, flags) {
+        SendVerdict::Decided(answer) => Some(answer),
+        SendVerdict::DnsQuery(sock, domain) => match payload() {
+            Ok(query) => sent_dns::answer_query(sv, n, &sock, domain, dst, query),
+            Err(answer) => Some(answer),
+        },
     }
 }
 
-fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> Answer {
-    // An unconnected query to a nameserver (remote DNS) cannot be answered
-    // from here: refused below, whatever the bypass rules say.
+enum SendVerdict {
+    Decided(Answer),
+    /// A UDP datagram to a nameserver in remote DNS mode: for the
+    /// responder (the program's socket, its domain).
+    DnsQuery(OwnedFd, i32),
+}
+
+fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> SendVerdict {
+    // A query to a nameserver (remote DNS) is answered here, whatever the
+    // bypass rules say.
     if !sv.intercepts(&dst) && udp_goes_direct(sv, &dst) {
-        return Answer::Continue;
+        return SendVerdict::Decided(Answer::Continue);
     }
-    let ty = match take_socket(n, n.data.args[0]) {
-        Ok((_, _, ty)) => ty,
-        Err(answer) => return answer,
+    let (sock, domain, ty) = match take_socket(n, n.data.args[0]) {
+        Ok(taken) => taken,
+        Err(answer) => return SendVerdict::Decided(answer),
     };
     if !sv.listener.id_valid(n.id) {
-        return Answer::Continue; // the thread is gone; the answer goes nowhere
+        return SendVerdict::Decided(Answer::Continue); // the thread is gone; the answer goes nowhere
     }
-    match ty {
+    SendVerdict::Decided(match ty {
+        libc::SOCK_DGRAM if sv.intercepts(&dst) => return SendVerdict::DnsQuery(sock, domain),
         libc::SOCK_DGRAM => refuse_udp(dst),
         libc::SOCK_STREAM if flags & libc::MSG_FASTOPEN as u64 != 0 => Answer::Fail(libc::EOPNOTSUPP),
         _ => Answer::Continue,
-    }
+    })
 }
 
-/// `msg_name` and `msg_namelen` of the `msghdr` at `ptr`.
-fn read_msghdr(pid: u32, ptr: u64) -> Result<(u64, u64), Answer> {
+/// The `msghdr` at `ptr`.
+fn read_msghdr(pid: u32, ptr: u64) -> Result<libc::msghdr, Answer> {
     let bytes = read_memory(pid, ptr, std::mem::size_of::<libc::msghdr>())?;
     // SAFETY: bytes holds one msghdr; read_unaligned copes with the Vec's alignment.
-    let hdr = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) };
-    Ok((hdr.msg_name as u64, u64::from(hdr.msg_namelen)))
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) })
+}
+
+/// The largest datagram a UDP socket sends.
+const MAX_DATAGRAM: u64 = 65535;
+
+/// The bytes of the (address, length) pieces in the caller's memory, as
+/// one datagram; EMSGSIZE if too long for one.
+fn read_payload(pid: u32, pieces: &[(u64, u64)]) -> Result<Vec<u8>, Answer> {
+    if pieces.iter().map(|(_, len)| len).sum::<u64>() > MAX_DATAGRAM {
+        return Err(Answer::Fail(libc::EMSGSIZE));
+    }
+    let mut out = Vec::new();
+    for &(ptr, len) in pieces.iter().filter(|(_, len)| *len > 0) {
+        out.extend(read_memory(pid, ptr, len as usize)?);
+    }
+    Ok(out)
+}
+
+/// What a `sendmsg` sends: the bytes of its iovecs.
+fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<u8>, Answer> {
+    let (count, size) = (hdr.msg_iovlen.min(1024), std::mem::size_of::<libc::iovec>());
+    let bytes = read_memory(pid, hdr.msg_iov as u64, count * size)?;
+    let pieces: Vec<(u64, u64)> = (0..count)
+        .map(|i| {
+            // SAFETY: bytes holds `count` iovecs.
+            let iov = unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(i * size) as *const libc::iovec) };
+            (iov.iov_base as u64, iov.iov_len as u64)
+        })
+        .collect();
+    read_payload(pid, &pieces)
 }
 
 /// `sendmmsg`: refused as a whole if any message goes where UDP may not.
@@ -307,7 +365,11 @@ fn on_sendmmsg(sv: &Supervisor, n: &Notif) -> Option<Answer> {
             Ok(None) => continue,
             Err(answer) => return Some(answer),
         };
-        let verdict = send_verdict(sv, n, dst, n.data.args[3]);
+        // A DNS query among several messages is not answered here.
+        let verdict = match send_verdict(sv, n, dst, n.data.args[3]) {
+            SendVerdict::Decided(answer) => answer,
+            SendVerdict::DnsQuery(..) => refuse_udp(dst),
+        };
         if verdict != Answer::Continue {
             return Some(verdict);
         }

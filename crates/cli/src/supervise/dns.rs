@@ -32,13 +32,32 @@ use std::sync::{Arc, Mutex};
 
 /// Where the responder listens: per transport, one socket per family that
 /// has loopback (IPv4 first).
-#[derive(Default)]
 pub struct Responder {
     udp: [Option<SocketAddr>; 2],
     tcp: [Option<SocketAddr>; 2],
+    /// The UDP sockets themselves: they also send the answers to queries a
+    /// program sent unconnected (see `sent_dns.rs`).
+    udp_sockets: [Option<Arc<UdpSocket>>; 2],
+    cx: Arc<Context>,
 }
 
 impl Responder {
+    /// Answers `query` as if `to` had sent it to the responder: the answer
+    /// goes out from the responder's UDP socket of `to`'s family. `then`
+    /// runs once it is queued at `to` (or there is none to send); a query
+    /// forwarded elsewhere is answered on a thread of its own. `None` (and
+    /// `then` never runs): no UDP socket of that family.
+    pub fn answer_to(&self, query: Vec<u8>, to: SocketAddr, then: impl FnOnce() + Send + 'static) -> Option<()> {
+        let socket = self.udp_sockets[usize::from(to.is_ipv6())].clone()?;
+        respond_udp(&self.cx, socket, query, to, then);
+        Some(())
+    }
+
+    /// The address answers to `to` come from (`answer_to`).
+    pub fn answers_from(&self, to: &SocketAddr) -> Option<SocketAddr> {
+        self.udp[usize::from(to.is_ipv6())]
+    }
+
     /// The responder's address for a socket of `family`: an AF_INET6
     /// socket is given the IPv6 one, or the IPv4 one v4-mapped.
     pub fn addr_for(&self, family: i32, transport: Transport) -> Option<SocketAddr> {
@@ -141,10 +160,12 @@ fn answer_addrs(msg: &[u8]) -> Vec<IpAddr> {
 /// Starts the answering threads: per loopback family, one for UDP and one
 /// accepting TCP (a thread per connection).
 pub fn start(cx: Arc<Context>) -> std::io::Result<Responder> {
-    let mut out = Responder::default();
+    let mut out = Responder { udp: [None; 2], tcp: [None; 2], udp_sockets: [None, None], cx: cx.clone() };
     for (i, ip) in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)].into_iter().enumerate() {
         if let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, 0)) {
             out.udp[i] = Some(socket.local_addr()?);
+            let socket = Arc::new(socket);
+            out.udp_sockets[i] = Some(socket.clone());
             let cx = cx.clone();
             std::thread::spawn(move || serve(socket, &cx));
         }
@@ -248,24 +269,32 @@ fn forwarded(cx: &Context, msg: &[u8], route: Route, transport: Transport) -> Op
     }
 }
 
-fn serve(socket: UdpSocket, cx: &Arc<Context>) {
+fn serve(socket: Arc<UdpSocket>, cx: &Arc<Context>) {
     let mut buf = [0u8; 4096];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-        match reply(cx, &buf[..n], Transport::Udp) {
-            Reply::Answer(answer) => _ = socket.send_to(&answer, from),
-            Reply::Drop => {}
-            Reply::Forward(route) => {
-                // A round trip elsewhere: off this thread.
-                let (msg, cx, socket) = (buf[..n].to_vec(), cx.clone(), socket.try_clone());
-                std::thread::spawn(move || {
-                    if let (Some(answer), Ok(socket)) = (forwarded(&cx, &msg, route, Transport::Udp), socket) {
-                        let _ = socket.send_to(&answer, from);
-                    }
-                });
-            }
+        respond_udp(cx, socket.clone(), buf[..n].to_vec(), from, || {});
+    }
+}
+
+/// Sends the answer to `msg` from `socket` to `to`, then runs `then`.
+fn respond_udp(cx: &Arc<Context>, socket: Arc<UdpSocket>, msg: Vec<u8>, to: SocketAddr, then: impl FnOnce() + Send + 'static) {
+    match reply(cx, &msg, Transport::Udp) {
+        Reply::Answer(answer) => _ = socket.send_to(&answer, to),
+        Reply::Drop => {}
+        Reply::Forward(route) => {
+            // A round trip elsewhere: off this thread.
+            let cx = cx.clone();
+            std::thread::spawn(move || {
+                if let Some(answer) = forwarded(&cx, &msg, route, Transport::Udp) {
+                    let _ = socket.send_to(&answer, to);
+                }
+                then();
+            });
+            return;
         }
     }
+    then();
 }
 
 /// One query to the real nameserver, from the supervisor.

@@ -2,8 +2,11 @@
 //! (in the child, between `fork` and `execve`).
 //!
 //! Notified (one round trip to the supervisor): `connect`, `getpeername`,
-//! `sendmsg`, `sendmmsg`, and `sendto` with a destination address (a `sendto` without
-//! one, as on any connected socket, is decided in the kernel: allowed).
+//! `sendmsg`, `sendmmsg`, `sendto` with a destination address (a `sendto` without
+//! one, as on any connected socket, is decided in the kernel: allowed), and
+//! `recvfrom` asking for the source address (for answers to DNS queries sent
+//! unconnected, see `sent_dns.rs`; TCP's `recv` passes none and stays in the
+//! kernel).
 //! `io_uring_setup` fails with ENOSYS: io_uring's own connect and sendmsg
 //! never pass through a filter, so programs must fall back to plain calls.
 //! Everything else is allowed in the kernel and costs a few BPF
@@ -50,10 +53,12 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
 }
 
-/// The filter program. Jumps are relative; the four returns sit at the end
+/// The filter program. Jumps are relative; the three returns sit at the end
 /// in a fixed order, so each jump counts the instructions up to its return.
 pub fn program() -> Vec<sock_filter> {
     let notify_calls = [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg];
+    // Notified only when their address argument (args[4]) is not null.
+    let addr_calls = [libc::SYS_sendto, libc::SYS_recvfrom];
     let mut p = vec![
         stmt(BPF_LD_W_ABS, OFF_ARCH),
         jump(BPF_JEQ_K, NATIVE_ARCH, 0, 0), // jf patched: to FOREIGN
@@ -64,13 +69,16 @@ pub fn program() -> Vec<sock_filter> {
         p.push(jump(BPF_JEQ_K, nr as u32, 0, 0)); // jt patched: to NOTIFY
     }
     p.push(jump(BPF_JEQ_K, libc::SYS_io_uring_setup as u32, 0, 0)); // jt: to FOREIGN (ENOSYS)
-    p.push(jump(BPF_JEQ_K, libc::SYS_sendto as u32, 0, 0)); // jf: to ALLOW
-                                                            // sendto: a null destination (both halves of args[4]) is allowed.
+    for nr in addr_calls {
+        p.push(jump(BPF_JEQ_K, nr as u32, 0, 0)); // jt patched: to the address check
+    }
+    p.push(stmt(BPF_RET_K, RET_ALLOW)); // any other call
+    // sendto, recvfrom: a null address (both halves of args[4]) is allowed.
+    let check = p.len();
     p.push(stmt(BPF_LD_W_ABS, off_arg_lo(4)));
     p.push(jump(BPF_JEQ_K, 0, 0, 0)); // jf: to NOTIFY
     p.push(stmt(BPF_LD_W_ABS, off_arg_lo(4) + 4));
-    p.push(jump(BPF_JEQ_K, 0, 0, 0)); // jt: ALLOW, jf: NOTIFY
-    let allow = p.len();
+    p.push(jump(BPF_JEQ_K, 0, 0, 0)); // jt: ALLOW (next), jf: NOTIFY
     p.push(stmt(BPF_RET_K, RET_ALLOW));
     let notify = p.len();
     p.push(stmt(BPF_RET_K, RET_USER_NOTIF));
@@ -84,10 +92,11 @@ pub fn program() -> Vec<sock_filter> {
     }
     let uring = 4 + notify_calls.len();
     p[uring].jt = to(uring, foreign);
-    let sendto = uring + 1;
-    p[sendto].jf = to(sendto, allow);
-    p[sendto + 2].jf = to(sendto + 2, notify);
-    p[sendto + 4].jf = to(sendto + 4, notify);
+    for (i, ins) in p.iter_mut().enumerate().skip(uring + 1).take(addr_calls.len()) {
+        ins.jt = to(i, check);
+    }
+    p[check + 1].jf = to(check + 1, notify);
+    p[check + 3].jf = to(check + 3, notify);
     p
 }
 
@@ -161,7 +170,11 @@ mod tests {
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 16]), RET_USER_NOTIF);
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_0000, 16]), RET_USER_NOTIF, "low half zero");
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x1000, 16]), RET_USER_NOTIF, "high half zero");
-        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_socket, libc::SYS_recvfrom, libc::SYS_getpid, libc::SYS_getsockname] {
+        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "recv: no address asked for");
+        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 0x7fff_0000_2000]), RET_USER_NOTIF);
+        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x7fff_0000_0000, 0x2000]), RET_USER_NOTIF, "low half zero");
+        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x1000, 0x2000]), RET_USER_NOTIF, "high half zero");
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_socket, libc::SYS_recvmsg, libc::SYS_getpid, libc::SYS_getsockname] {
             assert_eq!(native(nr, [0; 6]), RET_ALLOW, "nr {nr}");
         }
         assert_eq!(native(libc::SYS_io_uring_setup, [0; 6]), RET_ERRNO | libc::ENOSYS as u32);

@@ -24,6 +24,7 @@ mod dns;
 mod fake;
 mod filter;
 mod kernel;
+mod sent_dns;
 
 use kernel::Listener;
 use socksify_client::route;
@@ -73,6 +74,8 @@ pub struct Supervisor {
     /// The destination of each socket we connected through the proxy, by
     /// socket inode, for `getpeername` (see calls.rs).
     peers: Mutex<std::collections::HashMap<u64, SocketAddr>>,
+    /// Answers to DNS queries sent unconnected, until received (sent_dns.rs).
+    awaiting: sent_dns::Awaiting,
 }
 
 impl Supervisor {
@@ -148,7 +151,7 @@ pub fn main(args: &[String]) -> i32 {
     } else {
         None
     };
-    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default() });
+    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default(), awaiting: Default::default() });
     serve(&sv, child)
 }
 
