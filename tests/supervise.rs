@@ -563,3 +563,26 @@ fn static_musl_program_in_local_dns_mode_asks_the_nameserver() {
         assert!(stub.queries().iter().any(|q| q.starts_with(NAME)), "local mode asks the nameserver, saw {:?}", stub.queries());
     });
 }
+
+/// A name `SOCKSIFY_NO_PROXY` bypasses, asked by musl's resolver: the
+/// supervisor forwards it to the nameserver (the stub answers it) and the
+/// address it gives is reached directly.
+#[test]
+fn static_musl_program_resolves_a_bypassed_name_with_the_nameserver() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[("intranet.test", std::net::Ipv4Addr::LOCALHOST)]);
+        let server = Server::bundled(&[]);
+        let body = token("musl-bypassed-name");
+        let target = TcpTarget::http(&body);
+        let out = supervised(&ns, &server.url(), &programs().musl_get)
+            .env("SOCKSIFY_NO_PROXY", "intranet.test")
+            .args(["intranet.test", &target.addr.port().to_string()])
+            .run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        target.assert_peers(1, DIRECT);
+        assert!(stub.queries().iter().any(|q| q.starts_with("intranet.test")), "the nameserver answers a bypassed name, saw {:?}", stub.queries());
+        assert!(!server.log.text().contains("cmd=connect"), "a bypassed name reached the proxy:\n{}", server.log.text());
+    });
+}

@@ -286,7 +286,9 @@ fn respond_udp(cx: &Arc<Context>, socket: Arc<UdpSocket>, msg: Vec<u8>, to: Sock
             // A round trip elsewhere: off this thread.
             let cx = cx.clone();
             std::thread::spawn(move || {
-                if let Some(answer) = forwarded(&cx, &msg, route, Transport::Udp) {
+                // A panic must still run `then`: a program's send waits for it.
+                let ask = std::panic::AssertUnwindSafe(|| forwarded(&cx, &msg, route, Transport::Udp));
+                if let Ok(Some(answer)) = std::panic::catch_unwind(ask) {
                     let _ = socket.send_to(&answer, to);
                 }
                 then();
