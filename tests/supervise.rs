@@ -304,14 +304,22 @@ fn io_uring_setup_fails_with_enosys() {
 /// stub counts them) and the proxy is given the address.
 #[test]
 fn local_dns_mode_resolves_with_the_nameserver_and_proxies_the_address() {
+    local_dns_mode_case("go-local-dns", |ns, url, port| {
+        supervised(ns, url, &programs().go_client).env("SOCKSIFY_DNS", "local").args(["get", &format!("http://{NAME}:{port}/")]).run()
+    });
+}
+
+/// Local DNS mode, for the program `run(ns, proxy URL, target port)`
+/// starts: it asks the nameserver (the stub counts the query), gets the
+/// target's page, and the address it was given is proxied.
+fn local_dns_mode_case(tag: &str, run: impl FnOnce(&NetNs, &str, u16) -> Output + Send) {
     let ns = NetNs::create();
     ns.run(|| {
         let stub = DnsStub::start(&[(NAME, std::net::Ipv4Addr::LOCALHOST)]);
         let server = Server::bundled(&[]);
-        let body = token("go-local-dns");
+        let body = token(tag);
         let target = TcpTarget::http(&body);
-        let url = format!("http://{NAME}:{}/", target.addr.port());
-        let out = supervised(&ns, &server.url(), &programs().go_client).env("SOCKSIFY_DNS", "local").args(["get", &url]).run();
+        let out = run(&ns, &server.url(), target.addr.port());
         out.assert_success();
         assert_eq!(out.stdout, body, "{out}");
         target.assert_peers(1, BUNDLED_OUT);
@@ -549,18 +557,8 @@ fn static_musl_program_resolves_a_name_through_the_proxy_with_no_dns_leak() {
 /// and counts them), and the address it gave is proxied.
 #[test]
 fn static_musl_program_in_local_dns_mode_asks_the_nameserver() {
-    let ns = NetNs::create();
-    ns.run(|| {
-        let stub = DnsStub::start(&[(NAME, std::net::Ipv4Addr::LOCALHOST)]);
-        let server = Server::bundled(&[]);
-        let body = token("musl-local-dns");
-        let target = TcpTarget::http(&body);
-        let out = supervised(&ns, &server.url(), &programs().musl_get).env("SOCKSIFY_DNS", "local").args([NAME, &target.addr.port().to_string()]).run();
-        out.assert_success();
-        assert_eq!(out.stdout, body, "{out}");
-        target.assert_peers(1, BUNDLED_OUT);
-        server.wait_connect_line(target.addr);
-        assert!(stub.queries().iter().any(|q| q.starts_with(NAME)), "local mode asks the nameserver, saw {:?}", stub.queries());
+    local_dns_mode_case("musl-local-dns", |ns, url, port| {
+        supervised(ns, url, &programs().musl_get).env("SOCKSIFY_DNS", "local").args([NAME, &port.to_string()]).run()
     });
 }
 
