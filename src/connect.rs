@@ -10,7 +10,7 @@ use crate::fd_table::{self, ProxiedTcp};
 use crate::ffi::fail;
 use crate::{real, runtime, socket_addr, tcp, udp};
 use libc::{c_int, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
-use socksify_proto::config::UdpMode;
+use socksify_proto::config::{BindMode, UdpMode};
 use socksify_proto::wire::socks5::Command;
 use std::net::SocketAddr;
 
@@ -198,4 +198,30 @@ pub fn reported_peer(fd: c_int, kind: u8) -> Option<(SocketAddr, c_int)> {
     // (a TCP socket takes no other), even where the shim put a socket of
     // the other family in its place (family_swap.rs).
     Some((details.peer, if details.peer.is_ipv4() { AF_INET } else { AF_INET6 }))
+}
+
+/// The local address `getsockname` reports for fd of kind `kind` (a BIND
+/// listener or proxied TCP), in the family the program made the socket
+/// with, even where the shim put one of the other family in its place;
+/// `None`: the kernel's answer is right.
+pub fn reported_local(fd: c_int, kind: u8) -> Result<Option<(SocketAddr, c_int)>, c_int> {
+    if kind == fd_table::kind::BIND {
+        let bound = crate::bind::local_addr(fd)?;
+        return Ok(bound.map(|b| (b, crate::bind::program_family(fd).unwrap_or(AF_INET6))));
+    }
+    let Some(details) = fd_table::proxied_tcp(fd) else { return Ok(None) };
+    Ok(proxied_local_addr(fd).map(|local| (local, if details.peer.is_ipv4() { AF_INET } else { AF_INET6 })))
+}
+
+/// What a proxied TCP connection reports as its local address: the
+/// proxy's side (BND.ADDR), which is what the far end sees, so a program
+/// that advertises its address for a call back (active FTP's `PORT`)
+/// advertises the proxy, where the BIND will listen. Not with
+/// `SOCKSIFY_BIND=off`, nor when the proxy named no address.
+fn proxied_local_addr(fd: c_int) -> Option<SocketAddr> {
+    if runtime::config()?.bind == BindMode::Off {
+        return None;
+    }
+    let details = fd_table::proxied_tcp(fd).filter(|_| crate::connect::still_proxied(fd))?;
+    details.bound
 }

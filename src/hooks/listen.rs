@@ -7,7 +7,6 @@ use crate::ffi::{self, fail};
 use crate::{bind, real, runtime, socket_addr};
 use libc::{c_int, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
 use socksify_proto::config::BindMode;
-use std::net::SocketAddr;
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
@@ -61,21 +60,12 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = crate::hooks::enter() else { return unsafe { real::getsockname(fd, addr, len) } };
     ffi::catch(-1, libc::EIO, || {
-        // Reported in the family the program made the socket with, even
-        // where the shim put one of the other family in its place.
-        let (reported, family) = if kind == kind::BIND {
-            match bind::local_addr(fd) {
-                Ok(bound) => (bound, bind::program_family(fd).unwrap_or(AF_INET6)),
-                Err(errno) => return fail(errno),
-            }
-        } else {
-            match fd_table::proxied_tcp(fd) {
-                Some(d) => (proxied_local_addr(fd), if d.peer.is_ipv4() { AF_INET } else { AF_INET6 }),
-                None => (None, AF_INET6),
-            }
+        let (reported, family) = match crate::connect::reported_local(fd, kind) {
+            Ok(Some(local)) => local,
+            // SAFETY: the program's arguments, passed on unchanged.
+            Ok(None) => return unsafe { real::getsockname(fd, addr, len) },
+            Err(errno) => return fail(errno),
         };
-        // SAFETY: the program's arguments, passed on unchanged.
-        let Some(reported) = reported else { return unsafe { real::getsockname(fd, addr, len) } };
         match socket_addr::encode(&reported, family) {
             Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
                 Ok(()) => 0,
@@ -86,19 +76,6 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
             None => unsafe { real::getsockname(fd, addr, len) },
         }
     })
-}
-
-/// What a proxied TCP connection reports as its local address: the
-/// proxy's side (BND.ADDR), which is what the far end sees, so a program
-/// that advertises its address for a call back (active FTP's `PORT`)
-/// advertises the proxy, where the BIND will listen. Not with
-/// `SOCKSIFY_BIND=off`, nor when the proxy named no address.
-fn proxied_local_addr(fd: c_int) -> Option<SocketAddr> {
-    if runtime::config()?.bind == BindMode::Off {
-        return None;
-    }
-    let details = fd_table::proxied_tcp(fd).filter(|_| crate::connect::still_proxied(fd))?;
-    details.bound
 }
 
 /// `epoll_ctl` on a BIND fd: its registrations are remembered, so that
