@@ -27,6 +27,7 @@ mod ffi;
 mod fork_safe;
 mod guard;
 mod hooks;
+mod hosts;
 mod log_once;
 mod own_fd;
 mod real;

@@ -30,7 +30,7 @@ pub mod tcp;
 pub mod udp;
 
 use crate::fork_safe::ForkSafeOnce;
-use crate::hooks::resolve::hosts;
+use crate::hosts;
 use crate::own_fd::{self, OwnFd};
 use crate::{fake_dns, real, runtime, socket_addr};
 use libc::c_int;

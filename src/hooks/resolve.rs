@@ -24,10 +24,9 @@
 
 mod addrinfo;
 mod hostent;
-pub(crate) mod hosts;
 mod raw_dns; // getaddrinfo_a and res_* (glibc's resolver bypasses our hooks)
 
-use crate::{fake_dns, ffi, real, runtime, socket_addr};
+use crate::{fake_dns, ffi, hosts, real, runtime, socket_addr};
 use addrinfo::Hints;
 use hostent::HostData;
 use libc::{addrinfo as AddrInfo, c_char, c_int, c_void, hostent as HostEnt, size_t, sockaddr, socklen_t};
