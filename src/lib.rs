@@ -29,6 +29,7 @@ mod guard;
 mod hooks;
 mod hosts;
 mod log_once;
+mod names;
 mod own_fd;
 mod real;
 mod route;

@@ -26,12 +26,12 @@ mod addrinfo;
 mod hostent;
 mod raw_dns; // getaddrinfo_a and res_* (glibc's resolver bypasses our hooks)
 
-use crate::{fake_dns, ffi, hosts, real, runtime, socket_addr};
+use crate::{ffi, real, socket_addr};
 use addrinfo::Hints;
 use hostent::HostData;
 use libc::{addrinfo as AddrInfo, c_char, c_int, c_void, hostent as HostEnt, size_t, sockaddr, socklen_t};
 use libc::{AF_INET, AF_INET6, AI_CANONNAME, AI_NUMERICHOST, EAI_FAIL, EAI_NONAME, EAI_OVERFLOW, NI_NAMEREQD, NI_NUMERICHOST};
-use socksify_client::route::{addr_lookup, name_lookup, AddrLookup, NameLookup};
+use crate::names::{forward, reverse, Forward, Reverse};
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ptr::null_mut;
@@ -64,55 +64,6 @@ extern "C" {
 fn set_h_errno(value: c_int) {
     // SAFETY: glibc's per-thread h_errno slot.
     unsafe { *__h_errno_location() = value }
-}
-
-/// Who answers a forward look-up of a non-numeric name.
-#[derive(Debug)]
-enum Forward {
-    /// libc's resolver: local mode, or a name `SOCKSIFY_NO_PROXY` bypasses
-    /// (`bypassed`: its addresses are remembered so `connect` goes direct).
-    Libc {
-        bypassed: bool,
-    },
-    Hosts(hosts::Host),
-    Fake(Ipv4Addr, Ipv6Addr),
-    NotFound,
-    /// The configuration is malformed: a name that would need the proxy
-    /// fails rather than going to DNS.
-    Refused,
-    /// No fake address can be handed out safely now (fake_dns.rs).
-    TryAgain,
-}
-
-/// `name` is not numeric; `port` is 0 when the caller gives none. The
-/// decision is the client core's [`name_lookup`]; here its side effects.
-fn forward(name: &str, port: u16) -> Forward {
-    match name_lookup(runtime::config(), name, port, hosts::by_name) {
-        NameLookup::Resolver { bypassed } => Forward::Libc { bypassed },
-        NameLookup::Hosts(host) => Forward::Hosts(host),
-        NameLookup::NotFound => Forward::NotFound,
-        NameLookup::Refused => {
-            log::error!("look-up of {name:?} refused: the configuration is malformed (see the message above)");
-            Forward::Refused
-        }
-        NameLookup::Fake(config) => fake_dns::addrs_for(config, name).map_or(Forward::TryAgain, |(v4, v6)| Forward::Fake(v4, v6)),
-    }
-}
-
-/// Who answers a reverse look-up.
-enum Reverse {
-    Libc,
-    Name(String, Vec<String>),
-    NotFound,
-}
-
-/// The decision is the client core's [`addr_lookup`].
-fn reverse(ip: IpAddr, port: u16) -> Reverse {
-    match addr_lookup(runtime::config(), ip, port) {
-        AddrLookup::FakeName(config) => fake_dns::name_for(config, ip).map_or(Reverse::NotFound, |n| Reverse::Name(n, Vec::new())),
-        AddrLookup::Resolver => Reverse::Libc,
-        AddrLookup::HostsOnly => hosts::by_addr(ip).map_or(Reverse::NotFound, |(n, a)| Reverse::Name(n, a)),
-    }
 }
 
 /// Whether glibc reads `name` as an address without any look-up
