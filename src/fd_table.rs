@@ -75,21 +75,22 @@ pub fn all_proxied_tcp() -> Vec<(i32, ProxiedTcp)> {
     all
 }
 
+/// `fd`'s slot, if this process may change it: `None` beyond the table,
+/// and in a `vfork` child (the tables are its parent's).
+fn slot_to_change(fd: i32) -> Option<&'static AtomicU8> {
+    let slot = KINDS.get(fd as usize)?;
+    (!is_vfork_child()).then_some(slot)
+}
+
 /// Marks `fd` as a BIND socket (details in [`crate::bind`]).
 pub fn set_bind(fd: i32) -> bool {
-    let Some(slot) = KINDS.get(fd as usize) else { return false };
-    if is_vfork_child() {
-        return false;
-    }
+    let Some(slot) = slot_to_change(fd) else { return false };
     slot.store(kind::BIND, Ordering::Release);
     true
 }
 
 pub fn set_proxied_tcp(fd: i32, details: ProxiedTcp) -> bool {
-    let Some(slot) = KINDS.get(fd as usize) else { return false };
-    if is_vfork_child() {
-        return false;
-    }
+    let Some(slot) = slot_to_change(fd) else { return false };
     TCP.lock().get_or_insert_with(HashMap::new).insert(fd, details);
     slot.store(kind::PROXIED_TCP, Ordering::Release);
     true
@@ -107,20 +108,14 @@ pub fn proxied_tcp(fd: i32) -> Option<ProxiedTcp> {
 
 /// Marks `fd` as a UDP socket of ours (details in [`crate::udp`]).
 pub fn set_udp(fd: i32) -> bool {
-    let Some(slot) = KINDS.get(fd as usize) else { return false };
-    if is_vfork_child() {
-        return false;
-    }
+    let Some(slot) = slot_to_change(fd) else { return false };
     slot.store(kind::UDP, Ordering::Release);
     true
 }
 
 /// Marks `fd` as one of our control connections, or clears that mark.
 pub fn set_control(fd: i32, on: bool) {
-    let Some(slot) = KINDS.get(fd as usize) else { return };
-    if is_vfork_child() {
-        return;
-    }
+    let Some(slot) = slot_to_change(fd) else { return };
     if on {
         slot.store(kind::CONTROL, Ordering::Release);
     } else {
@@ -133,10 +128,7 @@ pub fn set_control(fd: i32, on: bool) {
 /// its parent's). Dropping the details of that kind is the caller's
 /// ([`crate::sockets::forget`]).
 pub fn clear(fd: i32) -> Option<u8> {
-    let slot = KINDS.get(fd as usize)?;
-    if is_vfork_child() {
-        return None; // the parent's socket, still open there
-    }
+    let slot = slot_to_change(fd)?; // in a vfork child: the parent's socket, still open there
     Some(slot.swap(kind::NONE, Ordering::AcqRel)).filter(|&old| old != kind::NONE)
 }
 
