@@ -49,7 +49,7 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
     }
     // A TCP socket's family is its address's: the kernel refuses any other,
     // so asking it (SO_DOMAIN) would cost a syscall for nothing.
-    let sock_family = if dst.is_ipv4() { AF_INET } else { AF_INET6 };
+    let sock_family = socket_addr::family_of(&dst);
     let Some(config) = runtime::config() else {
         log::error!("connect to {dst} refused: the configuration is malformed (see the message above)");
         return fail(libc::ECONNREFUSED);
@@ -197,7 +197,7 @@ pub fn reported_peer(fd: c_int, kind: u8) -> Option<(SocketAddr, c_int)> {
     // The family of the address the program connected to is its socket's
     // (a TCP socket takes no other), even where the shim put a socket of
     // the other family in its place (family_swap.rs).
-    Some((details.peer, if details.peer.is_ipv4() { AF_INET } else { AF_INET6 }))
+    Some((details.peer, socket_addr::family_of(&details.peer)))
 }
 
 /// The local address `getsockname` reports for fd of kind `kind` (a BIND
@@ -209,19 +209,13 @@ pub fn reported_local(fd: c_int, kind: u8) -> Result<Option<(SocketAddr, c_int)>
         let bound = crate::bind::local_addr(fd)?;
         return Ok(bound.map(|b| (b, crate::bind::program_family(fd).unwrap_or(AF_INET6))));
     }
-    let Some(details) = fd_table::proxied_tcp(fd) else { return Ok(None) };
-    Ok(proxied_local_addr(fd).map(|local| (local, if details.peer.is_ipv4() { AF_INET } else { AF_INET6 })))
-}
-
-/// What a proxied TCP connection reports as its local address: the
-/// proxy's side (BND.ADDR), which is what the far end sees, so a program
-/// that advertises its address for a call back (active FTP's `PORT`)
-/// advertises the proxy, where the BIND will listen. Not with
-/// `SOCKSIFY_BIND=off`, nor when the proxy named no address.
-fn proxied_local_addr(fd: c_int) -> Option<SocketAddr> {
-    if runtime::config()?.bind == BindMode::Off {
-        return None;
+    if runtime::config().is_none_or(|c| c.bind == BindMode::Off) {
+        return Ok(None);
     }
-    let details = fd_table::proxied_tcp(fd).filter(|_| crate::connect::still_proxied(fd))?;
-    details.bound
+    // The proxy's side (BND.ADDR), which is what the far end sees, so a
+    // program that advertises its address for a call back (active FTP's
+    // `PORT`) advertises the proxy, where the BIND will listen. Not with
+    // `SOCKSIFY_BIND=off`, nor when the proxy named no address.
+    let Some(details) = fd_table::proxied_tcp(fd).filter(|_| still_proxied(fd)) else { return Ok(None) };
+    Ok(details.bound.map(|local| (local, socket_addr::family_of(&details.peer))))
 }

@@ -83,6 +83,15 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> 
 
 pub use socksify_client::sockaddr::encode;
 
+/// The address family of `addr` (`AF_INET` or `AF_INET6`).
+pub fn family_of(addr: &SocketAddr) -> libc::c_int {
+    if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
+}
+
 /// Copies an encoded address out to the program's buffer the way the
 /// kernel does: truncated to `*len`, and `*len` set to the full size. Both
 /// pointers are the program's, read and written by the kernel: a bad one

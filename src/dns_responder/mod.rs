@@ -123,14 +123,6 @@ fn own_socket(family: c_int, ty: c_int) -> Result<OwnFd, String> {
     own_fd::socket(family, ty, 0).map_err(|e| format!("socket: {}", std::io::Error::from_raw_os_error(e)))
 }
 
-fn family_of(addr: &SocketAddr) -> c_int {
-    if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    }
-}
-
 /// Waits for `events` on `fd` until `deadline`.
 fn wait(fd: c_int, events: i16, deadline: Instant) -> Result<(), String> {
     match socksify_client::tcp::poll_until(fd, events, deadline) {
@@ -144,8 +136,8 @@ fn wait(fd: c_int, events: i16, deadline: Instant) -> Result<(), String> {
 /// with the query's ID.
 fn exchange_udp(msg: &[u8], server: SocketAddr, timeout: Duration) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + timeout;
-    let sock = own_socket(family_of(&server), libc::SOCK_DGRAM | libc::SOCK_NONBLOCK)?;
-    let raw = socket_addr::encode(&server, family_of(&server)).ok_or("no address")?;
+    let sock = own_socket(socket_addr::family_of(&server), libc::SOCK_DGRAM | libc::SOCK_NONBLOCK)?;
+    let raw = socket_addr::encode(&server, socket_addr::family_of(&server)).ok_or("no address")?;
     // SAFETY: raw is a valid address of the socket's family.
     if unsafe { real::connect(sock.0, &raw.0 as *const _ as *const libc::sockaddr, raw.1) } != 0 {
         return Err(format!("connect {server}: {}", std::io::Error::last_os_error()));
@@ -228,8 +220,8 @@ fn exchange_stream(fd: c_int, msg: &[u8], deadline: Instant) -> Result<Vec<u8>, 
 /// A TCP query straight to `server` (a bypassed name: no proxy).
 fn exchange_tcp_direct(msg: &[u8], server: SocketAddr, timeout: Duration) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + timeout;
-    let sock = own_socket(family_of(&server), libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
-    let raw = socket_addr::encode(&server, family_of(&server)).ok_or("no address")?;
+    let sock = own_socket(socket_addr::family_of(&server), libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
+    let raw = socket_addr::encode(&server, socket_addr::family_of(&server)).ok_or("no address")?;
     // SAFETY: raw is a valid address of the socket's family.
     if unsafe { real::connect(sock.0, &raw.0 as *const _ as *const libc::sockaddr, raw.1) } != 0 {
         if crate::ffi::errno() != libc::EINPROGRESS {
@@ -244,7 +236,7 @@ fn exchange_tcp_direct(msg: &[u8], server: SocketAddr, timeout: Duration) -> Res
 /// cannot fake.
 fn exchange_upstream(config: &'static Config, msg: &[u8], upstream: SocketAddr) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + config.timeout;
-    let proxy_family = runtime::proxy_addrs(config, 0).first().map_or(libc::AF_INET, family_of);
+    let proxy_family = runtime::proxy_addrs(config, 0).first().map_or(libc::AF_INET, socket_addr::family_of);
     let sock = own_socket(proxy_family, libc::SOCK_STREAM)?;
     crate::tcp::connect_via_proxy(sock.0, proxy_family, config, Command::Connect, &TargetAddr::Ip(upstream))
         .map_err(|e| format!("connecting to {upstream} via {}: {e}", config.chain[0]))?;
