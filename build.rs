@@ -9,12 +9,15 @@
 //! drops the `libgcc_s` dependency. Our panics never leave the library, so a
 //! private copy of the unwinder is safe. Without the archive the build
 //! falls back to `libgcc_s`, with a warning.
+//!
+//! It also compiles the three variadic exec hooks, which are C (below).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    compile_variadic_hooks();
     let target = std::env::var("TARGET").unwrap_or_default();
     if !target.contains("linux-gnu") {
         return;
@@ -35,4 +38,22 @@ fn main() {
         }
         None => println!("cargo:warning=libgcc_eh.a not found; libsocksify.so will depend on libgcc_s.so.1 (slower start-up)"),
     }
+}
+
+/// `execl`, `execlp`, `execle` are variadic, which stable Rust cannot
+/// define: they are C (`src/hooks/exec_variadic.c`), compiled here with the
+/// C compiler that links Rust programs anyway, and linked in as an object.
+fn compile_variadic_hooks() {
+    const SOURCE: &str = "src/hooks/exec_variadic.c";
+    println!("cargo:rerun-if-changed={SOURCE}");
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let object = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("exec_variadic.o");
+    let status = Command::new(&compiler)
+        .args(["-c", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Werror", "-o"])
+        .arg(&object)
+        .arg(SOURCE)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {compiler:?} for {SOURCE}: {e}"));
+    assert!(status.success(), "{compiler} failed on {SOURCE}");
+    println!("cargo:rustc-link-arg={}", object.display());
 }

@@ -17,6 +17,7 @@
 // `// SAFETY:` line saying why it is sound.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod at_load;
 mod bind;
 mod connect;
 mod dns_responder;

@@ -5,6 +5,9 @@
 use libc::{c_char, c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+/// A C array of strings ending in NULL: `argv`, `envp`.
+pub type Argv = *const *const c_char;
+
 // `fcntl`, `fcntl64` and `syscall` are variadic in C; we declare (and
 // export, in hooks/) them with fixed integer arguments. That is the same
 // call on x86_64 and aarch64 (every argument in the same integer register
@@ -112,6 +115,15 @@ real_fns! {
     fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int;
     fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int;
     fn closefrom(first: c_int) -> ();
+    // exec (hooks/exec.rs)
+    fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int;
+    fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int;
+    fn execveat(dirfd: c_int, path: *const c_char, argv: Argv, envp: Argv, flags: c_int) -> c_int;
+    fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int;
+    fn posix_spawn(pid: *mut libc::pid_t, path: *const c_char, actions: *const libc::posix_spawn_file_actions_t,
+                   attr: *const libc::posix_spawnattr_t, argv: Argv, envp: Argv) -> c_int;
+    fn posix_spawnp(pid: *mut libc::pid_t, file: *const c_char, actions: *const libc::posix_spawn_file_actions_t,
+                    attr: *const libc::posix_spawnattr_t, argv: Argv, envp: Argv) -> c_int;
     // Variadic in C; up to six integer-register arguments, passed on as they came.
     fn syscall(n: libc::c_long, a1: libc::c_long, a2: libc::c_long, a3: libc::c_long, a4: libc::c_long, a5: libc::c_long, a6: libc::c_long) -> libc::c_long;
 }

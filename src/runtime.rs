@@ -17,8 +17,10 @@ pub fn config() -> Option<&'static Config> {
 }
 
 fn load() -> Option<Config> {
-    crate::stderr_log::init();
-    match Config::from_lookup(|name| std::env::var(name).ok()) {
+    use crate::at_load::var;
+    crate::stderr_log::init(var("SOCKSIFY_LOG"));
+    // As the program was started: one that clears its environment keeps its proxy.
+    match Config::from_lookup(var) {
         Ok(config) => {
             log::debug!("configuration: {config:?}");
             if let Some(note) = config.proxy_source_note() {
@@ -87,7 +89,7 @@ fn resolve_real(name: &str, port: u16) -> Vec<SocketAddr> {
 /// connection. Unset in normal use; costs one load on slow paths only.
 pub fn debug_panic(site: &str) {
     static SITE: ForkSafeOnce<Option<String>> = ForkSafeOnce::new();
-    if SITE.get_or_init(|| std::env::var("SOCKSIFY_DEBUG_PANIC").ok()).as_deref() == Some(site) {
+    if SITE.get_or_init(|| crate::at_load::var("SOCKSIFY_DEBUG_PANIC")).as_deref() == Some(site) {
         panic!("SOCKSIFY_DEBUG_PANIC={site}");
     }
 }

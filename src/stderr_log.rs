@@ -41,10 +41,9 @@ impl Log for StderrLog {
     fn flush(&self) {}
 }
 
-/// Installs the logger with the `SOCKSIFY_LOG` filter (default `warn`).
-pub fn init() {
-    let spec = std::env::var("SOCKSIFY_LOG").unwrap_or_else(|_| "warn".into());
-    let filter = Builder::new().parse(&spec).build();
+/// Installs the logger with `spec`, the value of `SOCKSIFY_LOG` (`None`: `warn`).
+pub fn init(spec: Option<String>) {
+    let filter = Builder::new().parse(spec.as_deref().unwrap_or("warn")).build();
     let max = filter.filter();
     if log::set_boxed_logger(Box::new(StderrLog { filter })).is_ok() {
         log::set_max_level(max);

@@ -5,6 +5,7 @@
 mod close;
 mod connect;
 mod dup;
+mod exec;
 mod listen;
 pub(crate) mod resolve;
 mod socket;

@@ -5,6 +5,7 @@
 
 use super::close::close;
 use super::connect::connect;
+use super::exec::{execve, execveat};
 use super::udp::{recvfrom, recvmmsg, recvmsg, sendmmsg, sendmsg, sendto};
 use crate::fd_table::{self, kind};
 use crate::real;
@@ -12,7 +13,8 @@ use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t};
 
 /// `syscall(2)`, the libc function: libuv (and so `dig`) sends and
 /// receives UDP with `syscall(SYS_sendmmsg, ...)`/`syscall(SYS_recvmmsg,
-/// ...)`. Those numbers, the other UDP calls, `connect` and `close` go to
+/// ...)`. Those numbers, the other UDP calls, `connect`, `close` and
+/// `execve`/`execveat` (the child keeps the shim) go to
 /// our hooks; every other number is one comparison, then libc's own.
 /// (Raw `syscall` instructions and io_uring cannot be seen from here.)
 #[cfg_attr(not(test), no_mangle)]
@@ -41,6 +43,8 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_recvfrom => {
                 recvfrom(fd, a2 as *mut c_void, a3 as size_t, a4 as c_int, a5 as *mut sockaddr, a6 as *mut socklen_t) as c_long
             }
+            libc::SYS_execve => execve(a1 as *const libc::c_char, a2 as real::Argv, a3 as real::Argv) as c_long,
+            libc::SYS_execveat => execveat(fd, a2 as *const libc::c_char, a3 as real::Argv, a4 as real::Argv, a5 as c_int) as c_long,
             libc::SYS_close if fd_table::kind(fd) != kind::NONE => close(fd) as c_long,
             _ => real::syscall(n, a1, a2, a3, a4, a5, a6),
         }

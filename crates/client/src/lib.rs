@@ -8,6 +8,8 @@
 //! * [`route`]: the routing decision, direct or through the proxy.
 //! * [`udp`]: the decisions of a UDP association (can this configuration
 //!   carry UDP, what the request names, where the relay is).
+//! * [`child_env`]: what a child's environment needs for the shim to
+//!   follow it across `exec`; [`elf_note`]: telling a Go program by its notes.
 //!
 //! The three calls that move bytes (`connect`, `send`, `recv`) go through
 //! the [`tcp::SocketIo`] trait: the shim must call libc's own functions
@@ -16,6 +18,8 @@
 // Linked into the shim: the same rules for unsafe code (see src/lib.rs).
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod child_env;
+pub mod elf_note;
 pub mod route;
 pub mod sockaddr;
 pub mod tcp;
