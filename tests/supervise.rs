@@ -584,3 +584,52 @@ fn static_musl_program_resolves_a_bypassed_name_with_the_nameserver() {
         assert!(!server.log.text().contains("cmd=connect"), "a bypassed name reached the proxy:\n{}", server.log.text());
     });
 }
+
+/// A cgo-linked (dynamic) Go program: LD_PRELOAD reaches its libc, but
+/// Go's net package makes its own connect system calls. The wrapper runs
+/// it under the supervisor by itself: by address and by a name only the
+/// proxy resolves, the target sees the proxy and the stub no query. Under
+/// a bare LD_PRELOAD the shim says, once, that it will be bypassed.
+#[test]
+fn dynamic_go_is_supervised_by_the_wrapper_and_warned_about_under_ld_preload() {
+    let dir = TempDir::new("supervise-cgo");
+    let go_cgo = dir.path().join("goclient-cgo");
+    go_build(&repo_root().join("tests/programs/supervise/goclient"), &go_cgo, dir.path(), true);
+    assert!(!is_static(&go_cgo), "test setup: the cgo build should be dynamic");
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = dns_cases::bundled_server();
+        let wrapped = |url: &str| {
+            Run::plain("ip")
+                .args(["netns", "exec", &ns.name])
+                .arg(wrapper_path())
+                .args(["-x", &server.url(), "-n", "", "-v", "--"])
+                .arg(&go_cgo)
+                .args(["get", url])
+                .env("SOCKSIFY_LIB", shim_path().to_str().unwrap())
+                .timeout(Duration::from_secs(120))
+        };
+        for host in [None, Some(NAME)] {
+            let body = token("go-cgo");
+            let target = TcpTarget::http(&body);
+            let url = format!("http://{}:{}/", host.map_or(target.addr.ip().to_string(), str::to_owned), target.addr.port());
+            let out = wrapped(&url).run();
+            out.assert_success();
+            assert_eq!(out.stdout, body, "{out}");
+            assert!(out.stderr.contains("is a Go program") && out.stderr.contains("under the seccomp supervisor"), "-v says why:\n{out}");
+            target.assert_peers(1, BUNDLED_OUT);
+        }
+        assert!(stub.queries().is_empty(), "DNS queries left the Go program: {:?}", stub.queries());
+
+        let target = TcpTarget::http("x");
+        let out = Run::shimmed(&server.url(), "ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(&go_cgo)
+            .args(["get", &format!("http://{}/", target.addr)])
+            .env("SOCKSIFY_LOG", "warn")
+            .run();
+        let warning = "this is a Go program: Go's net package makes its own connect system calls";
+        assert_eq!(out.stderr.matches(warning).count(), 1, "one warning under a bare LD_PRELOAD:\n{out}");
+    });
+}

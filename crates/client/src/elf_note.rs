@@ -18,7 +18,8 @@ pub fn has_go_build_id(segment: &[u8]) -> bool {
     while let (Some(namesz), Some(descsz), Some(kind)) = (word(at), word(at + 4), word(at + 8)) {
         let name_at = at + 12;
         let Some(name) = segment.get(name_at..name_at.saturating_add(namesz)) else { return false };
-        if kind == GO_BUILD_ID as usize && name == b"Go\0" {
+        // Go writes the name padded, "Go\0\0" (size 4); "Go\0" is the ELF norm.
+        if kind == GO_BUILD_ID as usize && (name == b"Go\0\0" || name == b"Go\0") {
             return true;
         }
         let Some(next) = padded(namesz).and_then(|n| padded(descsz).and_then(|d| name_at.checked_add(n)?.checked_add(d))) else {
@@ -48,10 +49,11 @@ mod tests {
     #[test]
     fn finds_the_go_build_id_after_other_notes() {
         let gnu = note(b"GNU\0", 3, &[7; 20]);
-        let go = note(b"Go\0", 4, b"abc/def/ghi/jkl");
+        let go = note(b"Go\0\0", 4, b"abc/def/ghi/jkl");
         assert!(has_go_build_id(&[gnu.clone(), go].concat()));
         assert!(!has_go_build_id(&gnu));
-        assert!(!has_go_build_id(&note(b"Go\0", 1, b"x")), "another Go note type");
+        assert!(has_go_build_id(&note(b"Go\0", 4, b"x")), "the unpadded name");
+        assert!(!has_go_build_id(&note(b"Go\0\0", 1, b"x")), "another Go note type");
         assert!(!has_go_build_id(&note(b"Gox\0", 4, b"x")));
     }
 
