@@ -2,10 +2,20 @@
 //! `all_proxy`/`ALL_PROXY` is the proxy (logged at info, so `-v` shows it);
 //! an `http://` one is ignored with a one-line warning, and nothing goes
 //! direct because of it.
+//!
+//! That last test reaches the default proxy, 127.0.0.1:1080: it runs in a
+//! network namespace of its own (root, as CI runs), where that port is a
+//! recording sentinel of the test's, so a SOCKS server the machine runs on
+//! 1080 neither breaks it nor makes it pass.
 
 mod common;
+#[path = "common/netns.rs"]
+#[allow(dead_code)] // the namespace alone; the DNS stub is for other tests
+mod netns;
 
 use common::*;
+use netns::NetNs;
+use std::net::SocketAddr;
 
 /// Python under the shim connects to `target`, sends a token and prints
 /// the echo; the proxy comes from `var`=`value` only.
@@ -63,13 +73,20 @@ fn the_wrapper_says_so_at_v_and_puts_u_credentials_into_it() {
 
 #[test]
 fn an_http_all_proxy_is_ignored_with_one_warning_and_nothing_goes_direct() {
-    let target = TcpTarget::echo();
-    let out = python_via("ALL_PROXY", "http://bob:hunter2@127.0.0.1:3128", &target, "x");
-    let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.contains("ALL_PROXY holds")).collect();
-    assert_eq!(warnings.len(), 1, "{out}");
-    assert!(warnings[0].contains("warn: ALL_PROXY holds a URL of scheme http://, ignored"), "{out}");
-    assert!(!out.stderr.contains("hunter2"), "the URL's password must not be printed:\n{out}");
-    // The default proxy is used instead (whatever answers there, if
-    // anything): never a direct connection.
-    assert!(target.peers().iter().all(|p| p.ip() != DIRECT), "a direct connection reached the target:\n{out}");
+    let ns = NetNs::create();
+    ns.run(|| {
+        // The default proxy's address, in this namespace: ours, recording.
+        let default_proxy = TcpTarget::start_at(None, SocketAddr::from(([127, 0, 0, 1], 1080)), Serve::Echo);
+        let target = TcpTarget::echo();
+        let out = python_via("ALL_PROXY", "http://bob:hunter2@127.0.0.1:3128", &target, "x");
+        let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.contains("ALL_PROXY holds")).collect();
+        assert_eq!(warnings.len(), 1, "{out}");
+        assert!(warnings[0].contains("warn: ALL_PROXY holds a URL of scheme http://, ignored"), "{out}");
+        assert!(!out.stderr.contains("hunter2"), "the URL's password must not be printed:\n{out}");
+        // The default proxy is used instead: it got the SOCKS5 greeting
+        // (and, echoing it, failed the handshake); the target saw nothing.
+        let greetings = default_proxy.received();
+        assert!(greetings.len() == 1 && greetings[0].first() == Some(&5), "the default proxy got no SOCKS5 greeting: {greetings:?}\n{out}");
+        target.assert_untouched();
+    });
 }

@@ -4,10 +4,18 @@
 //! status says whether the configuration works, the last line why, and a
 //! CONNECT the check reports as done really reached the target through the
 //! proxy (the target sees the proxy's address).
+//!
+//! The one check of the default proxy (127.0.0.1:1080) runs in a network
+//! namespace of its own (root, as CI runs), so that it never talks to a
+//! SOCKS server the machine runs there.
 
 mod common;
+#[path = "common/netns.rs"]
+#[allow(dead_code)] // the namespace alone; the DNS stub is for other tests
+mod netns;
 
 use common::*;
+use netns::NetNs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,16 +267,22 @@ fn the_proxy_comes_from_all_proxy_when_socksify_proxy_is_unset() {
 
 #[test]
 fn an_http_all_proxy_is_ignored_with_a_warning() {
-    let out = Run::plain(wrapper_path())
-        .env("ALL_PROXY", "http://bob:hunter2@127.0.0.1:3128")
-        .env("SOCKSIFY_TIMEOUT_MS", "1000")
-        .arg("--check")
-        .run();
+    // The default proxy is checked: in this namespace nothing listens there.
+    let ns = NetNs::create();
+    let out = ns.run(|| {
+        Run::plain(wrapper_path())
+            .env("ALL_PROXY", "http://bob:hunter2@127.0.0.1:3128")
+            .env("SOCKSIFY_TIMEOUT_MS", "1000")
+            .arg("--check")
+            .run()
+    });
     let warnings: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("warning: ")).collect();
     assert_eq!(warnings.len(), 1, "{out}");
     assert!(warnings[0].contains("ALL_PROXY holds a URL of scheme http://, ignored"), "{out}");
     assert!(out.stdout.contains("proxy socks5h://127.0.0.1:1080 (the default"), "{out}");
     assert!(!out.stdout.contains("hunter2"), "{out}");
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(verdict(&out).starts_with("FAIL: nothing listens at 127.0.0.1:1080"), "{out}");
 }
 
 #[test]

@@ -4,12 +4,22 @@
 //!   `.debug` file beside it), the wrapper, the server, `socksify-cli` and
 //!   the man pages under DIR; the installed wrapper finds its library with
 //!   no variable and really proxies; `--uninstall` leaves DIR as it was.
-//! * `scripts/package` builds the .deb; it is installed on this machine
-//!   with apt-get (CI runs as root), `socksify curl` and `socksify --check`
-//!   work from /usr/bin, `man -w socksify` finds the page, and a purge
-//!   leaves none of the package's files behind. Dante's client, which has a
+//! * `scripts/package` builds the .deb; it is installed with apt-get (CI
+//!   runs as root), `socksify curl` and `socksify --check` work from
+//!   /usr/bin, `man -w socksify` finds the page, and a purge leaves none of
+//!   the package's files behind. Dante's client, which has a
 //!   /usr/bin/socksify and socksify(1) too, is diverted to socksify.dante
 //!   meanwhile, and gets them back.
+//!
+//! The package test never changes the machine's packages: it reruns itself
+//! in a mount namespace where /usr and /var are overlays of the real ones
+//! (writes go to a tmpfs that goes with the namespace) and /etc is
+//! read-only; apt-get, dpkg, `man` and the installed wrapper all run there.
+//! A socksify package the user installed stays as it is: in the private
+//! copy it is purged first (the test then starts from a clean system), and
+//! outside, the test checks afterwards that the package's status, the
+//! diversions of socksify (Dante's) and the files at the package's paths
+//! are exactly what they were before.
 //!
 //! Both reuse the release build (`--no-build`): no cargo inside the test.
 
@@ -139,33 +149,79 @@ fn uninstall_keeps_a_file_changed_since_the_install() {
 
 // ---------------------------------------------------------------- the Debian package
 
-/// Holds an exclusive lock so that two test runs on one machine (several
-/// worktrees) never install and purge the system package at the same time.
-/// The lock lives as long as the file is open.
-struct SystemLock {
-    _file: fs::File,
+/// Set for the rerun of the package test inside [`private_system`].
+const PRIVATE: &str = "SOCKSIFY_TEST_PRIVATE_SYSTEM";
+/// The source name of the overlays, to recognise them in mountinfo.
+const OVERLAY: &str = "socksify-test-overlay";
+
+/// Runs the test `name` of this binary again, in a mount namespace of its
+/// own whose /usr and /var are overlays (upper layers on a tmpfs the
+/// namespace alone sees) and whose /etc is read-only: what apt-get and dpkg
+/// do there never reaches the machine. The namespace, with its tmpfs, ends
+/// with the rerun's last process.
+fn private_system(name: &str) -> Output {
+    let scratch = TempDir::new("private-system");
+    let setup = format!(
+        r#"root=$1; shift
+mount -t tmpfs -o mode=0700 {OVERLAY} "$root"
+for d in usr var; do
+    mkdir "$root/$d" "$root/$d.work"
+    mount -t overlay -o "lowerdir=/$d,upperdir=$root/$d,workdir=$root/$d.work" {OVERLAY} "/$d"
+done
+mount --bind /etc /etc
+mount -o remount,bind,ro /etc
+exec "$@""#
+    );
+    let exe = std::env::current_exe().expect("current_exe");
+    Run::plain("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-euc", &setup, "sh"])
+        .arg(scratch.path())
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(PRIVATE, "1")
+        .timeout(Duration::from_secs(900))
+        .run()
 }
 
-impl SystemLock {
-    fn take() -> SystemLock {
-        use std::os::fd::AsRawFd;
-        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open("/tmp/socksify-system-package.lock").unwrap();
-        // flock on an fd we own; non-blocking, so the wait is ours and bounded.
-        let locked = wait_until(Duration::from_secs(600), || {
-            // SAFETY: an fd we own; flock touches no memory of ours.
-            (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(())
-        });
-        assert!(locked.is_some(), "another test run held the system package lock for 10 minutes");
-        SystemLock { _file: file }
+/// Whether this process sees our overlays on /usr and /var and a read-only
+/// /etc (so the package test may install and purge).
+fn in_private_system() -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted = |point: &str, check: &dyn Fn(&[&str]) -> bool| {
+        info.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).rfind(|f| f.get(4) == Some(&point)).is_some_and(|f| check(&f))
+    };
+    let overlay =
+        |f: &[&str]| f.iter().position(|x| *x == "-").is_some_and(|i| f.get(i + 1) == Some(&"overlay") && f.get(i + 2) == Some(&OVERLAY));
+    let read_only = |f: &[&str]| f.get(5).is_some_and(|o| o.split(',').any(|x| x == "ro"));
+    mounted("/usr", &overlay) && mounted("/var", &overlay) && mounted("/etc", &read_only)
+}
+
+/// What the machine has of socksify: the package's status, the diversions
+/// that name socksify (Dante's, while ours is installed), and the bytes
+/// at each watched path (`None` when absent).
+struct SystemState {
+    status: String,
+    diversions: String,
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl SystemState {
+    fn read(paths: &[PathBuf]) -> SystemState {
+        let status = Run::plain("dpkg-query").args(["-W", "-f=${Status} ${Version}", "socksify"]).run();
+        let diversions = Run::plain("dpkg-divert").arg("--list").run();
+        diversions.assert_success();
+        let mut mine: Vec<&str> = diversions.stdout.lines().filter(|l| l.contains("socksify")).collect();
+        mine.sort_unstable();
+        SystemState { status: format!("exit {:?}: {}", status.code, status.stdout), diversions: mine.join("\n"), files: contents(paths) }
     }
-}
 
-/// Purges the package on drop, so a failed test leaves no package behind.
-struct Installed;
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let _ = Command::new("dpkg").args(["--purge", "socksify"]).output();
+    /// Panics naming what differs from `before`.
+    fn assert_as(&self, before: &SystemState, context: &dyn std::fmt::Display) {
+        assert_eq!(self.status, before.status, "the socksify package's status changed:\n{context}");
+        assert_eq!(self.diversions, before.diversions, "the diversions naming socksify changed:\n{context}");
+        for ((path, now), (_, was)) in self.files.iter().zip(&before.files) {
+            assert!(now == was, "{} is not as it was before:\n{context}", path.display());
+        }
     }
 }
 
@@ -197,8 +253,41 @@ fn man_w(page: &str) -> String {
 #[test]
 fn the_debian_package_installs_works_and_purges_clean() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test installs a package on the machine: run it as root (CI does)");
-    let _lock = SystemLock::take();
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the package test mounts a private copy of /usr and /var: run it as root (CI does)");
+    const NAME: &str = "the_debian_package_installs_works_and_purges_clean";
+    if std::env::var_os(PRIVATE).is_some() {
+        assert!(in_private_system(), "{PRIVATE} is set, but /usr and /var are not this test's overlays: refusing to touch the system");
+        return package_test();
+    }
+    let paths: Vec<PathBuf> = [
+        "/usr/bin/socksify",
+        "/usr/bin/socksify.dante",
+        "/usr/bin/socksify-server",
+        "/usr/lib/socksify/libsocksify.so",
+        "/usr/lib/socksify/socksify-cli",
+        "/usr/share/man/man1/socksify.1.gz",
+        "/usr/share/man/man1/socksify.dante.1.gz",
+        "/usr/share/man/man1/socksify-server.1.gz",
+    ]
+    .map(PathBuf::from)
+    .to_vec();
+    let before = SystemState::read(&paths);
+    let out = private_system(NAME);
+    out.assert_success();
+    assert!(out.stdout.contains("test result: ok. 1 passed"), "the rerun in the private system did not run the test:\n{out}");
+    eprint!("{}", out.stderr);
+    SystemState::read(&paths).assert_as(&before, &out);
+}
+
+/// The package test proper, in the private system of [`private_system`].
+fn package_test() {
+    // A socksify package of the user's (this copy's only: the machine's is
+    // untouched) would be upgraded, not installed: purge it here first.
+    let status = package_status();
+    if !status.is_empty() && !status.ends_with(" not-installed") {
+        eprintln!("note: a socksify package is on this machine ({status}); purged in the test's private copy only");
+        apt_get(&["purge", "-y", "-q", "socksify"]).assert_success();
+    }
     let out_dir = TempDir::new("package");
     let out = script("package").args(["--no-build", "--out"]).arg(out_dir.path()).run();
     out.assert_success();
@@ -237,7 +326,6 @@ fn the_debian_package_installs_works_and_purges_clean() {
     let before = contents(&watched);
     let man_before = man_w("socksify");
 
-    let installed = Installed;
     let out = apt_get(&["install", "-y", "-q", deb.to_str().unwrap()]);
     out.assert_success();
     assert_eq!(package_status(), "install ok installed");
@@ -282,7 +370,6 @@ fn the_debian_package_installs_works_and_purges_clean() {
     // Purge: the package and every one of its files are gone.
     let out = apt_get(&["purge", "-y", "-q", "socksify"]);
     out.assert_success();
-    drop(installed);
     assert!(!package_status().contains("installed"), "still installed after the purge");
     for ((path, now), (_, was)) in contents(&watched).iter().zip(&before) {
         assert!(now == was, "{} is not as it was before the install", path.display());

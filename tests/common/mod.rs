@@ -643,7 +643,14 @@ impl TcpTarget {
     /// A target listening inside the network namespace `netns`
     /// (`/run/netns/NAME`): nothing in this one can reach it directly.
     pub fn start_in(netns: Option<&Path>, ip: IpAddr, serve: Serve) -> TcpTarget {
-        let listener = in_netns(netns, || TcpListener::bind((ip, 0)).expect("bind target"));
+        Self::start_at(netns, SocketAddr::new(ip, 0), serve)
+    }
+
+    /// A target on a fixed `addr` (a sentinel where a well-known server
+    /// would be, e.g. the default proxy 127.0.0.1:1080 inside a network
+    /// namespace of the test's own, where the port is surely free).
+    pub fn start_at(netns: Option<&Path>, addr: SocketAddr, serve: Serve) -> TcpTarget {
+        let listener = in_netns(netns, || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind target {addr}: {e}")));
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
