@@ -29,6 +29,7 @@ mod fork_safe;
 mod guard;
 mod hooks;
 mod hosts;
+mod launch;
 mod log_once;
 mod names;
 mod own_fd;

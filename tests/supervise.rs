@@ -633,3 +633,50 @@ fn dynamic_go_is_supervised_by_the_wrapper_and_warned_about_under_ld_preload() {
         assert_eq!(out.stderr.matches(warning).count(), 1, "one warning under a bare LD_PRELOAD:\n{out}");
     });
 }
+
+/// A program under `LD_PRELOAD` that starts one `LD_PRELOAD` cannot
+/// follow (a shell running a static C client, python running the static
+/// Go client, a cleared environment too): the exec hook starts the child
+/// under the supervisor next to the library, and the target sees the
+/// proxy. With no supervisor next to the library, the exec fails
+/// (EACCES, one line) and nothing reaches the target.
+#[test]
+fn static_and_go_children_of_a_preloaded_program_are_supervised() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let shimmed = |prog: &str| ns.shimmed(&server.url(), prog).timeout(Duration::from_secs(120));
+        let body = token("static-child");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let script = format!("{} http 127.0.0.1 {port}", programs().static_c.display());
+        let out = shimmed("sh").args(["-c", &script]).run();
+        out.assert_success();
+        assert!(out.stdout.trim_end().ends_with(&body), "{out}");
+        assert!(out.stderr.contains("statically linked, LD_PRELOAD cannot follow it: running it under the seccomp supervisor"), "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+
+        let target = TcpTarget::http(&body);
+        let code = format!(
+            "import subprocess, sys\nsys.exit(subprocess.run(['{}', 'get', 'http://{}/'], env={{}}).returncode)",
+            programs().go_client.display(),
+            target.addr
+        );
+        let out = shimmed(python3()).args(["-c", &code]).run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        assert!(out.stderr.contains("is a Go program"), "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+
+        // The library alone, without socksify-cli beside it: refused.
+        let lonely = TempDir::new("lonely-shim");
+        let lib = lonely.path().join("libsocksify.so");
+        std::fs::copy(shim_path(), &lib).unwrap();
+        let target = TcpTarget::http(&body);
+        let script = format!("{} http 127.0.0.1 {}; echo exit=$?", programs().static_c.display(), target.addr.port());
+        let out = shimmed("sh").args(["-c", &script]).env("LD_PRELOAD", lib.to_str().unwrap()).run();
+        assert!(out.stdout.contains("exit=126"), "the shell could not run it:\n{out}");
+        assert!(out.stderr.contains("error: refusing to start") && out.stderr.contains("socksify-cli) is missing"), "{out}");
+        target.assert_untouched();
+    });
+}

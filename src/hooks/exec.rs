@@ -2,16 +2,19 @@
 //! environment that lost `LD_PRELOAD` or our configuration (`env -i`,
 //! python's `env={}`) gets them back ([`socksify_client::child_env`]), so
 //! everything a program starts stays proxied. An inherited environment
-//! (the usual case) is passed on as it is: nothing is built.
+//! (the usual case) is passed on as it is: nothing is built. A program
+//! `LD_PRELOAD` cannot follow (static, Go) is started under the seccomp
+//! supervisor instead, or refused ([`crate::launch`]).
 //!
 //! `execl`, `execlp` and `execle` are variadic, which stable Rust cannot
 //! define: `exec_variadic.c` collects their arguments and calls our
 //! `execv`, `execvp`, `execve`; the exported symbols here only jump there.
 
 use crate::at_load::{carried, entries};
+use crate::launch::{self, Launch, Target};
 use crate::{ffi, real};
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 
 use real::Argv;
 
@@ -25,25 +28,48 @@ fn current_environ() -> Argv {
     unsafe { std::ptr::addr_of!(environ).read() }
 }
 
-/// Runs `exec` with `envp`, or with a copy of it that has what it lacks.
-/// On a panic (no environment could be built): `on_panic`, without
+/// Starts `target`: with `envp`, or a copy of it that has what it lacks
+/// (`as_asked`); or, for a program `LD_PRELOAD` cannot follow, the
+/// supervisor running it (`supervised(cli, argv, envp)`, [`launch::plan`]);
+/// or not at all (`refuse(errno)`). On a panic: `refuse(ENOMEM)`, without
 /// starting the child: it would run unproxied.
 ///
 /// # Safety
-/// `envp` is null or a NULL-terminated array of C strings.
-unsafe fn with_child_env<R: Copy>(envp: Argv, on_panic: R, exec: impl FnOnce(Argv) -> R) -> R {
-    let Some(carried) = carried() else { return exec(envp) };
-    ffi::catch(on_panic, libc::ENOMEM, || {
+/// `argv` and `envp` are null or NULL-terminated arrays of C strings.
+unsafe fn start<R>(
+    target: Target<'_>,
+    argv: Argv,
+    envp: Argv,
+    refuse: impl Fn(i32) -> R,
+    as_asked: impl FnOnce(Argv) -> R,
+    supervised: impl FnOnce(*const c_char, Argv, Argv) -> R,
+) -> R {
+    let Some(carried) = carried() else { return as_asked(envp) };
+    let caught = ffi::catch(None, libc::ENOMEM, || {
         // SAFETY: the caller's promise.
         let child = unsafe { entries(envp) };
-        let Some(additions) = carried.additions(&child) else { return exec(envp) };
-        if !crate::fork_safe::is_vfork_child() && crate::runtime::config().is_some() {
+        let logging = !crate::fork_safe::is_vfork_child() && crate::runtime::config().is_some();
+        match launch::plan(target, carried.library()) {
+            Launch::AsAsked => {}
+            Launch::Refuse(errno) => return Some(refuse(errno)),
+            Launch::Supervise { cli, program } => {
+                // SAFETY: the caller's promise.
+                let args = unsafe { entries(argv) };
+                let argv0 = args.first().copied().unwrap_or(program.to_bytes());
+                let mut words: Vec<&[u8]> = vec![cli.to_bytes(), b"supervise", b"--argv0", argv0, b"--", program.to_bytes()];
+                words.extend(args.iter().skip(1));
+                let words = c_strings(words.iter().map(|w| w.to_vec()));
+                let env = c_strings(carried.for_supervisor(&child));
+                return Some(supervised(cli.as_ptr(), pointers(&words).as_ptr(), pointers(&env).as_ptr()));
+            }
+        }
+        let Some(additions) = carried.additions(&child) else { return Some(as_asked(envp)) };
+        if logging {
             log::info!("exec: the child's environment lacked {}: given back", additions.names().join(", "));
         }
         // Owned strings for what changes; the child's own entries keep their pointers.
-        let owned = |e: &Vec<u8>| CString::new(e.clone()).unwrap_or_default();
-        let replaced = additions.replace.as_ref().map(|(i, e)| (*i, owned(e)));
-        let added: Vec<CString> = additions.add.iter().map(owned).collect();
+        let replaced = additions.replace.map(|(i, e)| (i, c_string(e)));
+        let added = c_strings(additions.add);
         let mut list: Vec<*const c_char> = Vec::with_capacity(child.len() + added.len() + 1);
         for (i, entry) in child.iter().enumerate() {
             match &replaced {
@@ -53,44 +79,102 @@ unsafe fn with_child_env<R: Copy>(envp: Argv, on_panic: R, exec: impl FnOnce(Arg
         }
         list.extend(added.iter().map(|e| e.as_ptr()));
         list.push(std::ptr::null());
-        exec(list.as_ptr())
+        Some(as_asked(list.as_ptr()))
+    });
+    match caught {
+        Some(r) => r,
+        None => refuse(libc::ENOMEM),
+    }
+}
+
+fn c_string(bytes: Vec<u8>) -> CString {
+    // An environment entry or argument cannot hold a NUL: cut there, as C would read it.
+    CString::new(bytes).unwrap_or_else(|e| {
+        let at = e.nul_position();
+        let mut bytes = e.into_vec();
+        bytes.truncate(at);
+        CString::new(bytes).unwrap_or_default()
     })
+}
+
+fn c_strings(list: impl IntoIterator<Item = Vec<u8>>) -> Vec<CString> {
+    list.into_iter().map(c_string).collect()
+}
+
+/// A NULL-terminated array pointing into `strings` (which must outlive it).
+fn pointers(strings: &[CString]) -> Vec<*const c_char> {
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+/// -1 with errno: what a failed exec returns.
+fn exec_refused(errno: i32) -> c_int {
+    ffi::fail(errno)
+}
+
+/// `program` as a C string the hook was given.
+///
+/// # Safety
+/// `path` is a valid C string.
+unsafe fn c_str<'a>(path: *const c_char) -> &'a CStr {
+    if path.is_null() {
+        return c"";
+    }
+    // SAFETY: the caller's promise.
+    unsafe { CStr::from_ptr(path) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
     // SAFETY: the program's arguments, as execve(2) takes them.
-    unsafe { with_child_env(envp, -1, |e| real::execve(path, argv, e)) }
+    unsafe {
+        let target = Target::Path(c_str(path));
+        start(target, argv, envp, exec_refused, |e| real::execve(path, argv, e), |cli, a, e| real::execve(cli, a, e))
+    }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
     // SAFETY: as execve, with the process's environment (what execv passes).
-    unsafe { with_child_env(current_environ(), -1, |e| real::execve(path, argv, e)) }
+    unsafe {
+        let target = Target::Path(c_str(path));
+        start(target, argv, current_environ(), exec_refused, |e| real::execve(path, argv, e), |cli, a, e| real::execve(cli, a, e))
+    }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
     // SAFETY: as execvpe, with the process's environment (what execvp passes).
-    unsafe { with_child_env(current_environ(), -1, |e| real::execvpe(file, argv, e)) }
+    unsafe {
+        let target = Target::Search(c_str(file));
+        start(target, argv, current_environ(), exec_refused, |e| real::execvpe(file, argv, e), |cli, a, e| real::execve(cli, a, e))
+    }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
     // SAFETY: the program's arguments, as execvpe(3) takes them.
-    unsafe { with_child_env(envp, -1, |e| real::execvpe(file, argv, e)) }
+    unsafe {
+        let target = Target::Search(c_str(file));
+        start(target, argv, envp, exec_refused, |e| real::execvpe(file, argv, e), |cli, a, e| real::execve(cli, a, e))
+    }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execveat(dirfd: c_int, path: *const c_char, argv: Argv, envp: Argv, flags: c_int) -> c_int {
     // SAFETY: the program's arguments, as execveat(2) takes them.
-    unsafe { with_child_env(envp, -1, |e| real::execveat(dirfd, path, argv, e, flags)) }
+    unsafe {
+        let target = Target::At { dirfd, path: c_str(path), flags };
+        start(target, argv, envp, exec_refused, |e| real::execveat(dirfd, path, argv, e, flags), |cli, a, e| real::execve(cli, a, e))
+    }
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
     // SAFETY: the program's arguments, as fexecve(3) takes them.
-    unsafe { with_child_env(envp, -1, |e| real::fexecve(fd, argv, e)) }
+    unsafe {
+        let target = Target::At { dirfd: fd, path: c"", flags: libc::AT_EMPTY_PATH };
+        start(target, argv, envp, exec_refused, |e| real::fexecve(fd, argv, e), |cli, a, e| real::execve(cli, a, e))
+    }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -104,7 +188,16 @@ pub unsafe extern "C" fn posix_spawn(
 ) -> c_int {
     // posix_spawn answers an error number, not -1 and errno.
     // SAFETY: the program's arguments, as posix_spawn(3) takes them.
-    unsafe { with_child_env(envp, libc::ENOMEM, |e| real::posix_spawn(pid, path, actions, attr, argv, e)) }
+    unsafe {
+        start(
+            Target::Path(c_str(path)),
+            argv,
+            envp,
+            |errno| errno,
+            |e| real::posix_spawn(pid, path, actions, attr, argv, e),
+            |cli, a, e| real::posix_spawn(pid, cli, actions, attr, a, e),
+        )
+    }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -117,7 +210,16 @@ pub unsafe extern "C" fn posix_spawnp(
     envp: Argv,
 ) -> c_int {
     // SAFETY: the program's arguments, as posix_spawnp(3) takes them.
-    unsafe { with_child_env(envp, libc::ENOMEM, |e| real::posix_spawnp(pid, file, actions, attr, argv, e)) }
+    unsafe {
+        start(
+            Target::Search(c_str(file)),
+            argv,
+            envp,
+            |errno| errno,
+            |e| real::posix_spawnp(pid, file, actions, attr, argv, e),
+            |cli, a, e| real::posix_spawn(pid, cli, actions, attr, a, e),
+        )
+    }
 }
 
 // The variadic three: the exported name jumps, registers and stack

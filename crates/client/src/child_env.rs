@@ -80,6 +80,41 @@ impl Carried {
     }
 }
 
+impl Carried {
+    /// Our library's path.
+    pub fn library(&self) -> &[u8] {
+        &self.library
+    }
+
+    /// The whole environment of the supervisor started for a program
+    /// `LD_PRELOAD` cannot follow: the child's, with every
+    /// `libsocksify.so` taken out of `LD_PRELOAD` (the supervisor and its
+    /// program must not carry the shim: it would proxy them a second
+    /// time), and the configuration the child lacks added.
+    pub fn for_supervisor(&self, child: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::with_capacity(child.len() + self.vars.len());
+        for entry in child {
+            if !name_is(entry, b"LD_PRELOAD") {
+                out.push(entry.to_vec());
+                continue;
+            }
+            let value = &entry[b"LD_PRELOAD=".len()..];
+            let kept: Vec<&[u8]> =
+                value.split(|&b| b == b':' || b == b' ').filter(|p| !p.is_empty() && !is_library(p)).collect();
+            if !kept.is_empty() {
+                out.push([b"LD_PRELOAD=".as_slice(), &kept.join(&b':')].concat());
+            }
+        }
+        for var in &self.vars {
+            let name = &var[..var.iter().position(|&b| b == b'=').unwrap_or(var.len())];
+            if !child.iter().any(|e| name_is(e, name)) {
+                out.push(var.clone());
+            }
+        }
+        out
+    }
+}
+
 impl Additions {
     /// The names of the variables that were missing, for a log line.
     pub fn names(&self) -> Vec<String> {
@@ -101,7 +136,12 @@ fn value_of<'a>(entries: &[&'a [u8]], name: &[u8]) -> Option<&'a [u8]> {
 /// Whether an `LD_PRELOAD` value (entries split by `:` or spaces, as
 /// ld.so reads it) names a `libsocksify.so`.
 fn preloads_us(value: &[u8]) -> bool {
-    value.split(|&b| b == b':' || b == b' ').any(|path| path.rsplit(|&b| b == b'/').next() == Some(LIBRARY_FILE))
+    value.split(|&b| b == b':' || b == b' ').any(is_library)
+}
+
+/// Whether a path names a `libsocksify.so`.
+fn is_library(path: &[u8]) -> bool {
+    path.rsplit(|&b| b == b'/').next() == Some(LIBRARY_FILE)
 }
 
 #[cfg(test)]
@@ -183,6 +223,17 @@ mod tests {
         // An ALL_PROXY the configuration passed over is not carried; nor is one under SOCKSIFY_PROXY.
         assert_eq!(carried(&["ALL_PROXY=http://x:1"]).vars, Vec::<Vec<u8>>::new());
         assert_eq!(carried(&["ALL_PROXY=socks5://x:1", "SOCKSIFY_PROXY=socks5://y:2"]).vars, vec![b"SOCKSIFY_PROXY=socks5://y:2".to_vec()]);
+    }
+
+    #[test]
+    fn the_supervisors_environment_has_the_configuration_and_not_the_library() {
+        let c = carried(&["SOCKSIFY_PROXY=socks5h://127.0.0.1:9"]);
+        let child: Vec<&[u8]> = vec![b"A=1", b"LD_PRELOAD=/a.so:/x/libsocksify.so /b.so"];
+        let env: Vec<String> = c.for_supervisor(&child).into_iter().map(|e| String::from_utf8(e).unwrap()).collect();
+        assert_eq!(env, ["A=1", "LD_PRELOAD=/a.so:/b.so", "SOCKSIFY_PROXY=socks5h://127.0.0.1:9"]);
+        let child: Vec<&[u8]> = vec![b"LD_PRELOAD=/x/libsocksify.so", b"SOCKSIFY_PROXY=mine"];
+        let env: Vec<String> = c.for_supervisor(&child).into_iter().map(|e| String::from_utf8(e).unwrap()).collect();
+        assert_eq!(env, ["SOCKSIFY_PROXY=mine"]);
     }
 
     #[test]

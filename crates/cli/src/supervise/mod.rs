@@ -94,9 +94,15 @@ impl Supervisor {
     }
 }
 
-const USAGE: &str = "usage: socksify-cli supervise [--] PROGRAM [ARGS...]\n       socksify-cli supervise --probe";
+const USAGE: &str = "usage: socksify-cli supervise [--argv0 NAME] [--] PROGRAM [ARGS...]\n       socksify-cli supervise --probe";
 
 pub fn main(args: &[String]) -> i32 {
+    // --argv0: the name the program is started under (the shim's exec hook
+    // passes the one the program asked for; busybox-style tools need it).
+    let (argv0, args) = match args {
+        [flag, name, rest @ ..] if flag == "--argv0" => (Some(name.as_str()), rest),
+        _ => (None, args),
+    };
     let args = match args.first().map(String::as_str) {
         Some("--") => &args[1..],
         Some("--probe") if args.len() == 1 => return probe(),
@@ -124,7 +130,7 @@ pub fn main(args: &[String]) -> i32 {
     let nameservers = resolv_conf_nameservers();
     let fake = Arc::new(fake::FakeTable::new(&config));
 
-    let (child, listener) = match spawn(program, &args[1..]) {
+    let (child, listener) = match spawn(program, argv0, &args[1..]) {
         Ok(started) => started,
         Err(e) => {
             eprintln!("socksify: cannot run {program} under the supervisor: {e}");
@@ -244,7 +250,7 @@ fn resolv_conf_nameservers() -> Vec<IpAddr> {
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
 /// Starts the program under the filter; returns it and the listener.
-fn spawn(program: &str, args: &[String]) -> std::io::Result<(std::process::Child, Listener)> {
+fn spawn(program: &str, argv0: Option<&str>, args: &[String]) -> std::io::Result<(std::process::Child, Listener)> {
     let filter = filter::program();
     let (report_r, report_w) = pipe()?;
     let (ack_r, ack_w) = pipe()?;
@@ -254,6 +260,9 @@ fn spawn(program: &str, args: &[String]) -> std::io::Result<(std::process::Child
     let (report_fd, ack_fd) = (report_w.as_raw_fd(), ack_r.as_raw_fd());
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
+    if let Some(name) = argv0 {
+        cmd.arg0(name);
+    }
     // SAFETY: the closure runs between fork and exec and makes only system
     // calls, on memory prepared before the fork.
     unsafe {
