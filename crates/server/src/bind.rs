@@ -5,12 +5,12 @@
 //! the expected peer, else the IP the client reached us at); the second
 //! names the peer that connected, after which the flow is relayed like
 //! CONNECT. When the request names an address, only a connection from that
-//! IP is accepted (others are closed). The wait ends after [`BIND_WAIT`], or
-//! when the client closes its connection.
+//! IP is accepted, and only a peer the rules allow (others are closed). The
+//! wait ends after [`BIND_WAIT`], or when the client closes its connection.
 
 use crate::log::reply_name;
 use crate::session::{reply5, ClientConn, Session};
-use crate::{outbound, relay};
+use crate::{outbound, relay, rules};
 use socket2::{Domain, SockAddr, Socket, Type};
 use socksify_proto::wire::socks5::ReplyCode;
 use socksify_proto::wire::{canonical_ip, TargetAddr};
@@ -28,16 +28,18 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
         let _ = conn.send(&reply5(code, None));
         sess.finish(sess.log("bind").kv("dst", &dst).kv("reply", reply_name(code)).kv("sent", 0).kv("received", 0).kv("error", why));
     };
-    // The peer we expect, when the client names one; the rules judge it.
-    // An unspecified address means "any peer": only an explicit rule judges
-    // it (the guard on this host's addresses is about destinations reached).
+    // The peer we expect, when the client names one; the rules judge it as
+    // a destination, in the form it reaches (a name: what it resolves to).
+    // An unspecified address means "any peer", not loopback: only an
+    // explicit rule on that address as written refuses it here, and each
+    // peer that connects is judged by the rules below.
     let expected: Option<IpAddr> = match &dst {
         TargetAddr::Ip(sa) if canonical_ip(sa.ip()).is_unspecified() => match sess.cfg.rules.allows(sa.ip(), sa.port()) {
             true => None,
             false => return fail(&mut conn, ReplyCode::NotAllowed, format!("{dst} denied by rules")),
         },
         _ => match outbound::allowed_addrs(&sess.cfg, &dst) {
-            Ok(addrs) => addrs.first().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()),
+            Ok(addrs) => addrs.first().map(|a| a.ip()),
             Err(f) => return fail(&mut conn, f.code, f.reason),
         },
     };
@@ -60,7 +62,15 @@ pub fn serve(sess: &Session, mut conn: ClientConn, dst: TargetAddr) {
         return;
     }
     conn.end_handshake();
-    let peer = match wait_for_peer(&listener, &conn.stream, expected) {
+    // The peer that actually connects is judged too, with the port the
+    // request named, as the expected peer was (its source port is the
+    // kernel's pick; the guard on this host's addresses is about
+    // destinations reached, not peers).
+    let admit = |from: SocketAddr| {
+        let ip = rules::reached(from.ip());
+        expected.is_none_or(|want| want == ip) && sess.cfg.rules.allows(ip, dst.port())
+    };
+    let peer = match wait_for_peer(&listener, &conn.stream, admit) {
         Ok(p) => p,
         Err(e) => {
             let code = outbound::reply_for(&e);
@@ -96,9 +106,9 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(sock.into())
 }
 
-/// Accepts the first connection from `expected` (any peer if `None`),
+/// Accepts the first connection `admit` lets in (others are closed),
 /// giving up when the control connection closes or [`BIND_WAIT`] passes.
-fn wait_for_peer(listener: &TcpListener, control: &TcpStream, expected: Option<IpAddr>) -> io::Result<(TcpStream, SocketAddr)> {
+fn wait_for_peer(listener: &TcpListener, control: &TcpStream, admit: impl Fn(SocketAddr) -> bool) -> io::Result<(TcpStream, SocketAddr)> {
     listener.set_nonblocking(true)?;
     control.set_nonblocking(true)?;
     let deadline = Instant::now() + BIND_WAIT;
@@ -136,8 +146,8 @@ fn wait_for_peer(listener: &TcpListener, control: &TcpStream, expected: Option<I
         }
         if fds[0].revents != 0 {
             match listener.accept() {
-                Ok((s, from)) if expected.is_none_or(|ip| ip == canonical_ip(from.ip())) => break Ok((s, from)),
-                Ok(_) => continue, // a stranger: closed by drop
+                Ok((s, from)) if admit(from) => break Ok((s, from)),
+                Ok(_) => continue, // a stranger or a denied peer: closed by drop
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => break Err(e),
             }

@@ -62,7 +62,10 @@ follows, or `*` for every address of both families:
   --deny 127.0.0.3/32         --deny 0.0.0.0/0:25        --deny '[::1]:22'
   --allow 10.0.0.0/8:80-443   --deny '[2001:db8::]/32'   --deny '*:25'
 --allow and --deny rules are checked in the order given against the resolved
-destination address and port of CONNECT, BIND and each UDP datagram; the first
+destination address and port of CONNECT, BIND and each UDP datagram, as the
+address it reaches (::ffff:a.b.c.d is a.b.c.d; 0.0.0.0 and :: are 127.0.0.1
+and ::1, where the kernel connects them; a name is every address it resolves
+to, and only an allowed one is connected to); the first
 matching rule wins; when none matches the destination is allowed, except this
 host when any --listen address is beyond loopback: then loopback (127.0.0.0/8,
 ::1), link-local (169.254.0.0/16, fe80::/10), 0.0.0.0/8, :: and the addresses
@@ -155,7 +158,10 @@ impl Config {
     /// Whether the destination `ip:port` (for UDP also the source of an
     /// answer) may be reached: the first matching rule decides; with none,
     /// yes, except this host's addresses when listening beyond loopback.
+    /// `ip` is judged as the address it reaches ([`crate::rules::reached`]),
+    /// so every spelling of an address gets the same answer.
     pub fn dest_allowed(&self, ip: IpAddr, port: u16) -> bool {
+        let ip = crate::rules::reached(ip);
         match self.rules.verdict(ip, port) {
             Some(verdict) => verdict,
             None => !(self.guard_this_host && local::is_this_host(ip)),
@@ -348,5 +354,20 @@ mod tests {
         assert!(c.dest_allowed("127.0.0.1".parse().unwrap(), 80));
         assert!(!c.dest_allowed("127.0.0.1".parse().unwrap(), 22));
         assert!(!c.dest_allowed("::1".parse().unwrap(), 80));
+    }
+
+    #[test]
+    fn a_rule_judges_every_spelling_of_an_address_alike() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = run(&["--deny", "127.0.0.0/8", "--deny", "::1"]).unwrap();
+        for spelling in ["127.0.0.1", "127.3.2.1", "0.0.0.0", "::", "::1", "::ffff:0.0.0.0", "::ffff:127.0.0.1"] {
+            assert!(!c.dest_allowed(ip(spelling), 80), "{spelling}");
+        }
+        for other in ["192.0.2.1", "::ffff:192.0.2.1", "0.1.2.3", "2001:db8::1", "::2"] {
+            assert!(c.dest_allowed(ip(other), 80), "{other}");
+        }
+        let c = run(&["--allow", "127.0.0.1/32:8080", "--deny", "*"]).unwrap();
+        assert!(c.dest_allowed(ip("0.0.0.0"), 8080) && c.dest_allowed(ip("::ffff:0.0.0.0"), 8080));
+        assert!(!c.dest_allowed(ip("::"), 8080), ":: reaches ::1, which the rule does not open");
     }
 }

@@ -7,9 +7,10 @@
 //! → 4, timeout → 6, denied by a rule → 2) plus a short reason for the log.
 
 use crate::cli::Config;
+use crate::rules;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use socksify_proto::wire::socks5::ReplyCode;
-use socksify_proto::wire::{canonical_ip, TargetAddr};
+use socksify_proto::wire::TargetAddr;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 
@@ -43,18 +44,22 @@ pub fn reply_for(err: &io::Error) -> ReplyCode {
 }
 
 /// The addresses `target` names: itself, its `--map` entry, or what the
-/// system resolver returns. Unresolvable names are host-unreachable.
+/// system resolver returns, each as the address it reaches
+/// ([`rules::reached`]: `0.0.0.0` is `127.0.0.1`, `::ffff:a.b.c.d` is
+/// `a.b.c.d`). Rules judge these and sockets connect to these, never to
+/// the spelling the client sent, nor to a second look-up of the name.
+/// Unresolvable names are host-unreachable.
 pub fn resolve(cfg: &Config, target: &TargetAddr) -> Result<Vec<SocketAddr>, Failure> {
     let (name, port) = match target {
-        TargetAddr::Ip(sa) => return Ok(vec![SocketAddr::new(canonical_ip(sa.ip()), sa.port())]),
+        TargetAddr::Ip(sa) => return Ok(vec![rules::reached_addr(*sa)]),
         TargetAddr::Domain(name, port) => (name, *port),
     };
     let lower = name.to_ascii_lowercase();
     if let Some(ip) = cfg.map.get(lower.trim_end_matches('.')) {
-        return Ok(vec![SocketAddr::new(*ip, port)]);
+        return Ok(vec![SocketAddr::new(rules::reached(*ip), port)]);
     }
     if let Ok(ip) = name.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(canonical_ip(ip), port)]);
+        return Ok(vec![SocketAddr::new(rules::reached(ip), port)]);
     }
     // RFC 6761: `.invalid` never resolves; answering at once spares a DNS round trip.
     if lower.trim_end_matches('.').ends_with(".invalid") || lower == "invalid" {
@@ -64,7 +69,7 @@ pub fn resolve(cfg: &Config, target: &TargetAddr) -> Result<Vec<SocketAddr>, Fai
         Ok(addrs) => {
             let mut out: Vec<SocketAddr> = Vec::new();
             for a in addrs {
-                let a = SocketAddr::new(canonical_ip(a.ip()), a.port());
+                let a = rules::reached_addr(a);
                 if !out.contains(&a) {
                     out.push(a);
                 }
@@ -79,7 +84,9 @@ pub fn resolve(cfg: &Config, target: &TargetAddr) -> Result<Vec<SocketAddr>, Fai
     }
 }
 
-/// Resolves `target` and keeps the addresses the rules allow.
+/// Resolves `target` and keeps the addresses the rules allow: every
+/// address a name resolves to is judged, and only those allowed are returned
+/// (and so ever connected to).
 pub fn allowed_addrs(cfg: &Config, target: &TargetAddr) -> Result<Vec<SocketAddr>, Failure> {
     let addrs = resolve(cfg, target)?;
     let (allowed, denied): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.into_iter().partition(|a| cfg.dest_allowed(a.ip(), a.port()));
@@ -139,11 +146,32 @@ mod tests {
     }
 
     #[test]
+    fn what_is_connected_to_is_what_the_rules_judged() {
+        let mut cfg = Config::default();
+        cfg.rules.push(rules::Rule::parse("127.0.0.0/8", false).unwrap());
+        cfg.rules.push(rules::Rule::parse("::1", false).unwrap());
+        let ip = |s: &str| TargetAddr::Ip(s.parse().unwrap());
+        let name = |s: &str| TargetAddr::domain(s, 80).unwrap();
+        // Names the resolver reads as numbers (inet_aton: "0" is 0.0.0.0).
+        let ips = [ip("0.0.0.0:80"), ip("[::]:80"), ip("[::ffff:0.0.0.0]:80"), ip("[::ffff:127.0.0.1]:80")];
+        for target in ips.into_iter().chain([name("0"), name("::"), name("localhost")]) {
+            let got = resolve(&cfg, &target).unwrap();
+            assert!(got.iter().all(|a| a.ip().is_loopback()), "{target} resolves to {got:?}");
+            let err = allowed_addrs(&cfg, &target).unwrap_err();
+            assert_eq!(err.code, ReplyCode::NotAllowed, "{target}");
+        }
+        assert_eq!(allowed_addrs(&cfg, &ip("[::ffff:192.0.2.1]:80")).unwrap(), vec!["192.0.2.1:80".parse().unwrap()]);
+    }
+
+    #[test]
     fn map_is_consulted_first_and_invalid_never_resolves() {
         let mut cfg = Config::default();
         cfg.map.insert("name.test".into(), "127.0.0.9".parse().unwrap());
         let got = resolve(&cfg, &TargetAddr::domain("NAME.test.", 80).unwrap()).unwrap();
         assert_eq!(got, vec!["127.0.0.9:80".parse().unwrap()]);
+        cfg.map.insert("any.test".into(), "::".parse().unwrap());
+        let got = resolve(&cfg, &TargetAddr::domain("any.test", 80).unwrap()).unwrap();
+        assert_eq!(got, vec!["[::1]:80".parse().unwrap()], "a --map to :: reaches ::1");
         let err = resolve(&cfg, &TargetAddr::domain("nothing.invalid", 80).unwrap()).unwrap_err();
         assert_eq!(err.code, ReplyCode::HostUnreachable);
     }

@@ -3,10 +3,32 @@
 //!
 //! Promise: [`Rules::allows`] is the first matching rule's verdict, in the
 //! order the rules were given, and "allowed" when none matches. IPv4-mapped
-//! IPv6 addresses are judged as the IPv4 address they are.
+//! IPv6 addresses are judged as the IPv4 address they are. [`reached`] is
+//! the one spelling of a destination that is judged and then connected to.
 
 use socksify_proto::cidr::Cidr;
-use std::net::IpAddr;
+use socksify_proto::wire::canonical_ip;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The address a connection or datagram to `ip` actually reaches, so that
+/// a rule means the same for every spelling of it: an IPv4-mapped IPv6
+/// address is its IPv4 address, and the unspecified address of either
+/// family (`0.0.0.0`, `::`, `::ffff:0.0.0.0`) is that family's loopback,
+/// where Linux sends it (`connect`/`sendto` to "any" go to loopback).
+/// Destinations are judged in this form and then connected to in this
+/// form, so the address judged is the address reached.
+pub fn reached(ip: IpAddr) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// [`reached`] with the port.
+pub fn reached_addr(sa: SocketAddr) -> SocketAddr {
+    SocketAddr::new(reached(sa.ip()), sa.port())
+}
 
 /// The addresses a rule names: `*` (every address of both families) or a
 /// [`Cidr`].
@@ -109,6 +131,7 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -160,6 +183,71 @@ mod tests {
         }
         assert_eq!(AddrRange::parse("10.0.0.0/33"), Err("prefix `33` is not 0..=32".into()));
         assert_eq!(AddrRange::parse("[x]"), Err("`x` is not an IP address".into()));
+    }
+
+    /// Any spelling of a loopback address, or of "any" (which the kernel
+    /// connects to loopback): plain, v4-mapped, unspecified.
+    fn loopback_spelling() -> impl Strategy<Value = IpAddr> {
+        let in_127 = any::<u32>().prop_map(|n| Ipv4Addr::from(0x7f00_0000 | (n & 0x00ff_ffff)));
+        prop_oneof![
+            in_127.clone().prop_map(IpAddr::V4),
+            in_127.prop_map(|a| IpAddr::V6(a.to_ipv6_mapped())),
+            Just(ip("0.0.0.0")),
+            Just(ip("::")),
+            Just(ip("::ffff:0.0.0.0")),
+            Just(ip("::1")),
+        ]
+    }
+
+    fn loopback_denied() -> Rules {
+        let mut rules = Rules::default();
+        rules.push(Rule::parse("127.0.0.0/8", false).unwrap());
+        rules.push(Rule::parse("::1", false).unwrap());
+        rules
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_spelling_of_loopback_is_denied_by_the_loopback_rules(spelling in loopback_spelling(), port in any::<u16>()) {
+            let to = reached(spelling);
+            prop_assert!(to.is_loopback(), "{} reaches {}", spelling, to);
+            prop_assert!(!loopback_denied().allows(to, port), "{} (reaching {}) is denied", spelling, to);
+        }
+
+        #[test]
+        fn other_addresses_reach_themselves(v4 in any::<[u8; 4]>(), v6 in any::<[u8; 16]>(), port in any::<u16>()) {
+            // Everything but "any" is itself (v4-mapped as IPv4), and the
+            // loopback rules judge it as they did: allowed unless loopback.
+            let (v4, v6) = (Ipv4Addr::from(v4), Ipv6Addr::from(v6));
+            for spelling in [IpAddr::V4(v4), IpAddr::V6(v4.to_ipv6_mapped()), IpAddr::V6(v6)] {
+                let plain = canonical_ip(spelling);
+                if plain.is_unspecified() {
+                    continue;
+                }
+                prop_assert_eq!(reached(spelling), plain);
+                prop_assert_eq!(loopback_denied().allows(reached(spelling), port), !plain.is_loopback());
+            }
+        }
+    }
+
+    #[test]
+    fn the_unspecified_addresses_reach_loopback_and_an_allow_opens_them() {
+        for (spelling, to) in [("0.0.0.0", "127.0.0.1"), ("::ffff:0.0.0.0", "127.0.0.1"), ("::", "::1")] {
+            assert_eq!(reached(ip(spelling)), ip(to), "{spelling}");
+        }
+        for same in ["0.1.2.3", "192.0.2.1", "::2", "::127.0.0.1", "fe80::1", "2001:db8::1"] {
+            assert_eq!(reached(ip(same)), ip(same), "{same}");
+        }
+        assert_eq!(reached_addr("[::ffff:0.0.0.0]:53".parse().unwrap()), "127.0.0.1:53".parse().unwrap());
+        let mut open = Rules::default();
+        open.push(Rule::parse("127.0.0.1/32", true).unwrap());
+        open.push(Rule::parse("::1", true).unwrap());
+        open.push(Rule::parse("*", false).unwrap());
+        for spelling in ["0.0.0.0", "::", "::ffff:0.0.0.0", "::ffff:127.0.0.1"] {
+            assert!(open.allows(reached(ip(spelling)), 80), "{spelling}");
+        }
     }
 
     #[test]

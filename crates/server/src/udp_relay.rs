@@ -22,8 +22,8 @@
 
 use crate::cli::Config;
 use crate::log::reply_name;
-use crate::outbound;
 use crate::session::{reply5, ClientConn, Session};
+use crate::{outbound, rules};
 use socket2::{SockAddr, Type};
 use socksify_proto::wire::socks5::ReplyCode;
 use socksify_proto::wire::udp::UdpHeader;
@@ -237,7 +237,8 @@ impl Association<'_> {
                 }
                 continue;
             };
-            let dst = SocketAddr::new(canonical_ip(sa.ip()), sa.port());
+            // Judged and sent in the form it reaches (0.0.0.0 is 127.0.0.1).
+            let dst = rules::reached_addr(sa);
             if !self.cfg.dest_allowed(dst.ip(), dst.port()) || self.outward(dst).is_none() {
                 self.n.dropped += 1;
                 continue;

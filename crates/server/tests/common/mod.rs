@@ -215,7 +215,11 @@ pub struct TcpEcho {
 
 impl TcpEcho {
     pub fn start(bind: &str) -> TcpEcho {
-        let listener = TcpListener::bind(bind).expect("bind echo");
+        TcpEcho::serve(TcpListener::bind(bind).expect("bind echo"))
+    }
+
+    /// Echoes on a listener the caller bound.
+    pub fn serve(listener: TcpListener) -> TcpEcho {
         let addr = listener.local_addr().unwrap();
         let peers = Arc::new(Mutex::new(Vec::new()));
         let seen = peers.clone();
