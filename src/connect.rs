@@ -194,28 +194,35 @@ pub fn reported_peer(fd: c_int, kind: u8) -> Option<(SocketAddr, c_int)> {
         crate::sockets::forget(fd);
         return None;
     };
-    // The family of the address the program connected to is its socket's
-    // (a TCP socket takes no other), even where the shim put a socket of
-    // the other family in its place (family_swap.rs).
+    // The peer is kept in the family the program made the socket with (a
+    // TCP socket connects to no other; `accept` stores a BIND's peer so),
+    // even where the shim put a socket of the other family in its place
+    // (family_swap.rs).
     Some((details.peer, socket_addr::family_of(&details.peer)))
 }
 
 /// The local address `getsockname` reports for fd of kind `kind` (a BIND
 /// listener or proxied TCP), in the family the program made the socket
-/// with, even where the shim put one of the other family in its place;
+/// with, even where the shim put one of the other family in its place,
+/// or where the proxy's side is of the other family (`socket_addr::told`:
+/// v4-mapped, or 0.0.0.0 with the port for IPv6 on an IPv4 socket);
 /// `None`: the kernel's answer is right.
 pub fn reported_local(fd: c_int, kind: u8) -> Result<Option<(SocketAddr, c_int)>, c_int> {
     if kind == fd_table::kind::BIND {
-        let bound = crate::bind::local_addr(fd)?;
-        return Ok(bound.map(|b| (b, crate::bind::program_family(fd).unwrap_or(AF_INET6))));
+        let family = crate::bind::program_family(fd).unwrap_or(AF_INET6);
+        // Where the proxy listens; after a failed BIND the socket's own
+        // address, which may be of the swapped-in socket's family.
+        let Some(side) = crate::bind::local_addr(fd)?.or_else(|| socket_addr::local_addr(fd)) else { return Ok(None) };
+        return Ok(Some((socket_addr::told(side, family), family)));
     }
-    if runtime::config().is_none_or(|c| c.bind == BindMode::Off) {
-        return Ok(None);
-    }
+    let Some(details) = fd_table::proxied_tcp(fd).filter(|_| still_proxied(fd)) else { return Ok(None) };
+    let family = socket_addr::family_of(&details.peer);
     // The proxy's side (BND.ADDR), which is what the far end sees, so a
     // program that advertises its address for a call back (active FTP's
     // `PORT`) advertises the proxy, where the BIND will listen. Not with
-    // `SOCKSIFY_BIND=off`, nor when the proxy named no address.
-    let Some(details) = fd_table::proxied_tcp(fd).filter(|_| still_proxied(fd)) else { return Ok(None) };
-    Ok(details.bound.map(|local| (local, socket_addr::family_of(&details.peer))))
+    // `SOCKSIFY_BIND=off`, nor when the proxy named no address: the
+    // kernel's own address then, still in the program's family.
+    let bind_on = runtime::config().is_some_and(|c| c.bind != BindMode::Off);
+    let Some(side) = details.bound.filter(|_| bind_on).or_else(|| socket_addr::local_addr(fd)) else { return Ok(None) };
+    Ok(Some((socket_addr::told(side, family), family)))
 }

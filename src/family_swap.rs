@@ -16,7 +16,9 @@
 //! A socket the program bound to a local address is never replaced (its
 //! address has no equivalent in the other family): that connect fails as
 //! before, with EAFNOSUPPORT, and nothing goes direct. After a swap,
-//! `getsockname` reports the new socket's local address, of the other family.
+//! `getsockname` still answers in the program's family
+//! (`socket_addr::told`: v4-mapped, or 0.0.0.0 with the port for an IPv6
+//! address on an IPv4 socket).
 
 use crate::own_fd;
 use crate::{real, socket_addr};

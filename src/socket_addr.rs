@@ -92,6 +92,21 @@ pub fn family_of(addr: &SocketAddr) -> libc::c_int {
     }
 }
 
+/// `addr` as a socket of `family` (`AF_INET`/`AF_INET6`, as the program
+/// made it) is told it: the pure rule `socksify_proto::bind::reported`.
+pub fn told(addr: SocketAddr, family: libc::c_int) -> SocketAddr {
+    socksify_proto::bind::reported(addr, proto_family(family))
+}
+
+/// The pure core's name for `AF_INET` (anything else: IPv6).
+pub fn proto_family(family: libc::c_int) -> socksify_proto::bind::Family {
+    if family == libc::AF_INET {
+        socksify_proto::bind::Family::V4
+    } else {
+        socksify_proto::bind::Family::V6
+    }
+}
+
 /// Copies an encoded address out to the program's buffer the way the
 /// kernel does: truncated to `*len`, and `*len` set to the full size. Both
 /// pointers are the program's, read and written by the kernel: a bad one

@@ -12,7 +12,7 @@ mod dns_cases;
 use bind_cases::*;
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 #[test]
@@ -119,4 +119,58 @@ fn a_local_server_on_a_fixed_port_stays_local() {
     assert!(out.stdout.contains(&format!("peer {} {}\n", me.ip(), me.port())), "the client came directly:\n{out}");
     target.assert_peers(1, BUNDLED_OUT);
     assert!(server.bind_lines().is_empty(), "{:?}", server.bind_lines());
+}
+
+/// The bundled server resolving [`dns_cases::NAME`] (only it can) to `ip`.
+fn resolving(ip: IpAddr) -> Server {
+    Server::bundled(&["--map", &format!("{}={ip}", dns_cases::NAME)])
+}
+
+#[test]
+fn curl_active_ftp_by_name_forced_ipv4() {
+    curl_active_by_name(&resolving(DIRECT), dns_cases::NAME, DIRECT, &["-4"]);
+}
+
+#[test]
+fn curl_active_ftp_by_name_over_ipv6() {
+    curl_active_by_name(&resolving(LOCALHOST_V6), dns_cases::NAME, LOCALHOST_V6, &["-6"]);
+}
+
+#[test]
+fn curl_active_ftp_by_name_ipv4_socket_ipv6_proxy_side_fails_cleanly() {
+    curl_active_by_name_across_families(&resolving(LOCALHOST_V6), dns_cases::NAME, &[]);
+    curl_active_by_name_across_families(&resolving(LOCALHOST_V6), dns_cases::NAME, &["-4"]);
+}
+
+#[test]
+fn getsockname_by_name_answers_in_the_sockets_family() {
+    sockname_by_family(&resolving(DIRECT), dns_cases::NAME, DIRECT, |ip| ip.to_string(), |ip| format!("::ffff:{ip}"));
+    sockname_by_family(&resolving(LOCALHOST_V6), dns_cases::NAME, LOCALHOST_V6, |_| "0.0.0.0".into(), |ip| ip.to_string());
+}
+
+/// `python3 -c SOCKNAME_V4 HOST PORT`: an AF_INET socket's `getsockname`
+/// once connected.
+const SOCKNAME_V4: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+s.recv(100)
+local = s.getsockname()
+print("local", len(local), local[0], local[1], flush=True)
+"#;
+
+/// A proxy reachable over IPv6 only: the shim puts an AF_INET6 socket in
+/// place of the program's AF_INET one. With `SOCKSIFY_BIND=off`
+/// `getsockname` reports the kernel's side, which is then IPv6: the
+/// AF_INET socket is told 0.0.0.0 with that side's port, never an IPv6
+/// address (which it used to be).
+#[test]
+fn getsockname_of_a_swapped_socket_keeps_the_programs_family() {
+    let server = Server::start(&["--listen", "[::1]:0", "--bind-out", "127.0.0.2"]);
+    let ftp = FtpServer::start();
+    let out = Run::python(&server.url(), SOCKNAME_V4).env("SOCKSIFY_BIND", "off").arg("127.0.0.1").arg(ftp.port.to_string()).run();
+    out.assert_success();
+    let line = out.stdout.lines().find_map(|l| l.strip_prefix("local ")).unwrap_or_else(|| panic!("{out}"));
+    let port = line.strip_prefix("2 0.0.0.0 ").unwrap_or_else(|| panic!("an AF_INET address, 0.0.0.0: {line}\n{out}"));
+    let client = format!("client=[::1]:{port} cmd=connect");
+    assert!(server.log.text().contains(&client), "the port is the kernel's side, toward the proxy ({client}):\n{}", server.log.text());
 }

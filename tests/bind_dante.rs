@@ -64,3 +64,32 @@ fn curl_with_bind_refused_by_dante_fails_cleanly() {
     assert!(dante.log().contains("tcp/connect ["), "the control connection went through Dante:\n{}", dante.log());
     assert!(!out.stderr.contains("the proxy listens on"), "{out}");
 }
+
+/// Dante resolving [`dns_cases::NAME`] (only it can) to `ip`.
+fn resolving(ip: std::net::IpAddr) -> Dante {
+    Dante::start_with_hosts(&format!("127.0.0.1 localhost\n::1 localhost\n{ip} {}\n", dns_cases::NAME))
+}
+
+#[test]
+fn curl_active_ftp_by_name_forced_ipv4() {
+    curl_active_by_name(&resolving(DIRECT), dns_cases::NAME, DIRECT, &["-4"]);
+}
+
+#[test]
+fn curl_active_ftp_by_name_over_ipv6() {
+    curl_active_by_name(&resolving(LOCALHOST_V6), dns_cases::NAME, LOCALHOST_V6, &["-6"]);
+}
+
+/// The report of issue 18: `curl -P -` by name through Dante, which
+/// reaches the server over IPv6, from curl's IPv4 socket.
+#[test]
+fn curl_active_ftp_by_name_ipv4_socket_ipv6_proxy_side_fails_cleanly() {
+    curl_active_by_name_across_families(&resolving(LOCALHOST_V6), dns_cases::NAME, &[]);
+    curl_active_by_name_across_families(&resolving(LOCALHOST_V6), dns_cases::NAME, &["-4"]);
+}
+
+#[test]
+fn getsockname_by_name_answers_in_the_sockets_family() {
+    sockname_by_family(&resolving(DIRECT), dns_cases::NAME, DIRECT, |ip| ip.to_string(), |ip| format!("::ffff:{ip}"));
+    sockname_by_family(&resolving(LOCALHOST_V6), dns_cases::NAME, LOCALHOST_V6, |_| "0.0.0.0".into(), |ip| ip.to_string());
+}

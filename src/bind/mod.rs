@@ -152,6 +152,18 @@ pub fn start(fd: c_int) -> Result<SocketAddr, c_int> {
             return Err(refused(fd, e.errno()));
         }
     };
+    let program_family = program_family(fd).unwrap_or(AF_INET6);
+    if rule::in_family(bound, socket_addr::proto_family(program_family)).is_none() {
+        // An AF_INET socket (the program reached the far end by a fake
+        // IPv4 address) and a proxy that reaches it, and listens, over
+        // IPv6: no address the program could hand out names the listener.
+        log::warn!(
+            "bind fd {fd} for {target} via {}: the proxy listens on {bound}, an IPv6 address this IPv4 socket cannot report; \
+             the program must reach the far end over IPv6 (e.g. curl -6) or use passive mode",
+            config.chain[0]
+        );
+        return Err(refused(fd, libc::EAFNOSUPPORT));
+    }
     let socks4 = matches!(config.chain[config.chain.len() - 1].dialect(), Dialect::Socks4 { .. });
     set_state(fd, State::Waiting { bound, proxy, socks4 });
     log::info!("bind fd {fd} for {target} via {}: the proxy listens on {bound}", config.chain[0]);
@@ -172,9 +184,9 @@ fn dissolve(fd: c_int) {
     unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) };
 }
 
-/// What `getsockname` reports for a BIND fd (running the BIND if needed):
-/// where the proxy listens; `None` after a failed BIND (the socket's own
-/// address is the truth then).
+/// Where the proxy listens for a BIND fd (running the BIND if needed), for
+/// `getsockname`; `None` after a failed BIND (the socket's own address is
+/// the truth then).
 pub fn local_addr(fd: c_int) -> Result<Option<SocketAddr>, c_int> {
     if matches!(state(fd), Some(State::Refused { .. })) {
         return Ok(None);
@@ -334,10 +346,7 @@ unsafe fn hand_out(
     }
     set_state(fd, State::Spent { bound });
     // The peer in the program's family (getpeername reports it so).
-    let peer = match peer {
-        SocketAddr::V4(v4) if family == AF_INET6 => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
-        other => other,
-    };
+    let peer = socket_addr::told(peer, family);
     sockets::forget(new); // the number may have been ours before, closed behind our back
     fd_table::set_proxied_tcp(new, ProxiedTcp { peer, proxy, bound: Some(bound), opened: fd_table::next_opened() });
     if !addr.is_null() && !len.is_null() {

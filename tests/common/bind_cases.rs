@@ -470,3 +470,107 @@ pub fn in_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> m
     });
     rx
 }
+
+/// `curl FLAGS -P - ftp://NAME:PORT/file.bin`, NAME being a name only the
+/// proxy resolves, to the FTP server's address (`ftp.ip`). curl connects a
+/// socket of the family FLAGS pick (`-4`, `-6`; none: the fake IPv4
+/// address comes first) to the fake address of that family.
+fn curl_by_name(proxy: &impl BindProxy, ftp: &FtpServer, name: &str, flags: &[&str], dest: &std::path::Path) -> Output {
+    Run::shimmed(&proxy.url(), "curl")
+        .args(["-sS", "--max-time", "25", "-P", "-", "-o"])
+        .arg(dest.as_os_str())
+        .args(flags)
+        .arg(ftp.url(name, "file.bin"))
+        .run()
+}
+
+/// Active FTP by name where the program's socket is of the family of the
+/// proxy's side (the server's, `ftp_ip`): the data connection comes
+/// through the proxy's BIND, which expected the peer by name.
+pub fn curl_active_by_name(proxy: &impl BindProxy, name: &str, ftp_ip: IpAddr, flags: &[&str]) {
+    let ftp = FtpServer::start_on(ftp_ip);
+    let body = payload(1 << 20);
+    fs::write(ftp.path("file.bin"), &body).unwrap();
+    let dir = TempDir::new("curl-by-name");
+    let dest = dir.path().join("file.bin");
+    let out = curl_by_name(proxy, &ftp, name, flags, &dest);
+    out.assert_success();
+    assert!(fs::read(&dest).unwrap() == body, "the download differs from the file\n{out}");
+    assert_active_through(proxy, &ftp, name, &out);
+}
+
+/// Active FTP by name where curl's socket is IPv4 (its default, or `-4`:
+/// the fake IPv4 address) but the proxy reaches the server, and listens
+/// for the BIND, over IPv6 (`ftp_ip` is ::1). No IPv4 address names the
+/// proxy's side: the control connection's `getsockname` says 0.0.0.0, and
+/// the BIND fails cleanly with `EAFNOSUPPORT`, so curl stops before it
+/// advertises anything. Never this machine's own address (the kernel's
+/// side of the connection to the proxy), which it used to advertise.
+pub fn curl_active_by_name_across_families(proxy: &impl BindProxy, name: &str, flags: &[&str]) {
+    let ftp = FtpServer::start_on(LOCALHOST_V6);
+    fs::write(ftp.path("file.bin"), payload(1000)).unwrap();
+    let dir = TempDir::new("curl-across");
+    let out = curl_by_name(proxy, &ftp, name, flags, &dir.path().join("file.bin"));
+    let verbs = ftp.verbs();
+    assert!(!verbs.iter().any(|v| v == "EPRT" || v == "PORT"), "nothing may be advertised: {verbs:?}\n{out}");
+    // 30: CURLE_FTP_PORT_FAILED.
+    assert_eq!(out.code, Some(30), "{out}");
+    assert!(out.stderr.contains("getsockname() failed: Address family not supported"), "{out}");
+    assert!(out.stderr.contains("an IPv6 address this IPv4 socket cannot report"), "the shim says why:\n{out}");
+    assert!(ftp.data_peers().is_empty(), "{}", ftp.log());
+    let out_ip = proxy.out_ip(LOCALHOST_V6);
+    let commands = ftp.commands();
+    assert!(!commands.is_empty(), "the control connection reached the server:\n{}\n{out}", ftp.log());
+    for (control, verb) in commands {
+        assert_eq!(control.ip(), out_ip, "{verb} came from {control}, not through the proxy");
+    }
+}
+
+/// `python3 -c SOCKNAME_BY_FAMILY NAME PORT`: for AF_INET and AF_INET6, a
+/// socket of that family connected to NAME's fake address of that family,
+/// then `family ADDRESS PORT` from its `getsockname` (python decodes it by
+/// the family the kernel, or the shim, wrote).
+pub const SOCKNAME_BY_FAMILY: &str = r#"
+import socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+for fam, label in ((socket.AF_INET, "inet"), (socket.AF_INET6, "inet6")):
+    addr = socket.getaddrinfo(name, port, fam, socket.SOCK_STREAM)[0][4]
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(addr)
+    s.recv(100)  # the FTP banner
+    s.sendall(b"NOOP\r\n")  # the server logs its peer: the proxy's side
+    s.recv(100)
+    local = s.getsockname()
+    print(label, "family" if len(local) == (2 if fam == socket.AF_INET else 4) else "WRONG-FAMILY", local[0], local[1], flush=True)
+    s.close()
+"#;
+
+/// [`SOCKNAME_BY_FAMILY`] against a server on `ftp_ip` that only the proxy
+/// resolves `name` to: each socket is told the proxy's side of its
+/// connection (the peer the server saw: address and port) in its own
+/// family; `v4`/`v6` map the address the server saw to what the AF_INET
+/// and AF_INET6 socket must report.
+pub fn sockname_by_family(
+    proxy: &impl BindProxy,
+    name: &str,
+    ftp_ip: IpAddr,
+    v4: impl Fn(IpAddr) -> String,
+    v6: impl Fn(IpAddr) -> String,
+) {
+    let ftp = FtpServer::start_on(ftp_ip);
+    let out = Run::python(&proxy.url(), SOCKNAME_BY_FAMILY).arg(name).arg(ftp.port.to_string()).run();
+    out.assert_success();
+    let commands = ftp.commands();
+    assert_eq!(commands.len(), 2, "one NOOP per socket:\n{}\n{out}", ftp.log());
+    for (control, _) in &commands {
+        assert_eq!(control.ip(), proxy.out_ip(ftp_ip), "{control}: not through the proxy\n{out}");
+    }
+    for ((label, expected), (control, _)) in
+        [("inet", v4(commands[0].0.ip())), ("inet6", v6(commands[1].0.ip()))].into_iter().zip(&commands)
+    {
+        let prefix = format!("{label} ");
+        let line = out.stdout.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {label} line:\n{out}"));
+        assert_eq!(line, format!("family {expected} {}", control.port()), "{label} socket; the server saw {control}:\n{out}");
+    }
+}

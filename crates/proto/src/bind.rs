@@ -1,7 +1,8 @@
 //! SOCKS BIND, the pure parts: which of a program's listening sockets
 //! become a BIND ([`decide`]), what the BIND request names as the expected
-//! peer ([`expected_peer`]), and the second reply, which names the peer that
-//! connected ([`second_reply`]).
+//! peer ([`expected_peer`]), the second reply, which names the peer that
+//! connected ([`second_reply`]), and how an address is told to a socket of
+//! a given family ([`in_family`], [`reported`]).
 //!
 //! The rule, for `SOCKSIFY_BIND=auto`: a TCP socket bound to port 0 becomes
 //! a BIND when the process has a TCP connection through the proxy whose
@@ -18,7 +19,46 @@ use crate::handshake::HandshakeError;
 use crate::wire::socks4::{self, Reply4};
 use crate::wire::socks5::{self, Reply, ReplyCode};
 use crate::wire::{canonical_ip, TargetAddr};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The address family a program made its socket with. `getsockname`,
+/// `getpeername` and `accept` answer it in that family only, whatever the
+/// family of the socket the shim connected to the proxy, and of the
+/// proxy's own side of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// `addr` as a socket of `family` can be told it: an IPv4 address to an
+/// IPv6 socket v4-mapped (as the kernel reports IPv4 peers of a dual-stack
+/// socket), a v4-mapped address to an IPv4 socket unmapped, an unspecified
+/// address as the family's own. `None`: an IPv6 address, which no IPv4
+/// address stands for.
+pub fn in_family(addr: SocketAddr, family: Family) -> Option<SocketAddr> {
+    let ip = canonical_ip(addr.ip());
+    let ip: IpAddr = match (ip, family) {
+        (IpAddr::V4(v4), Family::V4) => v4.into(),
+        (IpAddr::V4(v4), Family::V6) if v4.is_unspecified() => Ipv6Addr::UNSPECIFIED.into(),
+        (IpAddr::V4(v4), Family::V6) => v4.to_ipv6_mapped().into(),
+        (IpAddr::V6(v6), Family::V4) if v6.is_unspecified() => Ipv4Addr::UNSPECIFIED.into(),
+        (IpAddr::V6(_), Family::V4) => return None,
+        (IpAddr::V6(_), Family::V6) => return Some(addr), // scope and flow kept
+    };
+    Some(SocketAddr::new(ip, addr.port()))
+}
+
+/// What a socket of `family` is told for `addr` (its own side or its
+/// peer): [`in_family`], or, for an IPv6 address and an IPv4 socket,
+/// 0.0.0.0 with `addr`'s port. That happens when the proxy reaches a
+/// name over IPv6 for a program that connected to its fake IPv4 address:
+/// no IPv4 address names the proxy's side then, and the socket's own
+/// address (this machine's, behind the proxy) would be a wrong one for
+/// the program to hand out, and a leak.
+pub fn reported(addr: SocketAddr, family: Family) -> SocketAddr {
+    in_family(addr, family).unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port()))
+}
 
 /// A TCP connection the program made through the proxy, as the rule sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +217,31 @@ mod tests {
         assert_eq!(expected_peer(Some(TargetAddr::Ip(sa("[::ffff:192.0.2.7]:21")))), TargetAddr::Ip(sa("192.0.2.7:0")));
         assert_eq!(expected_peer(TargetAddr::domain("ftp.test", 21)), TargetAddr::domain("ftp.test", 0).unwrap());
         assert_eq!(expected_peer(None), TargetAddr::Ip(sa("0.0.0.0:0")));
+    }
+
+    #[test]
+    fn addresses_are_told_in_the_sockets_family() {
+        use Family::{V4, V6};
+        // The proxy's side is IPv4: an IPv6 socket (connected to a fake
+        // IPv6 address) gets it v4-mapped.
+        assert_eq!(in_family(sa("127.0.0.2:4000"), V6), Some(sa("[::ffff:127.0.0.2]:4000")));
+        assert_eq!(in_family(sa("127.0.0.2:4000"), V4), Some(sa("127.0.0.2:4000")));
+        assert_eq!(in_family(sa("[::ffff:127.0.0.2]:4000"), V4), Some(sa("127.0.0.2:4000")));
+        assert_eq!(in_family(sa("[::ffff:127.0.0.2]:4000"), V6), Some(sa("[::ffff:127.0.0.2]:4000")));
+        // The proxy's side is IPv6: an IPv6 socket gets it as it is, scope
+        // included; an IPv4 socket cannot be told it.
+        let scoped = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 21, 0, 3).into();
+        assert_eq!(in_family(scoped, V6), Some(scoped));
+        assert_eq!(in_family(sa("[::1]:4000"), V4), None);
+        assert_eq!(reported(sa("[::1]:4000"), V4), sa("0.0.0.0:4000"), "no IPv4 address names it: never the socket's own");
+        assert_eq!(reported(sa("[2001:db8::7]:21"), V4), sa("0.0.0.0:21"));
+        // The unspecified address stays unspecified, never ::ffff:0.0.0.0.
+        assert_eq!(in_family(sa("0.0.0.0:0"), V6), Some(sa("[::]:0")));
+        assert_eq!(in_family(sa("[::]:5"), V4), Some(sa("0.0.0.0:5")));
+        for (addr, family) in [("192.0.2.1:1", V4), ("192.0.2.1:1", V6), ("[2001:db8::1]:1", V6), ("[::1]:9", V4)] {
+            let told = reported(sa(addr), family);
+            assert_eq!(told.is_ipv6(), family == V6, "{addr} told to a {family:?} socket as {told}");
+        }
     }
 
     #[test]
