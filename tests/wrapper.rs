@@ -211,3 +211,36 @@ fn runs_curl_through_the_proxy_with_credentials() {
     target.assert_peers(1, BUNDLED_OUT);
     server.wait_connect_line(target.addr);
 }
+
+/// A malformed configuration stops the wrapper before the program runs
+/// (exit 2, one line naming the option the user typed), instead of
+/// starting a program whose every connection would then fail.
+#[test]
+fn a_malformed_configuration_exits_2_without_starting_the_program() {
+    let dir = TempDir::new("wrapper-malformed");
+    let marker = dir.path().join("ran");
+    let cases: [(&[&str], &[(&str, &str)], &str); 8] = [
+        (&["-x", "socks6://x"], &[], "socksify: -x: unsupported scheme"),
+        (&["-x", "socks5://:99999"], &[], "socksify: -x: "),
+        (&["-x", "socks5h://[::1"], &[], "socksify: -x: "),
+        (&["-x", "127.0.0.1:1080"], &[], "socksify: -x: "),
+        (&["-U", "a:b", "-x", "socks5h://[::1"], &[], "socksify: -x/-U: "),
+        (&["-n", "bad/99"], &[], "socksify: -n: "),
+        (&[], &[("SOCKSIFY_LOG", "bogus")], "socksify: SOCKSIFY_LOG: \"bogus\" is not a level"),
+        (&[], &[("SOCKSIFY_PROXY", "socks5h://host:port")], "socksify: SOCKSIFY_PROXY: "),
+    ];
+    for (args, env, said) in cases {
+        let mut run = wrapper().args(args.iter().copied()).args(["--", "touch"]).arg(&marker);
+        for (k, v) in env {
+            run = run.env(k, v);
+        }
+        let out = run.run();
+        assert_eq!(out.code, Some(2), "{args:?} {env:?}:\n{out}");
+        assert!(out.stderr.starts_with(said) && out.stderr.trim_end().ends_with("not starting touch"), "{args:?}:\n{out}");
+        assert_eq!(out.stderr.lines().count(), 1, "one line:\n{out}");
+        assert!(!marker.exists(), "{args:?}: the program ran");
+    }
+    // A good configuration runs it.
+    wrapper().args(["-x", "socks5h://127.0.0.1:9", "--", "touch"]).arg(&marker).run().assert_success();
+    assert!(marker.exists());
+}

@@ -94,6 +94,9 @@ impl Config {
     /// Reads the configuration through `get(name)`, e.g. `std::env::var(name).ok()`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let err = |var: &'static str| move |message: String| ConfigError { var, message };
+        if let Some(spec) = get("SOCKSIFY_LOG") {
+            check_log_filter(&spec).map_err(err("SOCKSIFY_LOG"))?;
+        }
         let proxy = proxy_source::choose(&get);
         let mut chain = ProxyUrl::parse_chain(&proxy.text).map_err(err(proxy.source.var()))?;
         // SOCKSIFY_PIPELINE=1 opts every SOCKS5 hop in; `?pipeline=` on a URL
@@ -175,6 +178,34 @@ impl Config {
     }
 }
 
+/// The level names of `SOCKSIFY_LOG`.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// `SOCKSIFY_LOG`: comma-separated levels or `MODULE=LEVEL` directives
+/// (env_logger's syntax), where a module is one of ours (`socksify`,
+/// `socksify_client::…`). Anything else would be read as a module name
+/// that matches nothing, silently hiding every warning: refused.
+pub fn check_log_filter(spec: &str) -> Result<(), String> {
+    let is_level = |s: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s.trim()));
+    let is_ours = |s: &str| {
+        let s = s.trim();
+        s == "socksify" || s.starts_with("socksify::") || s.starts_with("socksify_")
+    };
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let ok = match directive.split_once('=') {
+            Some((module, level)) => is_ours(module) && is_level(level),
+            None => is_level(directive) || is_ours(directive),
+        };
+        if !ok {
+            return Err(format!(
+                "{directive:?} is not a level ({}) or MODULE=LEVEL for a module of socksify",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `192.0.2.53`, `192.0.2.53:5353`, `2001:db8::53`, `[2001:db8::53]:5353`:
 /// an address, port 53 unless given.
 fn parse_upstream(text: &str) -> Result<SocketAddr, String> {
@@ -210,6 +241,19 @@ fn parse_fake_net(text: &str) -> Result<(Cidr<Ipv4Addr>, Cidr<Ipv6Addr>), String
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_log_filter_that_would_hide_everything_is_refused() {
+        for good in ["info", "WARN", "", " debug ", "socksify=debug", "warn,socksify::udp=trace", "socksify_client=info", "off"] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good:?}");
+        }
+        for bad in ["bogus", "verbose", "info,bogus", "curl=debug", "socksify=loud", "=info"] {
+            assert!(check_log_filter(bad).is_err(), "{bad:?}");
+        }
+        let e = config(&[("SOCKSIFY_LOG", "bogus")]).unwrap_err();
+        assert_eq!(e.var, "SOCKSIFY_LOG");
+        assert!(e.message.starts_with("\"bogus\" is not a level"), "{e}");
+    }
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
