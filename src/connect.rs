@@ -57,8 +57,8 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
     if crate::dns_responder::intercepts(config, &dst) {
         return crate::dns_responder::tcp::connect(fd, sock_family, dst);
     }
-    if crate::route::goes_direct(config, &dst) {
-        log::debug!("connect fd {fd} to {dst}: bypassed, direct");
+    if let Some(why) = crate::route::direct_reason(config, &dst) {
+        log::info!("tcp fd {fd} -> {dst}: direct, not through the proxy: {why}");
         return kernel();
     }
     runtime::debug_panic("connect");
@@ -117,7 +117,10 @@ fn connect_udp(fd: c_int, family: c_int, dst: SocketAddr, kernel: &mut dyn FnMut
         log::info!("udp fd {fd} connected to {dst}: DNS answered in-process");
         return 0;
     }
-    if crate::route::goes_direct(config, &dst) || config.udp == UdpMode::Direct {
+    let why = crate::route::direct_reason(config, &dst).map(|r| r.to_string());
+    let why = why.or_else(|| (config.udp == UdpMode::Direct).then(|| "SOCKSIFY_UDP=direct".to_owned()));
+    if let Some(why) = why {
+        log::info!("udp fd {fd} connected to {dst}: direct, not through the proxy: {why}");
         let rc = kernel();
         if rc == 0 && ours {
             udp::set_peer(fd, None);

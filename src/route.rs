@@ -16,6 +16,11 @@ pub fn goes_direct(config: &'static Config, dst: &SocketAddr) -> bool {
     socksify_client::route::goes_direct(config, proxy_addrs(config, 0), dst, resolved_for_bypassed_name)
 }
 
+/// [`goes_direct`], with the reason (`None`: proxied), for the log.
+pub fn direct_reason(config: &'static Config, dst: &SocketAddr) -> Option<socksify_client::route::Direct> {
+    socksify_client::route::direct_reason(config, proxy_addrs(config, 0), dst, resolved_for_bypassed_name)
+}
+
 /// Addresses the real resolver gave for names `SOCKSIFY_NO_PROXY` bypasses
 /// (`.local.test`): a connection to one goes direct, as the name rule
 /// says, although no address rule covers it. Bounded; the oldest entry is

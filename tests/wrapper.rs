@@ -219,7 +219,8 @@ fn runs_curl_through_the_proxy_with_credentials() {
 fn a_malformed_configuration_exits_2_without_starting_the_program() {
     let dir = TempDir::new("wrapper-malformed");
     let marker = dir.path().join("ran");
-    let cases: [(&[&str], &[(&str, &str)], &str); 8] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 8] = [
         (&["-x", "socks6://x"], &[], "socksify: -x: unsupported scheme"),
         (&["-x", "socks5://:99999"], &[], "socksify: -x: "),
         (&["-x", "socks5h://[::1"], &[], "socksify: -x: "),
@@ -243,4 +244,28 @@ fn a_malformed_configuration_exits_2_without_starting_the_program() {
     // A good configuration runs it.
     wrapper().args(["-x", "socks5h://127.0.0.1:9", "--", "touch"]).arg(&marker).run().assert_success();
     assert!(marker.exists());
+}
+
+/// The first natural try, a local web server through a local proxy, is
+/// bypassed by the default SOCKSIFY_NO_PROXY (loopback): with -v the shim
+/// says so, naming the rule and how to proxy it; with -n '' it goes
+/// through the proxy and says that instead.
+#[test]
+fn verbose_names_each_direct_connection_and_its_rule() {
+    let server = Server::bundled(&[]);
+    let body = token("direct");
+    let target = TcpTarget::http(&body);
+    let url = format!("http://{}/", target.addr);
+    let out = wrapper().args(["-x", &server.url(), "-v", "curl", "-sS", &url]).run();
+    out.assert_success();
+    assert_eq!(out.stdout, body);
+    let line = format!("-> {}: direct, not through the proxy: SOCKSIFY_NO_PROXY rule 127.0.0.0/8 of the default list", target.addr);
+    assert!(out.stderr.contains(&line) && out.stderr.contains("-n ''"), "{out}");
+    target.assert_peers(1, DIRECT);
+
+    let out = wrapper().args(["-x", &server.url(), "-n", "", "-v", "curl", "-sS", &url]).run();
+    out.assert_success();
+    assert!(!out.stderr.contains("not through the proxy") && out.stderr.contains(&format!("-> {} via ", target.addr)), "{out}");
+    let peers: Vec<_> = target.peers().iter().map(|p| p.ip()).collect();
+    assert_eq!(peers, [DIRECT, BUNDLED_OUT]);
 }

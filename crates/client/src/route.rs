@@ -34,10 +34,51 @@ pub fn goes_direct(
     dst: &SocketAddr,
     resolved_for_bypassed_name: impl FnOnce(IpAddr) -> bool,
 ) -> bool {
-    !is_fake(config, dst.ip())
-        && (config.no_proxy.bypasses_addr(dst)
-            || is_first_hop(first_hop, dst)
-            || (config.no_proxy.has_name_rules() && resolved_for_bypassed_name(dst.ip())))
+    direct_reason(config, first_hop, dst, resolved_for_bypassed_name).is_some()
+}
+
+/// Why traffic goes direct: what `-v` says for each direct connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Direct {
+    /// A `SOCKSIFY_NO_PROXY` rule, as written; `default`: the list is the
+    /// default one (the user did not set it).
+    Rule { rule: String, default: bool },
+    /// The destination is the first proxy itself.
+    Proxy,
+    /// A name a rule bypasses resolved to this address.
+    BypassedName,
+}
+
+impl std::fmt::Display for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Direct::Rule { rule, default: true } => {
+                write!(f, "SOCKSIFY_NO_PROXY rule {rule} of the default list (-n '' or SOCKSIFY_NO_PROXY= proxies it)")
+            }
+            Direct::Rule { rule, default: false } => write!(f, "SOCKSIFY_NO_PROXY rule {rule}"),
+            Direct::Proxy => write!(f, "it is the proxy itself"),
+            Direct::BypassedName => write!(f, "a name SOCKSIFY_NO_PROXY bypasses resolved to it"),
+        }
+    }
+}
+
+/// [`goes_direct`], with the reason; `None`: proxied.
+pub fn direct_reason(
+    config: &Config,
+    first_hop: &[SocketAddr],
+    dst: &SocketAddr,
+    resolved_for_bypassed_name: impl FnOnce(IpAddr) -> bool,
+) -> Option<Direct> {
+    if is_fake(config, dst.ip()) {
+        return None;
+    }
+    if let Some(rule) = config.no_proxy.rule_for_addr(dst) {
+        return Some(Direct::Rule { rule, default: config.no_proxy_is_default });
+    }
+    if is_first_hop(first_hop, dst) {
+        return Some(Direct::Proxy);
+    }
+    (config.no_proxy.has_name_rules() && resolved_for_bypassed_name(dst.ip())).then_some(Direct::BypassedName)
 }
 
 /// Who answers a forward look-up of a host name (not an address: libc

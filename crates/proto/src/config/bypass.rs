@@ -41,10 +41,19 @@ impl BypassList {
 
     /// Whether a connection to `dst` goes direct.
     pub fn bypasses_addr(&self, dst: &SocketAddr) -> bool {
-        self.rules.iter().any(|rule| match rule {
-            Rule::All => true,
-            Rule::Net { net, port } => port.is_none_or(|p| p == dst.port()) && net.contains(dst.ip()),
-            Rule::Domain { .. } => false,
+        self.rule_for_addr(dst).is_some()
+    }
+
+    /// The first rule that sends `dst` direct, as it would be written
+    /// (`127.0.0.0/8`, `[::1]:53`, `*`): for a log line saying why.
+    pub fn rule_for_addr(&self, dst: &SocketAddr) -> Option<String> {
+        self.rules.iter().find_map(|rule| match rule {
+            Rule::All => Some("*".to_owned()),
+            Rule::Net { net, port } if port.is_none_or(|p| p == dst.port()) && net.contains(dst.ip()) => Some(match port {
+                None => net.to_string(),
+                Some(p) => SocketAddr::new(net.addr(), *p).to_string(),
+            }),
+            Rule::Net { .. } | Rule::Domain { .. } => None,
         })
     }
 
@@ -156,6 +165,17 @@ mod tests {
         assert!(l.bypasses_name("db", 5432));
         assert!(!l.bypasses_name("db", 5433));
         assert!(l.bypasses_name("10.1.1.1", 80), "numeric names follow the address rules");
+    }
+
+    #[test]
+    fn the_rule_that_matched_is_named() {
+        let l = BypassList::parse("10.0.0.0/8, 192.0.2.5:8080, [2001:db8::5]:53, ::1, .corp").unwrap();
+        assert_eq!(l.rule_for_addr(&sa("10.1.1.1:80")).as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(l.rule_for_addr(&sa("192.0.2.5:8080")).as_deref(), Some("192.0.2.5:8080"));
+        assert_eq!(l.rule_for_addr(&sa("[2001:db8::5]:53")).as_deref(), Some("[2001:db8::5]:53"));
+        assert_eq!(l.rule_for_addr(&sa("[::1]:1")).as_deref(), Some("::1/128"));
+        assert_eq!(l.rule_for_addr(&sa("192.0.2.5:8081")), None);
+        assert_eq!(BypassList::parse("*").unwrap().rule_for_addr(&sa("192.0.2.1:1")).as_deref(), Some("*"));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Config {
     /// Proxies, first hop first; never empty.
     pub chain: Vec<ProxyUrl>,
     pub no_proxy: BypassList,
+    /// Whether `no_proxy` is the default list (`SOCKSIFY_NO_PROXY` unset).
+    pub no_proxy_is_default: bool,
     pub udp: UdpMode,
     pub dns: DnsMode,
     pub fake_v4: Cidr<Ipv4Addr>,
@@ -113,6 +115,7 @@ impl Config {
             }
             Some(other) => return Err(err("SOCKSIFY_PIPELINE")(format!("{other:?} is not 0 or 1"))),
         }
+        let no_proxy_is_default = get("SOCKSIFY_NO_PROXY").is_none();
         let no_proxy = get("SOCKSIFY_NO_PROXY").unwrap_or_else(|| bypass::DEFAULT.into());
         let no_proxy = BypassList::parse(&no_proxy).map_err(err("SOCKSIFY_NO_PROXY"))?;
         let last = chain.last().expect("parse_chain never returns an empty chain");
@@ -158,6 +161,7 @@ impl Config {
         Ok(Config {
             chain,
             no_proxy,
+            no_proxy_is_default,
             udp,
             dns,
             fake_v4,
