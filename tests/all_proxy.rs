@@ -90,3 +90,33 @@ fn an_http_all_proxy_is_ignored_with_one_warning_and_nothing_goes_direct() {
         target.assert_untouched();
     });
 }
+
+/// curl reads ALL_PROXY itself: left in its environment, curl would speak
+/// SOCKS to the proxy on its own, without -U's credentials, and the shim
+/// would see only a connection to the proxy. The wrapper takes a SOCKS
+/// ALL_PROXY as the proxy and removes it from the program's environment:
+/// curl through a server that requires the credentials gets the page, and
+/// the proxy's log shows the user's CONNECT to the target.
+#[test]
+fn curl_with_a_socks_all_proxy_goes_through_the_shim_with_u_credentials() {
+    let server = Server::bundled(&["--user", "alice:pw"]);
+    let body = token("curl-all-proxy");
+    let target = TcpTarget::http(&body);
+    let curl = require_program("curl", "curl");
+    let out = Run::plain(wrapper_path())
+        .env("SOCKSIFY_LIB", shim_path().to_str().unwrap())
+        .env("ALL_PROXY", &server.url())
+        .args(["-U", "alice:pw", "-n", "", "-v"])
+        .arg(&curl)
+        .args(["-sS", &format!("http://{}/", target.addr)])
+        .run();
+    out.assert_success();
+    assert_eq!(out.stdout, body, "{out}");
+    assert!(out.stderr.contains("proxy from ALL_PROXY, removed from the program's environment"), "{out}");
+    assert!(out.stderr.contains(&format!("-> {} via ", target.addr)), "the shim carried it:\n{out}");
+    target.assert_peers(1, BUNDLED_OUT);
+    server.wait_connect_line(target.addr);
+    // An http:// ALL_PROXY is the program's: it stays.
+    let out = Run::plain(wrapper_path()).env("ALL_PROXY", "http://127.0.0.1:9").args(["printenv", "ALL_PROXY"]).run();
+    assert_eq!(out.stdout, "http://127.0.0.1:9\n", "{out}");
+}
