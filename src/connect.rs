@@ -10,6 +10,7 @@ use crate::fd_table::{self, ProxiedTcp};
 use crate::ffi::fail;
 use crate::{real, runtime, socket_addr, tcp, udp};
 use libc::{c_int, sockaddr, socklen_t, AF_INET, AF_INET6, SOCK_STREAM};
+use socksify_client::socket_kind::{self, Carried};
 use socksify_proto::config::{BindMode, UdpMode};
 use socksify_proto::wire::socks5::Command;
 use std::net::SocketAddr;
@@ -22,17 +23,23 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
     let Some(sock_type) = socket_addr::socket_type(fd) else {
         return kernel(); // not a socket: the kernel says ENOTSOCK/EBADF
     };
-    if sock_type == libc::SOCK_DGRAM {
+    if sock_type != SOCK_STREAM {
         // A dual-stack AF_INET6 UDP socket may be given an AF_INET address:
-        // ask the kernel for the socket's own family (UDP connects are rare).
+        // ask the kernel for the socket's own family (such connects are rare).
         let Some(sock_family) = socket_addr::socket_family(fd) else { return kernel() };
         if sock_family != AF_INET && sock_family != AF_INET6 {
             return kernel();
         }
-        return connect_udp(fd, sock_family, dst, kernel);
-    }
-    if sock_type != SOCK_STREAM {
-        return kernel();
+        let protocol = if sock_type == libc::SOCK_DGRAM { socket_addr::socket_protocol(fd).unwrap_or(0) } else { 0 };
+        return match socket_kind::carried(sock_type, protocol) {
+            Carried::Udp => connect_udp(fd, sock_family, dst, kernel),
+            // Raw, ICMP, UDP-Lite, SCTP...: direct if bypassed, else EPERM.
+            Carried::No(what) => match crate::uncarried::to(what, &dst) {
+                Ok(()) => kernel(),
+                Err(errno) => fail(errno),
+            },
+            Carried::Stream => kernel(),
+        };
     }
     if fd_table::kind(fd) == fd_table::kind::UDP {
         // The fd number was a UDP socket of ours, closed behind our back
@@ -88,18 +95,29 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
             // Leave the socket as a failed direct connect would: not
             // connected to anything (the proxy may have accepted it), and
             // free to connect again.
-            let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-            // SAFETY: a valid AF_UNSPEC address dissolves the connection.
-            unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) };
+            dissolve(fd);
             fail(e.errno())
         }
     }
 }
 
-/// `connect` on an IPv4/IPv6 UDP socket (from [`connect`]): a
-/// proxied destination opens the association and connects the socket in
-/// the kernel to the relay (so only the relay can reach it); `getpeername`
-/// then reports `dst`.
+/// `connect(fd, AF_UNSPEC)`, ours: dissolves whatever the kernel has `fd`
+/// connected to.
+fn dissolve(fd: c_int) -> c_int {
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: a valid AF_UNSPEC address dissolves the connection.
+    unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) }
+}
+
+/// `connect` on an IPv4/IPv6 UDP socket (from [`connect`]): a proxied
+/// destination opens the association and records `dst` as the socket's
+/// peer (`getpeername` reports it, `send` and `write` go to it through the
+/// relay, the socket filter and the receive hooks admit only its
+/// datagrams). The socket is *not* connected in the kernel: a write by a
+/// call the shim does not hook (`sendfile`, `splice`, `pwritev2`, a raw
+/// `write` system call...) then fails with `EDESTADDRREQ`, where a socket
+/// connected to the relay would send it there without its SOCKS header,
+/// to be dropped by the relay while the call reported success.
 fn connect_udp(fd: c_int, family: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) -> c_int {
     let ours = fd_table::kind(fd) == fd_table::kind::UDP;
     let Some(config) = runtime::config() else {
@@ -136,6 +154,11 @@ fn connect_udp(fd: c_int, family: c_int, dst: SocketAddr, kernel: &mut dyn FnMut
         udp::log_once(format!("udp connect to {dst}: a fake address that no name holds"));
         return fail(libc::EHOSTUNREACH);
     }
+    if kernel_peer(fd).is_some() {
+        // Connected before (directly, or to the DNS responder): the kernel
+        // must forget that peer, and the socket keep its port.
+        udp::disconnect_kernel(fd, &mut || dissolve(fd));
+    }
     let view = match udp::ensure(fd, family, config) {
         Ok(v) => v,
         Err(e) => {
@@ -143,22 +166,22 @@ fn connect_udp(fd: c_int, family: c_int, dst: SocketAddr, kernel: &mut dyn FnMut
             return fail(e.errno);
         }
     };
-    if let Err(e) = udp::connect_kernel(fd, family, view.relay) {
-        udp::log_once(format!("udp connect to {dst}: {}", e.why));
-        return fail(e.errno);
-    }
     udp::set_peer(fd, Some(dst));
     udp::refresh_filter(fd, config);
     log::info!("udp fd {fd} connected to {dst} via {} (relay {})", config.chain[0], view.relay);
     0
 }
 
-/// `connect(AF_UNSPEC)` on one of our UDP sockets: dissolve the peer.
-pub fn disconnect_udp(fd: c_int) {
+/// `connect(AF_UNSPEC)` on one of our UDP sockets (`kernel`: the
+/// program's call): the peer dissolved, the socket's port kept (its
+/// association names it). Returns what `connect` returns.
+pub fn disconnect_udp(fd: c_int, kernel: &mut dyn FnMut() -> c_int) -> c_int {
     udp::set_peer(fd, None);
+    let rc = udp::disconnect_kernel(fd, kernel);
     if let Some(config) = runtime::config() {
         udp::refresh_filter(fd, config);
     }
+    rc
 }
 
 /// Whether `fd` is still the socket we connected (not closed behind our

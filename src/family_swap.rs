@@ -124,7 +124,7 @@ pub fn replace(fd: c_int, from_family: c_int, to_family: c_int) -> Result<(), c_
         }
         let (level, name) = new_opt(option);
         // SAFETY: the value read above, with its length.
-        let rc = unsafe { libc::setsockopt(new.0, level, name, value.bytes.as_ptr() as *const c_void, value.len) };
+        let rc = unsafe { crate::real::setsockopt(new.0, level, name, value.bytes.as_ptr() as *const c_void, value.len) };
         if rc != 0 {
             log::warn!(
                 "connect fd {fd}: socket option ({level}, {name}) not carried over to the {} socket: {}",

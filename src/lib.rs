@@ -41,4 +41,5 @@ mod sockets;
 mod stderr_log;
 mod tcp;
 mod udp;
+mod uncarried;
 mod user_mem;

@@ -154,6 +154,11 @@ pub fn socket_family(fd: libc::c_int) -> Option<libc::c_int> {
     int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
 }
 
+/// The socket's protocol (`IPPROTO_UDP`, ...), or `None` if `fd` is not a socket.
+pub fn socket_protocol(fd: libc::c_int) -> Option<libc::c_int> {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+}
+
 /// The socket's domain and type, or `None` if `fd` is not a socket.
 pub fn socket_family_and_type(fd: libc::c_int) -> Option<(libc::c_int, libc::c_int)> {
     Some((socket_family(fd)?, socket_type(fd)?))

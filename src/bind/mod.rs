@@ -376,7 +376,7 @@ fn unreachable_listener(family: c_int, nonblocking: bool) -> std::io::Result<c_i
         let prog = libc::sock_fprog { len: 1, filter: drop_all.as_ptr() as *mut libc::sock_filter };
         let ok = socket_addr::encode(&SocketAddr::new(loopback, 0), family).is_some_and(|raw| {
             real::bind(s, &raw.0 as *const _ as *const sockaddr, raw.1) == 0
-                && libc::setsockopt(
+                && real::setsockopt(
                     s,
                     libc::SOL_SOCKET,
                     libc::SO_ATTACH_FILTER,

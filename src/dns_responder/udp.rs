@@ -38,7 +38,7 @@ fn drop_everything(fd: c_int) {
     let prog = libc::sock_fprog { len: 1, filter: code.as_ptr() as *mut libc::sock_filter };
     // SAFETY: a valid one-instruction filter, copied by the kernel.
     unsafe {
-        libc::setsockopt(
+        crate::real::setsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_ATTACH_FILTER,

@@ -14,9 +14,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let family = copied.map(|(family, _)| family);
     if family != Some(AF_INET) && family != Some(AF_INET6) {
         if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
-            // Dissolving a UDP socket's proxied peer.
+            // Dissolving a UDP socket's proxied peer, keeping its port.
             if let Some(_inside) = crate::hooks::enter() {
-                ffi::catch((), 0, || crate::connect::disconnect_udp(fd));
+                // SAFETY: the program's arguments, passed on unchanged.
+                return ffi::catch(-1, libc::EIO, || crate::connect::disconnect_udp(fd, &mut || unsafe { real::connect(fd, addr, len) }));
             }
         }
         // SAFETY: the program's arguments, passed on unchanged.

@@ -12,8 +12,10 @@
 //! is forgotten before the program uses the new one, so a TCP stream never
 //! gets a UDP header or loses bytes to a stale association.
 
+use crate::ffi::fail;
 use crate::{fd_table, real};
-use libc::{c_int, sockaddr, socklen_t};
+use libc::{c_int, c_void, sockaddr, socklen_t};
+use socksify_client::socket_kind;
 
 /// Forgets stale state for a number the kernel just handed out.
 #[inline(always)]
@@ -25,6 +27,11 @@ pub(super) fn fresh(fd: c_int) {
 
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    if let Some(what) = socket_kind::hides_destination(domain, ty, protocol) {
+        if let Err(errno) = blind(what) {
+            return fail(errno);
+        }
+    }
     // SAFETY: integers only; no memory is passed.
     let fd = unsafe { real::socket(domain, ty, protocol) };
     fresh(fd);
@@ -67,6 +74,43 @@ pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut sockl
     let new = unsafe { real::accept4(fd, addr, len, flags) };
     fresh(new);
     new
+}
+
+/// A socket that carries its destination inside its packets
+/// ([`crate::uncarried::blind`]): `Err(EPERM)` while anything is proxied.
+#[cold]
+#[inline(never)]
+fn blind(what: &'static str) -> Result<(), c_int> {
+    // A signal handler inside the shim: refused, unlogged (never unchecked).
+    let Some(_inside) = crate::hooks::enter() else { return Err(libc::EPERM) };
+    crate::ffi::catch(Err(libc::EPERM), libc::EPERM, || crate::uncarried::blind(what))
+}
+
+/// `setsockopt`: only `IP_HDRINCL`/`IPV6_HDRINCL` are ours (a raw socket
+/// that writes its own IP header, destination included: refused while
+/// anything is proxied); every other option is two comparisons, then
+/// libc's own.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t) -> c_int {
+    if socket_kind::is_header_included(level, name) && header_included_refused(value, len) {
+        return fail(libc::EPERM);
+    }
+    // SAFETY: the program's arguments, passed on unchanged.
+    unsafe { real::setsockopt(fd, level, name, value, len) }
+}
+
+/// Whether a `setsockopt(IP_HDRINCL)` with this value must be refused: it
+/// turns the option on (an int that is not zero; the kernel reads it
+/// the same way, and a bad pointer is left to the kernel's EFAULT).
+#[cold]
+#[inline(never)]
+fn header_included_refused(value: *const c_void, len: socklen_t) -> bool {
+    let mut on = [0u8; 4];
+    let n = if len >= 4 { 4 } else { (len as usize).min(1) }; // an int, or one byte
+    if value.is_null() || n == 0 || crate::user_mem::read(value, &mut on[..n]).is_err() {
+        return false;
+    }
+    on != [0; 4] && blind("a raw socket with IP_HDRINCL").is_err()
 }
 
 /// `accept` on a SOCKS BIND fd ([`crate::bind`]): the wait for the peer is

@@ -6,6 +6,7 @@
 use super::close::close;
 use super::connect::connect;
 use super::exec::{execve, execveat};
+use super::socket::{setsockopt, socket};
 use super::udp::{recvfrom, recvmmsg, recvmsg, sendmmsg, sendmsg, sendto};
 use crate::fd_table::{self, kind};
 use crate::real;
@@ -13,10 +14,12 @@ use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, size_t, sockaddr, socklen_t};
 
 /// `syscall(2)`, the libc function: libuv (and so `dig`) sends and
 /// receives UDP with `syscall(SYS_sendmmsg, ...)`/`syscall(SYS_recvmmsg,
-/// ...)`. Those numbers, the other UDP calls, `connect`, `close` and
-/// `execve`/`execveat` (the child keeps the shim) go to
-/// our hooks; every other number is one comparison, then libc's own.
-/// (Raw `syscall` instructions and io_uring cannot be seen from here.)
+/// ...)`. Those numbers, the other UDP calls, `connect`, `close`, `socket`,
+/// `setsockopt` and `execve`/`execveat` (the child keeps the shim) go to
+/// our hooks, and io_uring's three are refused
+/// (`crate::uncarried::io_uring`: a ring's operations pass no hook);
+/// every other number is one comparison, then libc's own. (Raw `syscall`
+/// instructions cannot be seen from here.)
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn syscall(
     n: libc::c_long,
@@ -46,7 +49,24 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_execve => execve(a1 as *const libc::c_char, a2 as real::Argv, a3 as real::Argv) as c_long,
             libc::SYS_execveat => execveat(fd, a2 as *const libc::c_char, a3 as real::Argv, a4 as real::Argv, a5 as c_int) as c_long,
             libc::SYS_close if fd_table::kind(fd) != kind::NONE => close(fd) as c_long,
+            libc::SYS_socket => socket(a1 as c_int, a2 as c_int, a3 as c_int) as c_long,
+            libc::SYS_setsockopt => setsockopt(fd, a2 as c_int, a3 as c_int, a4 as *const c_void, a5 as socklen_t) as c_long,
+            libc::SYS_io_uring_setup | libc::SYS_io_uring_enter | libc::SYS_io_uring_register => io_uring(n, a1, a2, a3, a4, a5, a6),
             _ => real::syscall(n, a1, a2, a3, a4, a5, a6),
         }
+    }
+}
+
+/// `io_uring_setup`, `io_uring_enter`, `io_uring_register`: refused while
+/// anything is proxied ([`crate::uncarried::io_uring`]).
+#[cold]
+#[inline(never)]
+unsafe fn io_uring(n: libc::c_long, a1: libc::c_long, a2: libc::c_long, a3: libc::c_long, a4: libc::c_long, a5: libc::c_long, a6: libc::c_long) -> libc::c_long {
+    // A signal handler inside the shim: refused, unlogged.
+    let Some(_inside) = crate::hooks::enter() else { return crate::ffi::fail(libc::ENOSYS) };
+    match crate::ffi::catch(Err(libc::ENOSYS), libc::ENOSYS, crate::uncarried::io_uring) {
+        // SAFETY: the program's arguments for this number, passed on unchanged.
+        Ok(()) => unsafe { real::syscall(n, a1, a2, a3, a4, a5, a6) },
+        Err(errno) => crate::ffi::fail(errno),
     }
 }

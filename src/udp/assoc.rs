@@ -153,10 +153,6 @@ pub fn ensure_from(fd: c_int, family: c_int, config: &'static Config, live: Opti
     if let Some(extra) = loser {
         extra.close();
     }
-    if peer.is_some() {
-        // A connected socket follows its relay.
-        connect_kernel(fd, family, chosen.relay)?;
-    }
     filter::refresh(fd, config);
     Ok(View { family, relay: chosen.relay, responder, peer, ctrl: chosen.ctrl, ctrl_ino: chosen.ctrl_ino, ino })
 }
@@ -193,4 +189,32 @@ pub fn connect_kernel(fd: c_int, family: c_int, addr: SocketAddr) -> Result<(), 
         return Err(err(e, format!("connecting to the relay {addr}")));
     }
     Ok(())
+}
+
+/// Dissolves the kernel's connection of UDP socket `fd` with `dissolve`
+/// (a `connect(AF_UNSPEC)`), keeping its local port: on `AF_UNSPEC` the
+/// kernel forgets a port it chose itself (one bound as port 0, as
+/// [`bound_addr`] does), and the association names that port, so the
+/// relay would drop every later datagram. The port is bound again; if it
+/// cannot be, the association is dropped and the next datagram opens a
+/// new one. Returns what `dissolve` returns.
+pub fn disconnect_kernel(fd: c_int, dissolve: &mut dyn FnMut() -> c_int) -> c_int {
+    let before = socket_addr::local_addr(fd);
+    let rc = dissolve();
+    let Some(before) = before.filter(|b| b.port() != 0) else { return rc };
+    let Some(after) = socket_addr::local_addr(fd).filter(|a| a.port() == 0) else { return rc };
+    let again = SocketAddr::new(after.ip(), before.port());
+    let family = socket_addr::family_of(&again);
+    let bound = socket_addr::encode(&again, family).is_some_and(|raw| {
+        // SAFETY: raw is a valid sockaddr of the socket's family.
+        unsafe { real::bind(fd, &raw.0 as *const _ as *const sockaddr, raw.1) == 0 }
+    });
+    if !bound {
+        crate::log_once::log_once(format!("udp fd {fd}: its port {} was lost on AF_UNSPEC; a new association will be opened", before.port()));
+        let dead = table::lock().as_mut().and_then(|t| t.fds.get(&fd).copied().and_then(|ino| t.socks.get_mut(&ino))).and_then(|s| s.assoc.take());
+        if let Some(a) = dead {
+            a.close();
+        }
+    }
+    rc
 }

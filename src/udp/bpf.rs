@@ -252,7 +252,7 @@ pub fn attach(fd: libc::c_int, prog: &[Insn]) -> Result<(), i32> {
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
     // SAFETY: Insn has sock_filter's layout; the kernel copies the program.
     let rc = unsafe {
-        libc::setsockopt(
+        crate::real::setsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_ATTACH_FILTER,

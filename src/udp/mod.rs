@@ -36,7 +36,7 @@ pub mod recv;
 pub mod send;
 pub mod table;
 
-pub use assoc::{bound_addr, connect_kernel, ensure, track_responder};
+pub use assoc::{bound_addr, connect_kernel, disconnect_kernel, ensure, track_responder};
 pub use filter::refresh as refresh_filter;
 pub use table::{inode, is_control, peer, set_peer};
 

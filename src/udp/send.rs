@@ -14,6 +14,7 @@ use crate::udp::table::{self, View};
 use crate::udp::{self, assoc, datagram, filter, log_once, FdCheck};
 use crate::{real, runtime, socket_addr, user_mem};
 use libc::{c_int, c_void, iovec, msghdr, sockaddr, socklen_t, SOCK_DGRAM, SOCK_STREAM};
+use socksify_client::socket_kind::{self, Carried};
 use socksify_proto::config::{Config, UdpMode};
 use std::net::SocketAddr;
 
@@ -76,8 +77,14 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
     if crate::dns_responder::intercepts(config, &dst) {
         let family = match (&tracked, ours) {
             (Some(t), _) => Some(t.family),
-            (None, true) => None,                 // marked ours, not in the table
-            (None, false) => inet_udp_family(fd), // None: a TCP fast open, the connect hook answers
+            (None, true) => None, // marked ours, not in the table
+            (None, false) => match socket_addr::socket_family_and_type(fd) {
+                Some((family, SOCK_DGRAM)) if udp::is_inet(family) => Some(family),
+                // A TCP Fast Open to the nameserver (bypassed or not): the
+                // connect hook's decision, the DNS responder.
+                Some((_, SOCK_STREAM)) if fast_open(flags, out) => return Ok(Sent::TcpFastOpen),
+                _ => None,
+            },
         };
         if let Some(family) = family {
             return send_dns(fd, family, out, config, dst);
@@ -96,8 +103,16 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
         (Some(t), _) => t.family,
         (None, true) => return Ok(Sent::Unchanged),
         (None, false) => match socket_addr::socket_family_and_type(fd) {
-            Some((family, SOCK_DGRAM)) if udp::is_inet(family) => family,
-            Some((_, SOCK_STREAM)) if flags & libc::MSG_FASTOPEN != 0 && !out.dst.is_null() => return Ok(Sent::TcpFastOpen),
+            Some((family, ty)) if udp::is_inet(family) => {
+                let protocol = if ty == SOCK_DGRAM { socket_addr::socket_protocol(fd).unwrap_or(0) } else { 0 };
+                match socket_kind::carried(ty, protocol) {
+                    Carried::Udp => family,
+                    Carried::Stream if fast_open(flags, out) => return Ok(Sent::TcpFastOpen),
+                    Carried::Stream => return Ok(Sent::Unchanged), // the kernel ignores the address
+                    // Raw, ICMP, UDP-Lite, SCTP: nothing carries them.
+                    Carried::No(what) => return crate::uncarried::refuse(what, &dst).map(|()| Sent::Unchanged),
+                }
+            }
             _ => return Ok(Sent::Unchanged),
         },
     };
@@ -130,6 +145,11 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
     };
     // SAFETY: out's iovecs are the program's, checked by the kernel when it sends.
     unsafe { send_wrapped(fd, &view, header.as_bytes(), out, flags) }
+}
+
+/// Whether a send is `sendto(MSG_FASTOPEN)` with a destination.
+fn fast_open(flags: c_int, out: &Out) -> bool {
+    flags & libc::MSG_FASTOPEN != 0 && !out.dst.is_null()
 }
 
 /// The family of `fd` if it is an IPv4/IPv6 UDP socket.

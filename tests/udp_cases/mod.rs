@@ -28,10 +28,15 @@ pub enum Answer {
     Dns,
 }
 
+/// A datagram a [`UdpTarget`] received: its source and bytes.
+pub type Datagram = (SocketAddr, Vec<u8>);
+
 /// A UDP server on loopback (own thread), killed on drop.
 pub struct UdpTarget {
     pub addr: SocketAddr,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Every datagram but the sentinels, with its source.
+    datagrams: Arc<Mutex<Vec<Datagram>>>,
     sentinels: Arc<Mutex<usize>>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -51,9 +56,10 @@ impl UdpTarget {
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let addr = sock.local_addr().unwrap();
         let peers = Arc::new(Mutex::new(Vec::new()));
+        let datagrams = Arc::new(Mutex::new(Vec::new()));
         let sentinels = Arc::new(Mutex::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, s, st) = (peers.clone(), sentinels.clone(), stop.clone());
+        let (p, d, s, st) = (peers.clone(), datagrams.clone(), sentinels.clone(), stop.clone());
         let thread = thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             while !st.load(Ordering::Relaxed) {
@@ -63,6 +69,7 @@ impl UdpTarget {
                     continue;
                 }
                 p.lock().unwrap().push(from);
+                d.lock().unwrap().push((from, buf[..n].to_vec()));
                 let reply = match answer {
                     Answer::Echo => buf[..n].to_vec(),
                     Answer::Dns => dns_answer(&buf[..n]),
@@ -70,7 +77,7 @@ impl UdpTarget {
                 let _ = sock.send_to(&reply, from);
             }
         });
-        UdpTarget { addr, peers, sentinels, stop, thread: Some(thread), netns: netns.map(Path::to_path_buf) }
+        UdpTarget { addr, peers, datagrams, sentinels, stop, thread: Some(thread), netns: netns.map(Path::to_path_buf) }
     }
 
     pub fn echo(ip: IpAddr) -> UdpTarget {
@@ -95,6 +102,11 @@ impl UdpTarget {
     pub fn peers(&self) -> Vec<SocketAddr> {
         self.sync();
         self.peers.lock().unwrap().clone()
+    }
+
+    /// Every datagram that arrived (sentinels aside), with its source.
+    pub fn datagrams(&self) -> Vec<Datagram> {
+        self.datagrams.lock().unwrap().clone()
     }
 
     /// Asserts that exactly `n` datagrams arrived, all from `from`.

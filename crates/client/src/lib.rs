@@ -6,6 +6,8 @@
 //!   handshake of `socksify-proto` driven over a raw fd with a deadline.
 //! * [`sockaddr`]: C socket addresses to and from `std::net::SocketAddr`.
 //! * [`route`]: the routing decision, direct or through the proxy.
+//! * [`socket_kind`]: which sockets a proxy can carry (TCP, UDP), and
+//!   which carry their destination where no hook sees it.
 //! * [`udp`]: the decisions of a UDP association (can this configuration
 //!   carry UDP, what the request names, where the relay is).
 //! * [`child_env`]: what a child's environment needs for the shim to
@@ -22,5 +24,6 @@ pub mod child_env;
 pub mod elf_note;
 pub mod route;
 pub mod sockaddr;
+pub mod socket_kind;
 pub mod tcp;
 pub mod udp;
