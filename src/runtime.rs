@@ -22,7 +22,7 @@ fn load() -> Option<Config> {
     // As the program was started: one that clears its environment keeps its proxy.
     match Config::from_lookup(var) {
         Ok(config) => {
-            log::debug!("configuration: {config:?}");
+            log::debug!("configuration: {}", config.summary());
             if let Some(note) = config.proxy_source_note() {
                 log::info!("{note}");
             }

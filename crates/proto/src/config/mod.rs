@@ -174,6 +174,30 @@ impl Config {
         })
     }
 
+    /// The configuration in one readable line, passwords masked: what
+    /// `SOCKSIFY_LOG=debug` shows at start (a `Debug` dump would show the
+    /// password and the bypass list's internals).
+    pub fn summary(&self) -> String {
+        let chain: Vec<String> = self.chain.iter().map(ToString::to_string).collect();
+        let rules: Vec<String> = self.no_proxy.addr_rules().iter().map(|(net, port)| match port {
+            Some(p) => format!("{net}:{p}"),
+            None => net.to_string(),
+        }).collect();
+        format!(
+            "proxy {} (from {}), no proxy for {}{}, UDP {:?}, DNS {:?} (fake {} and {}), timeout {} ms, BIND {:?}",
+            chain.join(","),
+            self.proxy_source.var(),
+            if rules.is_empty() && !self.no_proxy.has_name_rules() { "nothing".to_owned() } else { rules.join(",") },
+            if self.no_proxy.has_name_rules() { " and named hosts" } else { "" },
+            self.udp,
+            self.dns,
+            self.fake_v4,
+            self.fake_v6,
+            self.timeout.as_millis(),
+            self.bind,
+        )
+    }
+
     /// One line for the log when the proxy came from curl's `ALL_PROXY`.
     pub fn proxy_source_note(&self) -> Option<String> {
         let ProxySource::AllProxy(var) = self.proxy_source else { return None };
@@ -245,6 +269,15 @@ fn parse_fake_net(text: &str) -> Result<(Cidr<Ipv4Addr>, Cidr<Ipv6Addr>), String
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_summary_is_one_line_without_the_password() {
+        let c = config(&[("SOCKSIFY_PROXY", "socks5h://alice:s3cret@127.0.0.1:1080")]).unwrap();
+        let line = c.summary();
+        assert!(!line.contains("s3cret") && line.contains("alice:***@127.0.0.1:1080"), "{line}");
+        assert!(line.contains("no proxy for 127.0.0.0/8,::1/128 and named hosts"), "{line}");
+        assert!(!line.contains('\n'));
+    }
 
     #[test]
     fn a_log_filter_that_would_hide_everything_is_refused() {
