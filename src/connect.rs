@@ -91,7 +91,10 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
             0
         }
         Err(e) => {
-            log::warn!("tcp fd {fd} -> {target} via {}: {e}", config.chain[0]);
+            // Once per destination and reason: curl trying a name's fake
+            // IPv4 and then IPv6 address would say the same thing twice.
+            log::debug!("tcp fd {fd} -> {target}: failed");
+            crate::log_once::log_once(format!("tcp -> {target} via {}: {e}", config.chain[0]));
             // Leave the socket as a failed direct connect would: not
             // connected to anything (the proxy may have accepted it), and
             // free to connect again.

@@ -622,11 +622,15 @@ fn dynamic_go_is_supervised_by_the_wrapper_and_warned_about_under_ld_preload() {
         }
         assert!(stub.queries().is_empty(), "DNS queries left the Go program: {:?}", stub.queries());
 
+        // (`env` sets LD_PRELOAD for the Go program alone: a preloaded
+        // parent would start it under the supervisor, as tested below.)
         let target = TcpTarget::http("x");
-        let out = Run::shimmed(&server.url(), "ip")
-            .args(["netns", "exec", &ns.name])
+        let out = Run::plain("ip")
+            .args(["netns", "exec", &ns.name, "env", &format!("LD_PRELOAD={}", shim_path().display())])
             .arg(&go_cgo)
             .args(["get", &format!("http://{}/", target.addr)])
+            .env("SOCKSIFY_PROXY", &server.url())
+            .env("SOCKSIFY_NO_PROXY", "")
             .env("SOCKSIFY_LOG", "warn")
             .run();
         let warning = "this is a Go program: Go's net package makes its own connect system calls";
