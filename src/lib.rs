@@ -13,9 +13,8 @@
 
 // Under `cargo test` the hooks are not exported (see hooks/), so they look unused.
 #![cfg_attr(test, allow(dead_code))]
-// Each unsafe operation in its own `unsafe` block, and each block with a
-// `// SAFETY:` line saying why it is sound.
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+// Unsafe code: see [workspace.lints] in Cargo.toml (every `unsafe` block,
+// also inside an `unsafe fn`, has a `// SAFETY:` line saying why it is sound).
 
 mod at_load;
 mod bind;

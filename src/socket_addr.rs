@@ -36,7 +36,10 @@ pub unsafe fn family(addr: *const sockaddr, len: socklen_t) -> Option<i32> {
 /// address, copied by the kernel in one system call (`connect` reads both):
 /// `None` for a pointer that points nowhere or a length shorter than the
 /// family field.
-pub fn read_program_family(addr: *const sockaddr, len: socklen_t) -> Option<(i32, Option<SocketAddr>)> {
+///
+/// # Safety
+/// `addr` is the program's, as for [`user_mem::read`].
+pub unsafe fn read_program_family(addr: *const sockaddr, len: socklen_t) -> Option<(i32, Option<SocketAddr>)> {
     if addr.is_null() || (len as usize) < size_of::<sa_family_t>() {
         return None;
     }
@@ -45,7 +48,8 @@ pub fn read_program_family(addr: *const sockaddr, len: socklen_t) -> Option<(i32
     let mut storage: sockaddr_storage = unsafe { std::mem::zeroed() };
     // SAFETY: n <= size_of::<sockaddr_storage>(): within our own storage.
     let bytes = unsafe { std::slice::from_raw_parts_mut(&mut storage as *mut _ as *mut u8, n) };
-    user_mem::read(addr as *const libc::c_void, bytes).ok()?;
+    // SAFETY: the caller's promise: addr is the program's.
+    unsafe { user_mem::read(addr as *const libc::c_void, bytes) }.ok()?;
     // SAFETY: storage holds n readable bytes of an address.
     let parsed = unsafe { socksify_client::sockaddr::read(&storage as *const _ as *const sockaddr, n as socklen_t) };
     Some((storage.ss_family as i32, parsed))
@@ -53,7 +57,10 @@ pub fn read_program_family(addr: *const sockaddr, len: socklen_t) -> Option<(i32
 
 /// [`read`] for an address in the program's memory, copied by the kernel:
 /// `Err(EFAULT)` if it points nowhere.
-pub fn read_program(addr: *const sockaddr, len: socklen_t) -> Result<Option<SocketAddr>, i32> {
+///
+/// # Safety
+/// `addr` is the program's, as for [`user_mem::read`].
+pub unsafe fn read_program(addr: *const sockaddr, len: socklen_t) -> Result<Option<SocketAddr>, i32> {
     if addr.is_null() {
         return Ok(None);
     }
@@ -62,7 +69,8 @@ pub fn read_program(addr: *const sockaddr, len: socklen_t) -> Result<Option<Sock
     let mut storage: sockaddr_storage = unsafe { std::mem::zeroed() };
     // SAFETY: n <= size_of::<sockaddr_storage>(): within our own storage.
     let bytes = unsafe { std::slice::from_raw_parts_mut(&mut storage as *mut _ as *mut u8, n) };
-    user_mem::read(addr as *const libc::c_void, bytes)?;
+    // SAFETY: the caller's promise: addr is the program's.
+    unsafe { user_mem::read(addr as *const libc::c_void, bytes) }?;
     // SAFETY: storage holds n readable bytes.
     Ok(unsafe { read(&storage as *const _ as *const sockaddr, n as socklen_t) })
 }
@@ -111,13 +119,18 @@ pub fn proto_family(family: libc::c_int) -> socksify_proto::bind::Family {
 /// kernel does: truncated to `*len`, and `*len` set to the full size. Both
 /// pointers are the program's, read and written by the kernel: a bad one
 /// is `Err(EFAULT)`.
-pub fn copy_out(encoded: &(sockaddr_storage, socklen_t), out: *mut sockaddr, len: *mut socklen_t) -> Result<(), i32> {
+///
+/// # Safety
+/// `out` and `len` are the program's, as for [`user_mem::write`].
+pub unsafe fn copy_out(encoded: &(sockaddr_storage, socklen_t), out: *mut sockaddr, len: *mut socklen_t) -> Result<(), i32> {
     let (storage, full) = encoded;
-    let room = user_mem::read_value(len)? as usize;
+    // SAFETY: the caller's promise: len is the program's.
+    let room = unsafe { user_mem::read_value(len) }? as usize;
     let n = room.min(*full as usize);
     // SAFETY: storage holds `full` >= n bytes.
     let bytes = unsafe { std::slice::from_raw_parts(storage as *const _ as *const u8, n) };
-    user_mem::write_all(&[(out as *mut libc::c_void, bytes), (len as *mut libc::c_void, &full.to_ne_bytes())])
+    // SAFETY: the caller's promise: out and len are the program's.
+    unsafe { user_mem::write_all(&[(out as *mut libc::c_void, bytes), (len as *mut libc::c_void, &full.to_ne_bytes())]) }
 }
 
 /// `getsockopt(level, opt)` for an int option; `None` if `fd` is not a

@@ -187,36 +187,85 @@ fn iov(ptr: *const c_void, len: usize) -> iovec {
     iovec { iov_base: ptr as *mut c_void, iov_len: len }
 }
 
+/// Plain data: every bit pattern is a valid value, so bytes read from the
+/// program can be one ([`read_value`]) and one can be written as bytes.
+///
+/// # Safety
+/// Only for types without padding-sensitive invariants, references,
+/// `bool`s, enums or other types that have invalid bit patterns.
+pub unsafe trait Plain: Copy {}
+
+// SAFETY: integers: every bit pattern is a value.
+unsafe impl Plain for u8 {}
+// SAFETY: as above.
+unsafe impl Plain for u32 {}
+// SAFETY: as above.
+unsafe impl Plain for i32 {}
+// SAFETY: as above.
+unsafe impl Plain for u64 {}
+// SAFETY: as above.
+unsafe impl Plain for usize {}
+// SAFETY: C structs of integers and raw pointers: any bit pattern is a value.
+unsafe impl Plain for iovec {}
+// SAFETY: as above.
+unsafe impl Plain for libc::msghdr {}
+// SAFETY: as above.
+unsafe impl Plain for libc::mmsghdr {}
+
+// The program's memory: every function below reads or writes through a
+// pointer the program handed to the call being hooked. A bad pointer is
+// `EFAULT`; what the functions cannot check is that the pointer is the
+// program's own memory and not a Rust object of ours (writing there, or
+// reading it while we change it, would break Rust's aliasing rules): that
+// is each caller's promise, hence `unsafe fn`.
+
 /// Reads `out.len()` bytes at the program's `ptr`.
-pub fn read(ptr: *const c_void, out: &mut [u8]) -> Result<(), i32> {
+///
+/// # Safety
+/// `ptr` is memory the program handed to the hooked call (it may be
+/// unmapped: that is `EFAULT`), not memory a Rust reference of ours covers.
+pub unsafe fn read(ptr: *const c_void, out: &mut [u8]) -> Result<(), i32> {
     copy(&[iov(out.as_ptr() as *const c_void, out.len())], &[iov(ptr, out.len())], false)
 }
 
-/// Reads one `T` (plain data) at the program's `ptr`.
-pub fn read_value<T: Copy>(ptr: *const T) -> Result<T, i32> {
+/// Reads one `T` at the program's `ptr`.
+///
+/// # Safety
+/// As [`read`].
+pub unsafe fn read_value<T: Plain>(ptr: *const T) -> Result<T, i32> {
     let mut value = std::mem::MaybeUninit::<T>::uninit();
     // SAFETY: the slice covers exactly the value's bytes.
     let bytes = unsafe { std::slice::from_raw_parts_mut(value.as_mut_ptr() as *mut u8, std::mem::size_of::<T>()) };
-    read(ptr as *const c_void, bytes)?;
-    // SAFETY: every byte was written; T is plain data.
+    // SAFETY: the caller's promise about ptr.
+    unsafe { read(ptr as *const c_void, bytes) }?;
+    // SAFETY: every byte was written, and any bytes are a T (Plain).
     Ok(unsafe { value.assume_init() })
 }
 
 /// Writes `data` to the program's `ptr`.
-pub fn write(ptr: *mut c_void, data: &[u8]) -> Result<(), i32> {
+///
+/// # Safety
+/// As [`read`]: `ptr` is the program's buffer for the call's answer.
+pub unsafe fn write(ptr: *mut c_void, data: &[u8]) -> Result<(), i32> {
     copy(&[iov(data.as_ptr() as *const c_void, data.len())], &[iov(ptr, data.len())], true)
 }
 
 /// Writes each `(to, bytes)` pair to the program's memory, in one system
 /// call: a received datagram, its source address and that address's length.
-pub fn write_all(pairs: &[(*mut c_void, &[u8])]) -> Result<(), i32> {
+///
+/// # Safety
+/// As [`write`], for every `to`.
+pub unsafe fn write_all(pairs: &[(*mut c_void, &[u8])]) -> Result<(), i32> {
     let local: Vec<iovec> = pairs.iter().map(|(_, b)| iov(b.as_ptr() as *const c_void, b.len())).collect();
     let remote: Vec<iovec> = pairs.iter().map(|(to, b)| iov(*to, b.len())).collect();
     copy(&local, &remote, true)
 }
 
 /// The program's array of `n` iovecs at `ptr`, copied (empty if null).
-pub fn read_iovs(ptr: *const iovec, n: usize) -> Result<Vec<iovec>, i32> {
+///
+/// # Safety
+/// As [`read`].
+pub unsafe fn read_iovs(ptr: *const iovec, n: usize) -> Result<Vec<iovec>, i32> {
     if ptr.is_null() || n == 0 {
         return Ok(Vec::new());
     }
@@ -226,15 +275,20 @@ pub fn read_iovs(ptr: *const iovec, n: usize) -> Result<Vec<iovec>, i32> {
     let mut out = vec![iov(std::ptr::null(), 0); n];
     // SAFETY: the slice covers exactly the vector's bytes.
     let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, n * std::mem::size_of::<iovec>()) };
-    read(ptr as *const c_void, bytes)?;
+    // SAFETY: the caller's promise about ptr.
+    unsafe { read(ptr as *const c_void, bytes) }?;
     Ok(out)
 }
 
-/// Writes one `T` (plain data) to the program's `ptr`.
-pub fn write_value<T: Copy>(ptr: *mut T, value: T) -> Result<(), i32> {
-    // SAFETY: a T's bytes, read as bytes.
+/// Writes one `T` to the program's `ptr`.
+///
+/// # Safety
+/// As [`write`].
+pub unsafe fn write_value<T: Plain>(ptr: *mut T, value: T) -> Result<(), i32> {
+    // SAFETY: a Plain T's bytes, read as bytes.
     let bytes = unsafe { std::slice::from_raw_parts(&value as *const T as *const u8, std::mem::size_of::<T>()) };
-    write(ptr as *mut c_void, bytes)
+    // SAFETY: the caller's promise about ptr.
+    unsafe { write(ptr as *mut c_void, bytes) }
 }
 
 /// Whether `ptr` could point into the program's memory: not in the lowest
@@ -248,7 +302,31 @@ pub fn plausible(ptr: *const c_void) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{plausible, Plain, PROBE_MAX, STEP};
+    use libc::c_void;
+
+    // The tests' memory (our own mappings and locals, which no reference
+    // covers while copied) stands for the program's.
+    fn read(p: *const c_void, out: &mut [u8]) -> Result<(), i32> {
+        // SAFETY: see above.
+        unsafe { super::read(p, out) }
+    }
+    fn write(p: *mut c_void, data: &[u8]) -> Result<(), i32> {
+        // SAFETY: see above.
+        unsafe { super::write(p, data) }
+    }
+    fn write_all(pairs: &[(*mut c_void, &[u8])]) -> Result<(), i32> {
+        // SAFETY: see above.
+        unsafe { super::write_all(pairs) }
+    }
+    fn read_value<T: Plain>(p: *const T) -> Result<T, i32> {
+        // SAFETY: see above.
+        unsafe { super::read_value(p) }
+    }
+    fn write_value<T: Plain>(p: *mut T, v: T) -> Result<(), i32> {
+        // SAFETY: see above.
+        unsafe { super::write_value(p, v) }
+    }
 
     #[test]
     fn bad_pointers_are_efault_and_good_ones_copy() {

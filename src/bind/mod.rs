@@ -353,7 +353,8 @@ unsafe fn hand_out(
         if let Some(encoded) = socket_addr::encode(&peer, family) {
             // A bad pointer: the connection is accepted either way (the
             // kernel would close it and say EFAULT); never a crash.
-            let _ = socket_addr::copy_out(&encoded, addr, len);
+            // SAFETY: addr/len are the program's accept arguments (this function's contract).
+            let _ = unsafe { socket_addr::copy_out(&encoded, addr, len) };
         }
     }
     log::info!("bind fd {fd} (proxy listening on {bound}): accepted {peer} as fd {new}");

@@ -10,7 +10,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // Fast path: only IPv4/IPv6 destinations can be ours. The address is
     // copied by the kernel, once (a connect can afford the system call), so
     // a bad pointer is EFAULT from the real call, never a crash here.
-    let copied = socket_addr::read_program_family(addr, len);
+    // SAFETY: the program's address argument.
+    let copied = unsafe { socket_addr::read_program_family(addr, len) };
     let family = copied.map(|(family, _)| family);
     if family != Some(AF_INET) && family != Some(AF_INET6) {
         if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
@@ -49,7 +50,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// What a `connect` to an IPv4/IPv6 address turns into (also the first
 /// half of `sendto(MSG_FASTOPEN)`, see hooks/udp.rs).
 pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    match socket_addr::read_program(addr, len) {
+    // SAFETY: the program's address argument (this function's callers pass it on).
+    match unsafe { socket_addr::read_program(addr, len) } {
         // SAFETY: the program's arguments, passed on unchanged.
         Ok(Some(dst)) => crate::connect::connect(fd, dst, &mut || unsafe { real::connect(fd, addr, len) }),
         // SAFETY: the program's arguments, passed on unchanged.
@@ -74,7 +76,8 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     let Some(_inside) = crate::hooks::enter() else { return unsafe { real::getpeername(fd, addr, len) } };
     ffi::catch(-1, libc::EIO, || match crate::connect::reported_peer(fd, kind) {
         Some((peer, family)) => match socket_addr::encode(&peer, family) {
-            Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
+            // SAFETY: the program's out-arguments.
+            Some(encoded) if !addr.is_null() && !len.is_null() => match unsafe { socket_addr::copy_out(&encoded, addr, len) } {
                 Ok(()) => 0,
                 Err(errno) => fail(errno),
             },

@@ -20,8 +20,8 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     // SAFETY: the program's arguments, passed on unchanged.
     let Some(_inside) = crate::hooks::enter() else { return unsafe { real::bind(fd, addr, len) } };
     ffi::catch(-1, libc::EADDRNOTAVAIL, || {
-        // SAFETY: the program's arguments, passed on unchanged.
-        let Ok(Some(requested)) = socket_addr::read_program(addr, len) else { return unsafe { real::bind(fd, addr, len) } };
+        // SAFETY: the program's address argument (read), or its arguments passed on unchanged.
+        let Ok(Some(requested)) = (unsafe { socket_addr::read_program(addr, len) }) else { return unsafe { real::bind(fd, addr, len) } };
         // A malformed configuration: a bind sends nothing, so it stays local.
         // SAFETY: the program's arguments, passed on unchanged.
         let Some(config) = runtime::config() else { return unsafe { real::bind(fd, addr, len) } };
@@ -67,7 +67,8 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
             Err(errno) => return fail(errno),
         };
         match socket_addr::encode(&reported, family) {
-            Some(encoded) if !addr.is_null() && !len.is_null() => match socket_addr::copy_out(&encoded, addr, len) {
+            // SAFETY: the program's out-arguments.
+            Some(encoded) if !addr.is_null() && !len.is_null() => match unsafe { socket_addr::copy_out(&encoded, addr, len) } {
                 Ok(()) => 0,
                 Err(errno) => fail(errno),
             },

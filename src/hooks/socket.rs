@@ -92,7 +92,8 @@ fn blind(what: &'static str) -> Result<(), c_int> {
 /// libc's own.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t) -> c_int {
-    if socket_kind::is_header_included(level, name) && header_included_refused(value, len) {
+    // SAFETY: the program's option value.
+    if socket_kind::is_header_included(level, name) && unsafe { header_included_refused(value, len) } {
         return fail(libc::EPERM);
     }
     // SAFETY: the program's arguments, passed on unchanged.
@@ -104,10 +105,14 @@ pub unsafe extern "C" fn setsockopt(fd: c_int, level: c_int, name: c_int, value:
 /// the same way, and a bad pointer is left to the kernel's EFAULT).
 #[cold]
 #[inline(never)]
-fn header_included_refused(value: *const c_void, len: socklen_t) -> bool {
+///
+/// # Safety
+/// `value` is the program's `setsockopt` argument.
+unsafe fn header_included_refused(value: *const c_void, len: socklen_t) -> bool {
     let mut on = [0u8; 4];
     let n = if len >= 4 { 4 } else { (len as usize).min(1) }; // an int, or one byte
-    if value.is_null() || n == 0 || crate::user_mem::read(value, &mut on[..n]).is_err() {
+    // SAFETY: the program's option value (this function's contract).
+    if value.is_null() || n == 0 || unsafe { crate::user_mem::read(value, &mut on[..n]) }.is_err() {
         return false;
     }
     on != [0; 4] && blind("a raw socket with IP_HDRINCL").is_err()

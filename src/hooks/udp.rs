@@ -183,11 +183,13 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 #[inline(never)]
 unsafe extern "C" fn sendmsg_ours(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // The program's msghdr and iovec array, copied by the kernel.
-    let m = match user_mem::read_value(msg) {
+    // SAFETY: the program's msghdr argument.
+    let m = match unsafe { user_mem::read_value(msg) } {
         Ok(m) => m,
         Err(errno) => return fail(errno),
     };
-    let iov = match user_mem::read_iovs(m.msg_iov, m.msg_iovlen as usize) {
+    // SAFETY: the iovec array of the program's msghdr.
+    let iov = match unsafe { user_mem::read_iovs(m.msg_iov, m.msg_iovlen as usize) } {
         Ok(iov) => iov,
         Err(errno) => return fail(errno),
     };
@@ -232,8 +234,8 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
             }
             break;
         }
-        // SAFETY: addr_of_mut only computes the address; user_mem writes it through the kernel.
-        if let Err(errno) = user_mem::write_value(unsafe { std::ptr::addr_of_mut!((*entry).msg_len) }, n as c_uint) {
+        // SAFETY: addr_of_mut only computes the address of the program's entry's msg_len, which user_mem writes through the kernel.
+        if let Err(errno) = unsafe { user_mem::write_value(std::ptr::addr_of_mut!((*entry).msg_len), n as c_uint) } {
             return if sent == 0 { fail(errno) } else { sent };
         }
         sent += 1;
@@ -290,7 +292,8 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn writev_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    let v = match user_mem::read_iovs(iov, n.max(0) as usize) {
+    // SAFETY: the program's iovec array argument.
+    let v = match unsafe { user_mem::read_iovs(iov, n.max(0) as usize) } {
         Ok(v) => v,
         Err(errno) => return fail(errno),
     };
@@ -380,7 +383,8 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    let v = match user_mem::read_iovs(iov, n.max(0) as usize) {
+    // SAFETY: the program's iovec array argument.
+    let v = match unsafe { user_mem::read_iovs(iov, n.max(0) as usize) } {
         Ok(v) => v,
         Err(errno) => return fail(errno),
     };
@@ -431,11 +435,13 @@ unsafe fn received_fds(msg: *const msghdr) {
 unsafe extern "C" fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     // The program's msghdr and iovec array, copied by the kernel; the
     // msghdr goes back the same way (a bad pointer is EFAULT).
-    let mut m = match user_mem::read_value(msg) {
+    // SAFETY: the program's msghdr argument.
+    let mut m = match unsafe { user_mem::read_value(msg) } {
         Ok(m) => m,
         Err(errno) => return fail(errno),
     };
-    let iov = match user_mem::read_iovs(m.msg_iov, m.msg_iovlen as usize) {
+    // SAFETY: the iovec array of the program's msghdr.
+    let iov = match unsafe { user_mem::read_iovs(m.msg_iov, m.msg_iovlen as usize) } {
         Ok(iov) => iov,
         Err(errno) => return fail(errno),
     };
@@ -457,7 +463,8 @@ unsafe extern "C" fn recvmsg_ours(fd: c_int, msg: *mut msghdr, flags: c_int) -> 
         m.msg_namelen = name_len;
         m.msg_controllen = control_len as _;
         m.msg_flags = msg_flags;
-        if let Err(errno) = user_mem::write_value(msg, m) {
+        // SAFETY: the program's msghdr argument.
+        if let Err(errno) = unsafe { user_mem::write_value(msg, m) } {
             return fail(errno);
         }
     }
@@ -487,8 +494,8 @@ pub unsafe extern "C" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
             ffi::set_errno(saved);
             break;
         }
-        // SAFETY: addr_of_mut only computes the address; user_mem writes it through the kernel.
-        if let Err(errno) = user_mem::write_value(unsafe { std::ptr::addr_of_mut!((*entry).msg_len) }, n as c_uint) {
+        // SAFETY: addr_of_mut only computes the address of the program's entry's msg_len, which user_mem writes through the kernel.
+        if let Err(errno) = unsafe { user_mem::write_value(std::ptr::addr_of_mut!((*entry).msg_len), n as c_uint) } {
             return if got == 0 { fail(errno) } else { got };
         }
         got += 1;

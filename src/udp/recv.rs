@@ -103,7 +103,8 @@ pub unsafe fn recv(fd: c_int, inp: &In, flags: c_int, check: FdCheck) -> Result<
             let room = match inp.name_len_is_ours {
                 // SAFETY: name_len_is_ours: recvmsg_ours' own copy.
                 true => unsafe { *inp.name_len },
-                false => user_mem::read_value(inp.name_len)?,
+                // SAFETY: otherwise the program's (this function's contract).
+                false => unsafe { user_mem::read_value(inp.name_len) }?,
             };
             // SAFETY: storage holds `len` bytes.
             let bytes = unsafe { std::slice::from_raw_parts(storage as *const _ as *const u8, (*len).min(room) as usize) };
@@ -118,7 +119,8 @@ pub unsafe fn recv(fd: c_int, inp: &In, flags: c_int, check: FdCheck) -> Result<
                 false => pairs.push((inp.name_len as *mut c_void, &len_bytes)),
             }
         }
-        user_mem::write_all(&pairs)?;
+        // SAFETY: the program's buffers, name and name_len (this function's contract).
+        unsafe { user_mem::write_all(&pairs) }?;
         if !inp.control_len.is_null() {
             // SAFETY: control_len is null (checked) or points to recvmsg_ours' own copy.
             unsafe { *inp.control_len = msg.msg_controllen as usize };

@@ -47,7 +47,8 @@ pub enum Sent {
 /// `out` describes the program's call: its pointers are the program's
 /// (read through the kernel, a bad one is `EFAULT`), `iov` is ours to read.
 pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result<Sent, i32> {
-    let given = socket_addr::read_program(out.dst, out.dst_len)?;
+    // SAFETY: the program's destination (this function's contract).
+    let given = unsafe { socket_addr::read_program(out.dst, out.dst_len) }?;
     if given.is_none() && !out.dst.is_null() {
         return Ok(Sent::Unchanged); // another family, or too short: the kernel answers
     }
@@ -87,7 +88,8 @@ pub unsafe fn send(fd: c_int, out: &Out, flags: c_int, check: FdCheck) -> Result
             },
         };
         if let Some(family) = family {
-            return send_dns(fd, family, out, config, dst);
+            // SAFETY: out is the program's call (this function's contract).
+            return unsafe { send_dns(fd, family, out, config, dst) };
         }
     }
     if crate::route::goes_direct(config, &dst) {
@@ -174,13 +176,17 @@ fn ipv4_key(dst: &SocketAddr) -> Option<u64> {
 
 /// A datagram to a nameserver of resolv.conf in remote DNS mode: the DNS
 /// responder answers it on the program's socket; it is never sent.
-fn send_dns(fd: c_int, family: c_int, out: &Out, config: &'static Config, dst: SocketAddr) -> Result<Sent, i32> {
+///
+/// # Safety
+/// As [`send`]: `out`'s buffers are the program's.
+unsafe fn send_dns(fd: c_int, family: c_int, out: &Out, config: &'static Config, dst: SocketAddr) -> Result<Sent, i32> {
     let mut msg = Vec::new();
     for v in out.iov.iter().filter(|v| !v.iov_base.is_null()) {
         // Copied by the kernel: a bad pointer is EFAULT (user_mem.rs).
         let at = msg.len();
         msg.resize(at + v.iov_len.min(65536), 0);
-        user_mem::read(v.iov_base, &mut msg[at..])?;
+        // SAFETY: the program's buffer (this function's contract).
+        unsafe { user_mem::read(v.iov_base, &mut msg[at..]) }?;
     }
     if let Some(answer) = crate::dns_responder::answer(config, &msg, dst, socksify_proto::dns::Transport::Udp) {
         if let Err(e) = crate::dns_responder::udp::deliver(fd, family, dst, &answer) {

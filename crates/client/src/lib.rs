@@ -17,8 +17,7 @@
 //! the [`tcp::SocketIo`] trait: the shim must call libc's own functions
 //! behind its hooks (`dlsym(RTLD_NEXT)`), the supervisor plain libc.
 
-// Linked into the shim: the same rules for unsafe code (see src/lib.rs).
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+// Linked into the shim: the same rules for unsafe code ([workspace.lints]).
 
 pub mod child_env;
 pub mod elf_note;

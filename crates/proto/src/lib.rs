@@ -13,6 +13,9 @@
 //! * [`dns`]: the in-process DNS responder of remote DNS (queries a
 //!   program sends to its nameserver, answered from that table).
 
+// Pure: parsing bytes from the network needs no unsafe code, and gets none.
+#![forbid(unsafe_code)]
+
 pub mod bind;
 pub mod cidr;
 pub mod config;
