@@ -1,9 +1,11 @@
-//! `socksify --check`: against the bundled server (good, wrong password, no
-//! password, dead port, stalled, a chain, SOCKS4), a scripted proxy without
-//! UDP ASSOCIATE, and with the proxy taken from curl's `ALL_PROXY`. The exit
-//! status says whether the configuration works, the last line why, and a
-//! CONNECT the check reports as done really reached the target through the
-//! proxy (the target sees the proxy's address).
+//! `socksify --check`: against the bundled server (good, credentials it does
+//! not need, wrong password, no password, dead port, a chain, SOCKS4),
+//! servers that are not SOCKS (silent, an SSH banner, an HTTP answer), a
+//! scripted proxy without UDP ASSOCIATE, and with the proxy taken from
+//! curl's `ALL_PROXY`. The exit status says whether the configuration
+//! works, the last line why, and a CONNECT the check reports as done really
+//! reached the target through the proxy (the target sees the proxy's
+//! address).
 //!
 //! The one check of the default proxy (127.0.0.1:1080) runs in a network
 //! namespace of its own (root, as CI runs), so that it never talks to a
@@ -114,13 +116,107 @@ fn a_dead_port_fails_at_connected() {
 }
 
 #[test]
-fn a_stalled_proxy_fails_within_the_timeout() {
+fn credentials_work_with_a_server_that_takes_none_and_with_one_that_wants_them() {
+    // As the library: with credentials both methods are offered and the
+    // server's choice is followed, so a server without authentication
+    // works too (the credentials are then not sent).
+    let open = Server::bundled(&[]);
+    let guarded = Server::bundled(&["--user", "alice:pw"]);
+    let target = TcpTarget::echo();
+    let by_option = ["-x".to_owned(), open.url(), "-U".to_owned(), "alice:pw".to_owned()];
+    let in_url = ["-x".to_owned(), format!("socks5h://alice:pw@{}", open.addr())];
+    for args in [&by_option[..], &in_url[..]] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = check(&args, Some(target.addr));
+        assert_eq!(out.code, Some(0), "{out}");
+        assert!(steps(&out, "methods")[0].contains("chosen no authentication"), "{out}");
+        assert_step(&out, "auth", "--");
+        assert!(steps(&out, "auth")[0].contains("the server chose no authentication"), "{out}");
+        assert!(verdict(&out).starts_with("ok: the configuration works"), "{out}");
+    }
+    target.assert_peers(2, BUNDLED_OUT);
+    let out = check(&["-x", &guarded.url(), "-U", "alice:pw"], Some(target.addr));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(steps(&out, "methods")[0].contains("chosen username/password"), "{out}");
+    assert_step(&out, "auth", "ok");
+    target.assert_peers(3, BUNDLED_OUT);
+    guarded.wait_connect_line(target.addr);
+}
+
+#[test]
+fn a_silent_server_fails_within_the_timeout_with_a_hint() {
+    // Accepts and never answers, as an HTTP proxy waiting for a request line.
     let stalled = StallingProxy::start();
     let out =
         Run::plain(wrapper_path()).env("SOCKSIFY_TIMEOUT_MS", "300").args(["-x", &format!("socks5h://{}", stalled.addr), "--check"]).run();
     assert_eq!(out.code, Some(1), "{out}");
     assert_step(&out, "methods", "FAIL");
-    assert!(verdict(&out).contains("no answer within 300 ms"), "{out}");
+    assert!(steps(&out, "methods")[0].contains("no answer within 300 ms"), "{out}");
+    assert!(
+        verdict(&out).contains("no answer to the SOCKS greeting within 300 ms: is this a SOCKS server? an HTTP proxy waits for a request"),
+        "{out}"
+    );
+}
+
+/// A TCP server that is not SOCKS: it sends `banner` on accept (as sshd),
+/// or `answer` once the client has sent something (as an HTTP server),
+/// then closes. Stops on drop.
+struct NotSocks {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl NotSocks {
+    fn start(banner: &'static [u8], answer: &'static [u8]) -> NotSocks {
+        let listener = TcpListener::bind((DIRECT, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = (|| -> std::io::Result<()> {
+                            conn.set_nonblocking(false)?;
+                            conn.set_read_timeout(Some(WAIT))?;
+                            conn.write_all(banner)?;
+                            let _ = conn.read(&mut [0u8; 64])?;
+                            conn.write_all(answer)
+                        })();
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        NotSocks { addr, stop }
+    }
+}
+
+impl Drop for NotSocks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn an_ssh_server_is_named_with_the_way_to_get_a_socks_port() {
+    let sshd = NotSocks::start(b"SSH-2.0-OpenSSH_9.2\r\n", b"Invalid SSH identification string.\r\n");
+    let out = check(&["-x", &format!("socks5h://{}", sshd.addr)], None);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_step(&out, "methods", "FAIL");
+    let v = verdict(&out);
+    assert!(v.contains("the server sent 'SSH-2.0-OpenSSH_9.2': this is an SSH server, not its SOCKS port; use ssh -D PORT"), "{out}");
+}
+
+#[test]
+fn an_http_server_is_named() {
+    let http = NotSocks::start(b"", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let out = check(&["-x", &format!("socks5h://{}", http.addr)], None);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_step(&out, "methods", "FAIL");
+    let v = verdict(&out);
+    assert!(v.contains("the server sent 'HTTP/1.1 400 Bad Request': this is an HTTP server"), "{out}");
 }
 
 #[test]

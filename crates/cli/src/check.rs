@@ -1,23 +1,30 @@
 //! `socksify --check [HOST:PORT]`: reach each proxy of the configured chain
-//! the way the shim would, one step per line, then a verdict.
+//! the way the shim does, one step per line, then a verdict.
 //!
 //! The configuration is the shim's own (`Config::from_lookup` over the same
-//! variables). Each hop is driven lock-step: greeting, method selection,
-//! username/password, then a CONNECT to the next hop, or at the end to the
-//! destination given (by default the last proxy's own address); a hop with
-//! `?pipeline=1` gets its first flight in one write, as the library sends
-//! it. A separate connection asks each SOCKS5 hop for UDP ASSOCIATE. The
-//! exit status says whether a TCP connection through the whole chain works;
-//! the last line says why not, in one line.
+//! variables), and so is the client: the client core connects a socket of
+//! ours to the first hop (`tcp::connect_first_hop`, one address at a time
+//! so that each is reported) and runs each hop's `ClientHandshake`
+//! (`tcp::handshake`) under one deadline, as `tcp::connect_via_proxy` does
+//! for the shim: a CONNECT to the next hop, or at the end to the
+//! destination given (by default the last proxy's own address). Each
+//! handshake is then reported from the state machine it left (greeting and
+//! method chosen, username/password, request and reply). A separate
+//! connection asks each SOCKS5 hop for UDP ASSOCIATE. The exit status says
+//! whether a TCP connection through the whole chain works; the last line
+//! says why not, in one line, with a hint when the server is not SOCKS.
 
-use crate::exchange::{Conn, Failure};
+mod not_socks;
+
+use socksify_client::tcp::{self, ConnectError, Deadline, Libc};
 use socksify_proto::config::{Config, DnsMode, ProxyHost, ProxySource, ProxyUrl, Scheme, UdpMode};
-use socksify_proto::wire::socks4;
+use socksify_proto::handshake::{Awaiting, ClientHandshake, HandshakeError};
 use socksify_proto::wire::socks5::{method, Command, ReplyCode};
 use socksify_proto::wire::TargetAddr;
 use std::fmt::Display;
-use std::io::{self, ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 pub const USAGE: &str = "usage: socksify --check [HOST:PORT]";
 
@@ -105,7 +112,7 @@ fn walk(config: &Config, dest: Option<&Destination>, report: &mut Report) -> Res
     let final_target = match dest {
         Some(dest) => destination_target(config, dest, report)?,
         None => {
-            let own = hop_address(last);
+            let own = tcp::proxy_target(last);
             report.line(format_args!("destination: none given, so the last proxy's own address {own}"));
             own
         }
@@ -115,7 +122,7 @@ fn walk(config: &Config, dest: Option<&Destination>, report: &mut Report) -> Res
     let mut conn: Option<Conn> = None;
     for (i, hop) in config.chain.iter().enumerate() {
         report.line(format_args!("hop {}/{hops}: {hop}", i + 1));
-        let mut c = match conn.take() {
+        let c = match conn.take() {
             None => {
                 let (c, addr) = reach_first_hop(config, hop, report)?;
                 first_addr = Some(addr);
@@ -130,20 +137,18 @@ fn walk(config: &Config, dest: Option<&Destination>, report: &mut Report) -> Res
                 c
             }
         };
-        let (target, what, hint) = match config.chain.get(i + 1) {
-            Some(next) => (hop_address(next), format!("hop {}", i + 2), ""),
-            None if dest.is_some() => (final_target.clone(), "the destination".to_owned(), ""),
+        let target = tcp::hop_target(config, i, &final_target);
+        let (what, hint) = match config.chain.get(i + 1) {
+            Some(_) => (format!("hop {}", i + 2), ""),
+            None if dest.is_some() => ("the destination".to_owned(), ""),
             None => (
-                final_target.clone(),
                 "the proxy's own address".to_owned(),
                 "; the proxy may just not allow that: try a destination it should reach, socksify --check HOST:PORT",
             ),
         };
-        if hop.pipeline {
-            send_first_flight(&mut c, hop, Command::Connect, &target, report)?;
-        }
-        open_session(&mut c, hop, report)?;
-        connect_step(&mut c, hop, &target, &what, hint, report)?;
+        let ran = c.handshake(hop, Command::Connect, &target);
+        let asked = Asked { target: &target, what: &what, hint };
+        report_connect(&c, hop, &ran, &asked, config.timeout.as_millis(), report)?;
         udp_offered = udp_step(config, i, first_addr.expect("the first hop was reached"), report);
         conn = Some(c);
     }
@@ -191,12 +196,68 @@ fn destination_target(config: &Config, dest: &Destination, report: &mut Report) 
     Ok(target)
 }
 
-/// Where a hop is asked to connect when it is the next one of a chain (as
-/// the shim does: a host name is sent by name), or the destination by default.
-fn hop_address(hop: &ProxyUrl) -> TargetAddr {
-    match &hop.host {
-        ProxyHost::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, hop.port)),
-        ProxyHost::Name(name) => TargetAddr::Domain(name.clone(), hop.port),
+/// A TCP connection of ours to the first hop (and through the hops after
+/// it), under one deadline for the connect and every handshake, as the
+/// library's.
+struct Conn {
+    stream: TcpStream,
+    deadline: Deadline,
+}
+
+/// One hop's handshake as the client core ran it: the state machine as it
+/// ended, and the outcome. `hs` is `None` when nothing could be sent (the
+/// destination cannot be expressed in the hop's protocol).
+struct Ran {
+    hs: Option<ClientHandshake>,
+    result: Result<TargetAddr, ConnectError>,
+}
+
+impl Conn {
+    /// A new non-blocking socket of `addr`'s family, connected to it by the
+    /// client core within `deadline`.
+    fn connect(config: &Config, addr: SocketAddr, deadline: Deadline) -> Result<Conn, ConnectError> {
+        let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: no pointers; the fd returned is checked below.
+        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(ConnectError::Io("opening a socket", io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+        }
+        // SAFETY: a new socket, owned by nothing else.
+        let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        tcp::connect_first_hop(&Libc, fd, family, config, &[addr], &deadline)?;
+        Ok(Conn { stream, deadline })
+    }
+
+    /// Runs `hop`'s handshake over the connection, as the library does.
+    fn handshake(&self, hop: &ProxyUrl, command: Command, target: &TargetAddr) -> Ran {
+        match ClientHandshake::start(&hop.dialect(), command, target) {
+            Ok((mut hs, first)) => {
+                let result = tcp::handshake(&Libc, self.stream.as_raw_fd(), &mut hs, &first, &self.deadline);
+                Ran { hs: Some(hs), result }
+            }
+            Err(e) => Ran { hs: None, result: Err(ConnectError::Handshake(e)) },
+        }
+    }
+
+    /// The rest of the server's first line after `got`, the bytes that
+    /// failed the handshake (up to a line end, [`not_socks::SHOWN`] bytes,
+    /// the end of the stream or the deadline), to say what it is.
+    fn rest_of_line(&self, got: &[u8]) -> Vec<u8> {
+        let mut bytes = got.to_vec();
+        let mut buf = [0u8; not_socks::SHOWN];
+        while bytes.len() < not_socks::SHOWN && !bytes.contains(&b'\n') {
+            if tcp::poll_until(self.stream.as_raw_fd(), libc::POLLIN, self.deadline.instant()).is_err() {
+                break;
+            }
+            let want = not_socks::SHOWN - bytes.len();
+            match (&self.stream).read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(_) => break,
+            }
+        }
+        bytes
     }
 }
 
@@ -220,25 +281,30 @@ fn reach_first_hop(config: &Config, hop: &ProxyUrl, report: &mut Report) -> Resu
             }
         },
     };
+    // One deadline for every address and the whole chain, as the library.
+    let deadline = Deadline::after(config.timeout);
     let mut why = Vec::new();
     let count = addrs.len();
     for (n, addr) in addrs.into_iter().enumerate() {
-        match Conn::connect(addr, config.timeout) {
+        match Conn::connect(config, addr, deadline) {
             Ok(conn) => {
-                let from = conn.local_addr().map(|a| format!(" from {a}")).unwrap_or_default();
+                let from = conn.stream.local_addr().map(|a| format!(" from {a}")).unwrap_or_default();
                 report.step("connected", Mark::Ok, format_args!("{addr}{from}"));
                 return Ok((conn, addr));
             }
             Err(e) => {
-                let reason = match e.kind() {
-                    ErrorKind::ConnectionRefused => {
+                let reason = match e {
+                    ConnectError::ProxyUnreachable(_, libc::ECONNREFUSED) => {
                         format!("nothing listens at {addr} (connection refused): is the proxy running, on that port?")
                     }
-                    ErrorKind::TimedOut | ErrorKind::WouldBlock => format!(
+                    ConnectError::Timeout(_) => format!(
                         "no answer from {addr} within {} ms: a wrong address, or a firewall dropping packets",
                         config.timeout.as_millis()
                     ),
-                    _ => format!("cannot connect to {addr}: {e}"),
+                    ConnectError::ProxyUnreachable(_, errno) | ConnectError::Io(_, errno) => {
+                        format!("cannot connect to {addr}: {}", io::Error::from_raw_os_error(errno))
+                    }
+                    e => format!("cannot connect to {addr}: {e}"),
                 };
                 // The library tries the next address too: only the last failure fails.
                 let mark = if n + 1 < count { Mark::Skip } else { Mark::Fail };
@@ -250,35 +316,22 @@ fn reach_first_hop(config: &Config, hop: &ProxyUrl, report: &mut Report) -> Resu
     Err(why.join("; "))
 }
 
-/// What the library offers a SOCKS5 proxy: exactly one method.
-fn offered_method(hop: &ProxyUrl) -> u8 {
-    if hop.credentials.is_some() {
-        method::USER_PASS
-    } else {
-        method::NO_AUTH
-    }
+/// What a hop was asked to connect to.
+struct Asked<'a> {
+    target: &'a TargetAddr,
+    /// Names it: the next hop, or the destination.
+    what: &'a str,
+    /// Ends the verdict when the proxy refuses it.
+    hint: &'a str,
 }
 
-/// `?pipeline=1`: as the library, greeting, credentials and request in one
-/// write, before any answer.
-fn send_first_flight(conn: &mut Conn, hop: &ProxyUrl, command: Command, target: &TargetAddr, report: &mut Report) -> Result<(), String> {
-    let creds = hop.credentials.as_ref().map(|c| (c.user.as_slice(), c.pass.as_slice()));
-    match conn.send_first_flight(&[offered_method(hop)], creds, command, target) {
-        Ok(()) => {
-            report.step("flight", Mark::Ok, "pipelined (?pipeline=1): greeting, credentials and request sent at once");
-            Ok(())
-        }
-        Err(e) => {
-            report.step("flight", Mark::Fail, format_args!("pipelined: {e}"));
-            Err(format!("{hop}: cannot send the pipelined first flight: {e}"))
-        }
-    }
-}
-
-/// SOCKS5: the method offer and, when chosen, username/password. SOCKS4
-/// has neither; its user id travels with the request.
-fn open_session(conn: &mut Conn, hop: &ProxyUrl, report: &mut Report) -> Result<(), String> {
-    if matches!(hop.scheme, Scheme::Socks4 | Scheme::Socks4a) {
+/// Reports a hop's CONNECT handshake, one line per step it reached:
+/// `methods` (greeting and method chosen), `auth`, `connect` (request and
+/// reply). `timeout` is `SOCKSIFY_TIMEOUT_MS`.
+fn report_connect(conn: &Conn, hop: &ProxyUrl, ran: &Ran, asked: &Asked, timeout: u128, report: &mut Report) -> Result<(), String> {
+    let Asked { target, what, hint } = asked;
+    let socks4 = matches!(hop.scheme, Scheme::Socks4 | Scheme::Socks4a);
+    if socks4 {
         report.step("methods", Mark::Skip, "SOCKS4 has no authentication methods");
         match &hop.credentials {
             Some(c) => {
@@ -286,54 +339,181 @@ fn open_session(conn: &mut Conn, hop: &ProxyUrl, report: &mut Report) -> Result<
             }
             None => report.step("auth", Mark::Skip, "none (SOCKS4)"),
         }
-        return Ok(());
+    } else if let Some(hs) = &ran.hs {
+        report_session(conn, hop, hs, ran.result.as_ref().err(), timeout, report)?;
     }
-    let offered = offered_method(hop);
-    let chosen = match conn.greet(&[offered]) {
-        Ok(selection) => selection.method,
-        Err(e) => {
-            report.step("methods", Mark::Fail, format_args!("offered {}: {e}", method_name(offered)));
-            let hint = if matches!(e, Failure::Closed(_)) { ": is it a SOCKS5 server (socks4:// if it speaks only SOCKS4)?" } else { "" };
-            return Err(format!("{hop} did not answer the SOCKS5 greeting: {e}{hint}"));
+    let (hs, e) = match (&ran.hs, &ran.result) {
+        (_, Ok(_)) if socks4 => {
+            report.step("connect", Mark::Ok, format_args!("CONNECT {target} ({what}) granted"));
+            return Ok(());
         }
+        (_, Ok(bound)) => {
+            report.step("connect", Mark::Ok, format_args!("CONNECT {target} ({what}) succeeded, the proxy's end is {bound}"));
+            return Ok(());
+        }
+        (None, Err(e)) => {
+            report.step("connect", Mark::Fail, format_args!("{target} ({what}): {e}"));
+            return Err(format!("{hop} speaks SOCKS4, which cannot carry the IPv6 address {target}"));
+        }
+        (Some(hs), Err(e)) => (hs, e),
     };
-    let offer = format!("offered {}; chosen {}", method_name(offered), method_name(chosen));
-    if chosen == method::NO_ACCEPTABLE {
-        report.step("methods", Mark::Fail, &offer);
-        return Err(match &hop.credentials {
-            None => format!(
-                "{hop} accepts none of the offered methods (no authentication): it wants a user name and password; \
-                 give them with -U USER:PASS or as user:pass@ in the URL"
+    match e {
+        ConnectError::Handshake(HandshakeError::Rejected(code)) => {
+            let code = *code;
+            report.step("connect", Mark::Fail, format_args!("CONNECT {target} ({what}): {} ({})", code.describe(), code.code()));
+            let rules = if code == ReplyCode::NotAllowed { ": its rules do not allow this destination" } else { "" };
+            Err(format!("{hop} refused the CONNECT to {target} ({what}): {} (reply {}){rules}{hint}", code.describe(), code.code()))
+        }
+        ConnectError::Handshake(HandshakeError::Rejected4(code)) => {
+            let why = match code {
+                92 => "rejected: the proxy cannot reach identd on this machine",
+                93 => "rejected: identd reports another user id",
+                _ => "rejected or failed",
+            };
+            report.step("connect", Mark::Fail, format_args!("CONNECT {target} ({what}): {why} ({code})"));
+            Err(format!("{hop} refused the CONNECT to {target} ({what}): {why} (SOCKS4 code {code}){hint}"))
+        }
+        // SOCKS4's request is its first message: silence there is a silent server.
+        ConnectError::Timeout(_) if socks4 => {
+            report.step("connect", Mark::Fail, format_args!("CONNECT {target} ({what}): {}", failure(conn, hs, e, timeout)));
+            Err(format!("{hop}: no answer to the SOCKS4 request within {timeout} ms: is this a SOCKS server? {HTTP_WAITS}"))
+        }
+        e => {
+            let e = failure(conn, hs, e, timeout);
+            report.step("connect", Mark::Fail, format_args!("CONNECT {target} ({what}): {e}"));
+            Err(format!("{hop} did not answer the CONNECT to {target}: {e}"))
+        }
+    }
+}
+
+const HTTP_WAITS: &str = "an HTTP proxy waits for a request";
+
+/// A SOCKS5 hop's greeting and authentication, as the handshake `hs`
+/// ended, with `error` if it failed (at the step `hs` was awaiting).
+fn report_session(
+    conn: &Conn,
+    hop: &ProxyUrl,
+    hs: &ClientHandshake,
+    error: Option<&ConnectError>,
+    timeout: u128,
+    report: &mut Report,
+) -> Result<(), String> {
+    let at_methods = error.filter(|_| hs.awaiting() == Awaiting::MethodSelection);
+    let at_auth = error.filter(|_| hs.awaiting() == Awaiting::AuthReply);
+    let offered: Vec<String> = hs.offered().iter().map(|m| method_name(*m)).collect();
+    let offered = offered.join(", ");
+    if hop.pipeline {
+        match at_methods {
+            Some(ConnectError::Io(step, errno)) if step.starts_with("sending") && *errno != 0 => {
+                let e = io::Error::from_raw_os_error(*errno);
+                report.step("flight", Mark::Fail, format_args!("pipelined: {e}"));
+                return Err(format!("{hop}: cannot send the pipelined first flight: {e}"));
+            }
+            _ => report.step("flight", Mark::Ok, "pipelined (?pipeline=1): greeting, credentials and request sent at once"),
+        }
+    }
+    if let Some(e) = at_methods {
+        let chosen = hs.chosen().map(method_name).unwrap_or_default();
+        let (line, why) = match e {
+            ConnectError::Handshake(HandshakeError::NoAcceptableMethod) => (
+                format!("offered {offered}; chosen {chosen}"),
+                match (&hop.credentials, hs.offered().len()) {
+                    (None, _) => format!(
+                        "{hop} accepts none of the offered methods (no authentication): it wants a user name and password; \
+                         give them with -U USER:PASS or as user:pass@ in the URL"
+                    ),
+                    (Some(_), 1) => format!("{hop} does not accept username/password authentication (RFC 1929)"),
+                    (Some(_), _) => format!("{hop} accepts neither no authentication nor username/password (RFC 1929)"),
+                },
             ),
-            Some(_) => format!("{hop} does not accept username/password authentication (RFC 1929)"),
-        });
+            // Pipelined with credentials, only username/password was offered.
+            ConnectError::Handshake(HandshakeError::UnexpectedMethod(method::NO_AUTH)) if hop.pipeline => (
+                format!("offered {offered}; chosen {chosen}"),
+                format!(
+                    "{hop} takes no authentication, but a pipelined first flight with credentials offers only \
+                     username/password: give no credentials, or drop ?pipeline=1"
+                ),
+            ),
+            ConnectError::Handshake(HandshakeError::UnexpectedMethod(_)) => (
+                format!("offered {offered}; chosen {chosen}"),
+                format!("{hop} chose {chosen}, which was not offered: a broken SOCKS server"),
+            ),
+            ConnectError::Timeout(_) if hop.pipeline => (
+                format!("offered {offered}: {}", failure(conn, hs, e, timeout)),
+                format!(
+                    "{hop} did not answer the pipelined first flight: {}: a server that reads one message at a time \
+                     drops what comes ahead of its turn; try without ?pipeline=1",
+                    failure(conn, hs, e, timeout)
+                ),
+            ),
+            ConnectError::Timeout(_) => (
+                format!("offered {offered}: {}", failure(conn, hs, e, timeout)),
+                format!("{hop}: no answer to the SOCKS greeting within {timeout} ms: is this a SOCKS server? {HTTP_WAITS}"),
+            ),
+            e => {
+                let hint = match (closed(e), hop.pipeline) {
+                    (true, true) => {
+                        ": a server that reads one message at a time may hang up on a pipelined first flight; try without ?pipeline=1"
+                    }
+                    (true, false) => ": is it a SOCKS5 server (socks4:// if it speaks only SOCKS4)?",
+                    (false, _) => "",
+                };
+                let e = failure(conn, hs, e, timeout);
+                (format!("offered {offered}: {e}"), format!("{hop} did not answer the SOCKS5 greeting: {e}{hint}"))
+            }
+        };
+        report.step("methods", Mark::Fail, line);
+        return Err(why);
     }
-    if chosen != offered {
-        report.step("methods", Mark::Fail, &offer);
-        return Err(format!("{hop} chose {}, which was not offered: a broken SOCKS server", method_name(chosen)));
+    let chosen = hs.chosen().expect("the method selection was read");
+    report.step("methods", Mark::Ok, format_args!("offered {offered}; chosen {}", method_name(chosen)));
+    match (&hop.credentials, chosen) {
+        (Some(_), method::NO_AUTH) => {
+            report.step("auth", Mark::Skip, "none: the server chose no authentication, so the credentials were not sent")
+        }
+        (None, _) => report.step("auth", Mark::Skip, "none needed"),
+        (Some(creds), _) => {
+            let user = String::from_utf8_lossy(&creds.user);
+            match at_auth {
+                None => report.step("auth", Mark::Ok, format_args!("user {user:?} accepted")),
+                Some(ConnectError::Handshake(HandshakeError::AuthFailed(status))) => {
+                    report.step("auth", Mark::Fail, format_args!("user {user:?} rejected (RFC 1929 status {status})"));
+                    return Err(format!(
+                        "wrong user name or password: {hop} rejected user {user:?} (RFC 1929 status {status}); \
+                         check -U USER:PASS or user:pass@ in the URL"
+                    ));
+                }
+                Some(e) => {
+                    let e = failure(conn, hs, e, timeout);
+                    report.step("auth", Mark::Fail, format_args!("user {user:?}: {e}"));
+                    return Err(format!("{hop} did not answer the username/password: {e}"));
+                }
+            }
+        }
     }
-    report.step("methods", Mark::Ok, &offer);
-    let Some(creds) = &hop.credentials else {
-        report.step("auth", Mark::Skip, "none needed");
-        return Ok(());
-    };
-    let user = String::from_utf8_lossy(&creds.user);
-    match conn.authenticate(&creds.user, &creds.pass) {
-        Ok(reply) if reply.succeeded() => {
-            report.step("auth", Mark::Ok, format_args!("user {user:?} accepted"));
-            Ok(())
+    Ok(())
+}
+
+/// Whether the handshake failed because the server hung up: an end of
+/// stream, or a reset (a server that closes with our bytes unread).
+fn closed(e: &ConnectError) -> bool {
+    matches!(e, ConnectError::Io(_, 0 | libc::ECONNRESET | libc::EPIPE))
+}
+
+/// A failed handshake step in words: what the server sent, or did not.
+fn failure(conn: &Conn, hs: &ClientHandshake, e: &ConnectError, timeout: u128) -> String {
+    let got = hs.received();
+    match e {
+        ConnectError::Timeout(_) => format!("no answer within {timeout} ms (SOCKSIFY_TIMEOUT_MS)"),
+        ConnectError::Io(_, errno @ (0 | libc::ECONNRESET | libc::EPIPE)) => {
+            let how = if *errno == 0 { "" } else { " (reset)" };
+            match got {
+                [] => format!("the proxy closed the connection{how} without answering"),
+                _ => format!("the proxy closed the connection{how} after {} byte(s) {}", got.len(), not_socks::hex(got)),
+            }
         }
-        Ok(reply) => {
-            report.step("auth", Mark::Fail, format_args!("user {user:?} rejected (RFC 1929 status {})", reply.status));
-            Err(format!(
-                "wrong user name or password: {hop} rejected user {user:?} (RFC 1929 status {}); check -U USER:PASS or user:pass@ in the URL",
-                reply.status
-            ))
-        }
-        Err(e) => {
-            report.step("auth", Mark::Fail, format_args!("user {user:?}: {e}"));
-            Err(format!("{hop} did not answer the username/password: {e}"))
-        }
+        ConnectError::Handshake(HandshakeError::Garbage(why)) => not_socks::describe(&conn.rest_of_line(got), why),
+        e => e.to_string(),
     }
 }
 
@@ -344,53 +524,6 @@ fn method_name(m: u8) -> String {
         method::USER_PASS => "username/password (02)".into(),
         method::NO_ACCEPTABLE => "no acceptable method (ff)".into(),
         other => format!("method {other:02x}"),
-    }
-}
-
-/// CONNECT to `target` (`what` names it: the next hop or the destination;
-/// `hint` ends the verdict when the proxy refuses).
-fn connect_step(conn: &mut Conn, hop: &ProxyUrl, target: &TargetAddr, what: &str, hint: &str, report: &mut Report) -> Result<(), String> {
-    if matches!(hop.scheme, Scheme::Socks4 | Scheme::Socks4a) {
-        if matches!(target, TargetAddr::Ip(SocketAddr::V6(_))) {
-            report.step("connect", Mark::Fail, format_args!("{target} ({what}): SOCKS4 cannot carry an IPv6 address"));
-            return Err(format!("{hop} speaks SOCKS4, which cannot carry the IPv6 address {target}"));
-        }
-        let user_id = hop.credentials.as_ref().map(|c| c.user.clone()).unwrap_or_default();
-        return match conn.request4(&user_id, target) {
-            Ok(reply) if reply.code == socks4::GRANTED => {
-                report.step("connect", Mark::Ok, format_args!("CONNECT {target} ({what}) granted"));
-                Ok(())
-            }
-            Ok(reply) => {
-                let why = match reply.code {
-                    92 => "rejected: the proxy cannot reach identd on this machine",
-                    93 => "rejected: identd reports another user id",
-                    _ => "rejected or failed",
-                };
-                report.step("connect", Mark::Fail, format_args!("CONNECT {target} ({what}): {why} ({})", reply.code));
-                Err(format!("{hop} refused the CONNECT to {target} ({what}): {why} (SOCKS4 code {}){hint}", reply.code))
-            }
-            Err(e) => {
-                report.step("connect", Mark::Fail, format_args!("CONNECT {target} ({what}): {e}"));
-                Err(format!("{hop} did not answer the CONNECT to {target}: {e}"))
-            }
-        };
-    }
-    match conn.request(Command::Connect, target) {
-        Ok(reply) if reply.code == ReplyCode::Succeeded => {
-            report.step("connect", Mark::Ok, format_args!("CONNECT {target} ({what}) succeeded, the proxy's end is {}", reply.bound));
-            Ok(())
-        }
-        Ok(reply) => {
-            let code = reply.code;
-            report.step("connect", Mark::Fail, format_args!("CONNECT {target} ({what}): {} ({})", code.describe(), code.code()));
-            let rules = if code == ReplyCode::NotAllowed { ": its rules do not allow this destination" } else { "" };
-            Err(format!("{hop} refused the CONNECT to {target} ({what}): {} (reply {}){rules}{hint}", code.describe(), code.code()))
-        }
-        Err(e) => {
-            report.step("connect", Mark::Fail, format_args!("CONNECT {target} ({what}): {e}"));
-            Err(format!("{hop} did not answer the CONNECT to {target}: {e}"))
-        }
     }
 }
 
@@ -409,8 +542,7 @@ fn udp_step(config: &Config, k: usize, first_addr: SocketAddr, report: &mut Repo
         report.step("udp", Mark::Skip, format_args!("not asked: {why}"));
         return None;
     }
-    let mut quiet = Report { out: &mut io::sink() };
-    let mut conn = match Conn::connect(first_addr, config.timeout) {
+    let conn = match Conn::connect(config, first_addr, Deadline::after(config.timeout)) {
         Ok(conn) => conn,
         Err(e) => {
             report.step("udp", Mark::Fail, format_args!("cannot connect again to {first_addr}: {e}"));
@@ -418,12 +550,7 @@ fn udp_step(config: &Config, k: usize, first_addr: SocketAddr, report: &mut Repo
         }
     };
     for (j, before) in config.chain[..k].iter().enumerate() {
-        let next = hop_address(&config.chain[j + 1]);
-        if before.pipeline {
-            let _ = send_first_flight(&mut conn, before, Command::Connect, &next, &mut quiet);
-        }
-        let through = open_session(&mut conn, before, &mut quiet).and_then(|()| connect_step(&mut conn, before, &next, "", "", &mut quiet));
-        if let Err(e) = through {
+        if let Err(e) = conn.handshake(before, Command::Connect, &tcp::proxy_target(&config.chain[j + 1])).result {
             report.step("udp", Mark::Fail, format_args!("cannot reach this hop again through hop {}: {e}", j + 1));
             return None;
         }
@@ -432,7 +559,7 @@ fn udp_step(config: &Config, k: usize, first_addr: SocketAddr, report: &mut Repo
     // server may refuse port 0, RFC 1928 section 7), here a socket of ours
     // on the control connection's address, kept open until the answer.
     // Behind another hop only the port means anything.
-    let local_ip = conn.local_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let local_ip = conn.stream.local_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let (_socket, from) = match UdpSocket::bind((local_ip, 0)).and_then(|s| s.local_addr().map(|a| (s, a))) {
         Ok(bound) => bound,
         Err(e) => {
@@ -444,27 +571,26 @@ fn udp_step(config: &Config, k: usize, first_addr: SocketAddr, report: &mut Repo
         0 => TargetAddr::Ip(from),
         _ => TargetAddr::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), from.port())),
     };
-    if hop.pipeline {
-        let _ = send_first_flight(&mut conn, hop, Command::UdpAssociate, &named, &mut quiet);
-    }
-    if let Err(e) = open_session(&mut conn, hop, &mut quiet) {
-        report.step("udp", Mark::Fail, format_args!("the second session failed: {e}"));
-        return None;
-    }
     let unused = if config.chain.len() > 1 { " (unused: the library sends no UDP through a chain)" } else { "" };
-    match conn.request(Command::UdpAssociate, &named) {
-        Ok(reply) if reply.code == ReplyCode::Succeeded => {
-            report.step("udp", Mark::Ok, format_args!("UDP ASSOCIATE offered, relay {}{unused}", reply.bound));
+    let ran = conn.handshake(hop, Command::UdpAssociate, &named);
+    match (&ran.hs, &ran.result) {
+        (_, Ok(bound)) => {
+            report.step("udp", Mark::Ok, format_args!("UDP ASSOCIATE offered, relay {bound}{unused}"));
             Some(true)
         }
-        Ok(reply) => {
-            let code = reply.code;
+        (_, Err(ConnectError::Handshake(HandshakeError::Rejected(code)))) => {
+            let code = *code;
             report.step("udp", Mark::Skip, format_args!("UDP ASSOCIATE not offered: {} ({}){unused}", code.describe(), code.code()));
             Some(false)
         }
-        Err(e) => {
+        (Some(hs), Err(e)) if hs.awaiting() == Awaiting::Reply => {
+            let e = failure(&conn, hs, e, config.timeout.as_millis());
             report.step("udp", Mark::Skip, format_args!("UDP ASSOCIATE not offered: {e}{unused}"));
             Some(false)
+        }
+        (_, Err(e)) => {
+            report.step("udp", Mark::Fail, format_args!("the second session failed: {e}"));
+            None
         }
     }
 }

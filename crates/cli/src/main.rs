@@ -4,7 +4,6 @@
 //! the library (`PREFIX/lib/socksify/`), not on the PATH.
 
 mod check;
-mod exchange;
 mod supervise;
 
 const USAGE: &str = "\

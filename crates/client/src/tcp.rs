@@ -5,9 +5,14 @@
 //! sans-I/O handshake of `socksify-proto` is driven over it; then the
 //! program's flags are restored. On success the kernel carries the data:
 //! no per-byte cost.
+//!
+//! [`connect_via_proxy`] is the whole of it, for the shim and the
+//! supervisor. Its steps are public for `socksify --check`, which reports
+//! each one: [`connect_first_hop`] (one address at a time), then a
+//! [`handshake`] per hop, whose state machine it reads afterwards.
 
 use libc::{c_int, c_void, sockaddr, socklen_t, EINPROGRESS, EINTR, ETIMEDOUT};
-use socksify_proto::config::{Config, ProxyHost};
+use socksify_proto::config::{Config, ProxyHost, ProxyUrl};
 use socksify_proto::handshake::{ClientHandshake, HandshakeError, Progress};
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::{TargetAddr, MAX_HEADER_LEN};
@@ -63,8 +68,10 @@ fn errno() -> i32 {
 /// Why a proxied connect failed; each becomes one log line and an errno.
 #[derive(Debug)]
 pub enum ConnectError {
-    /// No address for the proxy, or it refused/was unreachable.
-    ProxyUnreachable(String),
+    /// The proxy refused, or was unreachable at, this address (the errno).
+    ProxyUnreachable(SocketAddr, i32),
+    /// No address of the proxy fits the socket's family (the proxy named).
+    NoProxyAddress(String),
     Timeout(&'static str),
     Handshake(HandshakeError),
     /// The proxy closed the connection mid-handshake, or an I/O error.
@@ -74,7 +81,7 @@ pub enum ConnectError {
 impl ConnectError {
     pub fn errno(&self) -> i32 {
         match self {
-            ConnectError::ProxyUnreachable(_) => libc::ECONNREFUSED,
+            ConnectError::ProxyUnreachable(..) | ConnectError::NoProxyAddress(_) => libc::ECONNREFUSED,
             ConnectError::Timeout(_) => ETIMEDOUT,
             ConnectError::Handshake(e) => e.errno(),
             ConnectError::Io(_, 0) => libc::ECONNREFUSED,
@@ -86,7 +93,10 @@ impl ConnectError {
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectError::ProxyUnreachable(why) => write!(f, "proxy unreachable: {why}"),
+            ConnectError::ProxyUnreachable(addr, errno) => {
+                write!(f, "proxy unreachable: {addr}: {}", std::io::Error::from_raw_os_error(*errno))
+            }
+            ConnectError::NoProxyAddress(proxy) => write!(f, "proxy unreachable: no usable address for {proxy}"),
             ConnectError::Timeout(step) => write!(f, "timed out {step}"),
             ConnectError::Handshake(e) => write!(f, "{e}"),
             ConnectError::Io(step, 0) => write!(f, "proxy closed the connection {step}"),
@@ -95,8 +105,20 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// Deadline arithmetic for `poll`.
-struct Deadline(Instant);
+/// When a connection through the chain must be up: one deadline for the
+/// connect and every hop's handshake (`SOCKSIFY_TIMEOUT_MS`).
+#[derive(Clone, Copy)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    pub fn after(timeout: Duration) -> Deadline {
+        Deadline(Instant::now() + timeout.max(Duration::from_millis(1)))
+    }
+
+    pub fn instant(&self) -> Instant {
+        self.0
+    }
+}
 
 /// Why [`poll_until`] gave up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +182,9 @@ impl<I: SocketIo> Drop for NonBlocking<'_, I> {
     }
 }
 
-/// Connects `fd` to the first hop that answers; returns its address.
-fn connect_first_hop(
+/// Connects `fd` (non-blocking) to the first of `addrs` that answers;
+/// returns its address. The error is the last address's.
+pub fn connect_first_hop(
     io: &impl SocketIo,
     fd: c_int,
     family: c_int,
@@ -188,15 +211,15 @@ fn connect_first_hop(
             unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut so_error as *mut _ as *mut c_void, &mut len) };
             let so_error = if so_error == 0 { libc::ECONNREFUSED } else { so_error };
             // Linux lets a socket whose connect failed try again.
-            last = Some(ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(so_error))));
+            last = Some(ConnectError::ProxyUnreachable(*addr, so_error));
         } else if err == 0 {
             return Ok(*addr);
         } else {
-            last = Some(ConnectError::ProxyUnreachable(format!("{addr}: {}", std::io::Error::from_raw_os_error(err))));
+            last = Some(ConnectError::ProxyUnreachable(*addr, err));
         }
     }
     // The message is built only on failure: this runs on every connect.
-    Err(last.unwrap_or_else(|| ConnectError::ProxyUnreachable(format!("no usable address for {}", config.chain[0]))))
+    Err(last.unwrap_or_else(|| ConnectError::NoProxyAddress(config.chain[0].to_string())))
 }
 
 fn send_all(io: &impl SocketIo, fd: c_int, mut bytes: &[u8], deadline: &Deadline) -> Result<(), ConnectError> {
@@ -216,12 +239,19 @@ fn send_all(io: &impl SocketIo, fd: c_int, mut bytes: &[u8], deadline: &Deadline
     Ok(())
 }
 
-/// Runs one handshake on a connected fd; returns the proxy's bound address.
-/// Lock-step unless the hop opted in to pipelining: each message goes out
-/// when the handshake says so, after the server's previous answer.
-fn handshake(io: &impl SocketIo, fd: c_int, hs_start: (ClientHandshake, Vec<u8>), deadline: &Deadline) -> Result<TargetAddr, ConnectError> {
-    let (mut hs, first) = hs_start;
-    send_all(io, fd, &first, deadline)?;
+/// Runs one handshake on a connected, non-blocking fd: sends `first` (what
+/// [`ClientHandshake::start`] returned), then feeds `hs`; returns the
+/// proxy's bound address. Lock-step unless the hop opted in to pipelining:
+/// each message goes out when the handshake says so, after the server's
+/// previous answer. `hs` is left as the handshake ended, for a report.
+pub fn handshake(
+    io: &impl SocketIo,
+    fd: c_int,
+    hs: &mut ClientHandshake,
+    first: &[u8],
+    deadline: &Deadline,
+) -> Result<TargetAddr, ConnectError> {
+    send_all(io, fd, first, deadline)?;
     let mut buf = [0u8; MAX_HEADER_LEN];
     // The proxy cannot have answered a message it is only now receiving:
     // wait before the first read instead of failing it with EAGAIN.
@@ -254,13 +284,19 @@ fn handshake(io: &impl SocketIo, fd: c_int, hs_start: (ClientHandshake, Vec<u8>)
 
 /// Where hop `i` of the chain must ask to be connected: the next hop, or
 /// the destination after the last.
-fn hop_target(config: &Config, i: usize, dst: &TargetAddr) -> TargetAddr {
+pub fn hop_target(config: &Config, i: usize, dst: &TargetAddr) -> TargetAddr {
     match config.chain.get(i + 1) {
         None => dst.clone(),
-        Some(next) => match &next.host {
-            ProxyHost::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, next.port)),
-            ProxyHost::Name(name) => TargetAddr::Domain(name.clone(), next.port),
-        },
+        Some(next) => proxy_target(next),
+    }
+}
+
+/// A proxy as the destination of the hop before it: a host name is sent by
+/// name.
+pub fn proxy_target(proxy: &ProxyUrl) -> TargetAddr {
+    match &proxy.host {
+        ProxyHost::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, proxy.port)),
+        ProxyHost::Name(name) => TargetAddr::Domain(name.clone(), proxy.port),
     }
 }
 
@@ -277,7 +313,7 @@ pub fn connect_via_proxy(
     command: Command,
     dst: &TargetAddr,
 ) -> Result<(SocketAddr, TargetAddr), ConnectError> {
-    let deadline = Deadline(Instant::now() + config.timeout.max(Duration::from_millis(1)));
+    let deadline = Deadline::after(config.timeout);
     let _flags = NonBlocking::set(io, fd)?;
     let proxy = connect_first_hop(io, fd, family, config, first_hop, &deadline)?;
     let mut bound = TargetAddr::unspecified();
@@ -285,8 +321,8 @@ pub fn connect_via_proxy(
         let last = i + 1 == config.chain.len();
         let target = hop_target(config, i, dst);
         let cmd = if last { command } else { Command::Connect };
-        let start = ClientHandshake::start(&hop.dialect(), cmd, &target).map_err(ConnectError::Handshake)?;
-        bound = handshake(io, fd, start, &deadline)?;
+        let (mut hs, first) = ClientHandshake::start(&hop.dialect(), cmd, &target).map_err(ConnectError::Handshake)?;
+        bound = handshake(io, fd, &mut hs, &first, &deadline)?;
     }
     Ok((proxy, bound))
 }

@@ -121,11 +121,34 @@ pub enum Progress {
     Done(TargetAddr),
 }
 
+/// Which server message a handshake is reading, for a driver that reports
+/// each step (`socksify --check`): after a failed [`ClientHandshake::feed`],
+/// the one that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaiting {
+    /// The SOCKS5 method selection, the answer to the greeting.
+    MethodSelection,
+    /// The RFC 1929 status.
+    AuthReply,
+    /// The reply to the request (SOCKS5 or SOCKS4).
+    Reply,
+    /// Nothing: the handshake succeeded.
+    Nothing,
+}
+
+const OFFER_NO_AUTH: &[u8] = &[method::NO_AUTH];
+const OFFER_USER_PASS: &[u8] = &[method::USER_PASS];
+const OFFER_BOTH: &[u8] = &[method::NO_AUTH, method::USER_PASS];
+
 /// A client handshake in progress.
 #[derive(Debug)]
 pub struct ClientHandshake {
     stage: Stage,
     credentials: Option<Credentials>,
+    /// The methods of the greeting (none for SOCKS4).
+    offered: &'static [u8],
+    /// The server's choice, once its method selection was read.
+    chosen: Option<u8>,
     /// The request, held back until the server has chosen a method (and
     /// accepted the credentials). Empty when it went out with the greeting.
     request: Vec<u8>,
@@ -156,12 +179,12 @@ impl ClientHandshake {
                 // Lock-step, credentials offer both methods, as curl does, and
                 // the server's choice is followed; pipelined, the answer must
                 // be known in advance, so exactly one method is offered.
-                let methods = match (credentials.is_some(), pipeline) {
-                    (false, _) => vec![method::NO_AUTH],
-                    (true, true) => vec![method::USER_PASS],
-                    (true, false) => vec![method::NO_AUTH, method::USER_PASS],
+                let offered = match (credentials.is_some(), pipeline) {
+                    (false, _) => OFFER_NO_AUTH,
+                    (true, true) => OFFER_USER_PASS,
+                    (true, false) => OFFER_BOTH,
                 };
-                Greeting { methods }.emit(&mut out);
+                Greeting { methods: offered.to_vec() }.emit(&mut out);
                 let mut request = Vec::with_capacity(32);
                 Request::new(command, dst.clone()).emit(&mut request);
                 if *pipeline {
@@ -173,6 +196,8 @@ impl ClientHandshake {
                 let hs = ClientHandshake {
                     stage: Stage::MethodSelection,
                     credentials: credentials.clone(),
+                    offered,
+                    chosen: None,
                     request,
                     pipelined: *pipeline,
                     input: Vec::with_capacity(wire::MAX_HEADER_LEN),
@@ -196,6 +221,8 @@ impl ClientHandshake {
                 let hs = ClientHandshake {
                     stage: Stage::Reply4,
                     credentials: None,
+                    offered: &[],
+                    chosen: None,
                     request: Vec::new(),
                     pipelined: false,
                     input: Vec::with_capacity(Reply4::LEN),
@@ -244,13 +271,41 @@ impl ClientHandshake {
         self.stage == Stage::Done
     }
 
+    /// The server message being read (after a failed `feed`, the one that
+    /// failed). For reports only: the driver needs [`wanted`](Self::wanted).
+    pub fn awaiting(&self) -> Awaiting {
+        match self.stage {
+            Stage::MethodSelection => Awaiting::MethodSelection,
+            Stage::AuthReply => Awaiting::AuthReply,
+            Stage::ReplyHead | Stage::ReplyRest(_) | Stage::Reply4 => Awaiting::Reply,
+            Stage::Done => Awaiting::Nothing,
+        }
+    }
+
+    /// The methods the greeting offered (none for SOCKS4).
+    pub fn offered(&self) -> &'static [u8] {
+        self.offered
+    }
+
+    /// The method the server chose, once its selection was read (also when
+    /// the choice failed the handshake).
+    pub fn chosen(&self) -> Option<u8> {
+        self.chosen
+    }
+
+    /// The bytes read and not yet accepted: after a failed `feed`, the
+    /// server message that failed it (with, pipelined, what followed).
+    pub fn received(&self) -> &[u8] {
+        &self.input
+    }
+
     /// Takes bytes read from the proxy (at most [`wanted`](Self::wanted))
     /// and says what to do next.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Progress, HandshakeError> {
         assert!(bytes.len() <= self.wanted(), "driver read past the server's message");
         self.input.extend_from_slice(bytes);
         while self.stage != Stage::Done && self.input.len() >= self.stage_len() {
-            match self.step()? {
+            match self.judge()? {
                 Progress::NeedMore => {}
                 done_or_send => return Ok(done_or_send),
             }
@@ -270,7 +325,7 @@ impl ClientHandshake {
 
     /// Judges the current stage, whose bytes start `self.input`; later
     /// stages' bytes (pipelined) stay there.
-    fn step(&mut self) -> Result<Progress, HandshakeError> {
+    fn judge(&mut self) -> Result<Progress, HandshakeError> {
         let len = self.stage_len();
         let input = &self.input[..len];
         let mut consumed = len;
@@ -278,6 +333,7 @@ impl ClientHandshake {
         match self.stage {
             Stage::MethodSelection => {
                 let (sel, _) = MethodSelection::parse(input)?;
+                self.chosen = Some(sel.method);
                 let with_auth = self.credentials.is_some();
                 match sel.method {
                     method::USER_PASS if with_auth => {
@@ -522,6 +578,33 @@ mod tests {
         let start = ClientHandshake::start(&socks5(None, false), Command::Connect, &connect_to("192.0.2.7:80")).unwrap();
         let res = converse(start, &[(&[5, 1, 0], &[5, 0]), (&[5, 1, 0, 1, 192, 0, 2, 7, 0, 80], &[5, 0, 0, 9, 0, 0, 0, 0])]).0;
         assert!(matches!(res, Err(HandshakeError::Garbage(_))), "{res:?}");
+    }
+
+    #[test]
+    fn each_step_can_be_reported() {
+        let dst = connect_to("192.0.2.7:80");
+        let (mut hs, _) = ClientHandshake::start(&socks5(alice(), false), Command::Connect, &dst).unwrap();
+        assert_eq!((hs.offered(), hs.chosen(), hs.awaiting()), (&[0u8, 2][..], None, Awaiting::MethodSelection));
+        assert!(matches!(hs.feed(&[5, 2]), Ok(Progress::Send(_))));
+        assert_eq!((hs.chosen(), hs.awaiting()), (Some(method::USER_PASS), Awaiting::AuthReply));
+        assert_eq!(hs.feed(&[1, 1]), Err(HandshakeError::AuthFailed(1)));
+        assert_eq!((hs.awaiting(), hs.received()), (Awaiting::AuthReply, &[1u8, 1][..]), "the failed step and its bytes");
+
+        // The server picks no-auth: the credentials are skipped.
+        let (mut hs, _) = ClientHandshake::start(&socks5(alice(), false), Command::Connect, &dst).unwrap();
+        assert!(matches!(hs.feed(&[5, 0]), Ok(Progress::Send(_))));
+        assert_eq!((hs.chosen(), hs.awaiting()), (Some(method::NO_AUTH), Awaiting::Reply));
+        assert_eq!(hs.feed(&[5, 0, 0, 1, 10, 0, 0, 1]), Ok(Progress::NeedMore));
+        assert_eq!(hs.feed(&[0, 1]), Ok(Progress::Done(connect_to("10.0.0.1:1"))));
+        assert_eq!(hs.awaiting(), Awaiting::Nothing);
+
+        // Not SOCKS: what came is kept for the report.
+        let (mut hs, _) = ClientHandshake::start(&socks5(None, false), Command::Connect, &dst).unwrap();
+        assert!(matches!(hs.feed(b"SS"), Err(HandshakeError::Garbage(_))));
+        assert_eq!((hs.chosen(), hs.awaiting(), hs.received()), (None, Awaiting::MethodSelection, &b"SS"[..]));
+
+        let (hs, _) = ClientHandshake::start(&Dialect::Socks4 { user_id: vec![] }, Command::Connect, &dst).unwrap();
+        assert_eq!((hs.offered(), hs.awaiting()), (&[][..], Awaiting::Reply));
     }
 
     #[test]
