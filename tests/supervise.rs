@@ -272,6 +272,7 @@ fn bypassed_destinations_go_direct() {
     });
 }
 
+/// With `SOCKSIFY_UDP=block` (UDP through the proxy: tests/supervise_udp.rs).
 #[test]
 fn udp_to_a_proxied_destination_is_refused_with_eperm() {
     let ns = NetNs::create();
@@ -280,7 +281,7 @@ fn udp_to_a_proxied_destination_is_refused_with_eperm() {
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
         sink.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let port = sink.local_addr().unwrap().port().to_string();
-        let out = supervised(&ns, &server.url(), &programs().static_c).args(["udp", "127.0.0.1", &port]).run();
+        let out = supervised(&ns, &server.url(), &programs().static_c).env("SOCKSIFY_UDP", "block").args(["udp", "127.0.0.1", &port]).run();
         assert!(out.stdout.contains("sendto: errno 1"), "sendto must fail with EPERM:\n{out}");
         assert!(out.stdout.contains("connect: errno 1"), "connect must fail with EPERM:\n{out}");
         let mut buf = [0u8; 64];

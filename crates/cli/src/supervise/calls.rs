@@ -10,7 +10,10 @@
 //! | `sendto`/`sendmsg`, UDP, unconnected | a resolv.conf nameserver, port 53, remote DNS | answered by our DNS responder to the socket's own address (`sent_dns.rs`) |
 //! | `recvfrom` with an address, of a socket given such an answer | — | the answer, from the nameserver (`sent_dns.rs`); anything else: the kernel runs it |
 //! | `connect`/`sendto`/`sendmsg`/`sendmmsg`, UDP | bypassed, or `SOCKSIFY_UDP=direct`, or a nameserver in local DNS mode | the kernel runs it |
-//! | same | anything else | EPERM (no UDP ASSOCIATE here yet) |
+//! | same | anything else, `SOCKSIFY_UDP=block` | EPERM |
+//! | `sendto`/`sendmsg`/`sendmmsg`, UDP | anything else | sent by us through the socket's association, from its own socket (`udp.rs`) |
+//! | `connect`, UDP | anything else | the association opened, the socket connected to our adapter for it (`udp.rs`) |
+//! | `recvfrom` with an address, `recvmsg`, of a socket with an association | — | received by us: the header stripped, the real source reported (`udp.rs`) |
 //! | `sendto`/`sendmsg` with an address, TCP | — | the kernel runs it (it ignores the address), except `MSG_FASTOPEN` to a proxied one: EOPNOTSUPP |
 //! | anything not IPv4/IPv6 (Unix sockets, netlink, ...) | — | the kernel runs it |
 //!
@@ -19,7 +22,7 @@
 //! and its memory were still the ones we read.
 
 use super::kernel::{self, Answer, Notif};
-use super::{sent_dns, Level, Supervisor};
+use super::{sent_dns, udp, Level, Supervisor};
 use socksify_client::route;
 use socksify_client::tcp::{connect_via_proxy, Libc};
 use socksify_proto::config::{DnsMode, UdpMode};
@@ -45,7 +48,8 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
             Err(answer) => Some(answer),
         },
         libc::SYS_sendmmsg => on_sendmmsg(sv, &n),
-        libc::SYS_recvfrom => Some(sent_dns::on_recvfrom(sv, &n)),
+        libc::SYS_recvfrom => udp::on_recv(sv, &n).unwrap_or_else(|| Some(sent_dns::on_recvfrom(sv, &n))),
+        libc::SYS_recvmsg => udp::on_recv(sv, &n).unwrap_or(Some(Answer::Continue)),
         _ => Some(Answer::Continue),
     };
     if let Some(answer) = answer {
@@ -124,7 +128,7 @@ fn on_connect(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
         libc::SOCK_STREAM if dns => Some(to_responder(sv, &sock, domain, dst, Transport::Tcp)),
         libc::SOCK_DGRAM if dns => Some(to_responder(sv, &sock, domain, dst, Transport::Udp)),
         libc::SOCK_STREAM => connect_tcp(sv, n, sock, domain, dst),
-        libc::SOCK_DGRAM => Some(connect_udp(sv, dst)),
+        libc::SOCK_DGRAM => connect_udp(sv, n, sock, domain, dst),
         _ => Some(Answer::Continue),
     }
 }
@@ -213,15 +217,18 @@ fn on_getpeername(sv: &Supervisor, n: &Notif) -> Answer {
 }
 
 /// Whether UDP to `dst` may go out as the program sent it.
-fn udp_goes_direct(sv: &Supervisor, dst: &SocketAddr) -> bool {
+pub(super) fn udp_goes_direct(sv: &Supervisor, dst: &SocketAddr) -> bool {
     sv.config.udp == UdpMode::Direct || sv.goes_direct(dst) || (sv.config.dns == DnsMode::Local && sv.is_nameserver(dst))
 }
 
-fn connect_udp(sv: &Supervisor, dst: SocketAddr) -> Answer {
+fn connect_udp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst: SocketAddr) -> Option<Answer> {
     if udp_goes_direct(sv, &dst) {
-        return Answer::Continue;
+        return Some(Answer::Continue);
     }
-    refuse_udp(dst)
+    if sv.config.udp == UdpMode::Block {
+        return Some(udp::blocked(dst));
+    }
+    udp::connect(sv, n, sock, domain, dst)
 }
 
 /// A connect to a nameserver in remote DNS mode: the program's socket is
@@ -245,12 +252,13 @@ fn to_responder(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, t
     }
 }
 
-/// EPERM for UDP to a proxied destination. Logged as a warning once (Go
+/// EPERM for UDP to a proxied destination (`SOCKSIFY_UDP=block`, or a
+/// case the supervisor does not carry). Logged as a warning once (Go
 /// alone probes each address it resolved with a UDP connect), then at info.
 pub(super) fn refuse_udp(dst: SocketAddr) -> Answer {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let level = if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) { Level::Info } else { Level::Warn };
-    say!(level, "udp to {dst} refused (EPERM): the supervisor sends no UDP through the proxy");
+    say!(level, "udp to {dst} refused (EPERM)");
     Answer::Fail(libc::EPERM)
 }
 
@@ -278,6 +286,10 @@ fn on_send(
             Ok(query) => sent_dns::answer_query(sv, n, &sock, domain, dst, query),
             Err(answer) => Some(answer),
         },
+        SendVerdict::Proxied(sock, domain) => match payload() {
+            Ok(data) => udp::send(sv, n, sock, domain, dst, flags, data),
+            Err(answer) => Some(answer),
+        },
     }
 }
 
@@ -286,6 +298,8 @@ enum SendVerdict {
     /// A UDP datagram to a nameserver in remote DNS mode: for the
     /// responder (the program's socket, its domain).
     DnsQuery(OwnedFd, i32),
+    /// A UDP datagram for the association (the program's socket, its domain).
+    Proxied(OwnedFd, i32),
 }
 
 fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> SendVerdict {
@@ -303,7 +317,8 @@ fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> Send
     }
     SendVerdict::Decided(match ty {
         libc::SOCK_DGRAM if sv.intercepts(&dst) => return SendVerdict::DnsQuery(sock, domain),
-        libc::SOCK_DGRAM => refuse_udp(dst),
+        libc::SOCK_DGRAM if sv.config.udp == UdpMode::Block => udp::blocked(dst),
+        libc::SOCK_DGRAM => return SendVerdict::Proxied(sock, domain),
         libc::SOCK_STREAM if flags & libc::MSG_FASTOPEN as u64 != 0 => Answer::Fail(libc::EOPNOTSUPP),
         _ => Answer::Continue,
     })
@@ -346,33 +361,44 @@ fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<u8>, Answer> {
     read_payload(pid, &pieces)
 }
 
-/// `sendmmsg`: refused as a whole if any message goes where UDP may not.
-fn on_sendmmsg(sv: &Supervisor, n: &Notif) -> Option<Answer> {
+/// `sendmmsg`: left to the kernel when every message may go as it is;
+/// otherwise sent by us, message by message (`udp::sendmmsg`). A DNS
+/// query among several messages is not answered here: refused.
+fn on_sendmmsg(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
     let (ptr, count) = (n.data.args[1], n.data.args[2].min(1024) as usize);
     let size = std::mem::size_of::<libc::mmsghdr>();
     let bytes = match read_memory(n.pid, ptr, size * count) {
         Ok(bytes) => bytes,
         Err(answer) => return Some(answer),
     };
+    let mut msgs = Vec::with_capacity(count);
+    let mut socket = None;
     for i in 0..count {
         // SAFETY: bytes holds `count` mmsghdrs.
         let m = unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(i * size) as *const libc::mmsghdr) };
-        if m.msg_hdr.msg_name.is_null() {
-            continue;
-        }
-        let dst = match read_addr(n.pid, m.msg_hdr.msg_name as u64, u64::from(m.msg_hdr.msg_namelen)) {
-            Ok(Some(dst)) => dst,
-            Ok(None) => continue,
-            Err(answer) => return Some(answer),
+        let dst = match m.msg_hdr.msg_name.is_null() {
+            true => None,
+            false => match read_addr(n.pid, m.msg_hdr.msg_name as u64, u64::from(m.msg_hdr.msg_namelen)) {
+                Ok(dst) => dst,
+                Err(answer) => return Some(answer),
+            },
         };
-        // A DNS query among several messages is not answered here.
-        let verdict = match send_verdict(sv, n, dst, n.data.args[3]) {
-            SendVerdict::Decided(answer) => answer,
-            SendVerdict::DnsQuery(..) => refuse_udp(dst),
-        };
-        if verdict != Answer::Continue {
-            return Some(verdict);
+        msgs.push((ptr + (i * size + std::mem::offset_of!(libc::mmsghdr, msg_len)) as u64, dst, m.msg_hdr));
+        let Some(dst) = dst else { continue };
+        match send_verdict(sv, n, dst, n.data.args[3]) {
+            SendVerdict::Decided(Answer::Continue) => {}
+            SendVerdict::Decided(answer) => return Some(answer),
+            SendVerdict::DnsQuery(..) => return Some(refuse_udp(dst)),
+            SendVerdict::Proxied(sock, domain) => socket = Some((sock, domain)),
         }
     }
-    Some(Answer::Continue)
+    let Some((sock, domain)) = socket else { return Some(Answer::Continue) };
+    let mut out = Vec::with_capacity(msgs.len());
+    for (len_at, dst, hdr) in msgs {
+        match read_iovecs(n.pid, &hdr) {
+            Ok(payload) => out.push((len_at, dst, payload)),
+            Err(answer) => return Some(answer),
+        }
+    }
+    udp::sendmmsg(sv, n, sock, domain, out, n.data.args[3])
 }

@@ -3,10 +3,12 @@
 //!
 //! Notified (one round trip to the supervisor): `connect`, `getpeername`,
 //! `sendmsg`, `sendmmsg`, `sendto` with a destination address (a `sendto` without
-//! one, as on any connected socket, is decided in the kernel: allowed), and
+//! one, as on any connected socket, is decided in the kernel: allowed),
 //! `recvfrom` asking for the source address (for answers to DNS queries sent
-//! unconnected, see `sent_dns.rs`; TCP's `recv` passes none and stays in the
-//! kernel).
+//! unconnected, see `sent_dns.rs`, and datagrams of a UDP association,
+//! `udp.rs`; TCP's `recv` passes none and stays in the kernel), and
+//! `recvmsg` (whose address sits in a `msghdr` the filter cannot read: the
+//! supervisor lets the kernel run it at once when it has no association).
 //! `io_uring_setup` fails with ENOSYS: io_uring's own connect and sendmsg
 //! never pass through a filter, so programs must fall back to plain calls.
 //! Everything else is allowed in the kernel and costs a few BPF
@@ -56,7 +58,7 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 /// The filter program. Jumps are relative; the three returns sit at the end
 /// in a fixed order, so each jump counts the instructions up to its return.
 pub fn program() -> Vec<sock_filter> {
-    let notify_calls = [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg];
+    let notify_calls = [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_recvmsg];
     // Notified only when their address argument (args[4]) is not null.
     let addr_calls = [libc::SYS_sendto, libc::SYS_recvfrom];
     let mut p = vec![
@@ -163,7 +165,7 @@ mod tests {
     fn decides_each_call_as_documented() {
         let p = program();
         let native = |nr: i64, args: [u64; 6]| run(&p, NATIVE_ARCH, nr, args);
-        for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg] {
+        for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_recvmsg] {
             assert_eq!(native(nr, [0; 6]), RET_USER_NOTIF, "nr {nr}");
         }
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "no destination");
@@ -174,7 +176,7 @@ mod tests {
         assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 0x7fff_0000_2000]), RET_USER_NOTIF);
         assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x7fff_0000_0000, 0x2000]), RET_USER_NOTIF, "low half zero");
         assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x1000, 0x2000]), RET_USER_NOTIF, "high half zero");
-        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_socket, libc::SYS_recvmsg, libc::SYS_getpid, libc::SYS_getsockname] {
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_socket, libc::SYS_recvmmsg, libc::SYS_getpid, libc::SYS_getsockname] {
             assert_eq!(native(nr, [0; 6]), RET_ALLOW, "nr {nr}");
         }
         assert_eq!(native(libc::SYS_io_uring_setup, [0; 6]), RET_ERRNO | libc::ENOSYS as u32);

@@ -25,6 +25,8 @@ mod fake;
 mod filter;
 mod kernel;
 mod sent_dns;
+mod sock_diag;
+mod udp;
 
 use kernel::Listener;
 use socksify_client::route;
@@ -76,6 +78,8 @@ pub struct Supervisor {
     peers: Mutex<std::collections::HashMap<u64, SocketAddr>>,
     /// Answers to DNS queries sent unconnected, until received (sent_dns.rs).
     awaiting: sent_dns::Awaiting,
+    /// UDP associations, by program socket (udp.rs).
+    udp: udp::Table,
 }
 
 impl Supervisor {
@@ -157,7 +161,7 @@ pub fn main(args: &[String]) -> i32 {
     } else {
         None
     };
-    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default(), awaiting: Default::default() });
+    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default(), awaiting: Default::default(), udp: Default::default() });
     serve(&sv, child)
 }
 

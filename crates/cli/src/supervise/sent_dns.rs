@@ -143,7 +143,7 @@ pub fn answer_query(sv: &Arc<Supervisor>, n: &Notif, sock: &OwnedFd, domain: i32
 }
 
 /// `getsockname` or `getpeername` of `sock`; `None` if it has none.
-fn local_or_peer_addr(
+pub(super) fn local_or_peer_addr(
     sock: &OwnedFd,
     call: unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
 ) -> Option<SocketAddr> {
@@ -160,7 +160,7 @@ fn local_or_peer_addr(
 
 /// The socket's local address, after binding it to the wildcard address
 /// and a free port if it had none (what the kernel does on a first send).
-fn bound_addr(sock: &OwnedFd, domain: i32) -> Result<SocketAddr, i32> {
+pub(super) fn bound_addr(sock: &OwnedFd, domain: i32) -> Result<SocketAddr, i32> {
     let local = local_or_peer_addr(sock, libc::getsockname).ok_or(libc::EBADF)?;
     if local.port() != 0 {
         return Ok(local);

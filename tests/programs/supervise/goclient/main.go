@@ -10,6 +10,11 @@
 //	                           address the target saw, which must be OCTET);
 //	                           prints "cps=<connections per second>"
 //	client getpid N            N getpid system calls; prints the time taken
+//	client udp ADDR PAYLOAD    UDP request/response to an echo server, twice:
+//	                           unconnected (WriteToUDP, ReadFromUDP), then
+//	                           connected (DialUDP, Write, Read); prints
+//	                           "unconnected: reply P from ADDR" and
+//	                           "connected: reply P from ADDR" (the peer)
 package main
 
 import (
@@ -32,7 +37,7 @@ func fail(format string, args ...interface{}) {
 
 func main() {
 	if len(os.Args) < 3 {
-		fail("usage: client get URL | many ADDR N | rate ADDR COUNT OCTET | getpid N")
+		fail("usage: client get URL | many ADDR N | rate ADDR COUNT OCTET | getpid N | udp ADDR PAYLOAD")
 	}
 	switch os.Args[1] {
 	case "get":
@@ -116,6 +121,41 @@ func main() {
 			syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0)
 		}
 		fmt.Printf("ns=%.1f\n", float64(time.Since(start).Nanoseconds())/float64(n))
+	case "udp":
+		dst, err := net.ResolveUDPAddr("udp", os.Args[2])
+		if err != nil {
+			fail("resolve: %v", err)
+		}
+		payload := []byte(os.Args[3])
+		buf := make([]byte, 2048)
+		pc, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			fail("listen: %v", err)
+		}
+		pc.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := pc.WriteToUDP(payload, dst); err != nil {
+			fail("unconnected: write: %v", err)
+		}
+		n, from, err := pc.ReadFromUDP(buf)
+		if err != nil {
+			fail("unconnected: read: %v", err)
+		}
+		fmt.Printf("unconnected: reply %s from %s\n", buf[:n], from)
+		pc.Close()
+		c, err := net.DialUDP("udp", nil, dst)
+		if err != nil {
+			fail("connected: dial: %v", err)
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write(payload); err != nil {
+			fail("connected: write: %v", err)
+		}
+		n, err = c.Read(buf)
+		if err != nil {
+			fail("connected: read: %v", err)
+		}
+		fmt.Printf("connected: reply %s from %s\n", buf[:n], c.RemoteAddr())
+		c.Close()
 	default:
 		fail("unknown mode %s", os.Args[1])
 	}
