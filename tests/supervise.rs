@@ -55,6 +55,8 @@ struct Programs {
     static_c: PathBuf,
     raw_asm: PathBuf,
     musl_get: PathBuf,
+    /// muslget.c built against glibc, dynamically: glibc's resolver.
+    gai_get: PathBuf,
 }
 
 fn programs() -> &'static Programs {
@@ -74,13 +76,17 @@ fn programs() -> &'static Programs {
             .status()
             .expect("run musl-gcc");
         assert!(status.success(), "musl-gcc failed");
+        let gai_get = dir.path().join("gaiget");
+        gcc(&["-O2", "-o"], &gai_get, &src.join("muslget.c"));
         let go_client = dir.path().join("goclient");
         go_build(&src.join("goclient"), &go_client, dir.path(), false);
         for p in [&static_c, &go_client, &musl_get] {
             assert!(is_static(p), "test setup: {} should be statically linked", p.display());
         }
-        assert!(!is_static(&raw_asm), "test setup: rawconnect should be dynamic");
-        Programs { _dir: dir, go_client, static_c, raw_asm, musl_get }
+        for p in [&raw_asm, &gai_get] {
+            assert!(!is_static(p), "test setup: {} should be dynamic", p.display());
+        }
+        Programs { _dir: dir, go_client, static_c, raw_asm, musl_get, gai_get }
     })
 }
 
@@ -582,6 +588,44 @@ fn static_musl_program_resolves_a_bypassed_name_with_the_nameserver() {
         target.assert_peers(1, DIRECT);
         assert!(stub.queries().iter().any(|q| q.starts_with("intranet.test")), "the nameserver answers a bypassed name, saw {:?}", stub.queries());
         assert!(!server.log.text().contains("cmd=connect"), "a bypassed name reached the proxy:\n{}", server.log.text());
+    });
+}
+
+/// A name `/etc/hosts` lists gets the file's address under the
+/// supervisor, as under the shim, even where the program asks DNS first
+/// (`hosts: dns files`: Go's resolver and glibc's; musl always reads the
+/// file first). The proxy, which cannot resolve the name, is given the
+/// address; no query leaves.
+#[test]
+fn names_in_etc_hosts_get_the_file_address() {
+    const HOSTS_NAME: &str = "filehost.test";
+    let ns = NetNs::create();
+    std::fs::write(ns.etc_dir().join("hosts"), format!("127.0.0.1 localhost\n127.0.0.1 {HOSTS_NAME}\n::1 localhost\n")).unwrap();
+    std::fs::write(ns.etc_dir().join("nsswitch.conf"), "hosts: dns files\n").unwrap();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = Server::bundled(&[]);
+        let body = token("hosts-name");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let url = format!("http://{HOSTS_NAME}:{port}/");
+        let p = programs();
+        let mut failed = Vec::new();
+        for (what, run) in [
+            ("static Go", supervised(&ns, &server.url(), &p.go_client).args(["get", &url])),
+            ("static musl", supervised(&ns, &server.url(), &p.musl_get).args([HOSTS_NAME, &port])),
+            ("dynamic glibc", supervised(&ns, &server.url(), &p.gai_get).args([HOSTS_NAME, &port])),
+        ] {
+            let out = run.run();
+            if out.code != Some(0) || out.stdout != body {
+                failed.push(format!("{what}: {out}"));
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n"));
+        target.assert_peers(3, BUNDLED_OUT);
+        let log = server.log.text();
+        assert_eq!(log.matches(&format!("dst={} ", target.addr)).count(), 3, "the proxy must be given the file's address:\n{log}");
+        assert!(stub.queries().is_empty(), "DNS queries left: {:?}", stub.queries());
     });
 }
 
