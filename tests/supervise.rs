@@ -30,6 +30,7 @@ use dns_cases::{NameProxy, NAME};
 use microsocks::Microsocks;
 use netns::{DnsStub, NetNs};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -397,6 +398,80 @@ fn when_the_supervisor_dies_notified_calls_fail_with_enosys() {
         assert_eq!(second.as_deref(), Some("second: errno 38"), "output:\n{}", lines.text());
         target.assert_peers(1, BUNDLED_OUT);
     });
+}
+
+/// A child that outlives the program (a shell's background job, here
+/// waiting on a FIFO the test opens only after the supervised run has
+/// returned) keeps a working supervisor: its connect goes through the
+/// proxy. The run returns the program's own status without waiting for
+/// it, and the supervisor exits once the child has (its stderr closes).
+#[test]
+fn a_child_that_outlives_the_program_is_still_supervised() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let body = token("daemon");
+        let target = TcpTarget::http(&body);
+        let dir = TempDir::new("supervise-daemon");
+        let fifo = dir.path().join("go");
+        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let daemon_out = dir.path().join("daemon.out");
+        let script = format!(
+            "( timeout 60 cat {} >/dev/null; exec {} http 127.0.0.1 {} ) >{} 2>&1 </dev/null & exit 3",
+            fifo.display(),
+            programs().static_c.display(),
+            target.addr.port(),
+            daemon_out.display()
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(cli_path())
+            .args(["supervise", "--", "sh", "-c", &script])
+            .env("SOCKSIFY_PROXY", server.url())
+            .env("SOCKSIFY_NO_PROXY", "")
+            .env("SOCKSIFY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn the supervisor");
+        let group = GroupGuard(child.id() as libc::pid_t);
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut { stderr }, &mut text);
+            let _ = tx.send(text);
+        });
+        let status = wait_until(Duration::from_secs(60), || child.try_wait().unwrap()).expect("the supervised run never returned");
+        assert_eq!(status.code(), Some(3), "the program's own status");
+        target.assert_untouched(); // the child still waits for us
+        let released = wait_until(Duration::from_secs(30), || {
+            std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo).ok()
+        });
+        released.expect("the child never opened the FIFO").write_all(b"go\n").unwrap();
+        let got = wait_until(Duration::from_secs(30), || {
+            std::fs::read_to_string(&daemon_out).ok().filter(|t| t.contains(&body) || t.contains("connect:"))
+        });
+        let log = rx.recv_timeout(Duration::from_secs(60)).expect("the supervisor never exited");
+        assert!(got.as_deref().is_some_and(|t| t.contains(&body)), "the child's output: {got:?}\nthe supervisor's: {log}");
+        target.assert_peers(1, BUNDLED_OUT);
+        assert!(log.contains(&format!("tcp -> {}", target.addr)), "the supervisor served the child:\n{log}");
+        drop(group);
+    });
+}
+
+/// Kills a process group when dropped (a failed test leaves nothing).
+struct GroupGuard(libc::pid_t);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the group made for this test's child alone.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
 }
 
 /// The wrapper supervises a static program by itself, and `--supervise`
