@@ -279,6 +279,9 @@ fn bypassed_destinations_go_direct() {
     });
 }
 
+/// UDP to a proxied destination: a datagram with its address is refused
+/// with EPERM; a `connect` (which sends nothing) succeeds, and the send
+/// after it fails: nothing reaches the destination directly.
 #[test]
 fn udp_to_a_proxied_destination_is_refused_with_eperm() {
     let ns = NetNs::create();
@@ -288,10 +291,36 @@ fn udp_to_a_proxied_destination_is_refused_with_eperm() {
         sink.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let port = sink.local_addr().unwrap().port().to_string();
         let out = supervised(&ns, &server.url(), &programs().static_c).args(["udp", "127.0.0.1", &port]).run();
-        assert!(out.stdout.contains("sendto: errno 1"), "sendto must fail with EPERM:\n{out}");
-        assert!(out.stdout.contains("connect: errno 1"), "connect must fail with EPERM:\n{out}");
+        assert!(out.stdout.contains("sendto: errno 1\n"), "sendto must fail with EPERM:\n{out}");
+        assert!(out.stdout.contains("connect: errno 0\n"), "connect sends nothing: it succeeds:\n{out}");
+        assert!(out.stdout.contains("send: errno ") && !out.stdout.contains("send: errno 0\n"), "the send after it must fail:\n{out}");
         let mut buf = [0u8; 64];
         assert!(sink.recv_from(&mut buf).is_err(), "a datagram went out directly");
+    });
+}
+
+/// glibc's getaddrinfo sorts the addresses it got (RFC 6724) after a UDP
+/// `connect` to each, fake ones included. Under the supervisor such a
+/// connect sends nothing and succeeds quietly: no "refused" line, and the
+/// name still goes to the proxy with no DNS query leaving.
+#[test]
+fn glibc_address_sorting_probes_succeed_quietly() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = dns_cases::bundled_server();
+        let body = token("gai-sort");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let out = supervised(&ns, &server.url(), &programs().gai_get).args([NAME, &port]).env("SOCKSIFY_LOG", "debug").run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        // The probes were made (the supervisor saw them) and said nothing above debug.
+        assert!(out.stderr.contains("udp connect to 198.18."), "glibc probed no fake address:\n{out}");
+        assert!(!out.stderr.contains("refused"), "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_named_connect(NAME, target.addr);
+        assert!(stub.queries().is_empty(), "DNS queries left the program: {:?}", stub.queries());
     });
 }
 

@@ -10,7 +10,8 @@
 //! | `sendto`/`sendmsg`, UDP, unconnected | a resolv.conf nameserver, port 53, remote DNS | answered by our DNS responder to the socket's own address (`sent_dns.rs`) |
 //! | `recvfrom` with an address, of a socket given such an answer | — | the answer, from the nameserver (`sent_dns.rs`); anything else: the kernel runs it |
 //! | `connect`/`sendto`/`sendmsg`/`sendmmsg`, UDP | bypassed, or `SOCKSIFY_UDP=direct`, or a nameserver in local DNS mode | the kernel runs it |
-//! | same | anything else | EPERM (no UDP ASSOCIATE here yet) |
+//! | `connect`, UDP | anything else | 0, the socket left unconnected: it sends nothing (address sorting probes) |
+//! | `sendto`/`sendmsg`/`sendmmsg`, UDP | anything else | EPERM (no UDP ASSOCIATE here yet) |
 //! | `sendto`/`sendmsg` with an address, TCP | — | the kernel runs it (it ignores the address), except `MSG_FASTOPEN` to a proxied one: EOPNOTSUPP |
 //! | anything not IPv4/IPv6 (Unix sockets, netlink, ...) | — | the kernel runs it |
 //!
@@ -124,7 +125,7 @@ fn on_connect(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
         libc::SOCK_STREAM if dns => Some(to_responder(sv, &sock, domain, dst, Transport::Tcp)),
         libc::SOCK_DGRAM if dns => Some(to_responder(sv, &sock, domain, dst, Transport::Udp)),
         libc::SOCK_STREAM => connect_tcp(sv, n, sock, domain, dst),
-        libc::SOCK_DGRAM => Some(connect_udp(sv, dst)),
+        libc::SOCK_DGRAM => Some(connect_udp(sv, &sock, dst)),
         _ => Some(Answer::Continue),
     }
 }
@@ -173,10 +174,7 @@ fn proxy_connect(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, 
         }
         Err(e) => {
             say!(Level::Warn, "tcp -> {target} via {}: {e}", sv.config.chain[0]);
-            // Not connected to anything, as after a failed connect.
-            let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-            // SAFETY: a valid AF_UNSPEC address dissolves the connection.
-            unsafe { libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+            dissolve(sock); // as after a failed connect
             Answer::Fail(e.errno())
         }
     }
@@ -217,11 +215,29 @@ fn udp_goes_direct(sv: &Supervisor, dst: &SocketAddr) -> bool {
     sv.config.udp == UdpMode::Direct || sv.goes_direct(dst) || (sv.config.dns == DnsMode::Local && sv.is_nameserver(dst))
 }
 
-fn connect_udp(sv: &Supervisor, dst: SocketAddr) -> Answer {
+/// Leaves `sock` connected to nothing (an `AF_UNSPEC` connect).
+fn dissolve(sock: &OwnedFd) {
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: a valid AF_UNSPEC address dissolves the connection.
+    unsafe { libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+}
+
+/// A UDP `connect` to a destination that is not bypassed. It sends
+/// nothing, so it succeeds, quietly: glibc's getaddrinfo, musl's and Go
+/// connect a UDP socket to each address they resolved, fake ones too, to
+/// sort them by the source the kernel would pick (RFC 6724). The socket is
+/// left connected to nothing in the kernel (dissolved if it was connected
+/// elsewhere): connected to `dst`, a later `send` or `write`, which never
+/// reach us, would go out directly. So a datagram sent on it without an
+/// address fails with EDESTADDRREQ, and one with an address follows the
+/// UDP rules (`send_verdict`).
+fn connect_udp(sv: &Supervisor, sock: &OwnedFd, dst: SocketAddr) -> Answer {
     if udp_goes_direct(sv, &dst) {
         return Answer::Continue;
     }
-    refuse_udp(dst)
+    dissolve(sock);
+    say!(Level::Debug, "udp connect to {dst}: 0, nothing sent: the socket is left unconnected (an address-sorting probe; a datagram on it has no way out)");
+    Answer::Return(0)
 }
 
 /// A connect to a nameserver in remote DNS mode: the program's socket is
@@ -245,8 +261,8 @@ fn to_responder(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, t
     }
 }
 
-/// EPERM for UDP to a proxied destination. Logged as a warning once (Go
-/// alone probes each address it resolved with a UDP connect), then at info.
+/// EPERM for UDP to a proxied destination. Logged as a warning once, then
+/// at info.
 pub(super) fn refuse_udp(dst: SocketAddr) -> Answer {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let level = if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) { Level::Info } else { Level::Warn };
