@@ -30,6 +30,7 @@ use dns_cases::{NameProxy, NAME};
 use microsocks::Microsocks;
 use netns::{DnsStub, NetNs};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,8 @@ struct Programs {
     static_c: PathBuf,
     raw_asm: PathBuf,
     musl_get: PathBuf,
+    /// muslget.c built against glibc, dynamically: glibc's resolver.
+    gai_get: PathBuf,
 }
 
 fn programs() -> &'static Programs {
@@ -74,13 +77,17 @@ fn programs() -> &'static Programs {
             .status()
             .expect("run musl-gcc");
         assert!(status.success(), "musl-gcc failed");
+        let gai_get = dir.path().join("gaiget");
+        gcc(&["-O2", "-o"], &gai_get, &src.join("muslget.c"));
         let go_client = dir.path().join("goclient");
         go_build(&src.join("goclient"), &go_client, dir.path(), false);
         for p in [&static_c, &go_client, &musl_get] {
             assert!(is_static(p), "test setup: {} should be statically linked", p.display());
         }
-        assert!(!is_static(&raw_asm), "test setup: rawconnect should be dynamic");
-        Programs { _dir: dir, go_client, static_c, raw_asm, musl_get }
+        for p in [&raw_asm, &gai_get] {
+            assert!(!is_static(p), "test setup: {} should be dynamic", p.display());
+        }
+        Programs { _dir: dir, go_client, static_c, raw_asm, musl_get, gai_get }
     })
 }
 
@@ -289,6 +296,31 @@ fn udp_to_a_proxied_destination_is_refused_with_eperm() {
     });
 }
 
+/// glibc's getaddrinfo sorts the addresses it got (RFC 6724) after a UDP
+/// `connect` to each, fake ones included. Under the supervisor such a
+/// connect sends nothing and succeeds quietly: no "refused" line, and the
+/// name still goes to the proxy with no DNS query leaving.
+#[test]
+fn glibc_address_sorting_probes_succeed_quietly() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = dns_cases::bundled_server();
+        let body = token("gai-sort");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let out = supervised(&ns, &server.url(), &programs().gai_get).args([NAME, &port]).env("SOCKSIFY_LOG", "debug").run();
+        out.assert_success();
+        assert_eq!(out.stdout, body, "{out}");
+        // The probes were made (the supervisor saw them) and said nothing above debug.
+        assert!(out.stderr.contains("udp connect to 198.18."), "glibc probed no fake address:\n{out}");
+        assert!(!out.stderr.contains("refused"), "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_named_connect(NAME, target.addr);
+        assert!(stub.queries().is_empty(), "DNS queries left the program: {:?}", stub.queries());
+    });
+}
+
 /// io_uring's connect and sends never pass a seccomp filter: under the
 /// supervisor, setting up a ring fails with ENOSYS (it works without).
 #[test]
@@ -392,6 +424,80 @@ fn when_the_supervisor_dies_notified_calls_fail_with_enosys() {
         assert_eq!(second.as_deref(), Some("second: errno 38"), "output:\n{}", lines.text());
         target.assert_peers(1, BUNDLED_OUT);
     });
+}
+
+/// A child that outlives the program (a shell's background job, here
+/// waiting on a FIFO the test opens only after the supervised run has
+/// returned) keeps a working supervisor: its connect goes through the
+/// proxy. The run returns the program's own status without waiting for
+/// it, and the supervisor exits once the child has (its stderr closes).
+#[test]
+fn a_child_that_outlives_the_program_is_still_supervised() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let body = token("daemon");
+        let target = TcpTarget::http(&body);
+        let dir = TempDir::new("supervise-daemon");
+        let fifo = dir.path().join("go");
+        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let daemon_out = dir.path().join("daemon.out");
+        let script = format!(
+            "( timeout 60 cat {} >/dev/null; exec {} http 127.0.0.1 {} ) >{} 2>&1 </dev/null & exit 3",
+            fifo.display(),
+            programs().static_c.display(),
+            target.addr.port(),
+            daemon_out.display()
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(cli_path())
+            .args(["supervise", "--", "sh", "-c", &script])
+            .env("SOCKSIFY_PROXY", server.url())
+            .env("SOCKSIFY_NO_PROXY", "")
+            .env("SOCKSIFY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn the supervisor");
+        let group = GroupGuard(child.id() as libc::pid_t);
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut { stderr }, &mut text);
+            let _ = tx.send(text);
+        });
+        let status = wait_until(Duration::from_secs(60), || child.try_wait().unwrap()).expect("the supervised run never returned");
+        assert_eq!(status.code(), Some(3), "the program's own status");
+        target.assert_untouched(); // the child still waits for us
+        let released = wait_until(Duration::from_secs(30), || {
+            std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo).ok()
+        });
+        released.expect("the child never opened the FIFO").write_all(b"go\n").unwrap();
+        let got = wait_until(Duration::from_secs(30), || {
+            std::fs::read_to_string(&daemon_out).ok().filter(|t| t.contains(&body) || t.contains("connect:"))
+        });
+        let log = rx.recv_timeout(Duration::from_secs(60)).expect("the supervisor never exited");
+        assert!(got.as_deref().is_some_and(|t| t.contains(&body)), "the child's output: {got:?}\nthe supervisor's: {log}");
+        target.assert_peers(1, BUNDLED_OUT);
+        assert!(log.contains(&format!("tcp -> {}", target.addr)), "the supervisor served the child:\n{log}");
+        drop(group);
+    });
+}
+
+/// Kills a process group when dropped (a failed test leaves nothing).
+struct GroupGuard(libc::pid_t);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the group made for this test's child alone.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
 }
 
 /// The wrapper supervises a static program by itself, and `--supervise`
@@ -583,6 +689,44 @@ fn static_musl_program_resolves_a_bypassed_name_with_the_nameserver() {
         target.assert_peers(1, DIRECT);
         assert!(stub.queries().iter().any(|q| q.starts_with("intranet.test")), "the nameserver answers a bypassed name, saw {:?}", stub.queries());
         assert!(!server.log.text().contains("cmd=connect"), "a bypassed name reached the proxy:\n{}", server.log.text());
+    });
+}
+
+/// A name `/etc/hosts` lists gets the file's address under the
+/// supervisor, as under the shim, even where the program asks DNS first
+/// (`hosts: dns files`: Go's resolver and glibc's; musl always reads the
+/// file first). The proxy, which cannot resolve the name, is given the
+/// address; no query leaves.
+#[test]
+fn names_in_etc_hosts_get_the_file_address() {
+    const HOSTS_NAME: &str = "filehost.test";
+    let ns = NetNs::create();
+    std::fs::write(ns.etc_dir().join("hosts"), format!("127.0.0.1 localhost\n127.0.0.1 {HOSTS_NAME}\n::1 localhost\n")).unwrap();
+    std::fs::write(ns.etc_dir().join("nsswitch.conf"), "hosts: dns files\n").unwrap();
+    ns.run(|| {
+        let stub = DnsStub::start(&[]);
+        let server = Server::bundled(&[]);
+        let body = token("hosts-name");
+        let target = TcpTarget::http(&body);
+        let port = target.addr.port().to_string();
+        let url = format!("http://{HOSTS_NAME}:{port}/");
+        let p = programs();
+        let mut failed = Vec::new();
+        for (what, run) in [
+            ("static Go", supervised(&ns, &server.url(), &p.go_client).args(["get", &url])),
+            ("static musl", supervised(&ns, &server.url(), &p.musl_get).args([HOSTS_NAME, &port])),
+            ("dynamic glibc", supervised(&ns, &server.url(), &p.gai_get).args([HOSTS_NAME, &port])),
+        ] {
+            let out = run.run();
+            if out.code != Some(0) || out.stdout != body {
+                failed.push(format!("{what}: {out}"));
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n"));
+        target.assert_peers(3, BUNDLED_OUT);
+        let log = server.log.text();
+        assert_eq!(log.matches(&format!("dst={} ", target.addr)).count(), 3, "the proxy must be given the file's address:\n{log}");
+        assert!(stub.queries().is_empty(), "DNS queries left: {:?}", stub.queries());
     });
 }
 

@@ -8,6 +8,8 @@
 //!   fake pools and the server's rules.
 //! * [`config`]: proxy URLs, the bypass list and the environment variables.
 //! * [`fake_dns`]: the fake-address table of remote DNS.
+//! * [`hosts`]: `/etc/hosts` parsed (the text in, a name's or an address's
+//!   entry out), for the shim and the supervisor alike.
 //! * [`bind`]: which listening sockets become a SOCKS BIND, and the BIND's
 //!   second reply.
 //! * [`dns`]: the in-process DNS responder of remote DNS (queries a
@@ -22,4 +24,5 @@ pub mod config;
 pub mod dns;
 pub mod fake_dns;
 pub mod handshake;
+pub mod hosts;
 pub mod wire;

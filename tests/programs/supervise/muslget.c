@@ -1,6 +1,8 @@
-/* A static musl C client for tests/supervise.rs (built with musl-gcc -static):
- * musl's resolver sends its queries with an unconnected sendto to each
- * nameserver and takes the answers with recvfrom, checking their source.
+/* A C client for tests/supervise.rs, built static with musl-gcc (musl's
+ * resolver sends its queries with an unconnected sendto to each nameserver
+ * and takes the answers with recvfrom, checking their source) and dynamic
+ * with gcc (glibc's resolver, which sorts the addresses it got by RFC 6724
+ * after a UDP connect to each):
  *   muslget NAME PORT   getaddrinfo(NAME), connect to the first address that
  *                       takes, print "resolved ADDR" on stderr, send a GET,
  *                       print the body; "getaddrinfo: MESSAGE" and exit 1 if

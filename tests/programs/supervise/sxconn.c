@@ -5,7 +5,8 @@
  *                              stdin, connect again, print "second: errno N"
  *   sxconn fork IP PORT N      fork N children that each exec "sxconn http"
  *   sxconn udp IP PORT         sendto, then connect, a UDP socket; print
- *                              "sendto: errno N" and "connect: errno N"
+ *                              "sendto: errno N" and "connect: errno N", and
+ *                              after a connect that worked "send: errno N"
  *   sxconn uring - -           io_uring_setup; print "io_uring_setup: errno N"
  *   sxconn nodump IP PORT      http, after making itself undumpable (no process
  *                              of the same user may read its memory)
@@ -104,7 +105,10 @@ int main(int argc, char **argv) {
         printf("sendto: errno %d\n", rc < 0 ? errno : 0);
         rc = connect(s, (struct sockaddr *)&a, sizeof a);
         printf("connect: errno %d\n", rc < 0 ? errno : 0);
-        if (rc == 0) send(s, "leak", 4, 0);
+        if (rc == 0) {
+            rc = send(s, "leak", 4, 0);
+            printf("send: errno %d\n", rc < 0 ? errno : 0);
+        }
         return 0;
     }
     if (!strcmp(mode, "uring")) {

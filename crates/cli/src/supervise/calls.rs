@@ -177,10 +177,7 @@ fn proxy_connect(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, 
         }
         Err(e) => {
             say!(Level::Warn, "tcp -> {target} via {}: {e}", sv.config.chain[0]);
-            // Not connected to anything, as after a failed connect.
-            let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-            // SAFETY: a valid AF_UNSPEC address dissolves the connection.
-            unsafe { libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
+            dissolve(sock); // as after a failed connect
             Answer::Fail(e.errno())
         }
     }
@@ -219,6 +216,13 @@ fn on_getpeername(sv: &Supervisor, n: &Notif) -> Answer {
 /// Whether UDP to `dst` may go out as the program sent it.
 pub(super) fn udp_goes_direct(sv: &Supervisor, dst: &SocketAddr) -> bool {
     sv.config.udp == UdpMode::Direct || sv.goes_direct(dst) || (sv.config.dns == DnsMode::Local && sv.is_nameserver(dst))
+}
+
+/// Leaves `sock` connected to nothing (an `AF_UNSPEC` connect).
+fn dissolve(sock: &OwnedFd) {
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: a valid AF_UNSPEC address dissolves the connection.
+    unsafe { libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
 }
 
 fn connect_udp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst: SocketAddr) -> Option<Answer> {

@@ -11,8 +11,10 @@
 //! goes to the first nameserver of resolv.conf, from the supervisor (which
 //! no filter sees), and the addresses it answers go direct; what cannot be faked goes to `SOCKSIFY_DNS_UPSTREAM`
 //! over TCP through the proxy when it is set, and is REFUSED when not.
-//! Names in `/etc/hosts` are the program's own business: static resolvers
-//! read the file before they ask DNS.
+//! A name in `/etc/hosts` gets the file's addresses, as from the shim
+//! (`socksify_proto::hosts`, the shim's parser): a program's own resolver
+//! may ask DNS first (`hosts: dns files`, and Go's with any order but
+//! `files` first).
 
 use super::fake::FakeTable;
 use super::Level;
@@ -24,7 +26,6 @@ use socksify_proto::wire::canonical_ip;
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
 use std::collections::{HashSet, VecDeque};
-use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::FromRawFd;
@@ -218,13 +219,20 @@ fn serve_tcp(mut stream: TcpStream, cx: &Context) {
 /// The supervisor's view of names and addresses, for the responder core.
 struct SupervisorNames<'a>(&'a Context);
 
+/// The entry of `name` in `/etc/hosts` (the program's: we run in its mount
+/// namespace), read on each look-up as the shim does.
+fn hosts_entry(name: &str) -> Option<socksify_proto::hosts::Host> {
+    socksify_proto::hosts::lookup(&std::fs::read_to_string("/etc/hosts").unwrap_or_default(), name)
+}
+
 impl Names for SupervisorNames<'_> {
     fn forward(&mut self, name: &str) -> NameAnswer {
-        // The shim's decision, without /etc/hosts: the supervisor has never
-        // read it (a program's own resolver reads it before asking DNS).
-        match route::name_lookup(Some(&self.0.config), name, 0, |_| None::<Infallible>) {
+        // The shim's decision: a name in /etc/hosts gets the file's
+        // addresses (a program's own resolver may ask DNS before reading
+        // the file: Go and glibc with `hosts: dns files`).
+        match route::name_lookup(Some(&self.0.config), name, 0, hosts_entry) {
             NameLookup::Resolver { .. } => NameAnswer::Bypassed,
-            NameLookup::Hosts(none) => match none {},
+            NameLookup::Hosts(host) => NameAnswer::Hosts(host.v4, host.v6),
             NameLookup::Fake(_) => match self.0.fake.addrs_for(name) {
                 Some((v4, v6)) => NameAnswer::Fake(v4, v6),
                 None => NameAnswer::Exhausted,
@@ -399,5 +407,16 @@ mod tests {
         };
         assert!(ptr.windows(7).any(|w| w == b"example"), "PTR of a fake address names it");
         assert_eq!(reply_udp(&cx, &query("git.corp.test", dns::rtype::A)), Reply::Forward(Route::Nameserver));
+    }
+
+    #[test]
+    fn names_in_etc_hosts_get_their_file_addresses() {
+        // With nothing bypassed, localhost is still answered as the shim
+        // answers it: from /etc/hosts, loopback whatever the file says.
+        let cx = context("");
+        let Reply::Answer(a) = reply_udp(&cx, &query("localhost", dns::rtype::A)) else { panic!("A must be answered") };
+        let v4 = Ipv4Addr::new(a[a.len() - 4], a[a.len() - 3], a[a.len() - 2], a[a.len() - 1]);
+        assert!(v4.is_loopback(), "localhost got {v4}");
+        assert!(cx.fake.name_for(IpAddr::V4(v4)).is_none(), "not from the fake table");
     }
 }

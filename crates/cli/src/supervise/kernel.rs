@@ -142,11 +142,6 @@ fn pidfd_open(pid: libc::pid_t, flags: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as c_int) })
 }
 
-/// A pidfd for process `pid`: readable once the whole process has exited.
-pub fn pidfd_of_process(pid: u32) -> io::Result<OwnedFd> {
-    pidfd_open(pid as libc::pid_t, 0)
-}
-
 /// A pidfd for thread `tid`: of the thread itself where the kernel can
 /// (6.9+), else of its process (a thread's pidfd needs its thread group id).
 pub fn pidfd_of_thread(tid: u32) -> io::Result<OwnedFd> {

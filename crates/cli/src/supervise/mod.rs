@@ -8,8 +8,10 @@
 //! The child sets `no_new_privs`, installs the filter and tells us the
 //! listener's fd number over a pipe; we take the listener with
 //! `pidfd_getfd`, then let it exec. The filter is inherited by every
-//! thread and child of the program. If this process dies, the notified
-//! calls of the program fail with ENOSYS: nothing goes out directly.
+//! thread and child of the program, and we serve until the last of them
+//! has exited, while the caller gets the program's status when the program
+//! exits (`lifetime.rs`). If the supervisor dies, the notified calls of the
+//! program fail with ENOSYS: nothing goes out directly.
 
 macro_rules! say {
     ($level:expr, $($arg:tt)*) => {
@@ -24,6 +26,7 @@ mod dns;
 mod fake;
 mod filter;
 mod kernel;
+mod lifetime;
 mod sent_dns;
 mod sock_diag;
 mod udp;
@@ -34,7 +37,7 @@ use socksify_proto::config::{Config, DnsMode, ProxyHost};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -127,6 +130,15 @@ pub fn main(args: &[String]) -> i32 {
     if let Some(warning) = &config.warning {
         say!(Level::Warn, "{warning}");
     }
+    // The caller waits for the program; the supervisor may outlive it.
+    let report = match lifetime::split() {
+        Ok(lifetime::Role::Waiter(status)) => return exit_like(status),
+        Ok(lifetime::Role::Supervisor(report)) => report,
+        Err(e) => {
+            eprintln!("socksify: fork: {e}; not starting {program}");
+            return 1;
+        }
+    };
     let first_hop = resolve_first_hop(&config);
     if first_hop.is_empty() {
         say!(Level::Warn, "no address for the proxy {}: proxied connections will fail", config.chain[0]);
@@ -162,7 +174,7 @@ pub fn main(args: &[String]) -> i32 {
         None
     };
     let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default(), awaiting: Default::default(), udp: Default::default() });
-    serve(&sv, child)
+    serve(&sv, child, report)
 }
 
 /// `--probe`: whether this kernel (and any filter we already run under)
@@ -251,6 +263,8 @@ fn resolv_conf_nameservers() -> Vec<IpAddr> {
     socksify_proto::dns::resolv_conf_nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
 }
 
+/// Where signals meant for the program go: the program (in the
+/// supervisor), the supervisor (in the waiter), or nowhere (0).
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
 /// Starts the program under the filter; returns it and the listener.
@@ -313,18 +327,32 @@ fn take_listener(report: OwnedFd, ack: OwnedFd) -> Option<Listener> {
     Some(Listener(listener))
 }
 
-/// Answers notified calls until the program exits; returns its status.
-fn serve(sv: &Arc<Supervisor>, mut child: std::process::Child) -> i32 {
+/// Answers notified calls until no process holds the filter any more (the
+/// program and every child it left running); returns the program's exit
+/// code (the waiter has exited with its status already).
+fn serve(sv: &Arc<Supervisor>, child: std::process::Child, report: lifetime::Report) -> i32 {
     forward_signals();
-    // The process's pidfd, not its main thread's: that one may end first.
-    let pidfd = kernel::pidfd_of_process(child.id()).ok();
+    let (exited_r, exited_w) = match pipe() {
+        Ok(fds) => fds,
+        Err(e) => {
+            say!(Level::Error, "pipe: {e}");
+            return 1;
+        }
+    };
+    // Reaping on a thread of its own: it writes the program's status to
+    // the pipe, and its end closes when no child is left (which also ends
+    // us where the kernel reports no POLLHUP, before Linux 5.9).
+    let main = child.id() as libc::pid_t;
+    let reaper = std::thread::spawn(move || lifetime::reap(main, exited_w));
+    let mut report = Some(report);
+    let mut status = None;
     loop {
         let mut fds = [
             libc::pollfd { fd: sv.listener.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: pidfd.as_ref().map_or(-1, |p| p.as_raw_fd()), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: exited_r.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: two valid pollfds.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, if pidfd.is_some() { -1 } else { 100 }) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             say!(Level::Error, "poll: {}", std::io::Error::last_os_error());
             break;
@@ -339,15 +367,51 @@ fn serve(sv: &Arc<Supervisor>, mut child: std::process::Child) -> i32 {
                 }
             }
         }
-        // POLLHUP on the listener: no task uses the filter any more.
-        if fds[1].revents & libc::POLLIN != 0 || fds[0].revents & libc::POLLHUP != 0 || pidfd.is_none() {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
+        if fds[1].revents != 0 {
+            match read_status(&exited_r) {
+                // The program exited: the waiter exits with its status.
+                Some(s) => {
+                    status = Some(s);
+                    if let Some(report) = report.take() {
+                        report.send(s);
+                    }
+                }
+                None => break, // no child left
             }
         }
+        // POLLHUP on the listener: no task uses the filter any more.
+        if fds[0].revents & libc::POLLHUP != 0 {
+            break;
+        }
     }
-    let status = child.wait().map(|s| s.into_raw()).unwrap_or(1 << 8);
-    exit_like(status)
+    // The program may be reaped and its status not read yet (the listener
+    // reports POLLHUP first): wait for it.
+    if let Some(report) = report.take() {
+        status = read_status(&exited_r);
+        report.send(status.unwrap_or(1 << 8));
+    }
+    let _ = reaper.join();
+    match status {
+        Some(s) if libc::WIFSIGNALED(s) => 128 + libc::WTERMSIG(s),
+        Some(s) => libc::WEXITSTATUS(s),
+        None => 1,
+    }
+}
+
+/// A wait status from the reaper's pipe; `None` at its end.
+fn read_status(pipe: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    loop {
+        // SAFETY: read(2) into a local; the reaper writes 4 bytes at once (atomic on a pipe).
+        let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n == 4 {
+            return Some(i32::from_ne_bytes(buf));
+        }
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
 }
 
 /// The program's exit status as ours: its code, or its signal re-raised.
