@@ -298,8 +298,9 @@ fn udp_to_a_proxied_destination_is_refused_with_eperm() {
 
 /// glibc's getaddrinfo sorts the addresses it got (RFC 6724) after a UDP
 /// `connect` to each, fake ones included. Under the supervisor such a
-/// connect sends nothing and succeeds quietly: no "refused" line, and the
-/// name still goes to the proxy with no DNS query leaving.
+/// connect opens the socket's UDP association (no datagram is sent) and
+/// succeeds quietly: no "refused" line, and the name still goes to the
+/// proxy with no DNS query leaving.
 #[test]
 fn glibc_address_sorting_probes_succeed_quietly() {
     let ns = NetNs::create();
@@ -313,7 +314,7 @@ fn glibc_address_sorting_probes_succeed_quietly() {
         out.assert_success();
         assert_eq!(out.stdout, body, "{out}");
         // The probes were made (the supervisor saw them) and said nothing above debug.
-        assert!(out.stderr.contains("udp connect to 198.18."), "glibc probed no fake address:\n{out}");
+        assert!(out.stderr.contains("udp socket connected to 198.18."), "glibc probed no fake address:\n{out}");
         assert!(!out.stderr.contains("refused"), "{out}");
         target.assert_peers(1, BUNDLED_OUT);
         server.wait_named_connect(NAME, target.addr);

@@ -9,7 +9,7 @@
 //! wait ends after [`BIND_WAIT`], or when the client closes its connection.
 
 use crate::log::reply_name;
-use crate::session::{reply5, ClientConn, Session};
+use crate::client_conn::{reply5, ClientConn, Session};
 use crate::{outbound, relay, rules};
 use socket2::{Domain, SockAddr, Socket, Type};
 use socksify_proto::wire::socks5::ReplyCode;

@@ -6,7 +6,7 @@
 //! until both directions end, and one log line reports it.
 
 use crate::log::reply_name;
-use crate::session::{reply5, ClientConn, Session};
+use crate::client_conn::{reply5, ClientConn, Session};
 use crate::{outbound, relay};
 use socksify_proto::wire::socks4::{self, Reply4};
 use socksify_proto::wire::socks5::ReplyCode;

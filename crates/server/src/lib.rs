@@ -4,6 +4,8 @@
 //! * [`server`] — listeners, connection cap, a pooled thread per client.
 //! * [`pool`] — reused threads (sessions and relay directions).
 //! * [`session`] — one client's handshake under a deadline, then its command.
+//! * [`client_conn`] — what a session and its commands share: the client
+//!   connection read under the deadline, the session's facts, the SOCKS5 reply.
 //! * [`connect`], [`udp_relay`], [`bind`], [`socks4`] — the commands.
 //! * [`outbound`] — resolution (`--map` first), rules, outgoing sockets, reply codes.
 //! * [`relay`] — moving TCP bytes with `splice(2)`, half-close preserved.
@@ -15,6 +17,7 @@
 
 pub mod bind;
 pub mod cli;
+pub mod client_conn;
 pub mod connect;
 pub mod local;
 pub mod log;

@@ -5,7 +5,7 @@
 //! rejected with 91 too. Everything else goes to [`crate::connect`].
 
 use crate::connect::{self, Version};
-use crate::session::{ClientConn, HandshakeError, Session};
+use crate::client_conn::{ClientConn, HandshakeError, Session};
 use socksify_proto::wire::socks4::{self as wire4, Request4};
 use socksify_proto::wire::socks5::ReplyCode;
 

@@ -22,7 +22,7 @@
 
 use crate::cli::Config;
 use crate::log::reply_name;
-use crate::session::{reply5, ClientConn, Session};
+use crate::client_conn::{reply5, ClientConn, Session};
 use crate::{outbound, rules};
 use socket2::{SockAddr, Type};
 use socksify_proto::wire::socks5::ReplyCode;

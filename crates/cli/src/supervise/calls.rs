@@ -25,7 +25,7 @@ use super::kernel::{self, Answer, Notif};
 use super::{sent_dns, udp, Level, Supervisor};
 use socksify_client::route;
 use socksify_client::tcp::{connect_via_proxy, Libc};
-use socksify_proto::config::{DnsMode, UdpMode};
+use socksify_proto::config::UdpMode;
 use socksify_proto::dns::Transport;
 use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
@@ -57,29 +57,11 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
     }
 }
 
-/// Reads the caller's memory, or says how the call ends if we cannot:
-/// an address the kernel cannot read either (EFAULT) is the kernel's to
-/// answer; memory we may not read fails the call, never runs it (that
-/// could send a proxied destination direct).
-pub(super) fn read_memory(pid: u32, ptr: u64, len: usize) -> Result<Vec<u8>, Answer> {
-    kernel::read_memory(pid, ptr, len).map_err(|errno| match errno {
-        libc::EFAULT => Answer::Continue,
-        e => {
-            say!(
-                Level::Warn,
-                "cannot read the memory of thread {pid} ({}): the call fails with EACCES",
-                std::io::Error::from_raw_os_error(e)
-            );
-            Answer::Fail(libc::EACCES)
-        }
-    })
-}
-
 /// The IPv4/IPv6 address at `ptr` (`len` bytes) in the caller's memory;
 /// `None` for another family or a length the kernel will refuse.
 fn read_addr(pid: u32, ptr: u64, len: u64) -> Result<Option<SocketAddr>, Answer> {
     let len = len.min(128) as usize;
-    let bytes = read_memory(pid, ptr, len)?;
+    let bytes = kernel::read_memory_or_answer(pid, ptr, len)?;
     // SAFETY: bytes holds `len` readable bytes.
     Ok(unsafe { socksify_client::sockaddr::read(bytes.as_ptr() as *const libc::sockaddr, len as libc::socklen_t) })
 }
@@ -213,11 +195,6 @@ fn on_getpeername(sv: &Supervisor, n: &Notif) -> Answer {
     Answer::Return(0)
 }
 
-/// Whether UDP to `dst` may go out as the program sent it.
-pub(super) fn udp_goes_direct(sv: &Supervisor, dst: &SocketAddr) -> bool {
-    sv.config.udp == UdpMode::Direct || sv.goes_direct(dst) || (sv.config.dns == DnsMode::Local && sv.is_nameserver(dst))
-}
-
 /// Leaves `sock` connected to nothing (an `AF_UNSPEC` connect).
 fn dissolve(sock: &OwnedFd) {
     let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
@@ -226,7 +203,7 @@ fn dissolve(sock: &OwnedFd) {
 }
 
 fn connect_udp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst: SocketAddr) -> Option<Answer> {
-    if udp_goes_direct(sv, &dst) {
+    if sv.udp_goes_direct(&dst) {
         return Some(Answer::Continue);
     }
     if sv.config.udp == UdpMode::Block {
@@ -254,16 +231,6 @@ fn to_responder(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, t
     } else {
         Answer::Fail(errno)
     }
-}
-
-/// EPERM for UDP to a proxied destination (`SOCKSIFY_UDP=block`, or a
-/// case the supervisor does not carry). Logged as a warning once (Go
-/// alone probes each address it resolved with a UDP connect), then at info.
-pub(super) fn refuse_udp(dst: SocketAddr) -> Answer {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let level = if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) { Level::Info } else { Level::Warn };
-    say!(level, "udp to {dst} refused (EPERM)");
-    Answer::Fail(libc::EPERM)
 }
 
 /// A send with a destination address (`addr` 0: none); `payload` reads
@@ -309,7 +276,7 @@ enum SendVerdict {
 fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> SendVerdict {
     // A query to a nameserver (remote DNS) is answered here, whatever the
     // bypass rules say.
-    if !sv.intercepts(&dst) && udp_goes_direct(sv, &dst) {
+    if !sv.intercepts(&dst) && sv.udp_goes_direct(&dst) {
         return SendVerdict::Decided(Answer::Continue);
     }
     let (sock, domain, ty) = match take_socket(n, n.data.args[0]) {
@@ -330,7 +297,7 @@ fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> Send
 
 /// The `msghdr` at `ptr`.
 fn read_msghdr(pid: u32, ptr: u64) -> Result<libc::msghdr, Answer> {
-    let bytes = read_memory(pid, ptr, std::mem::size_of::<libc::msghdr>())?;
+    let bytes = kernel::read_memory_or_answer(pid, ptr, std::mem::size_of::<libc::msghdr>())?;
     // SAFETY: bytes holds one msghdr; read_unaligned copes with the Vec's alignment.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) })
 }
@@ -346,7 +313,7 @@ fn read_payload(pid: u32, pieces: &[(u64, u64)]) -> Result<Vec<u8>, Answer> {
     }
     let mut out = Vec::new();
     for &(ptr, len) in pieces.iter().filter(|(_, len)| *len > 0) {
-        out.extend(read_memory(pid, ptr, len as usize)?);
+        out.extend(kernel::read_memory_or_answer(pid, ptr, len as usize)?);
     }
     Ok(out)
 }
@@ -354,7 +321,7 @@ fn read_payload(pid: u32, pieces: &[(u64, u64)]) -> Result<Vec<u8>, Answer> {
 /// What a `sendmsg` sends: the bytes of its iovecs.
 fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<u8>, Answer> {
     let (count, size) = (hdr.msg_iovlen.min(1024), std::mem::size_of::<libc::iovec>());
-    let bytes = read_memory(pid, hdr.msg_iov as u64, count * size)?;
+    let bytes = kernel::read_memory_or_answer(pid, hdr.msg_iov as u64, count * size)?;
     let pieces: Vec<(u64, u64)> = (0..count)
         .map(|i| {
             // SAFETY: bytes holds `count` iovecs.
@@ -371,7 +338,7 @@ fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<u8>, Answer> {
 fn on_sendmmsg(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
     let (ptr, count) = (n.data.args[1], n.data.args[2].min(1024) as usize);
     let size = std::mem::size_of::<libc::mmsghdr>();
-    let bytes = match read_memory(n.pid, ptr, size * count) {
+    let bytes = match kernel::read_memory_or_answer(n.pid, ptr, size * count) {
         Ok(bytes) => bytes,
         Err(answer) => return Some(answer),
     };
@@ -392,7 +359,7 @@ fn on_sendmmsg(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
         match send_verdict(sv, n, dst, n.data.args[3]) {
             SendVerdict::Decided(Answer::Continue) => {}
             SendVerdict::Decided(answer) => return Some(answer),
-            SendVerdict::DnsQuery(..) => return Some(refuse_udp(dst)),
+            SendVerdict::DnsQuery(..) => return Some(super::refuse_udp(dst)),
             SendVerdict::Proxied(sock, domain) => socket = Some((sock, domain)),
         }
     }

@@ -181,3 +181,21 @@ pub fn socket_int_option(fd: &OwnedFd, opt: c_int) -> Option<c_int> {
     let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, &mut value as *mut _ as *mut libc::c_void, &mut len) };
     (rc == 0).then_some(value)
 }
+
+/// Reads the caller's memory, or says how the call ends if we cannot:
+/// an address the kernel cannot read either (EFAULT) is the kernel's to
+/// answer; memory we may not read fails the call, never runs it (that
+/// could send a proxied destination direct).
+pub(super) fn read_memory_or_answer(pid: u32, ptr: u64, len: usize) -> Result<Vec<u8>, Answer> {
+    read_memory(pid, ptr, len).map_err(|errno| match errno {
+        libc::EFAULT => Answer::Continue,
+        e => {
+            say!(
+                super::Level::Warn,
+                "cannot read the memory of thread {pid} ({}): the call fails with EACCES",
+                std::io::Error::from_raw_os_error(e)
+            );
+            Answer::Fail(libc::EACCES)
+        }
+    })
+}

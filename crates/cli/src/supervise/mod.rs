@@ -31,9 +31,9 @@ mod sent_dns;
 mod sock_diag;
 mod udp;
 
-use kernel::Listener;
+use kernel::{Answer, Listener};
 use socksify_client::route;
-use socksify_proto::config::{Config, DnsMode, ProxyHost};
+use socksify_proto::config::{Config, DnsMode, ProxyHost, UdpMode};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -99,6 +99,21 @@ impl Supervisor {
     fn is_nameserver(&self, dst: &SocketAddr) -> bool {
         route::is_nameserver(&self.nameservers, dst)
     }
+
+    /// Whether UDP to `dst` may go out as the program sent it.
+    fn udp_goes_direct(&self, dst: &SocketAddr) -> bool {
+        self.config.udp == UdpMode::Direct || self.goes_direct(dst) || (self.config.dns == DnsMode::Local && self.is_nameserver(dst))
+    }
+}
+
+/// EPERM for UDP to a proxied destination (`SOCKSIFY_UDP=block`, or a
+/// case the supervisor does not carry). Logged as a warning once (Go
+/// alone probes each address it resolved with a UDP connect), then at info.
+fn refuse_udp(dst: SocketAddr) -> Answer {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let level = if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) { Level::Info } else { Level::Warn };
+    say!(level, "udp to {dst} refused (EPERM)");
+    Answer::Fail(libc::EPERM)
 }
 
 const USAGE: &str = "usage: socksify-cli supervise [--argv0 NAME] [--] PROGRAM [ARGS...]\n       socksify-cli supervise --probe";

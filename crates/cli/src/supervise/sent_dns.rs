@@ -16,7 +16,6 @@
 //! from the supervisor's loopback address (a resolver that checks the
 //! source drops them and times out).
 
-use super::calls::{read_memory, refuse_udp};
 use super::kernel::{self, Answer, Notif};
 use super::{Level, Supervisor};
 use socksify_proto::wire::canonical_ip;
@@ -119,7 +118,7 @@ pub fn answer_query(sv: &Arc<Supervisor>, n: &Notif, sock: &OwnedFd, domain: i32
     };
     if local_or_peer_addr(sock, libc::getpeername).is_some() {
         // A connected socket takes datagrams from its peer only.
-        return Some(refuse_udp(dst));
+        return Some(super::refuse_udp(dst));
     }
     let local = match bound_addr(sock, domain) {
         Ok(local) => local,
@@ -204,7 +203,7 @@ pub fn on_recvfrom(sv: &Supervisor, n: &Notif) -> Answer {
     let Ok(pidfd) = kernel::pidfd_of_thread(n.pid) else { return Answer::Continue };
     let Ok(sock) = kernel::take_fd(&pidfd, fd) else { return Answer::Continue };
     let Some(inode) = kernel::socket_inode(&sock).filter(|i| sv.awaiting.has(*i)) else { return Answer::Continue };
-    let Ok(room) = read_memory(n.pid, len_ptr, 4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) else { return Answer::Continue };
+    let Ok(room) = kernel::read_memory_or_answer(n.pid, len_ptr, 4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) else { return Answer::Continue };
     let Some(domain) = kernel::socket_int_option(&sock, libc::SO_DOMAIN) else { return Answer::Continue };
     let peek = flags & libc::MSG_PEEK as u64 != 0;
     let mut data = vec![0u8; 65536];

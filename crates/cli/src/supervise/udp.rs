@@ -50,7 +50,6 @@
 //! `sendmmsg` that holds a proxied message is sent by the supervisor
 //! message by message.
 
-use super::calls::{read_memory, udp_goes_direct};
 use super::kernel::{self, Answer, Notif};
 use super::sent_dns::{bound_addr, local_or_peer_addr};
 use super::{sock_diag, Level, Supervisor};
@@ -385,7 +384,7 @@ pub fn sendmmsg(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, msg
                     return Answer::Fail(libc::EINTR);
                 }
                 let answer = match dst {
-                    Some(dst) if !udp_goes_direct(&sv, dst) => match sv.udp.adapter(inode) {
+                    Some(dst) if !sv.udp_goes_direct(dst) => match sv.udp.adapter(inode) {
                         Some(ad) => ad.send_to(&sv, *dst, payload),
                         None => match ensure(&sv, &sock, domain, inode) {
                             Ok(a) => send_wrapped(&sv, &sock, domain, &a, *dst, flags, payload),
@@ -663,7 +662,7 @@ pub fn on_recv(sv: &Arc<Supervisor>, n: &Notif) -> Option<Option<Answer>> {
     let source = sv.udp.source(kernel::socket_inode(&sock)?)?;
     let domain = kernel::socket_int_option(&sock, libc::SO_DOMAIN)?;
     let into = if msg {
-        let hdr = match read_memory(n.pid, a1, std::mem::size_of::<libc::msghdr>()) {
+        let hdr = match kernel::read_memory_or_answer(n.pid, a1, std::mem::size_of::<libc::msghdr>()) {
             // SAFETY: the bytes hold one msghdr; read_unaligned copes with the Vec's alignment.
             Ok(bytes) => unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) },
             Err(answer) => return Some(Some(if answer == Answer::Continue { Answer::Fail(libc::EFAULT) } else { answer })),
@@ -704,7 +703,7 @@ fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<(u64, u64)>, Answer> 
     if count == 0 {
         return Ok(Vec::new());
     }
-    let bytes = read_memory(pid, hdr.msg_iov as u64, count * size).map_err(|a| if a == Answer::Continue { Answer::Fail(libc::EFAULT) } else { a })?;
+    let bytes = kernel::read_memory_or_answer(pid, hdr.msg_iov as u64, count * size).map_err(|a| if a == Answer::Continue { Answer::Fail(libc::EFAULT) } else { a })?;
     Ok((0..count)
         .map(|i| {
             // SAFETY: bytes holds `count` iovecs.
