@@ -57,36 +57,12 @@ fn programs() -> &'static Programs {
             .expect("run musl-gcc");
         assert!(status.success(), "musl-gcc failed");
         let go_client = dir.path().join("goclient");
-        go_build(&src.join("goclient"), &go_client, dir.path());
+        go_build(&src.join("goclient"), &go_client, dir.path(), false);
         for p in [&musl_udp, &go_client] {
             assert!(is_static(p), "test setup: {} should be statically linked", p.display());
         }
         Programs { _dir: dir, musl_udp, go_client }
     })
-}
-
-/// `go build` with `CGO_ENABLED=0` (static), no network.
-fn go_build(pkg: &Path, out: &Path, work: &Path) {
-    let o = Command::new(require_program("go", "golang-go"))
-        .args(["build", "-o"])
-        .arg(out)
-        .arg(".")
-        .current_dir(pkg)
-        .env("CGO_ENABLED", "0")
-        .env("GOCACHE", work.join("gocache"))
-        .env("GOPATH", work.join("gopath"))
-        .env("HOME", work)
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("run go build");
-    assert!(o.status.success(), "go build failed: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn is_static(path: &Path) -> bool {
-    let out = Command::new("readelf").arg("-l").arg(path).output().expect("readelf (binutils)");
-    !String::from_utf8_lossy(&out.stdout).contains("program interpreter")
 }
 
 /// `prog` under the supervisor inside the namespace, proxying everything.

@@ -39,10 +39,6 @@ fn static_binary(dir: &Path) -> PathBuf {
     exe
 }
 
-fn is_static(path: &Path) -> bool {
-    let out = Command::new("readelf").arg("-l").arg(path).output().expect("readelf (binutils)");
-    !String::from_utf8_lossy(&out.stdout).contains("program interpreter")
-}
 
 fn wrapper() -> Run {
     Run::plain(wrapper_path()).env("SOCKSIFY_LIB", shim_path().to_str().unwrap())

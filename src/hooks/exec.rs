@@ -186,18 +186,8 @@ pub unsafe extern "C" fn posix_spawn(
     argv: Argv,
     envp: Argv,
 ) -> c_int {
-    // posix_spawn answers an error number, not -1 and errno.
     // SAFETY: the program's arguments, as posix_spawn(3) takes them.
-    unsafe {
-        start(
-            Target::Path(c_str(path)),
-            argv,
-            envp,
-            |errno| errno,
-            |e| real::posix_spawn(pid, path, actions, attr, argv, e),
-            |cli, a, e| real::posix_spawn(pid, cli, actions, attr, a, e),
-        )
-    }
+    unsafe { spawn(Target::Path(c_str(path)), pid, actions, attr, argv, envp, |e| real::posix_spawn(pid, path, actions, attr, argv, e)) }
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -210,16 +200,26 @@ pub unsafe extern "C" fn posix_spawnp(
     envp: Argv,
 ) -> c_int {
     // SAFETY: the program's arguments, as posix_spawnp(3) takes them.
-    unsafe {
-        start(
-            Target::Search(c_str(file)),
-            argv,
-            envp,
-            |errno| errno,
-            |e| real::posix_spawnp(pid, file, actions, attr, argv, e),
-            |cli, a, e| real::posix_spawn(pid, cli, actions, attr, a, e),
-        )
-    }
+    unsafe { spawn(Target::Search(c_str(file)), pid, actions, attr, argv, envp, |e| real::posix_spawnp(pid, file, actions, attr, argv, e)) }
+}
+
+/// [`start`] for `posix_spawn` and `posix_spawnp`, which answer an error
+/// number, not -1 and errno; the supervisor is spawned with the program's
+/// file actions and attributes.
+///
+/// # Safety
+/// The program's `posix_spawn` arguments.
+unsafe fn spawn(
+    target: Target<'_>,
+    pid: *mut pid_t,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: Argv,
+    envp: Argv,
+    as_asked: impl FnOnce(Argv) -> c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { start(target, argv, envp, |errno| errno, as_asked, |cli, a, e| real::posix_spawn(pid, cli, actions, attr, a, e)) }
 }
 
 // The variadic three: the exported name jumps, registers and stack

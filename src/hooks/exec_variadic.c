@@ -8,51 +8,34 @@
 #include <stddef.h>
 #include <unistd.h>
 
-/* The arguments after arg0, up to the NULL: how many there are. */
-#define COUNT_ARGS(last, n)                                   \
-    do {                                                      \
-        va_list ap_;                                          \
-        va_start(ap_, last);                                  \
-        n = 1;                                                \
-        while (va_arg(ap_, const char *) != NULL) n++;        \
-        va_end(ap_);                                          \
-    } while (0)
+enum form { FORM_EXECV, FORM_EXECVP, FORM_EXECVE };
 
-#define GATHER_ARGS(last, argv, n, ap)                        \
-    do {                                                      \
-        va_start(ap, last);                                   \
-        argv[0] = (char *)last;                               \
-        for (size_t i_ = 1; i_ <= n; i_++)                    \
-            argv[i_] = va_arg(ap, char *);                    \
-    } while (0)
-
-__attribute__((visibility("hidden"))) int socksify_execl(const char *path, const char *arg, ...) {
-    size_t n;
-    COUNT_ARGS(arg, n);
+/* The arguments after arg0 up to the NULL (and, for execle, the
+ * environment after it), gathered on the stack, then the call `form`. */
+static int gather_and_exec(enum form form, const char *path, const char *arg0, va_list counting, va_list ap) {
+    size_t n = 1;
+    while (va_arg(counting, const char *) != NULL) n++;
     char *argv[n + 1];
-    va_list ap;
-    GATHER_ARGS(arg, argv, n, ap);
-    va_end(ap);
-    return execv(path, argv);
+    argv[0] = (char *)arg0;
+    for (size_t i = 1; i <= n; i++) argv[i] = va_arg(ap, char *); /* argv[n]: the NULL */
+    switch (form) {
+    case FORM_EXECV: return execv(path, argv);
+    case FORM_EXECVP: return execvp(path, argv);
+    default: return execve(path, argv, va_arg(ap, char *const *));
+    }
 }
 
-__attribute__((visibility("hidden"))) int socksify_execlp(const char *file, const char *arg, ...) {
-    size_t n;
-    COUNT_ARGS(arg, n);
-    char *argv[n + 1];
-    va_list ap;
-    GATHER_ARGS(arg, argv, n, ap);
-    va_end(ap);
-    return execvp(file, argv);
-}
+#define VARIADIC_EXEC(name, form)                                          \
+    __attribute__((visibility("hidden"))) int name(const char *path, const char *arg, ...) { \
+        va_list counting, ap;                                              \
+        va_start(counting, arg);                                           \
+        va_start(ap, arg);                                                 \
+        int rc = gather_and_exec(form, path, arg, counting, ap);           \
+        va_end(ap);                                                        \
+        va_end(counting);                                                  \
+        return rc;                                                         \
+    }
 
-__attribute__((visibility("hidden"))) int socksify_execle(const char *path, const char *arg, ...) {
-    size_t n;
-    COUNT_ARGS(arg, n);
-    char *argv[n + 1];
-    va_list ap;
-    GATHER_ARGS(arg, argv, n, ap);
-    char *const *envp = va_arg(ap, char *const *); /* after the NULL */
-    va_end(ap);
-    return execve(path, argv, envp);
-}
+VARIADIC_EXEC(socksify_execl, FORM_EXECV)
+VARIADIC_EXEC(socksify_execlp, FORM_EXECVP)
+VARIADIC_EXEC(socksify_execle, FORM_EXECVE)

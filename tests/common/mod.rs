@@ -1007,3 +1007,37 @@ impl Dante {
         Dante::start_with(false, Some(hosts))
     }
 }
+
+// ---------------------------------------------------------------- building test programs
+
+/// `gcc FLAGS OUT SRC`, which must succeed.
+pub fn gcc(flags: &[&str], out: &Path, src: &Path) {
+    let status = Command::new(require_program("gcc", "gcc")).args(flags).arg(out).arg(src).status().expect("run gcc");
+    assert!(status.success(), "gcc {flags:?} {} failed (libc6-dev installed?)", src.display());
+}
+
+/// `go build` of a stdlib-only package (the test programs) with no network: the module cache,
+/// build cache and home are in `work`; `cgo` picks static or cgo-linked.
+pub fn go_build(pkg: &Path, out: &Path, work: &Path, cgo: bool) {
+    let go = require_program("go", "golang-go");
+    let o = Command::new(go)
+        .args(["build", "-o"])
+        .arg(out)
+        .arg(".")
+        .current_dir(pkg)
+        .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+        .env("GOCACHE", work.join("gocache"))
+        .env("GOPATH", work.join("gopath"))
+        .env("HOME", work)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go build");
+    assert!(o.status.success(), "go build failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+pub fn is_static(path: &Path) -> bool {
+    let out = Command::new("readelf").arg("-l").arg(path).output().expect("readelf (binutils)");
+    !String::from_utf8_lossy(&out.stdout).contains("program interpreter")
+}
