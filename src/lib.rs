@@ -1,15 +1,20 @@
 //! `libsocksify.so`: loaded with `LD_PRELOAD`, it sends a program's TCP
 //! connections, UDP datagrams and host-name look-ups through a SOCKS server.
 //!
-//! Where a `connect` goes, in a minute: [`hooks::connect`] decides whether
-//! the destination is ours, [`tcp`] runs the handshake on the program's own
-//! fd. The pure parts (wire codec, handshake, configuration) live in the
-//! `socksify-proto` crate.
+//! Where a `connect` goes, in a minute: `hooks/connect.rs` decodes the C
+//! arguments, [`connect::connect`] decides (the client core's
+//! `route::goes_direct`, through [`route`]) and [`tcp`] runs the handshake
+//! on the program's own fd. The pure parts (wire codec, handshake,
+//! configuration) live in `socksify-proto`, the decisions shared with the
+//! seccomp supervisor in `socksify-client`. docs/architecture.md has the
+//! layers and follows three calls through them.
 //!
 //! Promises kept everywhere in this crate: loading starts no thread and does
-//! no I/O; configuration is read on first use ([`runtime`]); a panic never
-//! unwinds into the host program and never turns into a direct connection
-//! ([`ffi::catch`]); our own calls never re-enter our hooks ([`guard`]).
+//! no I/O (the one constructor, [`at_load`], copies the environment and
+//! reads the program's notes from memory); the configuration is parsed on
+//! first use ([`runtime`]); a panic never unwinds into the host program and
+//! never turns into a direct connection ([`ffi::catch`]); our own calls never
+//! re-enter our hooks ([`guard`]).
 
 // Under `cargo test` the hooks are not exported (see hooks/), so they look unused.
 #![cfg_attr(test, allow(dead_code))]

@@ -80,7 +80,7 @@ fn curl_active_ftp_by_name_over_ipv6() {
     curl_active_by_name(&resolving(LOCALHOST_V6), dns_cases::NAME, LOCALHOST_V6, &["-6"]);
 }
 
-/// The report of issue 18: `curl -P -` by name through Dante, which
+/// The reported failure: `curl -P -` by name through Dante, which
 /// reaches the server over IPv6, from curl's IPv4 socket.
 #[test]
 fn curl_active_ftp_by_name_ipv4_socket_ipv6_proxy_side_fails_cleanly() {

@@ -1,5 +1,5 @@
 //! Paths where a program's bytes could leave directly, or vanish while the
-//! call says they were sent, under `LD_PRELOAD` (issue 18): io_uring, a
+//! call says they were sent, under `LD_PRELOAD`: io_uring, a
 //! TCP Fast Open query to a loopback nameserver, raw and ICMP sockets,
 //! sockets that carry their own destination (`AF_PACKET`, `IP_HDRINCL`),
 //! UDP-Lite, the calls the shim does not hook on a UDP socket connected

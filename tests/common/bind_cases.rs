@@ -1,4 +1,4 @@
-//! The end-to-end cases of issue 13 (SOCKS BIND for programs that listen
+//! The end-to-end cases of SOCKS BIND (for programs that listen
 //! for a connection back), written once and run against the bundled server
 //! (`tests/bind_bundled.rs`) and Dante (`tests/bind_dante.rs`).
 //!

@@ -1,4 +1,4 @@
-//! The end-to-end cases of issue 3 (names resolved by the proxy), written
+//! The end-to-end cases of names resolved by the proxy, written
 //! once and run against the bundled server (`tests/dns_bundled.rs`), Dante
 //! (`tests/dns_dante.rs`) and inside a network namespace whose only DNS
 //! server counts queries (`tests/dns_leak.rs`).

@@ -1,4 +1,4 @@
-//! The end-to-end TCP cases of issue 2, written once and run against every
+//! The end-to-end TCP cases, written once and run against every
 //! SOCKS server (`tests/tcp_bundled.rs`, `tests/tcp_dante.rs`).
 //!
 //! Each case runs a real client under the shim and asserts what a user

@@ -1,4 +1,4 @@
-//! The end-to-end UDP cases of issue 4, written once and run against every
+//! The end-to-end UDP cases, written once and run against every
 //! SOCKS server (`tests/udp_bundled.rs`, `tests/udp_dante.rs`).
 //!
 //! Each case runs a real client (`python3`, `dig`) under the shim and
