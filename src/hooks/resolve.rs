@@ -3,7 +3,8 @@
 //! `gethostbyaddr`, `gethostbyaddr_r` and `getnameinfo`.
 //!
 //! Who answers a name (decided by the client core's
-//! `socksify_client::route::name_lookup`, carried out by [`forward`]):
+//! `socksify_client::route::name_lookup`, carried out by the engine,
+//! `names::for_getaddrinfo` and `names::for_hostent`):
 //! * libc, for numeric hosts, `AI_NUMERICHOST`, a null node, local DNS mode
 //!   (`socks5://`, `SOCKSIFY_DNS=local`) and names `SOCKSIFY_NO_PROXY`
 //!   bypasses (name rules apply before any faking);
@@ -18,7 +19,10 @@
 //!
 //! Every hook: the guard (our own look-ups go straight to libc), then the
 //! slow path inside [`ffi::catch`]; a panic returns an error, never libc's
-//! answer for a name that must not reach DNS.
+//! answer for a name that must not reach DNS. The hooks read the C
+//! arguments, call the engine (`names`), and lay out its answer (the
+//! `addrinfo` list: [`addrinfo`]; a `hostent`: [`hostent`]); when libc
+//! answers, they hand its addresses back (`names::ByLibc::answered`).
 //!
 //! `getaddrinfo_a` and the raw `res_*` queries: [`raw_dns`].
 
@@ -26,12 +30,11 @@ mod addrinfo;
 mod hostent;
 mod raw_dns; // getaddrinfo_a and res_* (glibc's resolver bypasses our hooks)
 
+use crate::names::{self, reverse, AddrInfo as Answer, ByLibc, Failed, HostEntry, Reverse};
 use crate::{ffi, real, socket_addr};
-use addrinfo::Hints;
 use hostent::HostData;
 use libc::{addrinfo as AddrInfo, c_char, c_int, c_void, hostent as HostEnt, size_t, sockaddr, socklen_t};
 use libc::{AF_INET, AF_INET6, AI_CANONNAME, AI_NUMERICHOST, EAI_FAIL, EAI_NONAME, EAI_OVERFLOW, NI_NAMEREQD, NI_NUMERICHOST};
-use crate::names::{forward, reverse, Forward, Reverse};
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ptr::null_mut;
@@ -99,10 +102,10 @@ pub unsafe extern "C" fn getaddrinfo(
 
 unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_ptr: *const AddrInfo, res: *mut *mut AddrInfo) -> c_int {
     // SAFETY: hints_ptr is the program's: null or an addrinfo.
-    let hints = unsafe { Hints::read(hints_ptr) };
+    let hints = unsafe { addrinfo::read_hints(hints_ptr) };
     // A numeric host, or an error glibc finds before any look-up (flags,
     // family, service, socket type): glibc answers, without a query.
-    let mut probe = hints.to_c();
+    let mut probe = addrinfo::hints_to_c(&hints);
     probe.ai_flags |= AI_NUMERICHOST;
     // SAFETY: the program's node, service and result pointer; our own hints.
     let rc = unsafe { real::getaddrinfo(node, service, &probe, res) };
@@ -129,25 +132,18 @@ unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_pt
         Err(e) => return e,
     };
     let port = tuples.first().map_or(0, |t| t.port);
-    let (canon, v4, v6) = match forward(name, port) {
-        Forward::Libc { bypassed } => {
+    let (canon, addrs) = match names::for_getaddrinfo(name, port, &hints) {
+        Answer::Libc(libc) => {
             // SAFETY: the program's arguments, passed on unchanged.
             let rc = unsafe { real::getaddrinfo(node, service, hints_ptr, res) };
-            if rc == 0 && bypassed {
+            if rc == 0 {
                 // SAFETY: rc == 0: *res is the list libc just returned.
-                unsafe { remember_addrinfo(*res) };
+                libc.answered(|| unsafe { addrinfo::addrs(*res) });
             }
             return rc;
         }
-        Forward::Hosts(h) => (h.canon, h.v4, h.v6),
-        Forward::Fake(v4, v6) => (name.to_owned(), vec![v4], vec![v6]),
-        Forward::NotFound => return EAI_NONAME,
-        Forward::Refused => return EAI_FAIL,
-        Forward::TryAgain => return libc::EAI_AGAIN,
-    };
-    let addrs = match addrinfo::select(&hints, &v4, &v6, addrinfo::configured_families) {
-        Ok(a) => a,
-        Err(e) => return e,
+        Answer::Addrs { canon, addrs } => (canon, addrs),
+        Answer::Failed(why) => return eai_of(why),
     };
     let canon = if hints.flags & AI_CANONNAME != 0 { CString::new(canon).ok() } else { None };
     match addrinfo::build(&addrs, &tuples, hints.flags, canon.as_deref()) {
@@ -157,6 +153,15 @@ unsafe fn getaddrinfo_slow(node: *const c_char, service: *const c_char, hints_pt
             0
         }
         Err(e) => e,
+    }
+}
+
+/// `getaddrinfo`'s error for a look-up we fail.
+fn eai_of(why: Failed) -> c_int {
+    match why {
+        Failed::NotFound => EAI_NONAME,
+        Failed::Refused => EAI_FAIL,
+        Failed::TryAgain => libc::EAI_AGAIN,
     }
 }
 
@@ -175,22 +180,14 @@ pub unsafe extern "C" fn freeaddrinfo(res: *mut AddrInfo) {
     }
 }
 
-/// Remembers the addresses of a bypassed name's answer (see [`Forward`]).
-unsafe fn remember_addrinfo(mut cur: *const AddrInfo) {
-    while !cur.is_null() {
-        // SAFETY: walking the list libc just returned.
-        let ai = unsafe { &*cur };
-        // SAFETY: libc's entry: ai_addr holds ai_addrlen bytes.
-        if let Some(sa) = unsafe { socket_addr::read(ai.ai_addr, ai.ai_addrlen) } {
-            crate::route::remember_bypassed(sa.ip());
-        }
-        cur = ai.ai_next;
-    }
-}
-
-unsafe fn remember_hostent(ent: *const HostEnt) {
+/// The addresses of a `hostent` (libc's, for a bypassed name's answer).
+///
+/// # Safety
+/// `ent` is null or a `hostent` libc just returned.
+unsafe fn hostent_addrs(ent: *const HostEnt) -> Vec<IpAddr> {
+    let mut out = Vec::new();
     if ent.is_null() {
-        return;
+        return out;
     }
     // SAFETY: a hostent libc just returned: a null-terminated address list.
     let ent = unsafe { &*ent };
@@ -208,61 +205,55 @@ unsafe fn remember_hostent(ent: *const HostEnt) {
             16 => IpAddr::V6(Ipv6Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 16]) })),
             _ => break,
         };
-        crate::route::remember_bypassed(ip);
+        out.push(ip);
         i += 1;
     }
+    out
 }
 
 // ------------------------------------------------------------ gethostbyname*
 
 enum HostLookup {
-    /// libc answers; `bypassed`: remember its addresses (see [`Forward`]).
-    Libc {
-        bypassed: bool,
-    },
+    /// libc answers; its addresses go back to the engine.
+    Libc(ByLibc),
+    /// libc answers a call that is not ours (a numeric name, another family).
+    LibcAlone,
     Found(HostData),
     NotFound(c_int),
 }
 
 unsafe fn by_name(name: *const c_char, family: c_int) -> HostLookup {
     if name.is_null() || (family != AF_INET && family != AF_INET6) {
-        return HostLookup::Libc { bypassed: false };
+        return HostLookup::LibcAlone;
     }
     // SAFETY: name is non-null (checked above) and a C string by the C function's contract.
     let cname = unsafe { CStr::from_ptr(name) };
     if is_numeric(cname) {
-        return HostLookup::Libc { bypassed: false };
+        return HostLookup::LibcAlone;
     }
     let Ok(text) = cname.to_str() else { return HostLookup::NotFound(HOST_NOT_FOUND) };
-    let (name, aliases, addrs): (String, Vec<String>, Vec<IpAddr>) = match forward(text, 0) {
-        Forward::Libc { bypassed } => return HostLookup::Libc { bypassed },
-        Forward::Hosts(h) if family == AF_INET => (h.canon, h.aliases, h.v4.into_iter().map(IpAddr::V4).collect()),
-        Forward::Hosts(h) => (h.canon, h.aliases, h.v6.into_iter().map(IpAddr::V6).collect()),
-        Forward::Fake(v4, _) if family == AF_INET => (text.to_owned(), Vec::new(), vec![v4.into()]),
-        Forward::Fake(_, v6) => (text.to_owned(), Vec::new(), vec![v6.into()]),
-        Forward::NotFound => return HostLookup::NotFound(HOST_NOT_FOUND),
-        Forward::Refused => return HostLookup::NotFound(NO_RECOVERY),
-        Forward::TryAgain => return HostLookup::NotFound(TRY_AGAIN),
-    };
-    if addrs.is_empty() {
-        return HostLookup::NotFound(HOST_NOT_FOUND);
+    match names::for_hostent(text, family) {
+        HostEntry::Libc(libc) => HostLookup::Libc(libc),
+        HostEntry::Found { name, aliases, addrs } => HostLookup::Found(HostData { name, aliases, family, addrs }),
+        HostEntry::Failed(Failed::NotFound) => HostLookup::NotFound(HOST_NOT_FOUND),
+        HostEntry::Failed(Failed::Refused) => HostLookup::NotFound(NO_RECOVERY),
+        HostEntry::Failed(Failed::TryAgain) => HostLookup::NotFound(TRY_AGAIN),
     }
-    HostLookup::Found(HostData { name, aliases, family, addrs })
 }
 
 unsafe fn by_addr(addr: *const c_void, len: socklen_t, family: c_int) -> HostLookup {
     if addr.is_null() {
-        return HostLookup::Libc { bypassed: false };
+        return HostLookup::LibcAlone;
     }
     let ip = match (family, len) {
         // SAFETY: the caller says `addr` holds `len` bytes.
         (AF_INET, 4) => IpAddr::V4(Ipv4Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 4]) })),
         // SAFETY: the caller says `addr` holds `len` (16) bytes.
         (AF_INET6, 16) => IpAddr::V6(Ipv6Addr::from(unsafe { std::ptr::read_unaligned(addr as *const [u8; 16]) })),
-        _ => return HostLookup::Libc { bypassed: false },
+        _ => return HostLookup::LibcAlone,
     };
     match reverse(ip, 0) {
-        Reverse::Libc => HostLookup::Libc { bypassed: false },
+        Reverse::Libc => HostLookup::LibcAlone,
         Reverse::Name(name, aliases) => HostLookup::Found(HostData { name, aliases, family, addrs: vec![ip] }),
         Reverse::NotFound => HostLookup::NotFound(HOST_NOT_FOUND),
     }
@@ -271,12 +262,11 @@ unsafe fn by_addr(addr: *const c_void, len: socklen_t, family: c_int) -> HostLoo
 /// The non-reentrant form: our answers live in a per-thread buffer.
 fn answer_static(lookup: HostLookup, libc_answer: impl FnOnce() -> *mut HostEnt) -> *mut HostEnt {
     match lookup {
-        HostLookup::Libc { bypassed } => {
+        HostLookup::LibcAlone => libc_answer(),
+        HostLookup::Libc(libc) => {
             let ent = libc_answer();
-            if bypassed {
-                // SAFETY: ent is what libc's gethostbyname* just returned: null or a valid hostent.
-                unsafe { remember_hostent(ent) };
-            }
+            // SAFETY: ent is what libc's gethostbyname* just returned: null or a valid hostent.
+            libc.answered(|| unsafe { hostent_addrs(ent) });
             ent
         }
         HostLookup::Found(data) => {
@@ -313,11 +303,12 @@ unsafe fn answer_r(
         }
     };
     match lookup {
-        HostLookup::Libc { bypassed } => {
+        HostLookup::LibcAlone => libc_answer(),
+        HostLookup::Libc(libc) => {
             let rc = libc_answer();
-            if rc == 0 && bypassed && !result.is_null() {
+            if rc == 0 && !result.is_null() {
                 // SAFETY: rc == 0 and result non-null: libc stored null or a valid hostent there.
-                unsafe { remember_hostent(*result) };
+                libc.answered(|| unsafe { hostent_addrs(*result) });
             }
             rc
         }

@@ -6,6 +6,8 @@
 //!   handshake of `socksify-proto` driven over a raw fd with a deadline.
 //! * [`sockaddr`]: C socket addresses to and from `std::net::SocketAddr`.
 //! * [`route`]: the routing decision, direct or through the proxy.
+//! * [`addrinfo`]: which addresses a `getaddrinfo` answer holds and their
+//!   order (the hints, `AI_ADDRCONFIG`, RFC 6724), for names we answer.
 //! * [`socket_kind`]: which sockets a proxy can carry (TCP, UDP), and
 //!   which carry their destination where no hook sees it.
 //! * [`udp`]: the decisions of a UDP association (can this configuration
@@ -19,6 +21,7 @@
 
 // Linked into the shim: the same rules for unsafe code ([workspace.lints]).
 
+pub mod addrinfo;
 pub mod child_env;
 pub mod elf_note;
 pub mod route;

@@ -6,10 +6,11 @@
 //! never see, so in remote DNS mode each would send a query straight to
 //! the system's nameserver.
 //!
+//! Who answers them is the engine's (`names::unhooked::answerer`):
 //! * `getaddrinfo_a` in remote mode (or with a malformed configuration)
-//!   answers every request at once with our own `getaddrinfo` logic (fake
-//!   addresses, freed by our `freeaddrinfo`), then notifies as `sevp` asks.
-//!   In local mode glibc's own runs.
+//!   answers every request at once with our own `getaddrinfo` (fake
+//!   addresses, freed by our `freeaddrinfo`), then notifies as `sevp` asks
+//!   (`names::unhooked::notify`). In local mode glibc's own runs.
 //! * The `res_*` calls in remote mode (or with a malformed configuration)
 //!   fail: -1, `h_errno` `NO_RECOVERY`, errno `ECONNREFUSED`. A DNS message
 //!   has no proxy to go to; it would leave the machine directly. For the
@@ -21,17 +22,16 @@
 //! calls them has loaded; if one is still missing the call fails.
 
 use super::{getaddrinfo_slow, set_h_errno, NO_RECOVERY};
-use crate::{ffi, runtime};
+use crate::ffi;
+use crate::names::unhooked::{self, Answerer, Notify};
 use libc::{addrinfo as AddrInfo, c_char, c_int, c_uchar, c_void};
-use socksify_proto::config::DnsMode;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 // <netdb.h> / <signal.h> values the libc crate does not carry.
 const GAI_WAIT: c_int = 0;
 const GAI_NOWAIT: c_int = 1;
 const EAI_SYSTEM: c_int = -11;
 const SIGEV_SIGNAL: c_int = 0;
-const SIGEV_NONE: c_int = 1;
 const SIGEV_THREAD: c_int = 2;
 
 /// glibc's `struct gaicb`.
@@ -74,22 +74,6 @@ fn next_fn(slot: &AtomicPtr<c_void>, names: &[&'static [u8]]) -> *mut c_void {
     std::ptr::null_mut()
 }
 
-/// Who answers a look-up that glibc would run without our hooks.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Local DNS mode: glibc's own function.
-    Real,
-    /// Remote DNS mode or a malformed configuration: the shim.
-    Ours,
-}
-
-fn mode() -> Mode {
-    match runtime::config() {
-        Some(config) if config.dns == DnsMode::Local => Mode::Real,
-        _ => Mode::Ours,
-    }
-}
-
 // ------------------------------------------------------------- getaddrinfo_a
 
 type GaiA = unsafe extern "C" fn(c_int, *mut *mut GaiCb, c_int, *mut SigEvent) -> c_int;
@@ -120,7 +104,7 @@ pub unsafe extern "C" fn getaddrinfo_a(mode_arg: c_int, list: *mut *mut GaiCb, n
         return EAI_SYSTEM;
     }
     let inside = crate::hooks::enter_resolver();
-    if ffi::catch(Mode::Ours, libc::EIO, mode) == Mode::Real {
+    if ffi::catch(Answerer::Shim, libc::EIO, unhooked::answerer) == Answerer::Glibc {
         drop(inside);
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real_getaddrinfo_a(mode_arg, list, nitems, sevp) };
@@ -143,7 +127,9 @@ pub unsafe extern "C" fn getaddrinfo_a(mode_arg: c_int, list: *mut *mut GaiCb, n
     // Outside the guard: a signal handler or notify function may look
     // names up itself, and must get our hooks.
     drop(inside);
-    notify(mode_arg, sevp)
+    // SAFETY: sevp is null or the caller's sigevent; its function may be called with its value.
+    unsafe { unhooked::notify(read_notify(mode_arg, sevp)) };
+    0
 }
 
 /// One request, through the same code as our `getaddrinfo`.
@@ -163,48 +149,29 @@ unsafe fn answer(req: &mut GaiCb) -> c_int {
     rc
 }
 
-/// Every request is done: tell the caller as `sevp` asks (GAI_NOWAIT only).
-fn notify(mode_arg: c_int, sevp: *mut SigEvent) -> c_int {
+/// How the caller asked to be told that every request is done (only
+/// `GAI_NOWAIT` with a `sevp` asks).
+///
+/// # Safety
+/// `sevp` is null or the caller's `sigevent`.
+unsafe fn read_notify(mode_arg: c_int, sevp: *const SigEvent) -> Notify {
     if mode_arg != GAI_NOWAIT || sevp.is_null() {
-        return 0;
+        return Notify::Nothing;
     }
-    // SAFETY: the caller's sigevent.
+    // SAFETY: the caller's sigevent (read_notify's contract).
     let sev = unsafe { &*sevp };
-    match sev.sigev_notify {
-        SIGEV_SIGNAL => {
-            let value = libc::sigval { sival_ptr: sev.sigev_value };
-            // SAFETY: plain syscall wrappers.
-            unsafe { libc::sigqueue(libc::getpid(), sev.sigev_signo, value) };
-        }
-        SIGEV_THREAD => {
-            if let Some(function) = sev.sigev_notify_function {
-                let value = sev.sigev_value as usize;
-                // SAFETY: the caller's notify function and value, as glibc would call them.
-                let spawned =
-                    std::thread::Builder::new().name("gai-notify".into()).spawn(move || unsafe { function(value as *mut c_void) });
-                if spawned.is_err() {
-                    log::warn!("getaddrinfo_a: cannot start the notification thread");
-                }
-            }
-        }
-        SIGEV_NONE => {}
-        _ => {}
+    match (sev.sigev_notify, sev.sigev_notify_function) {
+        (SIGEV_SIGNAL, _) => Notify::Signal { signo: sev.sigev_signo, value: sev.sigev_value },
+        (SIGEV_THREAD, Some(function)) => Notify::Thread { function, value: sev.sigev_value },
+        _ => Notify::Nothing, // SIGEV_NONE, a thread without a function, anything else
     }
-    0
 }
 
 // ------------------------------------------------------------------ res_*
 
-/// Once per process: why the program's raw DNS query failed.
+/// The program's raw DNS query (`what`) fails, with a warning once per process.
 fn refuse(what: &str) -> c_int {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if !WARNED.swap(true, Ordering::Relaxed) {
-        let why = if runtime::config().is_some() { "in remote DNS mode" } else { "while the configuration is malformed" };
-        log::warn!(
-            "{what}: raw DNS queries are refused {why}: they would leave the machine directly, \
-             not through the proxy (use SOCKSIFY_DNS=local, or a resolver that uses getaddrinfo)"
-        );
-    }
+    unhooked::warn_refused(what);
     set_h_errno(NO_RECOVERY);
     ffi::set_errno(libc::ECONNREFUSED);
     -1
@@ -214,7 +181,7 @@ fn refuse(what: &str) -> c_int {
 /// inside the guard and after a panic).
 fn res_hook(what: &str, real: impl FnOnce() -> c_int) -> c_int {
     let inside = crate::hooks::enter_resolver();
-    if ffi::catch(Mode::Ours, libc::ECONNREFUSED, mode) == Mode::Real {
+    if ffi::catch(Answerer::Shim, libc::ECONNREFUSED, unhooked::answerer) == Answerer::Glibc {
         drop(inside);
         return real();
     }
