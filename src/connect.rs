@@ -41,6 +41,17 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
             Carried::Stream => kernel(),
         };
     }
+    if fd_table::kind(fd) == fd_table::kind::CONNECTING {
+        // A second connect while the first is under way, or after it
+        // failed: as the kernel answers (the failure is reported once).
+        match crate::connecting::table::view(fd).map(|v| v.state) {
+            Some(crate::connecting::State::Pending) => return fail(libc::EALREADY),
+            Some(crate::connecting::State::Failed(_)) => {
+                return fail(crate::connecting::take_failure(fd).unwrap_or(libc::ECONNREFUSED));
+            }
+            None => crate::sockets::forget(fd),
+        }
+    }
     if fd_table::kind(fd) == fd_table::kind::UDP {
         // The fd number was a UDP socket of ours, closed behind our back
         // (a raw syscall) and reused: that state is not this socket's.
@@ -83,6 +94,11 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
         log::warn!("connect fd {fd} to {dst} refused: a fake address no name holds (stale or from another process)");
         return fail(libc::EHOSTUNREACH);
     };
+    if socket_addr::is_nonblocking(fd) {
+        if let Some(rc) = crate::connecting::start(fd, sock_family, config, &target, dst) {
+            return rc;
+        }
+    }
     match tcp::connect_via_proxy(fd, sock_family, config, Command::Connect, &target) {
         Ok((proxy, bound)) => {
             log::info!("tcp fd {fd} -> {target} via {}: connected (proxy bound {bound})", config.chain[0]);
@@ -104,13 +120,7 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
     }
 }
 
-/// `connect(fd, AF_UNSPEC)`, ours: dissolves whatever the kernel has `fd`
-/// connected to.
-fn dissolve(fd: c_int) -> c_int {
-    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-    // SAFETY: a valid AF_UNSPEC address dissolves the connection.
-    unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) }
-}
+use tcp::dissolve;
 
 /// `connect` on an IPv4/IPv6 UDP socket (from [`connect`]): a proxied
 /// destination opens the association and records `dst` as the socket's

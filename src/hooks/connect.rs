@@ -13,6 +13,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let copied = socket_addr::read_program_family(addr, len);
     let family = copied.map(|(family, _)| family);
     if family != Some(AF_INET) && family != Some(AF_INET6) {
+        if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::CONNECTING {
+            // The program dissolves a connect under way: ours ends with it.
+            if let Some(_inside) = crate::hooks::enter() {
+                ffi::catch((), 0, || crate::sockets::forget(fd));
+            }
+        }
         if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
             // Dissolving a UDP socket's proxied peer, keeping its port.
             if let Some(_inside) = crate::hooks::enter() {
@@ -64,6 +70,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     if kind == fd_table::kind::NONE || kind == fd_table::kind::CONTROL {
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::getpeername(fd, addr, len) };
+    }
+    if kind == fd_table::kind::CONNECTING {
+        // Connected to the proxy, not yet through it (or failed).
+        return fail(libc::ENOTCONN);
     }
     if kind == fd_table::kind::BIND {
         // A listener has no peer (its socket may be connected to the proxy
