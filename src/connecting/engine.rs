@@ -64,7 +64,7 @@ fn signal(fd: c_int) {
 
 /// Hands `job` to the engine, starting it if this process has none;
 /// gives the job back if no engine can run.
-pub fn submit(job: Job) -> Result<(), (Job, String)> {
+pub fn submit(job: Box<Job>) -> Result<(), (Box<Job>, String)> {
     let mut engine = ENGINE.lock();
     if engine.as_ref().is_some_and(|h| h.pid != pid()) {
         // A fork child: the parent's engine is not running here; its fds
@@ -79,7 +79,7 @@ pub fn submit(job: Job) -> Result<(), (Job, String)> {
         }
     }
     let h = engine.as_mut().expect("started above");
-    h.queue.push(job);
+    h.queue.push(*job);
     signal(h.wake.0);
     Ok(())
 }
@@ -114,7 +114,7 @@ fn start() -> Result<Handle, String> {
 fn run(epoll: c_int, wake: c_int) {
     // Our own thread: nothing it calls may be proxied or re-enter a hook.
     let Some(_inside) = guard::enter() else { return };
-    let mut jobs: HashMap<u64, Job> = HashMap::new();
+    let mut jobs: HashMap<u64, Box<Job>> = HashMap::new();
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
     loop {
         let now = Instant::now();
@@ -145,6 +145,7 @@ fn run(epoll: c_int, wake: c_int) {
                 unsafe { real::read(wake, count.as_mut_ptr() as *mut libc::c_void, 8) };
                 let new = ENGINE.lock().as_mut().map(|h| std::mem::take(&mut h.queue)).unwrap_or_default();
                 for job in new {
+                    let job = Box::new(job);
                     let mut ev = libc::epoll_event { events: job.events as u32, u64: job.id };
                     // SAFETY: our epoll, our copy of the socket, our event.
                     if unsafe { real::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, job.sock.0, &mut ev) } != 0 {
@@ -201,7 +202,7 @@ fn forget(epoll: c_int, job: &Job) {
     unsafe { real::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, job.sock.0, std::ptr::null_mut()) };
 }
 
-fn finish(epoll: c_int, job: Job, outcome: Result<(SocketAddr, TargetAddr), ConnectError>) {
+fn finish(epoll: c_int, job: Box<Job>, outcome: Result<(SocketAddr, TargetAddr), ConnectError>) {
     forget(epoll, &job);
     super::done(&job, outcome);
     // `job.sock` closes with the job: the program's fd is the socket's last.

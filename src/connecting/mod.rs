@@ -74,7 +74,7 @@ pub fn start(fd: c_int, family: c_int, config: &'static Config, target: &TargetA
         .filter(|(epfd, ..)| unsafe { real::epoll_ctl(*epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } == 0)
         .collect();
     table::adopt_watchers(fd, before);
-    let job = Job { id, fd, sock, driver, deadline, events, what, target: target.clone(), dst, config };
+    let job = Box::new(Job { id, fd, sock, driver, deadline, events, what, target: target.clone(), dst, config });
     if let Err((job, why)) = engine::submit(job) {
         log::error!("tcp fd {fd} -> {target}: {why}; connecting in the call instead");
         return Some(in_the_call(job));
@@ -105,7 +105,7 @@ fn completion_fd() -> Result<OwnedFd, i32> {
 
 /// No engine could start: the connect is driven here, to the end, as a
 /// blocking one would be, and its outcome recorded as the engine would.
-fn in_the_call(mut job: Job) -> c_int {
+fn in_the_call(mut job: Box<Job>) -> c_int {
     let mut revents = 0;
     let outcome = loop {
         match job.driver.step(&tcp::RealIo, job.sock.0, revents) {

@@ -44,6 +44,8 @@ pub unsafe extern "C" fn ppoll(fds: *mut pollfd, n: nfds_t, timeout: *const time
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::ppoll(fds, n, timeout, sigmask) };
     }
+    // A bad timeout pointer: the kernel says EFAULT.
+    // SAFETY: the program's arguments, passed on unchanged.
     let Ok(limit) = limit_of(timeout) else { return unsafe { real::ppoll(fds, n, timeout, sigmask) } };
     // SAFETY: the program's arguments, passed on unchanged.
     poll_ours(fds, n, limit, sigmask, &mut || unsafe { real::ppoll(fds, n, timeout, sigmask) })
@@ -116,6 +118,7 @@ pub unsafe extern "C" fn pselect(
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::pselect(n, r, w, e, timeout, sigmask) };
     }
+    // A bad timeout pointer: the kernel says EFAULT.
     // SAFETY: the program's arguments, passed on unchanged.
     let Ok(limit) = limit_of(timeout) else { return unsafe { real::pselect(n, r, w, e, timeout, sigmask) } };
     // SAFETY: the program's arguments, passed on unchanged.
