@@ -17,9 +17,11 @@ use std::net::SocketAddr;
 
 /// What the program's `connect(fd, dst)` becomes (`dst` copied out of its
 /// memory): our connect through the proxy, or the answer of `kernel`, the
-/// program's own call passed on unchanged. Returns what `connect` returns
-/// (errno set on -1).
-pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) -> c_int {
+/// program's own call passed on unchanged. `background`: a non-blocking
+/// socket's handshake may finish after the call (`EINPROGRESS`,
+/// [`crate::connecting`]); not for `sendto(MSG_FASTOPEN)`, whose send
+/// follows. Returns what `connect` returns (errno set on -1).
+pub fn connect(fd: c_int, dst: SocketAddr, background: bool, kernel: &mut dyn FnMut() -> c_int) -> c_int {
     let Some(sock_type) = socket_addr::socket_type(fd) else {
         return kernel(); // not a socket: the kernel says ENOTSOCK/EBADF
     };
@@ -94,7 +96,7 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
         log::warn!("connect fd {fd} to {dst} refused: a fake address no name holds (stale or from another process)");
         return fail(libc::EHOSTUNREACH);
     };
-    if socket_addr::is_nonblocking(fd) {
+    if background && socket_addr::is_nonblocking(fd) {
         if let Some(rc) = crate::connecting::start(fd, sock_family, config, &target, dst) {
             return rc;
         }

@@ -45,7 +45,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         return unsafe { real::connect(fd, addr, len) }; // too short: let the kernel say EINVAL
     };
     // SAFETY: the program's arguments, passed on unchanged.
-    let rc = ffi::catch(-1, libc::ECONNREFUSED, || crate::connect::connect(fd, dst, &mut || unsafe { real::connect(fd, addr, len) }));
+    let rc = ffi::catch(-1, libc::ECONNREFUSED, || crate::connect::connect(fd, dst, true, &mut || unsafe { real::connect(fd, addr, len) }));
     if rc == 0 {
         ffi::set_errno(errno_before);
     }
@@ -57,7 +57,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match socket_addr::read_program(addr, len) {
         // SAFETY: the program's arguments, passed on unchanged.
-        Ok(Some(dst)) => crate::connect::connect(fd, dst, &mut || unsafe { real::connect(fd, addr, len) }),
+        // The send follows at once: connected in the call, also when non-blocking.
+        Ok(Some(dst)) => crate::connect::connect(fd, dst, false, &mut || unsafe { real::connect(fd, addr, len) }),
         // SAFETY: the program's arguments, passed on unchanged.
         Ok(None) => unsafe { real::connect(fd, addr, len) }, // too short: let the kernel say EINVAL
         Err(errno) => fail(errno),
