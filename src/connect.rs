@@ -17,9 +17,11 @@ use std::net::SocketAddr;
 
 /// What the program's `connect(fd, dst)` becomes (`dst` copied out of its
 /// memory): our connect through the proxy, or the answer of `kernel`, the
-/// program's own call passed on unchanged. Returns what `connect` returns
-/// (errno set on -1).
-pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) -> c_int {
+/// program's own call passed on unchanged. `background`: a non-blocking
+/// socket's handshake may finish after the call (`EINPROGRESS`,
+/// [`crate::connecting`]); not for `sendto(MSG_FASTOPEN)`, whose send
+/// follows. Returns what `connect` returns (errno set on -1).
+pub fn connect(fd: c_int, dst: SocketAddr, background: bool, kernel: &mut dyn FnMut() -> c_int) -> c_int {
     let Some(sock_type) = socket_addr::socket_type(fd) else {
         return kernel(); // not a socket: the kernel says ENOTSOCK/EBADF
     };
@@ -40,6 +42,17 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
             },
             Carried::Stream => kernel(),
         };
+    }
+    if fd_table::kind(fd) == fd_table::kind::CONNECTING {
+        // A second connect while the first is under way, or after it
+        // failed: as the kernel answers (the failure is reported once).
+        match crate::connecting::table::view(fd).map(|v| v.state) {
+            Some(crate::connecting::State::Pending) => return fail(libc::EALREADY),
+            Some(crate::connecting::State::Failed(_)) => {
+                return fail(crate::connecting::take_failure(fd).unwrap_or(libc::ECONNREFUSED));
+            }
+            None => crate::sockets::forget(fd),
+        }
     }
     if fd_table::kind(fd) == fd_table::kind::UDP {
         // The fd number was a UDP socket of ours, closed behind our back
@@ -83,6 +96,11 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
         log::warn!("connect fd {fd} to {dst} refused: a fake address no name holds (stale or from another process)");
         return fail(libc::EHOSTUNREACH);
     };
+    if background && socket_addr::is_nonblocking(fd) {
+        if let Some(rc) = crate::connecting::start(fd, sock_family, config, &target, dst) {
+            return rc;
+        }
+    }
     match tcp::connect_via_proxy(fd, sock_family, config, Command::Connect, &target) {
         Ok((proxy, bound)) => {
             log::info!("tcp fd {fd} -> {target} via {}: connected (proxy bound {bound})", config.chain[0]);
@@ -104,13 +122,7 @@ pub fn connect(fd: c_int, dst: SocketAddr, kernel: &mut dyn FnMut() -> c_int) ->
     }
 }
 
-/// `connect(fd, AF_UNSPEC)`, ours: dissolves whatever the kernel has `fd`
-/// connected to.
-fn dissolve(fd: c_int) -> c_int {
-    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-    // SAFETY: a valid AF_UNSPEC address dissolves the connection.
-    unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) }
-}
+use tcp::dissolve;
 
 /// `connect` on an IPv4/IPv6 UDP socket (from [`connect`]): a proxied
 /// destination opens the association and records `dst` as the socket's

@@ -94,7 +94,7 @@ struct Value {
 fn get(fd: c_int, (level, name): (c_int, c_int)) -> Option<Value> {
     let mut v = Value { bytes: [0; 64], len: 64 };
     // SAFETY: a 64-byte out-buffer with its length; the kernel writes at most that.
-    let rc = unsafe { libc::getsockopt(fd, level, name, v.bytes.as_mut_ptr() as *mut c_void, &mut v.len) };
+    let rc = unsafe { real::getsockopt(fd, level, name, v.bytes.as_mut_ptr() as *mut c_void, &mut v.len) };
     (rc == 0).then_some(v)
 }
 

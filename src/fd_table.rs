@@ -11,7 +11,7 @@
 use crate::fork_safe::{is_vfork_child, ForkSafeMutex};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Fds at or above this are never ours: a socket we would have to track
 /// there is refused instead (see [`SLOTS`] users), never sent direct.
@@ -33,6 +33,39 @@ pub mod kind {
     /// A TCP socket the program bound that is (or is to become) a SOCKS
     /// BIND: its details are in [`crate::bind`].
     pub const BIND: u8 = 4;
+    /// A TCP socket whose non-blocking `connect` is under way in the
+    /// background, or failed and not yet reported: its details are in
+    /// [`crate::connecting`].
+    pub const CONNECTING: u8 = 5;
+    /// An fd of the shim's own that the program never opened (the
+    /// background connect engine's): its `close` answers `EBADF`.
+    pub const OWN: u8 = 6;
+}
+
+/// How many fds are of kind [`kind::CONNECTING`]: the wait hooks (`poll`,
+/// `select`) look no further while it is 0. Kept by every change of kind.
+static CONNECTING_FDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any fd is of kind [`kind::CONNECTING`] (one relaxed load: the
+/// fast path of the wait hooks).
+#[inline(always)]
+pub fn any_connecting() -> bool {
+    CONNECTING_FDS.load(Ordering::Relaxed) != 0
+}
+
+/// Sets `slot` to `new`, keeping [`CONNECTING_FDS`]; returns the old kind.
+fn swap_kind(slot: &AtomicU8, new: u8) -> u8 {
+    let old = slot.swap(new, Ordering::AcqRel);
+    count_change(old, new);
+    old
+}
+
+fn count_change(old: u8, new: u8) {
+    if old == kind::CONNECTING && new != kind::CONNECTING {
+        CONNECTING_FDS.fetch_sub(1, Ordering::AcqRel);
+    } else if new == kind::CONNECTING && old != kind::CONNECTING {
+        CONNECTING_FDS.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 #[inline(always)]
@@ -85,15 +118,67 @@ fn slot_to_change(fd: i32) -> Option<&'static AtomicU8> {
 /// Marks `fd` as a BIND socket (details in [`crate::bind`]).
 pub fn set_bind(fd: i32) -> bool {
     let Some(slot) = slot_to_change(fd) else { return false };
-    slot.store(kind::BIND, Ordering::Release);
+    swap_kind(slot, kind::BIND);
     true
 }
 
 pub fn set_proxied_tcp(fd: i32, details: ProxiedTcp) -> bool {
     let Some(slot) = slot_to_change(fd) else { return false };
     TCP.lock().get_or_insert_with(HashMap::new).insert(fd, details);
-    slot.store(kind::PROXIED_TCP, Ordering::Release);
+    swap_kind(slot, kind::PROXIED_TCP);
     true
+}
+
+/// A connect under way on `fd` succeeded: it becomes proxied TCP with
+/// `details`, if it is still of kind [`kind::CONNECTING`] (a `close` may
+/// have cleared it meanwhile: then nothing changes). The kind changes
+/// under the lock of the details, so a reader of the new kind finds them.
+pub fn connected(fd: i32, details: ProxiedTcp) -> bool {
+    let Some(slot) = slot_to_change(fd) else { return false };
+    let mut tcp = TCP.lock();
+    if slot.compare_exchange(kind::CONNECTING, kind::PROXIED_TCP, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        return false;
+    }
+    count_change(kind::CONNECTING, kind::PROXIED_TCP);
+    tcp.get_or_insert_with(HashMap::new).insert(fd, details);
+    true
+}
+
+/// Marks `fd` as a TCP socket whose connect is under way (details in
+/// [`crate::connecting`]).
+pub fn set_connecting(fd: i32) -> bool {
+    let Some(slot) = slot_to_change(fd) else { return false };
+    swap_kind(slot, kind::CONNECTING);
+    true
+}
+
+/// The fds marked [`kind::OWN`] (a superset: one closed behind our back
+/// may linger; [`own_fds`] checks the kind).
+static OWN: ForkSafeMutex<Option<std::collections::HashSet<i32>>> = ForkSafeMutex::new(None);
+
+/// Marks `fd` as one of the shim's own (see [`kind::OWN`]).
+pub fn set_own(fd: i32) -> bool {
+    let Some(slot) = slot_to_change(fd) else { return false };
+    OWN.lock().get_or_insert_with(Default::default).insert(fd);
+    swap_kind(slot, kind::OWN);
+    true
+}
+
+/// The fds of the shim's own in `first..=last` (`close_range` leaves them open).
+pub fn own_fds(first: u32, last: u32) -> Vec<i32> {
+    let own = OWN.lock();
+    own.iter().flatten().copied().filter(|fd| (first..=last).contains(&(*fd as u32)) && kind(*fd) == kind::OWN).collect()
+}
+
+/// Clears the mark of an fd of our own; whether it was still ours (not
+/// closed behind our back and its number handed out again, which cleared
+/// it): only then may we close it.
+pub fn clear_own(fd: i32) -> bool {
+    let Some(slot) = slot_to_change(fd) else { return false };
+    if let Some(own) = OWN.lock().as_mut() {
+        own.remove(&fd);
+    }
+    slot.compare_exchange(kind::OWN, kind::NONE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
 }
 
 /// The destinations of our proxied TCP connections (for the fake-address
@@ -109,7 +194,7 @@ pub fn proxied_tcp(fd: i32) -> Option<ProxiedTcp> {
 /// Marks `fd` as a UDP socket of ours (details in [`crate::udp`]).
 pub fn set_udp(fd: i32) -> bool {
     let Some(slot) = slot_to_change(fd) else { return false };
-    slot.store(kind::UDP, Ordering::Release);
+    swap_kind(slot, kind::UDP);
     true
 }
 
@@ -117,7 +202,7 @@ pub fn set_udp(fd: i32) -> bool {
 pub fn set_control(fd: i32, on: bool) {
     let Some(slot) = slot_to_change(fd) else { return };
     if on {
-        slot.store(kind::CONTROL, Ordering::Release);
+        swap_kind(slot, kind::CONTROL);
     } else {
         let _ = slot.compare_exchange(kind::CONTROL, kind::NONE, Ordering::AcqRel, Ordering::Relaxed);
     }
@@ -129,7 +214,7 @@ pub fn set_control(fd: i32, on: bool) {
 /// ([`crate::sockets::forget`]).
 pub fn clear(fd: i32) -> Option<u8> {
     let slot = slot_to_change(fd)?; // in a vfork child: the parent's socket, still open there
-    Some(slot.swap(kind::NONE, Ordering::AcqRel)).filter(|&old| old != kind::NONE)
+    Some(swap_kind(slot, kind::NONE)).filter(|&old| old != kind::NONE)
 }
 
 /// Drops the details of proxied TCP `fd` (its kind already cleared).

@@ -24,7 +24,9 @@
 mod at_load;
 mod bind;
 mod connect;
+mod connecting;
 mod dns_responder;
+mod epoll_watch;
 mod fake_dns;
 mod family_swap;
 mod fd_table;

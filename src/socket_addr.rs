@@ -139,7 +139,7 @@ pub fn int_option(fd: libc::c_int, level: libc::c_int, opt: libc::c_int) -> Opti
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as socklen_t;
     // SAFETY: an int option writes at most one int into `value`.
-    let rc = unsafe { libc::getsockopt(fd, level, opt, &mut value as *mut _ as *mut libc::c_void, &mut len) };
+    let rc = unsafe { crate::real::getsockopt(fd, level, opt, &mut value as *mut _ as *mut libc::c_void, &mut len) };
     (rc == 0).then_some(value)
 }
 
@@ -175,4 +175,11 @@ pub fn socket_protocol(fd: libc::c_int) -> Option<libc::c_int> {
 /// The socket's domain and type, or `None` if `fd` is not a socket.
 pub fn socket_family_and_type(fd: libc::c_int) -> Option<(libc::c_int, libc::c_int)> {
     Some((socket_family(fd)?, socket_type(fd)?))
+}
+
+/// Whether `fd`'s file has `O_NONBLOCK` (a non-blocking `connect`).
+pub fn is_nonblocking(fd: libc::c_int) -> bool {
+    // SAFETY: a flag query: no memory is passed.
+    let flags = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
 }

@@ -5,14 +5,16 @@
 //! sockets use).
 //!
 //! It sits above [`fd_table`] (the kind of each fd) and the per-kind
-//! tables ([`crate::udp::table`], [`crate::bind::table`]), which
+//! tables ([`crate::udp::table`], [`crate::bind::table`],
+//! [`crate::connecting::table`]), which
 //! never call back up; the hooks and the engines call it.
 
+use crate::bind::table as bind_table;
+use crate::connecting::table as connecting_table;
 use crate::fd_table::{self, kind};
 use crate::fork_safe::is_vfork_child;
-use crate::bind::table as bind_table;
-use crate::{guard, real};
 use crate::udp::table as udp_table;
+use crate::{guard, real};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +35,7 @@ fn release(fd: i32, old: u8) {
         kind::UDP => udp_table::forget(fd),
         kind::CONTROL => udp_table::control_lost(fd),
         kind::BIND => bind_table::forget(fd),
+        kind::CONNECTING => connecting_table::forget(fd),
         _ => {}
     }
 }
@@ -97,6 +100,7 @@ pub fn copied(old: i32, new: i32) {
         }
         kind::UDP => udp_table::dup(old, new),
         kind::BIND => bind_table::dup(old, new),
+        kind::CONNECTING => connecting_table::dup(old, new),
         _ => {}
     }
 }
@@ -110,6 +114,8 @@ pub fn close_range(first: u32, last: u32, flags: i32) -> i32 {
         forget(fd);
     }
     let mut keep: Vec<u32> = udp_table::control_fds().into_iter().map(|fd| fd as u32).filter(|fd| (first..=last).contains(fd)).collect();
+    // The connect engine's own fds (its epoll, eventfds, copies of sockets).
+    keep.extend(fd_table::own_fds(first, last).into_iter().map(|fd| fd as u32));
     keep.sort_unstable();
     let mut from = first;
     for k in keep {
@@ -139,6 +145,7 @@ fn tracked_in(first: u32, last: u32) -> Vec<i32> {
     let mut fds = fd_table::proxied_tcp_in(first, last);
     fds.extend(udp_table::tracked_fds().into_iter().filter(in_range));
     fds.extend(bind_table::tracked_fds().into_iter().filter(in_range));
+    fds.extend(connecting_table::fds_in(first, last));
     fds
 }
 

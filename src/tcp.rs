@@ -3,7 +3,7 @@
 //! libc's own functions behind our hooks, and a socket of the other family
 //! put in place first when only that one reaches the proxy.
 
-use crate::{family_swap, real, runtime};
+use crate::{family_swap, real, runtime, socket_addr};
 use libc::{c_int, c_void, sockaddr, socklen_t};
 use socksify_proto::config::Config;
 use socksify_proto::wire::socks5::Command;
@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 
 pub use socksify_client::tcp::ConnectError;
 
-/// The real `connect`/`send`/`recv`/`fcntl`, never our hooks.
-struct RealIo;
+/// The real `connect`/`send`/`recv`/`fcntl`/`poll`/`getsockopt`, never our hooks.
+pub struct RealIo;
 
 impl socksify_client::tcp::SocketIo for RealIo {
     unsafe fn connect(&self, fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
@@ -32,11 +32,18 @@ impl socksify_client::tcp::SocketIo for RealIo {
         // SAFETY: an integer argument; no memory is passed.
         unsafe { real::fcntl(fd, cmd, arg as libc::c_ulong) }
     }
+    fn poll(&self, pfd: &mut libc::pollfd, timeout_ms: c_int) -> c_int {
+        // SAFETY: one valid pollfd.
+        unsafe { real::poll(pfd, 1, timeout_ms) }
+    }
+    fn so_error(&self, fd: c_int) -> c_int {
+        socket_addr::int_option(fd, libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(0)
+    }
 }
 
 /// The family `fd` has once it can reach the first hop: its own, or (see
 /// `family_swap`) the other one, after its socket was replaced.
-fn reachable_family(fd: c_int, family: c_int, config: &'static Config) -> Result<c_int, ConnectError> {
+pub fn reachable_family(fd: c_int, family: c_int, config: &'static Config) -> Result<c_int, ConnectError> {
     let addrs = runtime::proxy_addrs(config, 0);
     if addrs.is_empty() || family_swap::can_reach(fd, family, addrs) {
         return Ok(family);
@@ -63,4 +70,12 @@ pub fn connect_via_proxy(
 ) -> Result<(SocketAddr, TargetAddr), ConnectError> {
     let family = reachable_family(fd, family, config)?;
     socksify_client::tcp::connect_via_proxy(&RealIo, fd, family, config, runtime::proxy_addrs(config, 0), command, dst)
+}
+
+/// `connect(fd, AF_UNSPEC)`, ours: dissolves whatever the kernel has `fd`
+/// connected to.
+pub fn dissolve(fd: c_int) -> c_int {
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: a valid AF_UNSPEC address dissolves the connection.
+    unsafe { real::connect(fd, &unspec, std::mem::size_of::<libc::sockaddr>() as socklen_t) }
 }

@@ -211,6 +211,14 @@ unsafe impl Plain for iovec {}
 unsafe impl Plain for libc::msghdr {}
 // SAFETY: as above.
 unsafe impl Plain for libc::mmsghdr {}
+// SAFETY: as above.
+unsafe impl Plain for libc::timeval {}
+// SAFETY: as above.
+unsafe impl Plain for libc::timespec {}
+// SAFETY: as above (a u32 and a u64 union of integers and a pointer).
+unsafe impl Plain for libc::epoll_event {}
+// SAFETY: as above.
+unsafe impl Plain for libc::pollfd {}
 
 // The program's memory: every function below reads or writes through a
 // pointer the program handed to the call being hooked. A bad pointer is

@@ -30,10 +30,11 @@
 
 pub mod table;
 
-pub use table::{program_family, watched};
+pub use table::program_family;
 use crate::fd_table::{self, ProxiedTcp};
 use crate::{real, socket_addr, sockets, tcp};
-use table::{set_state, state, State, Watchers};
+use crate::epoll_watch::Watchers;
+use table::{set_state, state, State};
 use libc::{c_int, c_void, sockaddr, socklen_t, AF_INET6, EAGAIN, EINTR};
 use socksify_proto::bind::{self as rule, ProxiedConn, SecondReply};
 use socksify_proto::config::Config;
@@ -279,7 +280,7 @@ pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags:
 fn poll_once(fd: c_int, ms: c_int) -> i16 {
     let mut pfd = libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
     // SAFETY: one valid pollfd.
-    if unsafe { libc::poll(&mut pfd, 1, ms) } > 0 {
+    if unsafe { real::poll(&mut pfd, 1, ms) } > 0 {
         pfd.revents
     } else {
         0

@@ -1,6 +1,6 @@
 //! The BIND sockets' table: per fd, its [`State`] and the family the
-//! program made it with, and the epoll registrations that must follow a
-//! spent listener's number. Data only: the BIND itself is in
+//! program made it with (the epoll registrations that must follow a spent
+//! listener's number are in [`crate::epoll_watch`]). Data only: the BIND itself is in
 //! [`crate::bind`]; `crate::sockets` drops an fd's entry when it is closed.
 
 use crate::fd_table;
@@ -38,20 +38,6 @@ struct Entry {
 
 static TABLE: ForkSafeMutex<Option<HashMap<c_int, Entry>>> = ForkSafeMutex::new(None);
 
-/// The epoll registrations of each BIND fd: (epoll fd, events, data).
-pub type Watchers = Vec<(c_int, u32, u64)>;
-static WATCHERS: ForkSafeMutex<Option<HashMap<c_int, Watchers>>> = ForkSafeMutex::new(None);
-
-/// `epoll_ctl(epfd, op, fd, event)` succeeded on BIND fd `fd`.
-pub fn watched(fd: c_int, epfd: c_int, op: c_int, event: Option<(u32, u64)>) {
-    let mut table = WATCHERS.lock();
-    let list = table.get_or_insert_with(HashMap::new).entry(fd).or_default();
-    list.retain(|(e, ..)| *e != epfd);
-    if let (true, Some((events, data))) = (op != libc::EPOLL_CTL_DEL, event) {
-        list.push((epfd, events, data));
-    }
-}
-
 fn entry(fd: c_int) -> Option<Entry> {
     TABLE.lock().as_ref().and_then(|t| t.get(&fd).copied())
 }
@@ -75,9 +61,7 @@ pub fn forget(fd: c_int) {
     if let Some(t) = TABLE.lock().as_mut() {
         t.remove(&fd);
     }
-    if let Some(w) = WATCHERS.lock().as_mut() {
-        w.remove(&fd);
-    }
+    crate::epoll_watch::forget(fd);
 }
 
 /// `new` is a copy of `old` (dup): the same socket, the same BIND.
@@ -99,6 +83,6 @@ pub fn insert(fd: c_int, family: c_int, state: State) {
 }
 
 /// Takes the epoll registrations of `fd` (they move with its number).
-pub fn take_watchers(fd: c_int) -> Watchers {
-    WATCHERS.lock().as_mut().and_then(|w| w.remove(&fd)).unwrap_or_default()
+pub fn take_watchers(fd: c_int) -> crate::epoll_watch::Watchers {
+    crate::epoll_watch::take(fd)
 }

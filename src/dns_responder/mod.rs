@@ -125,7 +125,7 @@ fn own_socket(family: c_int, ty: c_int) -> Result<OwnFd, String> {
 
 /// Waits for `events` on `fd` until `deadline`.
 fn wait(fd: c_int, events: i16, deadline: Instant) -> Result<(), String> {
-    match socksify_client::tcp::poll_until(fd, events, deadline) {
+    match socksify_client::tcp::poll_until(&crate::tcp::RealIo, fd, events, deadline) {
         Ok(_) => Ok(()),
         Err(WaitError::TimedOut) => Err("timed out".into()),
         Err(WaitError::Errno(e)) => Err(format!("poll: {}", std::io::Error::from_raw_os_error(e))),

@@ -192,7 +192,7 @@ fn serve(listeners: Vec<(c_int, u64)>) {
             .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
         // SAFETY: a valid array of pollfds.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 1000) };
+        let n = unsafe { real::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 1000) };
         if n < 0 && ffi::errno() != libc::EINTR {
             log::error!("dns responder: poll failed ({}); the next connection starts another thread", std::io::Error::last_os_error());
             return retire(&listeners);

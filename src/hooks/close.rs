@@ -10,7 +10,8 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     // opened this fd, so it is not open as far as it knows. (A CONTROL kind
     // that is_control denies: our control fd was closed behind our back and
     // the number handed out again, a pipe, a file: the program's to close.)
-    if kind == fd_table::kind::CONTROL && crate::udp::is_control(fd) {
+    // The connect engine's own fds (OWN) likewise.
+    if kind == fd_table::kind::CONTROL && crate::udp::is_control(fd) || kind == fd_table::kind::OWN {
         return crate::ffi::fail(libc::EBADF);
     }
     if kind != fd_table::kind::NONE {

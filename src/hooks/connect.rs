@@ -14,6 +14,12 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let copied = unsafe { socket_addr::read_program_family(addr, len) };
     let family = copied.map(|(family, _)| family);
     if family != Some(AF_INET) && family != Some(AF_INET6) {
+        if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::CONNECTING {
+            // The program dissolves a connect under way: ours ends with it.
+            if let Some(_inside) = crate::hooks::enter() {
+                ffi::catch((), 0, || crate::sockets::forget(fd));
+            }
+        }
         if family == Some(libc::AF_UNSPEC) && fd_table::kind(fd) == fd_table::kind::UDP {
             // Dissolving a UDP socket's proxied peer, keeping its port.
             if let Some(_inside) = crate::hooks::enter() {
@@ -40,7 +46,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         return unsafe { real::connect(fd, addr, len) }; // too short: let the kernel say EINVAL
     };
     // SAFETY: the program's arguments, passed on unchanged.
-    let rc = ffi::catch(-1, libc::ECONNREFUSED, || crate::connect::connect(fd, dst, &mut || unsafe { real::connect(fd, addr, len) }));
+    let rc = ffi::catch(-1, libc::ECONNREFUSED, || crate::connect::connect(fd, dst, true, &mut || unsafe { real::connect(fd, addr, len) }));
     if rc == 0 {
         ffi::set_errno(errno_before);
     }
@@ -53,7 +59,8 @@ pub(super) unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen
     // SAFETY: the program's address argument (this function's callers pass it on).
     match unsafe { socket_addr::read_program(addr, len) } {
         // SAFETY: the program's arguments, passed on unchanged.
-        Ok(Some(dst)) => crate::connect::connect(fd, dst, &mut || unsafe { real::connect(fd, addr, len) }),
+        // The send follows at once: connected in the call, also when non-blocking.
+        Ok(Some(dst)) => crate::connect::connect(fd, dst, false, &mut || unsafe { real::connect(fd, addr, len) }),
         // SAFETY: the program's arguments, passed on unchanged.
         Ok(None) => unsafe { real::connect(fd, addr, len) }, // too short: let the kernel say EINVAL
         Err(errno) => fail(errno),
@@ -66,6 +73,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     if kind == fd_table::kind::NONE || kind == fd_table::kind::CONTROL {
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::getpeername(fd, addr, len) };
+    }
+    if kind == fd_table::kind::CONNECTING {
+        // Connected to the proxy, not yet through it (or failed).
+        return fail(libc::ENOTCONN);
     }
     if kind == fd_table::kind::BIND {
         // A listener has no peer (its socket may be connected to the proxy

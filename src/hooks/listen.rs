@@ -1,6 +1,7 @@
-//! `bind`, `listen`, `getsockname`, `epoll_ctl`: listening sockets that
-//! become a SOCKS BIND ([`crate::bind`]; `accept` is in hooks/socket.rs),
-//! and the local address of a proxied connection.
+//! `bind`, `listen`, `getsockname`: listening sockets that become a SOCKS
+//! BIND ([`crate::bind`]; `accept` is in hooks/socket.rs, `epoll_ctl`,
+//! whose registrations of a spent listener move, in hooks/wait.rs), and
+//! the local address of a proxied connection.
 
 use crate::fd_table::{self, kind};
 use crate::ffi::{self, fail};
@@ -77,26 +78,4 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
             None => unsafe { real::getsockname(fd, addr, len) },
         }
     })
-}
-
-/// `epoll_ctl` on a BIND fd: its registrations are remembered, so that
-/// when `accept` hands the connection out and the fd number gets another
-/// socket, they move with the number (epoll registers the socket, and
-/// would otherwise keep reporting the connection under the listener).
-#[cfg_attr(not(test), no_mangle)]
-pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int {
-    if fd_table::kind(fd) != kind::BIND {
-        // SAFETY: the program's arguments, passed on unchanged.
-        return unsafe { real::epoll_ctl(epfd, op, fd, event) };
-    }
-    // SAFETY: the program's arguments, passed on unchanged.
-    let rc = unsafe { real::epoll_ctl(epfd, op, fd, event) };
-    if rc == 0 {
-        if let Some(_inside) = crate::hooks::enter() {
-            // SAFETY: the kernel just read it; packed, so read unaligned.
-            let ev = (!event.is_null()).then(|| unsafe { std::ptr::read_unaligned(event) });
-            ffi::catch((), 0, || bind::watched(fd, epfd, op, ev.map(|e| (e.events, e.u64))));
-        }
-    }
-    rc
 }

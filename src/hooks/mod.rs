@@ -11,6 +11,7 @@ pub(crate) mod resolve;
 mod socket;
 mod syscall;
 mod udp;
+mod wait;
 
 use crate::guard::{self, Inside, InsideResolver};
 

@@ -100,6 +100,39 @@ pub unsafe extern "C" fn setsockopt(fd: c_int, level: c_int, name: c_int, value:
     unsafe { real::setsockopt(fd, level, name, value, len) }
 }
 
+/// `getsockopt`: only `SO_ERROR` of a socket whose non-blocking connect
+/// went to the background is ours: 0 while under way (as the kernel's),
+/// the connect's errno once after it failed.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut socklen_t) -> c_int {
+    // SAFETY: the program's arguments, passed on unchanged.
+    let rc = unsafe { real::getsockopt(fd, level, name, value, len) };
+    if rc != 0 || fd_table::kind(fd) != fd_table::kind::CONNECTING || level != libc::SOL_SOCKET || name != libc::SO_ERROR {
+        return rc;
+    }
+    // SAFETY: the program's getsockopt buffers.
+    unsafe { so_error_connecting(fd, value, len) }
+}
+
+/// # Safety
+/// `value` and `len` are the program's `getsockopt` buffers.
+#[cold]
+#[inline(never)]
+unsafe fn so_error_connecting(fd: c_int, value: *mut c_void, len: *mut socklen_t) -> c_int {
+    let Some(_inside) = crate::hooks::enter() else { return 0 };
+    let failed = crate::ffi::catch(None, 0, || crate::connecting::take_failure(fd));
+    match failed {
+        // The kernel's call checked both pointers and wrote an int.
+        // SAFETY: the program's buffers (this function's contract).
+        Some(errno) => match unsafe { crate::user_mem::write_value(value as *mut c_int, errno) } {
+            // SAFETY: as above.
+            Ok(()) => unsafe { crate::user_mem::write_value(len, std::mem::size_of::<c_int>() as socklen_t) }.map_or_else(fail, |()| 0),
+            Err(e) => fail(e),
+        },
+        None => 0,
+    }
+}
+
 /// Whether a `setsockopt(IP_HDRINCL)` with this value must be refused: it
 /// turns the option on (an int that is not zero; the kernel reads it
 /// the same way, and a bad pointer is left to the kernel's EFAULT).

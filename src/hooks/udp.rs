@@ -125,6 +125,21 @@ fn no_out(iov: &[iovec]) -> Out<'_> {
 
 // ------------------------------------------------------------------ hooks
 
+/// A read or write of a socket whose connect is under way in the
+/// background ([`crate::connecting`]): `EAGAIN`, as the kernel answers
+/// for a non-blocking socket not yet connected (its bytes must not reach
+/// the proxy mid-handshake); after a failure, its errno, once. `None`:
+/// the connect is over meanwhile, the call goes on.
+#[cold]
+#[inline(never)]
+fn connecting_io(fd: c_int) -> Option<ssize_t> {
+    let _inside = crate::hooks::enter()?;
+    crate::ffi::catch(None, 0, || match crate::connecting::table::view(fd)?.state {
+        crate::connecting::State::Pending => Some(fail(libc::EAGAIN)),
+        crate::connecting::State::Failed(_) => crate::connecting::take_failure(fd).map(fail),
+    })
+}
+
 #[cfg_attr(not(test), no_mangle)] // the unit-test binary must keep libc's own
 pub unsafe extern "C" fn sendto(
     fd: c_int,
@@ -135,6 +150,11 @@ pub unsafe extern "C" fn sendto(
     alen: socklen_t,
 ) -> ssize_t {
     let k = fd_table::kind(fd);
+    if k == kind::CONNECTING {
+        if let Some(rc) = connecting_io(fd) {
+            return rc;
+        }
+    }
     // SAFETY: the program's addr: null or alen bytes (sendto's contract).
     if !(k == kind::UDP || (k == kind::NONE && unsafe { names_inet(addr, alen) } && unsafe { !last_direct(fd, addr, alen) })) {
         // SAFETY: the program's arguments, passed on unchanged.
@@ -163,6 +183,11 @@ unsafe extern "C" fn sendto_ours(
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let k = fd_table::kind(fd);
+    if k == kind::CONNECTING {
+        if let Some(rc) = connecting_io(fd) {
+            return rc;
+        }
+    }
     // An msghdr where no program memory can be goes to the slow path,
     // which copies it safely (EFAULT) rather than read it here.
     if msg.is_null()
@@ -245,7 +270,13 @@ pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, f
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if fd_table::kind(fd) != kind::UDP {
+    let k = fd_table::kind(fd);
+    if k != kind::UDP {
+        if k == kind::CONNECTING {
+            if let Some(rc) = connecting_io(fd) {
+                return rc;
+            }
+        }
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::send(fd, buf, len, flags) };
     }
@@ -263,7 +294,13 @@ unsafe extern "C" fn send_ours(fd: c_int, buf: *const c_void, len: size_t, flags
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
-    if fd_table::kind(fd) != kind::UDP {
+    let k = fd_table::kind(fd);
+    if k != kind::UDP {
+        if k == kind::CONNECTING {
+            if let Some(rc) = connecting_io(fd) {
+                return rc;
+            }
+        }
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::write(fd, buf, len) };
     }
@@ -281,7 +318,13 @@ unsafe extern "C" fn write_ours(fd: c_int, buf: *const c_void, len: size_t) -> s
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    if fd_table::kind(fd) != kind::UDP {
+    let k = fd_table::kind(fd);
+    if k != kind::UDP {
+        if k == kind::CONNECTING {
+            if let Some(rc) = connecting_io(fd) {
+                return rc;
+            }
+        }
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::writev(fd, iov, n) };
     }
@@ -310,7 +353,13 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    if fd_table::kind(fd) != kind::UDP {
+    let k = fd_table::kind(fd);
+    if k != kind::UDP {
+        if k == kind::CONNECTING {
+            if let Some(rc) = connecting_io(fd) {
+                return rc;
+            }
+        }
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
     }
@@ -336,7 +385,13 @@ unsafe extern "C" fn recvfrom_ours(
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if fd_table::kind(fd) != kind::UDP {
+    let k = fd_table::kind(fd);
+    if k != kind::UDP {
+        if k == kind::CONNECTING {
+            if let Some(rc) = connecting_io(fd) {
+                return rc;
+            }
+        }
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::recv(fd, buf, len, flags) };
     }
@@ -354,7 +409,13 @@ unsafe extern "C" fn recv_ours(fd: c_int, buf: *mut c_void, len: size_t, flags: 
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
-    if fd_table::kind(fd) != kind::UDP {
+    let k = fd_table::kind(fd);
+    if k != kind::UDP {
+        if k == kind::CONNECTING {
+            if let Some(rc) = connecting_io(fd) {
+                return rc;
+            }
+        }
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::read(fd, buf, len) };
     }
@@ -372,7 +433,13 @@ unsafe extern "C" fn read_ours(fd: c_int, buf: *mut c_void, len: size_t) -> ssiz
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    if fd_table::kind(fd) != kind::UDP {
+    let k = fd_table::kind(fd);
+    if k != kind::UDP {
+        if k == kind::CONNECTING {
+            if let Some(rc) = connecting_io(fd) {
+                return rc;
+            }
+        }
         // SAFETY: the program's arguments, passed on unchanged.
         return unsafe { real::readv(fd, iov, n) };
     }
@@ -394,7 +461,13 @@ unsafe extern "C" fn readv_ours(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if fd_table::kind(fd) != kind::UDP || msg.is_null() {
+    let k = fd_table::kind(fd);
+    if k == kind::CONNECTING {
+        if let Some(rc) = connecting_io(fd) {
+            return rc;
+        }
+    }
+    if k != kind::UDP || msg.is_null() {
         // SAFETY: the program's arguments, passed on unchanged.
         let n = unsafe { real::recvmsg(fd, msg, flags) };
         // Control messages came (rare): they may carry new fds.

@@ -23,7 +23,7 @@ pub const CHECK_EVERY_MS: u64 = 200;
 fn alive(view: &View) -> bool {
     let mut pfd = libc::pollfd { fd: view.ctrl, events: libc::POLLIN, revents: 0 };
     // SAFETY: one pollfd, zero timeout.
-    match unsafe { libc::poll(&mut pfd, 1, 0) } {
+    match unsafe { real::poll(&mut pfd, 1, 0) } {
         0 => true,
         n if n < 0 => inode(view.ctrl) == Some(view.ctrl_ino), // EINTR and the like
         _ => false,

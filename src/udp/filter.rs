@@ -82,7 +82,7 @@ pub fn refresh(fd: c_int, config: &'static Config) {
 fn has_filter(fd: c_int) -> bool {
     let mut len: socklen_t = 0;
     // SAFETY: with a zero length the kernel only reports the filter's length.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut len) };
+    let rc = unsafe { crate::real::getsockopt(fd, libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut len) };
     rc == 0 && len > 0
 }
 

@@ -246,7 +246,7 @@ impl Conn {
         let mut bytes = got.to_vec();
         let mut buf = [0u8; not_socks::SHOWN];
         while bytes.len() < not_socks::SHOWN && !bytes.contains(&b'\n') {
-            if tcp::poll_until(self.stream.as_raw_fd(), libc::POLLIN, self.deadline.instant()).is_err() {
+            if tcp::poll_until(&Libc, self.stream.as_raw_fd(), libc::POLLIN, self.deadline.instant()).is_err() {
                 break;
             }
             let want = not_socks::SHOWN - bytes.len();

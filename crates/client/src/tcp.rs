@@ -1,15 +1,17 @@
 //! Connecting a TCP socket (the program's own) through the proxy chain.
 //!
-//! The socket is made non-blocking for the duration (so every step is
-//! bounded by `SOCKSIFY_TIMEOUT_MS`), connected to the first hop, and the
-//! sans-I/O handshake of `socksify-proto` is driven over it; then the
-//! program's flags are restored. On success the kernel carries the data:
-//! no per-byte cost.
+//! [`Driver`] is the connect as a state machine over a non-blocking
+//! socket: connect to the first hop, then the sans-I/O handshake of
+//! `socksify-proto` for each hop, each step saying what it waits for.
+//! [`connect_via_proxy`] drives it blocking: the socket is made
+//! non-blocking for the duration (so every step is bounded by
+//! `SOCKSIFY_TIMEOUT_MS`), and the program's flags are restored after. The
+//! shim's engine drives it for a non-blocking `connect`, in the
+//! background. On success the kernel carries the data: no per-byte cost.
 //!
-//! [`connect_via_proxy`] is the whole of it, for the shim and the
-//! supervisor. Its steps are public for `socksify --check`, which reports
-//! each one: [`connect_first_hop`] (one address at a time), then a
-//! [`handshake`] per hop, whose state machine it reads afterwards.
+//! `socksify --check` reports each step, so it runs them one at a time
+//! on a blocking wait: [`connect_first_hop`] (one address at a time), then
+//! a [`handshake`] per hop, whose state machine it reads afterwards.
 
 use libc::{c_int, c_void, sockaddr, socklen_t, EINPROGRESS, EINTR, ETIMEDOUT};
 use socksify_proto::config::{Config, ProxyHost, ProxyUrl};
@@ -34,6 +36,11 @@ pub trait SocketIo {
     unsafe fn recv(&self, fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize;
     /// `fcntl(2)` with an integer argument (`F_GETFL`, `F_SETFL`).
     fn fcntl(&self, fd: c_int, cmd: c_int, arg: c_int) -> c_int;
+    /// `poll(2)` of one fd.
+    fn poll(&self, pfd: &mut libc::pollfd, timeout_ms: c_int) -> c_int;
+    /// `getsockopt(SO_ERROR)`: the socket's pending error (0 if none, or
+    /// if it cannot be read).
+    fn so_error(&self, fd: c_int) -> c_int;
 }
 
 /// Plain libc, for a process with no hooks (the supervisor).
@@ -58,6 +65,17 @@ impl SocketIo for Libc {
     fn fcntl(&self, fd: c_int, cmd: c_int, arg: c_int) -> c_int {
         // SAFETY: an integer argument; no memory is passed.
         unsafe { libc::fcntl(fd, cmd, arg) }
+    }
+    fn poll(&self, pfd: &mut libc::pollfd, timeout_ms: c_int) -> c_int {
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(pfd, 1, timeout_ms) }
+    }
+    fn so_error(&self, fd: c_int) -> c_int {
+        let mut so_error: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+        // SAFETY: SO_ERROR reads one int into so_error.
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut so_error as *mut _ as *mut c_void, &mut len) };
+        so_error
     }
 }
 
@@ -130,13 +148,12 @@ pub enum WaitError {
 /// Waits until `fd` is ready for `events` or `deadline` has passed,
 /// retrying on EINTR; returns the events that fired (`POLLERR`/`POLLHUP`
 /// included). Shared by the handshake and the shim's other own sockets.
-pub fn poll_until(fd: c_int, events: i16, deadline: Instant) -> Result<i16, WaitError> {
+pub fn poll_until(io: &impl SocketIo, fd: c_int, events: i16, deadline: Instant) -> Result<i16, WaitError> {
     loop {
         let left = deadline.checked_duration_since(Instant::now()).ok_or(WaitError::TimedOut)?;
         let ms = left.as_millis().clamp(1, c_int::MAX as u128) as c_int;
         let mut pfd = libc::pollfd { fd, events, revents: 0 };
-        // SAFETY: one valid pollfd.
-        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+        match io.poll(&mut pfd, ms) {
             0 => return Err(WaitError::TimedOut),
             n if n > 0 => return Ok(pfd.revents),
             _ if errno() == EINTR => continue,
@@ -146,8 +163,8 @@ pub fn poll_until(fd: c_int, events: i16, deadline: Instant) -> Result<i16, Wait
 }
 
 /// [`poll_until`] for a step of the handshake.
-fn wait(fd: c_int, events: i16, deadline: &Deadline, step: &'static str) -> Result<i16, ConnectError> {
-    poll_until(fd, events, deadline.0).map_err(|e| match e {
+fn wait(io: &impl SocketIo, fd: c_int, events: i16, deadline: &Deadline, step: &'static str) -> Result<i16, ConnectError> {
+    poll_until(io, fd, events, deadline.0).map_err(|e| match e {
         WaitError::TimedOut => ConnectError::Timeout(step),
         WaitError::Errno(n) => ConnectError::Io(step, n),
     })
@@ -182,6 +199,213 @@ impl<I: SocketIo> Drop for NonBlocking<'_, I> {
     }
 }
 
+/// What [`Driver::step`] needs before it can go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Wait until the socket is ready for `events` (`POLLIN`/`POLLOUT`),
+    /// then call [`Driver::step`] again with what fired; `what` names the
+    /// step for a timeout or wait error.
+    Wait { events: i16, what: &'static str },
+    /// Connected through the chain: the first hop's address and the last
+    /// hop's bound address are in [`Driver::result`].
+    Done,
+}
+
+enum Phase {
+    /// About to connect to `first_hop[i]`.
+    Connect(usize),
+    /// The connect to `first_hop[i]` is in progress.
+    Connecting(usize),
+    /// Sending `out[pos..]` to the current hop.
+    Sending {
+        hs: ClientHandshake,
+        out: Vec<u8>,
+        pos: usize,
+    },
+    /// Reading the current hop's answer; `fresh`: nothing read since the
+    /// last message went out (the proxy cannot have answered it yet, so
+    /// wait before the first read instead of failing it with EAGAIN).
+    Reading {
+        hs: ClientHandshake,
+        fresh: bool,
+    },
+    Done,
+}
+
+/// The connect through the chain as a state machine over a non-blocking
+/// socket: each [`step`](Driver::step) does what it can without waiting,
+/// then says what to wait for. The blocking connect
+/// ([`connect_via_proxy`]) waits with `poll`; the shim's background
+/// engine (a non-blocking `connect`) with its `epoll`. Lock-step unless
+/// the hop opted in to pipelining: each message goes out when the
+/// handshake says so, after the server's previous answer.
+pub struct Driver<'a> {
+    config: &'a Config,
+    first_hop: Vec<SocketAddr>,
+    family: c_int,
+    command: Command,
+    dst: TargetAddr,
+    phase: Phase,
+    hop: usize,
+    proxy: Option<SocketAddr>,
+    bound: TargetAddr,
+    last: Option<ConnectError>,
+}
+
+impl<'a> Driver<'a> {
+    /// A connect of a socket of `family` to `dst` through `config`'s
+    /// chain, running `command` at the last hop; `first_hop`: the first
+    /// hop's addresses, resolved by the caller.
+    pub fn new(config: &'a Config, first_hop: &[SocketAddr], family: c_int, command: Command, dst: &TargetAddr) -> Driver<'a> {
+        Driver {
+            config,
+            first_hop: first_hop.to_vec(),
+            family,
+            command,
+            dst: dst.clone(),
+            phase: Phase::Connect(0),
+            hop: 0,
+            proxy: None,
+            bound: TargetAddr::unspecified(),
+            last: None,
+        }
+    }
+
+    /// After [`Step::Done`]: the first hop's address and the last hop's
+    /// bound address.
+    pub fn result(&self) -> Option<(SocketAddr, TargetAddr)> {
+        matches!(self.phase, Phase::Done).then(|| (self.proxy.expect("set before Done"), self.bound.clone()))
+    }
+
+    /// Goes as far as the socket allows without waiting. `revents`: what
+    /// the last wait reported (0 on the first call). Every send and
+    /// receive is `MSG_DONTWAIT`, so a socket the program made blocking
+    /// meanwhile (it shares the file description) never blocks a step.
+    pub fn step(&mut self, io: &impl SocketIo, fd: c_int, revents: i16) -> Result<Step, ConnectError> {
+        let mut revents = revents;
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Connect(i) => {
+                    let Some(addr) = self.first_hop.get(i).copied() else {
+                        // The message is built only on failure: this runs on every connect.
+                        let config = self.config;
+                        return Err(self
+                            .last
+                            .take()
+                            .unwrap_or_else(|| ConnectError::NoProxyAddress(config.chain[0].to_string())));
+                    };
+                    let Some(raw) = crate::sockaddr::encode(&addr, self.family) else {
+                        self.phase = Phase::Connect(i + 1);
+                        continue;
+                    };
+                    // SAFETY: raw is a valid sockaddr of the socket's family.
+                    let rc = unsafe { io.connect(fd, &raw.0 as *const _ as *const libc::sockaddr, raw.1) };
+                    let err = if rc == 0 { 0 } else { errno() };
+                    if err == 0 {
+                        self.connected(addr)?;
+                    } else if err == EINPROGRESS || err == EINTR {
+                        self.phase = Phase::Connecting(i);
+                        return Ok(Step::Wait { events: libc::POLLOUT, what: "connecting to the proxy" });
+                    } else {
+                        self.last = Some(ConnectError::ProxyUnreachable(addr, err));
+                        self.phase = Phase::Connect(i + 1);
+                    }
+                }
+                Phase::Connecting(i) => {
+                    let addr = self.first_hop[i];
+                    // A failed connect always raises POLLERR; only then is
+                    // SO_ERROR worth a syscall (this runs on every proxied connect).
+                    if revents & (libc::POLLERR | libc::POLLHUP) == 0 {
+                        self.connected(addr)?;
+                        continue;
+                    }
+                    let so_error = io.so_error(fd);
+                    let so_error = if so_error == 0 { libc::ECONNREFUSED } else { so_error };
+                    // Linux lets a socket whose connect failed try again.
+                    self.last = Some(ConnectError::ProxyUnreachable(addr, so_error));
+                    self.phase = Phase::Connect(i + 1);
+                    revents = 0;
+                }
+                Phase::Sending { hs, out, mut pos } => {
+                    // SAFETY: out[pos..] is a valid buffer.
+                    let n = unsafe {
+                        io.send(fd, out[pos..].as_ptr() as *const c_void, out.len() - pos, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                    };
+                    if n >= 0 {
+                        pos += n as usize;
+                        self.phase = if pos == out.len() { Phase::Reading { hs, fresh: true } } else { Phase::Sending { hs, out, pos } };
+                        continue;
+                    }
+                    let e = errno();
+                    self.phase = Phase::Sending { hs, out, pos };
+                    match e {
+                        EINTR => continue,
+                        libc::EAGAIN => return Ok(Step::Wait { events: libc::POLLOUT, what: "sending the SOCKS request" }),
+                        e => return Err(ConnectError::Io("sending the SOCKS request", e)),
+                    }
+                }
+                Phase::Reading { mut hs, fresh } => {
+                    const WAITING: Step = Step::Wait { events: libc::POLLIN, what: "waiting for the SOCKS reply" };
+                    if fresh {
+                        self.phase = Phase::Reading { hs, fresh: false };
+                        return Ok(WAITING);
+                    }
+                    let mut buf = [0u8; MAX_HEADER_LEN];
+                    let want = hs.wanted().min(buf.len());
+                    // SAFETY: reading at most `want` bytes into buf.
+                    let n = unsafe { io.recv(fd, buf.as_mut_ptr() as *mut c_void, want, libc::MSG_DONTWAIT) };
+                    if n > 0 {
+                        match hs.feed(&buf[..n as usize]).map_err(ConnectError::Handshake)? {
+                            Progress::NeedMore => self.phase = Phase::Reading { hs, fresh: false },
+                            Progress::Send(next) => self.phase = Phase::Sending { hs, out: next, pos: 0 },
+                            Progress::Done(bound) => {
+                                self.bound = bound;
+                                self.hop += 1;
+                                if self.hop == self.config.chain.len() {
+                                    self.phase = Phase::Done;
+                                    return Ok(Step::Done);
+                                }
+                                self.start_hop()?;
+                            }
+                        }
+                        continue;
+                    }
+                    if n == 0 {
+                        return Err(ConnectError::Io("during the SOCKS handshake", 0));
+                    }
+                    self.phase = Phase::Reading { hs, fresh: false };
+                    match errno() {
+                        EINTR => continue,
+                        libc::EAGAIN => return Ok(WAITING),
+                        e => return Err(ConnectError::Io("reading the SOCKS reply", e)),
+                    }
+                }
+                Phase::Done => return Ok(Step::Done),
+            }
+        }
+    }
+
+    /// The first hop answered at `addr`: its handshake starts.
+    fn connected(&mut self, addr: SocketAddr) -> Result<(), ConnectError> {
+        self.proxy = Some(addr);
+        self.start_hop()
+    }
+
+    fn start_hop(&mut self) -> Result<(), ConnectError> {
+        let i = self.hop;
+        let hop = &self.config.chain[i];
+        let last = i + 1 == self.config.chain.len();
+        let target = hop_target(self.config, i, &self.dst);
+        let cmd = if last { self.command } else { Command::Connect };
+        let (hs, first) = ClientHandshake::start(&hop.dialect(), cmd, &target).map_err(ConnectError::Handshake)?;
+        self.phase = Phase::Sending { hs, out: first, pos: 0 };
+        Ok(())
+    }
+}
+
+// The steps of `socksify --check`, one at a time (the shim and the
+// supervisor use [`Driver`], through [`connect_via_proxy`] or the engine).
+
 /// Connects `fd` (non-blocking) to the first of `addrs` that answers;
 /// returns its address. The error is the last address's.
 pub fn connect_first_hop(
@@ -199,16 +423,13 @@ pub fn connect_first_hop(
         let rc = unsafe { io.connect(fd, &raw.0 as *const _ as *const libc::sockaddr, raw.1) };
         let err = if rc == 0 { 0 } else { errno() };
         if err == EINPROGRESS || err == EINTR {
-            let events = wait(fd, libc::POLLOUT, deadline, "connecting to the proxy")?;
+            let events = wait(io, fd, libc::POLLOUT, deadline, "connecting to the proxy")?;
             // A failed connect always raises POLLERR; only then is SO_ERROR
             // worth a syscall (this runs on every proxied connect).
             if events & (libc::POLLERR | libc::POLLHUP) == 0 {
                 return Ok(*addr);
             }
-            let mut so_error: c_int = 0;
-            let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-            // SAFETY: SO_ERROR reads one int.
-            unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut so_error as *mut _ as *mut c_void, &mut len) };
+            let so_error = io.so_error(fd);
             let so_error = if so_error == 0 { libc::ECONNREFUSED } else { so_error };
             // Linux lets a socket whose connect failed try again.
             last = Some(ConnectError::ProxyUnreachable(*addr, so_error));
@@ -232,7 +453,7 @@ fn send_all(io: &impl SocketIo, fd: c_int, mut bytes: &[u8], deadline: &Deadline
         }
         match errno() {
             EINTR => continue,
-            libc::EAGAIN => _ = wait(fd, libc::POLLOUT, deadline, "sending the SOCKS request")?,
+            libc::EAGAIN => _ = wait(io, fd, libc::POLLOUT, deadline, "sending the SOCKS request")?,
             e => return Err(ConnectError::Io("sending the SOCKS request", e)),
         }
     }
@@ -255,7 +476,7 @@ pub fn handshake(
     let mut buf = [0u8; MAX_HEADER_LEN];
     // The proxy cannot have answered a message it is only now receiving:
     // wait before the first read instead of failing it with EAGAIN.
-    wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
+    wait(io, fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
     loop {
         let want = hs.wanted().min(buf.len());
         // SAFETY: reading at most `want` bytes into buf.
@@ -266,7 +487,7 @@ pub fn handshake(
                 Progress::Done(bound) => return Ok(bound),
                 Progress::Send(next) => {
                     send_all(io, fd, &next, deadline)?;
-                    wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
+                    wait(io, fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
                 }
             }
             continue;
@@ -276,7 +497,7 @@ pub fn handshake(
         }
         match errno() {
             EINTR => continue,
-            libc::EAGAIN => _ = wait(fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?,
+            libc::EAGAIN => _ = wait(io, fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?,
             e => return Err(ConnectError::Io("reading the SOCKS reply", e)),
         }
     }
@@ -315,14 +536,12 @@ pub fn connect_via_proxy(
 ) -> Result<(SocketAddr, TargetAddr), ConnectError> {
     let deadline = Deadline::after(config.timeout);
     let _flags = NonBlocking::set(io, fd)?;
-    let proxy = connect_first_hop(io, fd, family, config, first_hop, &deadline)?;
-    let mut bound = TargetAddr::unspecified();
-    for (i, hop) in config.chain.iter().enumerate() {
-        let last = i + 1 == config.chain.len();
-        let target = hop_target(config, i, dst);
-        let cmd = if last { command } else { Command::Connect };
-        let (mut hs, first) = ClientHandshake::start(&hop.dialect(), cmd, &target).map_err(ConnectError::Handshake)?;
-        bound = handshake(io, fd, &mut hs, &first, &deadline)?;
+    let mut driver = Driver::new(config, first_hop, family, command, dst);
+    let mut revents = 0;
+    loop {
+        match driver.step(io, fd, revents)? {
+            Step::Done => return Ok(driver.result().expect("done")),
+            Step::Wait { events, what } => revents = wait(io, fd, events, &deadline, what)?,
+        }
     }
-    Ok((proxy, bound))
 }

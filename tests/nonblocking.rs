@@ -1,0 +1,354 @@
+//! A non-blocking `connect` through the shim returns `EINPROGRESS` at once
+//! and the SOCKS handshake finishes in the background (issue 19), for
+//! every way programs wait: python `asyncio` (epoll), `curl --parallel`
+//! (poll), node, and a C program on epoll (edge-triggered, registered
+//! before and after the connect), `poll` and `select`
+//! (`tests/programs/nonblock_connect.c`); and its failures come through
+//! `SO_ERROR` with the SPEC's errno.
+//!
+//! The overlap is shown structurally, never by a clock: a [`HoldingRelay`]
+//! in front of the bundled server holds every reply of the proxy back
+//! (300 ms each) and releases the first only once it has seen the
+//! greeting of every connection the program makes (bounded: 10 s). A
+//! program whose connects each wait for their handshake sends one
+//! greeting and waits; the relay records how many greetings it had seen
+//! when it released the first reply, and the tests assert all of them.
+//! Every byte goes through the proxy: the targets see 127.0.0.2.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long the relay holds each reply of the proxy.
+const HOLD: Duration = Duration::from_millis(300);
+/// The longest the relay waits for the greetings before it releases the
+/// first reply anyway (a program that connects one at a time gets there).
+const GATE: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Counts {
+    /// Connections that sent their first bytes (the SOCKS greeting).
+    greetings: usize,
+    /// `greetings` when the first reply went back to a client.
+    at_first_release: Option<usize>,
+    open: usize,
+    max_open: usize,
+}
+
+/// A TCP relay to `upstream` (the proxy) that holds each chunk the proxy
+/// sends [`HOLD`], and the first until `expect` greetings have come in
+/// (or [`GATE`] has passed).
+struct HoldingRelay {
+    addr: SocketAddr,
+    counts: Arc<(Mutex<Counts>, Condvar)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HoldingRelay {
+    fn start(upstream: SocketAddr, expect: usize) -> HoldingRelay {
+        let listener = TcpListener::bind((DIRECT, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts: Arc<(Mutex<Counts>, Condvar)> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (counts.clone(), stop.clone());
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let c = c.clone();
+                        thread::spawn(move || relay_one(client, upstream, expect, c));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        HoldingRelay { addr, counts, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("socks5h://{}", self.addr)
+    }
+
+    /// (greetings seen at the first release, most connections open at once).
+    fn overlap(&self) -> (Option<usize>, usize) {
+        let c = self.counts.0.lock().unwrap();
+        (c.at_first_release, c.max_open)
+    }
+}
+
+impl Drop for HoldingRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn relay_one(client: TcpStream, upstream: SocketAddr, expect: usize, counts: Arc<(Mutex<Counts>, Condvar)>) {
+    let Ok(server) = TcpStream::connect_timeout(&upstream, WAIT) else { return };
+    for s in [&client, &server] {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    }
+    {
+        let mut c = counts.0.lock().unwrap();
+        c.open += 1;
+        c.max_open = c.max_open.max(c.open);
+    }
+    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up_counts = counts.clone();
+    let up = thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        let mut first = true;
+        loop {
+            match c_in.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if first {
+                        first = false;
+                        up_counts.0.lock().unwrap().greetings += 1;
+                        up_counts.1.notify_all();
+                    }
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = s_out.shutdown(Shutdown::Write);
+    });
+    let (mut s_in, mut c_out) = (server, client);
+    let mut buf = [0u8; 16384];
+    let started = Instant::now();
+    loop {
+        match s_in.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                {
+                    let (lock, cv) = &*counts;
+                    let mut c = lock.lock().unwrap();
+                    while c.at_first_release.is_none() && c.greetings < expect && started.elapsed() < GATE {
+                        c = cv.wait_timeout(c, Duration::from_millis(50)).unwrap().0;
+                    }
+                    if c.at_first_release.is_none() {
+                        c.at_first_release = Some(c.greetings);
+                    }
+                }
+                thread::sleep(HOLD);
+                if c_out.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = c_out.shutdown(Shutdown::Write);
+    let _ = up.join();
+    counts.0.lock().unwrap().open -= 1;
+}
+
+/// The relay saw every one of the program's `n` greetings before it let
+/// the first reply through: the program started all its connects without
+/// waiting for any handshake.
+fn assert_overlap(relay: &HoldingRelay, n: usize, out: &Output) {
+    let (at_first, max_open) = relay.overlap();
+    assert_eq!(at_first, Some(n), "greetings the relay had seen when the first reply went back (all {n} expected); max open {max_open}\n{out}");
+    assert!(max_open >= n, "only {max_open} of {n} connections were open at once\n{out}");
+}
+
+/// Runs under the shim through `relay`, with a timeout longer than the gate.
+fn through(relay: &HoldingRelay, prog: &str) -> Run {
+    Run::shimmed(&relay.url(), prog).env("SOCKSIFY_TIMEOUT_MS", "60000").timeout(Duration::from_secs(120))
+}
+
+const ASYNCIO_50: &str = r#"
+import asyncio, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+async def one(i):
+    r, w = await asyncio.open_connection(host, port)
+    msg = b"hello %d|" % i
+    w.write(msg)
+    await w.drain()
+    data = await r.readexactly(len(msg))
+    w.close()
+    return data == msg
+async def main():
+    ok = await asyncio.gather(*[one(i) for i in range(n)])
+    print("echoed", sum(ok))
+asyncio.run(main())
+"#;
+
+#[test]
+fn python_asyncio_fifty_connections_at_once() {
+    let server = Server::bundled(&[]);
+    let relay = HoldingRelay::start(server.addr(), 50);
+    let target = TcpTarget::echo();
+    let out = through(&relay, python3()).args(["-c", ASYNCIO_50, &target.addr.ip().to_string(), &target.addr.port().to_string(), "50"]).run();
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), "echoed 50", "{out}");
+    assert_overlap(&relay, 50, &out);
+    target.assert_peers(50, BUNDLED_OUT);
+}
+
+#[test]
+fn curl_parallel_twenty_urls() {
+    let server = Server::bundled(&[]);
+    let relay = HoldingRelay::start(server.addr(), 20);
+    let target = TcpTarget::http("parallel page\n");
+    // --parallel-immediate: without it curl opens one connection first and
+    // waits to see whether it can multiplex the others over it.
+    let urls: Vec<String> = (0..20).map(|i| format!("http://{}/{i}", target.addr)).collect();
+    let out = through(&relay, "curl").args(["-sS", "--parallel", "--parallel-immediate", "--parallel-max", "20", "--max-time", "90"]).args(&urls).run();
+    out.assert_success();
+    assert_eq!(out.stdout.matches("parallel page\n").count(), 20, "{out}");
+    assert_overlap(&relay, 20, &out);
+    target.assert_peers(20, BUNDLED_OUT);
+}
+
+const NODE_20: &str = r#"
+const http = require('http');
+const [host, port, n] = [process.argv[1], +process.argv[2], +process.argv[3]];
+let ok = 0, left = n;
+for (let i = 0; i < n; i++) {
+  http.get({host, port, path: '/' + i, agent: false}, res => {
+    let body = '';
+    res.on('data', d => body += d);
+    res.on('end', () => { if (body === 'node page\n') ok++; if (--left === 0) console.log('fetched', ok); });
+  }).on('error', e => { console.log('error', e.code); if (--left === 0) console.log('fetched', ok); });
+}
+"#;
+
+#[test]
+fn node_http_get_twenty_in_parallel() {
+    let node = require_program("node", "nodejs");
+    let server = Server::bundled(&[]);
+    let relay = HoldingRelay::start(server.addr(), 20);
+    let target = TcpTarget::http("node page\n");
+    let out = through(&relay, node.to_str().unwrap()).args(["-e", NODE_20, &target.addr.ip().to_string(), &target.addr.port().to_string(), "20"]).run();
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), "fetched 20", "{out}");
+    assert_overlap(&relay, 20, &out);
+    target.assert_peers(20, BUNDLED_OUT);
+}
+
+fn c_program() -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new("nonblock");
+    let exe = dir.path().join("nonblock_connect");
+    Run::plain("gcc").args(["-O2", "-Wall", "-o"]).arg(&exe).arg(repo_root().join("tests/programs/nonblock_connect.c")).run().assert_success();
+    (dir, exe)
+}
+
+/// The C program's MODE with 8 sockets, through the relay (which holds
+/// the handshakes while it checks EALREADY, ENOTCONN, EAGAIN, SO_ERROR).
+fn c_mode(mode: &str) {
+    let (_dir, exe) = c_program();
+    let server = Server::bundled(&[]);
+    let relay = HoldingRelay::start(server.addr(), 8);
+    let target = TcpTarget::echo();
+    let out = through(&relay, exe.to_str().unwrap()).args([mode, &target.addr.ip().to_string(), &target.addr.port().to_string(), "8"]).run();
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), format!("{mode} 8 connected, echoed"), "{out}");
+    assert_overlap(&relay, 8, &out);
+    target.assert_peers(8, BUNDLED_OUT);
+}
+
+#[test]
+fn c_epoll_edge_triggered_registered_before_connect() {
+    c_mode("epoll-before");
+}
+
+#[test]
+fn c_epoll_edge_triggered_oneshot_registered_after_connect() {
+    c_mode("epoll-after");
+}
+
+#[test]
+fn c_poll() {
+    c_mode("poll");
+}
+
+#[test]
+fn c_select() {
+    c_mode("select");
+}
+
+/// The C program's `error` mode: what `SO_ERROR` says after the wait.
+fn so_error(proxy: &str, dst: SocketAddr, timeout_ms: &str) -> Output {
+    let (_dir, exe) = c_program();
+    let out = Run::shimmed(proxy, &exe)
+        .args(["error", &dst.ip().to_string(), &dst.port().to_string()])
+        .env("SOCKSIFY_TIMEOUT_MS", timeout_ms)
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.assert_success();
+    out
+}
+
+#[test]
+fn refused_destination_is_econnrefused_through_so_error() {
+    let server = Server::bundled(&[]);
+    let dst = SocketAddr::new(DIRECT, free_port(DIRECT));
+    let out = so_error(&server.url(), dst, "10000");
+    assert_eq!(out.stdout.trim(), "so_error ECONNREFUSED then 0 pollerr 1", "{out}");
+}
+
+/// A SOCKS5 server that answers every CONNECT with `reply` (a code).
+fn answering(code: u8) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind((DIRECT, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let s = served.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming().take(1) {
+            let Ok(mut conn) = conn else { return };
+            conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut greeting = [0u8; 3];
+            let mut request = [0u8; 10];
+            if conn.read_exact(&mut greeting).is_ok() && conn.write_all(&[5, 0]).is_ok() && conn.read_exact(&mut request).is_ok() {
+                let _ = conn.write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0]);
+                s.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    (addr, served)
+}
+
+#[test]
+fn unreachable_destination_is_ehostunreach_through_so_error() {
+    let (proxy, served) = answering(4); // host unreachable
+    let out = so_error(&format!("socks5://{proxy}"), "192.0.2.1:7".parse().unwrap(), "10000");
+    assert_eq!(out.stdout.trim(), "so_error EHOSTUNREACH then 0 pollerr 1", "{out}");
+    assert_eq!(served.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn dead_proxy_is_econnrefused_through_so_error() {
+    let dead = free_port(DIRECT);
+    let out = so_error(&format!("socks5h://127.0.0.1:{dead}"), "192.0.2.1:7".parse().unwrap(), "10000");
+    assert_eq!(out.stdout.trim(), "so_error ECONNREFUSED then 0 pollerr 1", "{out}");
+}
+
+#[test]
+fn stalled_proxy_is_etimedout_through_so_error() {
+    let stalling = StallingProxy::start();
+    let out = so_error(&format!("socks5h://{}", stalling.addr), "192.0.2.1:7".parse().unwrap(), "1500");
+    assert_eq!(out.stdout.trim(), "so_error ETIMEDOUT then 0 pollerr 1", "{out}");
+    assert_eq!(stalling.accepted.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn close_mid_handshake_leaves_no_fd_behind() {
+    let (_dir, exe) = c_program();
+    let stalling = StallingProxy::start();
+    let out = Run::shimmed(&format!("socks5h://{}", stalling.addr), &exe)
+        .args(["close", "192.0.2.1", "7"])
+        .env("SOCKSIFY_TIMEOUT_MS", "60000")
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), "fds back", "{out}");
+}
