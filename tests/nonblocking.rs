@@ -6,18 +6,36 @@
 //! (`tests/programs/nonblock_connect.c`); and its failures come through
 //! `SO_ERROR` with the SPEC's errno.
 //!
+//! The same overlap tests run against Dante, microsocks and `ssh -D` (10
+//! connections each), and the C program covers `dup` and `fork` of a
+//! connecting fd, `ppoll`/`pselect`, and `syscall(SYS_close)` of one.
+//!
 //! The overlap is shown structurally, never by a clock: a [`HoldingRelay`]
-//! in front of the bundled server holds every reply of the proxy back
+//! in front of the SOCKS server holds every reply of the proxy back
 //! (300 ms each) and releases the first only once it has seen the
 //! greeting of every connection the program makes (bounded: 10 s). A
 //! program whose connects each wait for their handshake sends one
 //! greeting and waits; the relay records how many greetings it had seen
 //! when it released the first reply, and the tests assert all of them.
-//! Every byte goes through the proxy: the targets see 127.0.0.2.
+//! Every byte goes through the proxy: the targets see the server's way out
+//! (127.0.0.2 bundled, 127.0.0.3 Dante, 127.0.0.4 microsocks; for `ssh -D`
+//! they live in sshd's network namespace, which nothing else reaches), and
+//! the servers that keep a log logged each CONNECT.
 
 mod common;
+#[path = "common/microsocks.rs"]
+#[allow(dead_code)] // the plain server alone; auth and hosts are for server_microsocks.rs
+mod microsocks;
+#[path = "common/netns.rs"]
+#[allow(dead_code)] // the namespace alone; the DNS stub is for other tests
+mod netns;
+#[path = "common/openssh.rs"]
+#[allow(dead_code)] // the plain server alone; hosts are for server_openssh.rs
+mod openssh;
 
 use common::*;
+use microsocks::Microsocks;
+use openssh::OpenSsh;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -165,7 +183,45 @@ fn through(relay: &HoldingRelay, prog: &str) -> Run {
     Run::shimmed(&relay.url(), prog).env("SOCKSIFY_TIMEOUT_MS", "60000").timeout(Duration::from_secs(120))
 }
 
-const ASYNCIO_50: &str = r#"
+/// The SOCKS server under test, at `addr` (where the relay forwards to).
+struct Under<'a> {
+    proxy: &'a dyn Proxy,
+    addr: SocketAddr,
+}
+
+impl Under<'_> {
+    fn relay(&self, expect: usize) -> HoldingRelay {
+        HoldingRelay::start(self.addr, expect)
+    }
+
+    fn target(&self, serve: Serve) -> TcpTarget {
+        self.proxy.target(serve)
+    }
+
+    /// Every one of `n` connections reached the target through this server.
+    fn assert_path(&self, target: &TcpTarget, n: usize) {
+        target.assert_peers(n, self.proxy.out_ip(target.addr.ip()));
+        self.proxy.wait_connect_count(target.addr, n);
+    }
+}
+
+fn bundled(server: &Server) -> Under<'_> {
+    Under { proxy: server, addr: server.addr() }
+}
+
+fn dante(d: &Dante) -> Under<'_> {
+    Under { proxy: d, addr: d.addr }
+}
+
+fn microsocks(m: &Microsocks) -> Under<'_> {
+    Under { proxy: m, addr: m.addr }
+}
+
+fn openssh(o: &OpenSsh) -> Under<'_> {
+    Under { proxy: o, addr: o.addr }
+}
+
+const ASYNCIO: &str = r#"
 import asyncio, sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 async def one(i):
@@ -182,34 +238,33 @@ async def main():
 asyncio.run(main())
 "#;
 
-#[test]
-fn python_asyncio_fifty_connections_at_once() {
-    let server = Server::bundled(&[]);
-    let relay = HoldingRelay::start(server.addr(), 50);
-    let target = TcpTarget::echo();
-    let out = through(&relay, python3()).args(["-c", ASYNCIO_50, &target.addr.ip().to_string(), &target.addr.port().to_string(), "50"]).run();
+/// python `asyncio`: `n` connections opened at once, each echoed.
+fn asyncio(under: &Under, n: usize) {
+    let relay = under.relay(n);
+    let target = under.target(Serve::Echo);
+    let out = through(&relay, python3()).args(["-c", ASYNCIO, &target.addr.ip().to_string(), &target.addr.port().to_string(), &n.to_string()]).run();
     out.assert_success();
-    assert_eq!(out.stdout.trim(), "echoed 50", "{out}");
-    assert_overlap(&relay, 50, &out);
-    target.assert_peers(50, BUNDLED_OUT);
+    assert_eq!(out.stdout.trim(), format!("echoed {n}"), "{out}");
+    assert_overlap(&relay, n, &out);
+    under.assert_path(&target, n);
 }
 
-#[test]
-fn curl_parallel_twenty_urls() {
-    let server = Server::bundled(&[]);
-    let relay = HoldingRelay::start(server.addr(), 20);
-    let target = TcpTarget::http("parallel page\n");
+/// `curl --parallel`: `n` URLs fetched at once.
+fn curl_parallel(under: &Under, n: usize) {
+    let relay = under.relay(n);
+    let target = under.target(Serve::Http("parallel page\n".into()));
     // --parallel-immediate: without it curl opens one connection first and
     // waits to see whether it can multiplex the others over it.
-    let urls: Vec<String> = (0..20).map(|i| format!("http://{}/{i}", target.addr)).collect();
-    let out = through(&relay, "curl").args(["-sS", "--parallel", "--parallel-immediate", "--parallel-max", "20", "--max-time", "90"]).args(&urls).run();
+    let urls: Vec<String> = (0..n).map(|i| format!("http://{}/{i}", target.addr)).collect();
+    let max = n.to_string();
+    let out = through(&relay, "curl").args(["-sS", "--parallel", "--parallel-immediate", "--parallel-max", &max, "--max-time", "90"]).args(&urls).run();
     out.assert_success();
-    assert_eq!(out.stdout.matches("parallel page\n").count(), 20, "{out}");
-    assert_overlap(&relay, 20, &out);
-    target.assert_peers(20, BUNDLED_OUT);
+    assert_eq!(out.stdout.matches("parallel page\n").count(), n, "{out}");
+    assert_overlap(&relay, n, &out);
+    under.assert_path(&target, n);
 }
 
-const NODE_20: &str = r#"
+const NODE: &str = r#"
 const http = require('http');
 const [host, port, n] = [process.argv[1], +process.argv[2], +process.argv[3]];
 let ok = 0, left = n;
@@ -222,17 +277,16 @@ for (let i = 0; i < n; i++) {
 }
 "#;
 
-#[test]
-fn node_http_get_twenty_in_parallel() {
+/// node: `n` `http.get`s in parallel.
+fn node(under: &Under, n: usize) {
     let node = require_program("node", "nodejs");
-    let server = Server::bundled(&[]);
-    let relay = HoldingRelay::start(server.addr(), 20);
-    let target = TcpTarget::http("node page\n");
-    let out = through(&relay, node.to_str().unwrap()).args(["-e", NODE_20, &target.addr.ip().to_string(), &target.addr.port().to_string(), "20"]).run();
+    let relay = under.relay(n);
+    let target = under.target(Serve::Http("node page\n".into()));
+    let out = through(&relay, node.to_str().unwrap()).args(["-e", NODE, &target.addr.ip().to_string(), &target.addr.port().to_string(), &n.to_string()]).run();
     out.assert_success();
-    assert_eq!(out.stdout.trim(), "fetched 20", "{out}");
-    assert_overlap(&relay, 20, &out);
-    target.assert_peers(20, BUNDLED_OUT);
+    assert_eq!(out.stdout.trim(), format!("fetched {n}"), "{out}");
+    assert_overlap(&relay, n, &out);
+    under.assert_path(&target, n);
 }
 
 fn c_program() -> (TempDir, std::path::PathBuf) {
@@ -242,18 +296,42 @@ fn c_program() -> (TempDir, std::path::PathBuf) {
     (dir, exe)
 }
 
-/// The C program's MODE with 8 sockets, through the relay (which holds
-/// the handshakes while it checks EALREADY, ENOTCONN, EAGAIN, SO_ERROR).
-fn c_mode(mode: &str) {
+/// The C program's MODE with `n` sockets, through the relay (which holds
+/// the handshakes while it checks EALREADY, ENOTCONN, EAGAIN, SO_ERROR);
+/// its output, for the mode's own checks.
+fn c_mode_via(under: &Under, mode: &str, n: usize) -> Output {
     let (_dir, exe) = c_program();
-    let server = Server::bundled(&[]);
-    let relay = HoldingRelay::start(server.addr(), 8);
-    let target = TcpTarget::echo();
-    let out = through(&relay, exe.to_str().unwrap()).args([mode, &target.addr.ip().to_string(), &target.addr.port().to_string(), "8"]).run();
+    let relay = under.relay(n);
+    let target = under.target(Serve::Echo);
+    let out = through(&relay, exe.to_str().unwrap()).args([mode, &target.addr.ip().to_string(), &target.addr.port().to_string(), &n.to_string()]).run();
     out.assert_success();
-    assert_eq!(out.stdout.trim(), format!("{mode} 8 connected, echoed"), "{out}");
-    assert_overlap(&relay, 8, &out);
-    target.assert_peers(8, BUNDLED_OUT);
+    // `dup` uses both numbers of each socket.
+    let used = if mode == "dup" { 2 * n } else { n };
+    assert!(out.stdout.trim().ends_with(&format!("{mode} {used} connected, echoed")), "{out}");
+    assert_overlap(&relay, n, &out);
+    under.assert_path(&target, n);
+    out
+}
+
+fn c_mode(mode: &str) -> Output {
+    c_mode_via(&bundled(&Server::bundled(&[])), mode, 8)
+}
+
+// ------------------------------------------------ the bundled server
+
+#[test]
+fn python_asyncio_fifty_connections_at_once() {
+    asyncio(&bundled(&Server::bundled(&[])), 50);
+}
+
+#[test]
+fn curl_parallel_twenty_urls() {
+    curl_parallel(&bundled(&Server::bundled(&[])), 20);
+}
+
+#[test]
+fn node_http_get_twenty_in_parallel() {
+    node(&bundled(&Server::bundled(&[])), 20);
 }
 
 #[test]
@@ -274,6 +352,104 @@ fn c_poll() {
 #[test]
 fn c_select() {
     c_mode("select");
+}
+
+#[test]
+fn c_ppoll() {
+    c_mode("ppoll");
+}
+
+#[test]
+fn c_pselect() {
+    c_mode("pselect");
+}
+
+/// Both numbers of a dup()ed connecting socket say "connecting", and both
+/// are connected (getpeername, echo) when it is done.
+#[test]
+fn c_dup_of_a_connecting_fd_is_the_same_connect() {
+    c_mode_via(&bundled(&Server::bundled(&[])), "dup", 4);
+}
+
+/// Closing either number of a dup()ed connecting socket leaves the other's
+/// connect going.
+#[test]
+fn c_closing_one_copy_keeps_the_other_connecting() {
+    c_mode_via(&bundled(&Server::bundled(&[])), "dup-close", 4);
+}
+
+/// A fork mid-handshake: the child sees each connect failed with
+/// ECONNABORTED (poll says POLLERR), the parent finishes them all.
+#[test]
+fn c_fork_mid_handshake_child_aborted_parent_completes() {
+    let out = c_mode_via(&bundled(&Server::bundled(&[])), "fork", 4);
+    assert!(out.stdout.lines().any(|l| l == "child 4 ECONNABORTED"), "{out}");
+}
+
+// ------------------------------------------------ Dante (out from 127.0.0.3)
+
+#[test]
+fn dante_python_asyncio() {
+    asyncio(&dante(&Dante::start()), 10);
+}
+
+#[test]
+fn dante_curl_parallel() {
+    curl_parallel(&dante(&Dante::start()), 10);
+}
+
+#[test]
+fn dante_node_http_get() {
+    node(&dante(&Dante::start()), 10);
+}
+
+#[test]
+fn dante_c_epoll_edge_triggered() {
+    c_mode_via(&dante(&Dante::start()), "epoll-before", 8);
+}
+
+// ------------------------------------------------ microsocks (out from 127.0.0.4)
+
+#[test]
+fn microsocks_python_asyncio() {
+    asyncio(&microsocks(&Microsocks::start()), 10);
+}
+
+#[test]
+fn microsocks_curl_parallel() {
+    curl_parallel(&microsocks(&Microsocks::start()), 10);
+}
+
+#[test]
+fn microsocks_node_http_get() {
+    node(&microsocks(&Microsocks::start()), 10);
+}
+
+#[test]
+fn microsocks_c_epoll_edge_triggered() {
+    c_mode_via(&microsocks(&Microsocks::start()), "epoll-before", 8);
+}
+
+// ------------------------------------------------ ssh -D (targets in sshd's namespace)
+
+#[test]
+fn openssh_python_asyncio() {
+    asyncio(&openssh(&OpenSsh::start()), 10);
+}
+
+#[test]
+fn openssh_curl_parallel() {
+    curl_parallel(&openssh(&OpenSsh::start()), 10);
+}
+
+#[test]
+fn openssh_node_http_get() {
+    node(&openssh(&OpenSsh::start()), 10);
+}
+
+#[test]
+fn openssh_c_epoll_edge_triggered() {
+    c_mode_via(&openssh(&OpenSsh::start()), "epoll-before", 8);
 }
 
 /// The C program's `error` mode: what `SO_ERROR` says after the wait.
@@ -340,15 +516,27 @@ fn stalled_proxy_is_etimedout_through_so_error() {
     assert_eq!(stalling.accepted.load(Ordering::Relaxed), 1);
 }
 
-#[test]
-fn close_mid_handshake_leaves_no_fd_behind() {
+/// The C program's `close` or `close-syscall` mode: a connect through a
+/// proxy that never answers, closed mid-handshake.
+fn close_mid_handshake(mode: &str) {
     let (_dir, exe) = c_program();
     let stalling = StallingProxy::start();
     let out = Run::shimmed(&format!("socks5h://{}", stalling.addr), &exe)
-        .args(["close", "192.0.2.1", "7"])
+        .args([mode, "192.0.2.1", "7"])
         .env("SOCKSIFY_TIMEOUT_MS", "60000")
         .timeout(Duration::from_secs(60))
         .run();
     out.assert_success();
     assert_eq!(out.stdout.trim(), "fds back", "{out}");
+}
+
+#[test]
+fn close_mid_handshake_leaves_no_fd_behind() {
+    close_mid_handshake("close");
+}
+
+/// `syscall(SYS_close, fd)` (libc's `syscall`, hooked) cancels it too.
+#[test]
+fn syscall_close_mid_handshake_leaves_no_fd_behind() {
+    close_mid_handshake("close-syscall");
 }

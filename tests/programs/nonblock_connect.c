@@ -7,7 +7,19 @@
  *   epoll-before  N sockets registered with epoll (EPOLLOUT|EPOLLET)
  *                 before their connect;
  *   epoll-after   registered after it (EPOLLOUT|EPOLLET|EPOLLONESHOT);
- *   poll, select  waited for with poll(2) or select(2).
+ *   poll, select, ppoll, pselect
+ *                 waited for with poll(2), select(2), ppoll(2) or
+ *                 pselect(2) (the last two with a signal mask).
+ *   dup           each socket dup()ed while connecting; poll waits for
+ *                 both numbers, and both must then be connected and echo.
+ *   dup-close     each socket dup()ed while connecting, then one of the
+ *                 two closed (the first for even I, the copy for odd);
+ *                 the other's connect must finish and echo.
+ *   fork          the process forks once every connect is under way: the
+ *                 child's poll must say POLLERR and its SO_ERROR
+ *                 ECONNABORTED (then 0) for each (it prints "child N
+ *                 ECONNABORTED"), the parent, once the child is gone,
+ *                 finishes every connect and echoes.
  *   Each: connect() must say EINPROGRESS; right after it, while the
  *   handshake is held back by the test's relay, a second connect says
  *   EALREADY, getpeername ENOTCONN, send EAGAIN and SO_ERROR 0. Once
@@ -19,6 +31,7 @@
  *                 mid-handshake: the process's open fds (after a first
  *                 connect started the shim's engine) come back to what
  *                 they were; prints "fds back" or "leaked N".
+ *   close-syscall the same, closed with syscall(SYS_close, fd).
  * Every wait is bounded (10 s per wait), and exits 1 on any surprise.
  */
 #define _GNU_SOURCE
@@ -27,12 +40,15 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -152,7 +168,7 @@ int main(int argc, char **argv) {
     inet_pton(AF_INET, argv[2], &dst.sin_addr);
     int n = argc > 4 ? atoi(argv[4]) : 1;
     if (n > 64) n = 64;
-    int s[64];
+    int s[128];
 
     if (!strcmp(mode, "error")) {
         int fd = start();
@@ -171,7 +187,7 @@ int main(int argc, char **argv) {
         printf("so_error %s then %s pollerr %d\n", name(e), name(again), !!(p.revents & POLLERR));
         return 0;
     }
-    if (!strcmp(mode, "close")) {
+    if (!strcmp(mode, "close") || !strcmp(mode, "close-syscall")) {
         /* argv[4]: a port of the echo target reached through a working
          * proxy is not available here; the first connect only starts the
          * engine, its outcome does not matter. */
@@ -193,7 +209,8 @@ int main(int argc, char **argv) {
             printf("FAIL the connect under way holds no fd of the shim\n");
             return 1;
         }
-        close(fd);
+        if (!strcmp(mode, "close")) close(fd);
+        else if (syscall(SYS_close, fd) != 0) die("syscall(SYS_close)");
         int now = 0;
         for (int i = 0; i < 1000; i++) { /* bounded: 10 s */
             now = count_fds();
@@ -211,6 +228,9 @@ int main(int argc, char **argv) {
         if (ep < 0) die("epoll_create1");
     }
     int before = !strcmp(mode, "epoll-before");
+    int dups = !strcmp(mode, "dup"), dup_close = !strcmp(mode, "dup-close");
+    /* dup: the copies, waited for and used after the originals */
+    int total = dups ? 2 * n : n;
     for (int i = 0; i < n; i++) {
         s[i] = start();
         struct epoll_event ev = {.events = EPOLLOUT | EPOLLET, .data.u32 = i};
@@ -219,11 +239,51 @@ int main(int argc, char **argv) {
         while_connecting(s[i]);
         ev.events |= EPOLLONESHOT;
         if (!before && ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, s[i], &ev) != 0) die("epoll_ctl after");
+        if (dups || dup_close) {
+            int d = dup(s[i]);
+            if (d < 0) die("dup");
+            while_connecting(d);
+            if (dups) s[n + i] = d;
+            else if (i % 2 == 0) { close(s[i]); s[i] = d; }
+            else close(d);
+        }
+    }
+    if (!strcmp(mode, "fork")) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            /* The connects are the parent's: here each has failed. */
+            for (int i = 0; i < n; i++) {
+                struct pollfd p = {s[i], POLLOUT, 0};
+                if (poll(&p, 1, 10000) != 1 || !(p.revents & POLLERR)) {
+                    printf("FAIL child poll %#x\n", p.revents);
+                    fflush(stdout);
+                    _exit(1);
+                }
+                int e = so_error(s[i]), again = so_error(s[i]);
+                if (e != ECONNABORTED || again != 0) {
+                    printf("FAIL child so_error %s then %s\n", name(e), name(again));
+                    fflush(stdout);
+                    _exit(1);
+                }
+                close(s[i]);
+            }
+            printf("child %d ECONNABORTED\n", n);
+            fflush(stdout);
+            _exit(0);
+        }
+        int status;
+        if (waitpid(pid, &status, 0) != pid) die("waitpid");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            printf("FAIL child status %#x\n", status);
+            return 1;
+        }
     }
     int done = 0, wakeups = 0;
-    int ready[64] = {0};
-    while (done < n) {
-        int got[64], m = 0;
+    int ready[128] = {0};
+    while (done < total) {
+        int got[128], m = 0;
         if (ep >= 0) {
             struct epoll_event evs[64];
             int k = epoll_wait(ep, evs, 64, 10000);
@@ -235,12 +295,21 @@ int main(int argc, char **argv) {
                 }
                 got[m++] = evs[j].data.u32;
             }
-        } else if (!strcmp(mode, "poll")) {
-            struct pollfd p[64];
-            for (int i = 0; i < n; i++) p[i] = (struct pollfd){ready[i] ? -1 : s[i], POLLOUT, 0};
-            int k = poll(p, n, 10000);
+        } else if (!strcmp(mode, "poll") || !strcmp(mode, "ppoll") || dups || dup_close || !strcmp(mode, "fork")) {
+            struct pollfd p[128];
+            for (int i = 0; i < total; i++) p[i] = (struct pollfd){ready[i] ? -1 : s[i], POLLOUT, 0};
+            int k;
+            if (!strcmp(mode, "ppoll")) {
+                struct timespec ts = {10, 0};
+                sigset_t mask;
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGUSR1);
+                k = ppoll(p, total, &ts, &mask);
+            } else {
+                k = poll(p, total, 10000);
+            }
             if (k <= 0) die("poll (nothing within 10 s)");
-            for (int i = 0; i < n; i++)
+            for (int i = 0; i < total; i++)
                 if (p[i].revents) {
                     if (p[i].revents != POLLOUT) {
                         printf("FAIL poll revents %#x\n", p[i].revents);
@@ -249,14 +318,23 @@ int main(int argc, char **argv) {
                     got[m++] = i;
                 }
             if (m != k) { printf("FAIL poll counted %d, %d ready\n", k, m); return 1; }
-        } else if (!strcmp(mode, "select")) {
+        } else if (!strcmp(mode, "select") || !strcmp(mode, "pselect")) {
             fd_set w;
             FD_ZERO(&w);
             int max = 0;
             for (int i = 0; i < n; i++)
                 if (!ready[i]) { FD_SET(s[i], &w); if (s[i] > max) max = s[i]; }
-            struct timeval tv = {10, 0};
-            int k = select(max + 1, NULL, &w, NULL, &tv);
+            int k;
+            if (!strcmp(mode, "pselect")) {
+                struct timespec ts = {10, 0};
+                sigset_t mask;
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGUSR1);
+                k = pselect(max + 1, NULL, &w, NULL, &ts, &mask);
+            } else {
+                struct timeval tv = {10, 0};
+                k = select(max + 1, NULL, &w, NULL, &tv);
+            }
             if (k <= 0) die("select (nothing within 10 s)");
             for (int i = 0; i < n; i++)
                 if (!ready[i] && FD_ISSET(s[i], &w)) got[m++] = i;
@@ -272,7 +350,7 @@ int main(int argc, char **argv) {
                 return 1;
             }
             ready[i] = 1;
-            use(s[i], i);
+            use(s[i], i % n);
             done++;
         }
     }
