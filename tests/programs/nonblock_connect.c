@@ -28,9 +28,12 @@
  *   error         one connect, waited for with poll; prints the errno
  *                 SO_ERROR reports (or connect's own, if it failed at once).
  *   close         one connect through a proxy that never answers, closed
- *                 mid-handshake: the process's open fds (after a first
- *                 connect started the shim's engine) come back to what
- *                 they were; prints "fds back" or "leaked N".
+ *                 mid-handshake: within 10 s no fd refers to its socket
+ *                 any more (the shim's copy went, and the proxy
+ *                 connection with it), and the process's open fds (after
+ *                 a first connect started the shim's engine) are what
+ *                 they were; prints "fds back", "leaked the socket" or
+ *                 "leaked N".
  *   close-syscall the same, closed with syscall(SYS_close, fd).
  * Every wait is bounded (10 s per wait), and exits 1 on any surprise.
  */
@@ -47,6 +50,7 @@
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -160,6 +164,41 @@ static int count_fds(void) {
     return n - 1; /* the directory's own fd */
 }
 
+static ino_t inode(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) die("fstat");
+    return st.st_ino;
+}
+
+/* How many of our fds refer to socket inode INO. */
+static int holders(ino_t ino) {
+    char want[64], path[300], link[64];
+    snprintf(want, sizeof want, "socket:[%lu]", (unsigned long)ino);
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) die("opendir");
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(path, link, sizeof link - 1);
+        if (k < 0) continue;
+        link[k] = 0;
+        n += !strcmp(link, want);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Whether every fd of socket INO is closed within 10 s. */
+static int gone(ino_t ino) {
+    for (int i = 0; i < 1000; i++) {
+        if (holders(ino) == 0) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) return 2;
     const char *mode = argv[1];
@@ -188,35 +227,33 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(mode, "close") || !strcmp(mode, "close-syscall")) {
-        /* argv[4]: a port of the echo target reached through a working
-         * proxy is not available here; the first connect only starts the
-         * engine, its outcome does not matter. */
+        /* The first connect only starts the engine (its fds stay); once
+         * no fd holds its socket any more, the count is the baseline. */
         int first = start();
         connect(first, (struct sockaddr *)&dst, sizeof dst);
+        ino_t first_ino = inode(first);
         close(first);
-        usleep(1000);
-        int before = -1;
-        /* The first connect's own copies go when the engine drops it. */
-        for (int i = 0; i < 1000; i++) {
-            int now = count_fds();
-            if (now == before) break;
-            before = now;
-            usleep(10000);
+        if (!gone(first_ino)) {
+            printf("FAIL the first connect's socket is still held\n");
+            return 1;
         }
+        int before = count_fds();
         int fd = start();
         connect_now(fd);
-        if (count_fds() <= before) {
+        ino_t ino = inode(fd);
+        if (count_fds() <= before + 1) {
             printf("FAIL the connect under way holds no fd of the shim\n");
             return 1;
         }
         if (!strcmp(mode, "close")) close(fd);
         else if (syscall(SYS_close, fd) != 0) die("syscall(SYS_close)");
-        int now = 0;
-        for (int i = 0; i < 1000; i++) { /* bounded: 10 s */
-            now = count_fds();
-            if (now == before) break;
-            usleep(10000);
+        /* Cancelled: the engine's copy of the socket goes (and with it
+         * the proxy connection), and so does every other fd of it. */
+        if (!gone(ino)) {
+            printf("leaked the socket\n");
+            return 0;
         }
+        int now = count_fds();
         if (now == before) printf("fds back\n");
         else printf("leaked %d\n", now - before);
         return 0;
