@@ -116,6 +116,14 @@ real_fns! {
     fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t;
     fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t;
     fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t;
+    // Data calls that matter only on a connecting socket (hooks/connecting_io.rs)
+    fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut libc::off_t, count: size_t) -> ssize_t;
+    fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut libc::off64_t, count: size_t) -> ssize_t;
+    fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, len: size_t, flags: libc::c_uint) -> ssize_t;
+    fn pwritev2(fd: c_int, iov: *const libc::iovec, n: c_int, offset: libc::off_t, flags: c_int) -> ssize_t;
+    fn pwritev64v2(fd: c_int, iov: *const libc::iovec, n: c_int, offset: libc::off64_t, flags: c_int) -> ssize_t;
+    fn preadv2(fd: c_int, iov: *const libc::iovec, n: c_int, offset: libc::off_t, flags: c_int) -> ssize_t;
+    fn preadv64v2(fd: c_int, iov: *const libc::iovec, n: c_int, offset: libc::off64_t, flags: c_int) -> ssize_t;
     fn dup(fd: c_int) -> c_int;
     fn dup2(old: c_int, new: c_int) -> c_int;
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int;

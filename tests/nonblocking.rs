@@ -8,7 +8,8 @@
 //!
 //! The same overlap tests run against Dante, microsocks and `ssh -D` (10
 //! connections each), and the C program covers `dup` and `fork` of a
-//! connecting fd, `ppoll`/`pselect`, and `syscall(SYS_close)` of one.
+//! connecting fd, `ppoll`/`pselect`, `syscall(SYS_close)` of one, and
+//! writes to one by `sendfile`, `splice` and `pwritev2`.
 //!
 //! The overlap is shown structurally, never by a clock: a [`HoldingRelay`]
 //! in front of the SOCKS server holds every reply of the proxy back
@@ -384,6 +385,26 @@ fn c_closing_one_copy_keeps_the_other_connecting() {
 fn c_fork_mid_handshake_child_aborted_parent_completes() {
     let out = c_mode_via(&bundled(&Server::bundled(&[])), "fork", 4);
     assert!(out.stdout.lines().any(|l| l == "child 4 ECONNABORTED"), "{out}");
+}
+
+/// Writes by `sendfile`, `splice` and `pwritev2` while connecting say
+/// EAGAIN, as `send` does: none of their bytes reach the proxy inside the
+/// handshake or the target after it, which gets each "ping I" alone.
+#[test]
+fn c_sendfile_splice_pwritev2_while_connecting_are_eagain() {
+    let server = Server::bundled(&[]);
+    let under = bundled(&server);
+    let (_dir, exe) = c_program();
+    let relay = under.relay(4);
+    let target = under.target(Serve::Echo);
+    let out = through(&relay, exe.to_str().unwrap()).args(["unhooked", &target.addr.ip().to_string(), &target.addr.port().to_string(), "4"]).run();
+    out.assert_success();
+    assert_eq!(out.stdout.trim(), "unhooked 4 connected, echoed", "{out}");
+    assert_overlap(&relay, 4, &out);
+    under.assert_path(&target, 4);
+    let mut got: Vec<String> = target.received().iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect();
+    got.sort();
+    assert_eq!(got, ["ping 0", "ping 1", "ping 2", "ping 3"], "{out}");
 }
 
 // ------------------------------------------------ Dante (out from 127.0.0.3)

@@ -4,6 +4,7 @@
 
 mod close;
 mod connect;
+mod connecting_io;
 mod dup;
 mod exec;
 mod listen;

@@ -132,7 +132,7 @@ fn no_out(iov: &[iovec]) -> Out<'_> {
 /// the connect is over meanwhile, the call goes on.
 #[cold]
 #[inline(never)]
-fn connecting_io(fd: c_int) -> Option<ssize_t> {
+pub(super) fn connecting_io(fd: c_int) -> Option<ssize_t> {
     let _inside = crate::hooks::enter()?;
     crate::ffi::catch(None, 0, || match crate::connecting::table::view(fd)?.state {
         crate::connecting::State::Pending => Some(fail(libc::EAGAIN)),

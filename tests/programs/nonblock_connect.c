@@ -20,6 +20,9 @@
  *                 ECONNABORTED (then 0) for each (it prints "child N
  *                 ECONNABORTED"), the parent, once the child is gone,
  *                 finishes every connect and echoes.
+ *   unhooked      as poll, and while connecting, writes by sendfile(2),
+ *                 splice(2) and pwritev2(2) must say EAGAIN as send does
+ *                 (none of the bytes may reach the proxy mid-handshake).
  *   Each: connect() must say EINPROGRESS; right after it, while the
  *   handshake is held back by the test's relay, a second connect says
  *   EALREADY, getpeername ENOTCONN, send EAGAIN and SO_ERROR 0. Once
@@ -40,6 +43,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -49,9 +53,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,6 +115,39 @@ static void while_connecting(int s) {
     }
     if (so_error(s) != 0) {
         printf("FAIL SO_ERROR while connecting\n");
+        exit(1);
+    }
+}
+
+/* Writes by calls that are not send/write, while connecting: EAGAIN. */
+static void unhooked_writes(int s) {
+    static int file = -1, pipe_fds[2];
+    if (file < 0) {
+        char path[] = "/tmp/nonblock-connect-XXXXXX";
+        file = mkstemp(path);
+        if (file < 0) die("mkstemp");
+        unlink(path);
+        if (write(file, "junk", 4) != 4) die("write file");
+        if (pipe2(pipe_fds, O_NONBLOCK) != 0) die("pipe2");
+    }
+    off_t at = 0;
+    ssize_t r = sendfile(s, file, &at, 4);
+    if (r >= 0 || errno != EAGAIN) {
+        printf("FAIL sendfile while connecting: %zd %s\n", r, name(r < 0 ? errno : 0));
+        exit(1);
+    }
+    if (write(pipe_fds[1], "junk", 4) != 4) die("write pipe");
+    r = splice(pipe_fds[0], NULL, s, NULL, 4, SPLICE_F_NONBLOCK);
+    if (r >= 0 || errno != EAGAIN) {
+        printf("FAIL splice while connecting: %zd %s\n", r, name(r < 0 ? errno : 0));
+        exit(1);
+    }
+    char drain[4];
+    if (read(pipe_fds[0], drain, 4) != 4) die("drain pipe");
+    struct iovec iov = {"junk", 4};
+    r = pwritev2(s, &iov, 1, -1, 0);
+    if (r >= 0 || errno != EAGAIN) {
+        printf("FAIL pwritev2 while connecting: %zd %s\n", r, name(r < 0 ? errno : 0));
         exit(1);
     }
 }
@@ -274,6 +313,7 @@ int main(int argc, char **argv) {
         if (before && epoll_ctl(ep, EPOLL_CTL_ADD, s[i], &ev) != 0) die("epoll_ctl before");
         connect_now(s[i]);
         while_connecting(s[i]);
+        if (!strcmp(mode, "unhooked")) unhooked_writes(s[i]);
         ev.events |= EPOLLONESHOT;
         if (!before && ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, s[i], &ev) != 0) die("epoll_ctl after");
         if (dups || dup_close) {
@@ -332,7 +372,7 @@ int main(int argc, char **argv) {
                 }
                 got[m++] = evs[j].data.u32;
             }
-        } else if (!strcmp(mode, "poll") || !strcmp(mode, "ppoll") || dups || dup_close || !strcmp(mode, "fork")) {
+        } else if (!strcmp(mode, "poll") || !strcmp(mode, "ppoll") || !strcmp(mode, "unhooked") || dups || dup_close || !strcmp(mode, "fork")) {
             struct pollfd p[128];
             for (int i = 0; i < total; i++) p[i] = (struct pollfd){ready[i] ? -1 : s[i], POLLOUT, 0};
             int k;
