@@ -229,6 +229,36 @@ fn datagrams_not_from_the_relay_are_dropped() {
     });
 }
 
+/// The program's UDP sockets live in the supervisor's fd range, where its
+/// receives are seen: a `dup` of a socket with an association stays there
+/// and gets the payload, headerless, from the target; a copy below the
+/// range (`dup2` to fd 10) of such a socket is refused, since a receive on
+/// it would get the relay's datagram as it is; and a socket with a copy
+/// below the range (made by `dup2`, or passed with `SCM_RIGHTS`) is not
+/// carried: EPERM, nothing sent.
+#[test]
+fn copies_of_a_proxied_socket_never_show_the_relay_header() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let target = UdpTarget::echo(DIRECT);
+        let port = target.addr.port().to_string();
+        let payload = token("dup");
+        let run = supervised(&ns, &server.url(), &programs().musl_udp).args(["dup", "127.0.0.1", &port, &payload]).run();
+        assert_eq!(run.stdout, format!("dup in range\nreply {payload} from {}\n", target.addr), "{run}");
+        let payload = token("lowcopy");
+        let run = supervised(&ns, &server.url(), &programs().musl_udp).args(["lowcopy", "127.0.0.1", &port, &payload]).run();
+        assert_eq!(run.stdout, format!("dup2: errno {}\nreply {payload} from {}\n", libc::EPERM, target.addr), "{run}");
+        target.assert_peers(2, BUNDLED_OUT);
+        for mode in ["pinned", "passed"] {
+            let run = supervised(&ns, &server.url(), &programs().musl_udp).args([mode, "127.0.0.1", &port, "must-not-leak"]).run();
+            assert_eq!(run.stdout, format!("sendto: errno {}\n", libc::EPERM), "{mode}: {run}");
+            assert!(run.stderr.contains("has a copy below it"), "{mode}: the supervisor says why:\n{run}");
+        }
+        target.assert_peers(2, BUNDLED_OUT);
+    });
+}
+
 /// The musl client under the supervisor with `args`, its stdin and stdout
 /// piped (stdout read into the log), in a process group of its own.
 fn interactive(ns: &NetNs, url: &str, args: &[&str]) -> (std::process::Child, LineLog) {

@@ -8,6 +8,14 @@
  *     connect   connect, send, recv (no address), then getpeername
  *     stray     bind first, print "port N", wait for a line on stdin (the
  *               test sends a stray datagram meanwhile), then as sendto
+ *     dup       sendto, then recvfrom on a dup() of the socket; prints
+ *               "dup in range" when the copy is not the lowest free fd
+ *     lowcopy   sendto, then dup2 the socket to fd 10 (prints "dup2: errno
+ *               N" if refused), then recvfrom on fd 10 if it succeeded,
+ *               else on the socket
+ *     pinned    dup2 the socket to fd 10 first, then as sendto
+ *     passed    pass the socket to itself over a Unix socketpair
+ *               (SCM_RIGHTS) first, then as sendto
  * With "close": after the reply, closes the socket, prints "closed" and
  * waits for a line on stdin before it exits.
  * Prints "reply PAYLOAD from IP:PORT" (the source the program was told;
@@ -24,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static int fail(const char *call) {
@@ -63,13 +72,44 @@ int main(int argc, char **argv) {
         if (!fgets(line, sizeof line, stdin)) return 2;
         mode = "sendto";
     }
+    int rfd = s; /* the fd the reply is read on */
+    if (!strcmp(mode, "pinned")) {
+        if (dup2(s, 10) != 10) return fail("dup2");
+        mode = "sendto";
+    } else if (!strcmp(mode, "passed")) {
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sp) != 0) return fail("socketpair");
+        char c = 'x';
+        struct iovec iov = {&c, 1};
+        union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+        struct msghdr m = {0};
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.buf;
+        m.msg_controllen = sizeof ctl.buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &s, sizeof s);
+        if (sendmsg(sp[0], &m, 0) != 1) return fail("sendmsg SCM_RIGHTS");
+        mode = "sendto";
+    }
     char buf[2048];
     struct sockaddr_in from = {0};
     socklen_t flen = sizeof from;
     ssize_t n;
-    if (!strcmp(mode, "sendto")) {
+    if (!strcmp(mode, "sendto") || !strcmp(mode, "dup") || !strcmp(mode, "lowcopy")) {
         if (sendto(s, payload, strlen(payload), 0, (struct sockaddr *)&dst, sizeof dst) != (ssize_t)strlen(payload)) return fail("sendto");
-        n = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen);
+        if (!strcmp(mode, "dup")) {
+            rfd = dup(s);
+            if (rfd < 0) return fail("dup");
+            if (rfd >= 64) printf("dup in range\n"); /* lowest free would be 4 */
+        } else if (!strcmp(mode, "lowcopy")) {
+            if (dup2(s, 10) == 10) rfd = 10;
+            else printf("dup2: errno %d\n", errno);
+        }
+        n = recvfrom(rfd, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen);
         if (n < 0) return fail("recvfrom");
         if (flen != sizeof from) printf("address length %u\n", (unsigned)flen);
     } else if (!strcmp(mode, "sendmsg")) {

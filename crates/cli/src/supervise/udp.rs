@@ -11,7 +11,9 @@
 //! a thread of its own (round trips to the proxy). Datagrams so leave from
 //! the program's own socket and the relay answers to it. A `recvfrom` with
 //! an address or a `recvmsg` (both notified, see filter.rs) on such a
-//! socket is done by the supervisor too: it receives on its duplicate,
+//! socket (in the reserved fd range, `reserved.rs`: the supervisor
+//! carries no socket used through an fd below it) is done by the
+//! supervisor too: it receives on its duplicate,
 //! drops what is not from the relay (a bypassed source is delivered as it
 //! is), strips the header and writes the payload, the real source and the
 //! lengths into the program's memory (`process_vm_writev`), then answers
@@ -136,6 +138,12 @@ enum Source {
 impl Table {
     fn is_empty(&self) -> bool {
         lock(&self.assocs).is_empty() && lock(&self.adapters).is_empty()
+    }
+
+    /// Whether the socket carries an association (or is opening one): a
+    /// receive the filter does not see would show the relay's datagrams.
+    pub fn carries(&self, inode: u64) -> bool {
+        lock(&self.assocs).contains_key(&inode) || self.adapter(inode).is_some()
     }
 
     fn slot(&self, inode: u64) -> Arc<Slot> {
