@@ -19,6 +19,7 @@
 //! | `socket`, IPv4/IPv6 datagram | — | opened by us, installed at a free fd of the reserved range (`reserved.rs`) |
 //! | `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)` of a UDP socket, from the range or into it | — | a copy kept in the range, or the socket pinned (never carried), or EPERM if it carries an association (`reserved.rs`) |
 //! | UDP to be carried (any of the above) on a socket used below the range, or pinned | — | EPERM |
+//! | `bind`, `listen`, `getsockname`, `accept`, `accept4` of a TCP socket the BIND rule picks | — | SOCKS BIND (`bind.rs`) |
 //! | anything not IPv4/IPv6 (Unix sockets, netlink, ...) | — | the kernel runs it |
 //!
 //! Every answer that acts on what we read is given only after
@@ -27,7 +28,7 @@
 
 use super::kernel::{self, Answer, Notif};
 use super::connect::{proxy_connect, Caller};
-use super::{family_swap, reserved, sent_dns, udp, Level, Supervisor};
+use super::{bind, family_swap, reserved, sent_dns, udp, Level, Supervisor};
 use socksify_client::route;
 use socksify_proto::config::UdpMode;
 use socksify_proto::dns::Transport;
@@ -56,6 +57,10 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
         libc::SYS_recvfrom => udp::on_recv(sv, &n).unwrap_or_else(|| Some(sent_dns::on_recvfrom(sv, &n))),
         libc::SYS_recvmsg => udp::on_recv(sv, &n).unwrap_or(Some(Answer::Continue)),
         libc::SYS_socket => reserved::on_socket(sv, &n),
+        libc::SYS_bind => Some(bind::on_bind(sv, &n)),
+        libc::SYS_listen => bind::on_listen(sv, &n),
+        libc::SYS_getsockname => Some(bind::on_getsockname(sv, &n)),
+        libc::SYS_accept | libc::SYS_accept4 => bind::on_accept(sv, &n),
         libc::SYS_pidfd_getfd => Some(reserved::on_pidfd_getfd(sv, &n)),
         nr if is_dup(nr) => reserved::on_dup(sv, &n),
         _ => Some(Answer::Continue),

@@ -24,12 +24,9 @@ pub fn proxy_connect(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAd
         Ok((_, bound)) => {
             say!(Level::Info, "tcp -> {target} via {}: connected (proxy bound {bound})", sv.config.chain[0]);
             if let Some(inode) = kernel::socket_inode(sock) {
-                let mut peers = sv.peers.lock().unwrap_or_else(|e| e.into_inner());
-                if peers.len() >= MAX_PEERS {
-                    peers.clear(); // forgotten sockets report the proxy: never worse than that
-                }
-                peers.insert(inode, dst);
+                sv.remember_peer(inode, dst);
             }
+            sv.binds.remember_conn(sock, dst);
             Answer::Return(0)
         }
         Err(e) => {
@@ -40,8 +37,6 @@ pub fn proxy_connect(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAd
     }
 }
 
-/// How many proxied sockets `getpeername` remembers.
-pub const MAX_PEERS: usize = 65536;
 
 /// Leaves `sock` connected to nothing (an `AF_UNSPEC` connect).
 pub fn dissolve(sock: &OwnedFd) {

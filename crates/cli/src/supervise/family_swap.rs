@@ -112,10 +112,7 @@ fn install(sv: &Supervisor, caller: &Caller, old: &OwnedFd, new: &OwnedFd) -> Re
     if now.is_none() || now != kernel::socket_inode(old) {
         return Err(libc::EBADF); // closed or replaced by another thread meanwhile
     }
-    let cloexec = std::fs::read_to_string(format!("/proc/{}/fdinfo/{}", caller.pid, caller.fd))
-        .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("flags:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok())))
-        .is_some_and(|flags| flags & libc::O_CLOEXEC as u32 != 0);
+    let cloexec = kernel::fd_cloexec(caller.pid, caller.fd);
     sv.listener.add_fd(caller.id, new, caller.fd as u32, cloexec, false).map(drop).map_err(|e| {
         say!(Level::Warn, "connect fd {}: cannot put the new socket in the program's place: {e}", caller.fd);
         e.raw_os_error().unwrap_or(libc::EIO)

@@ -114,11 +114,21 @@ fn assemble(src: &[Ins]) -> Vec<sock_filter> {
     out
 }
 
-/// The filter program; `reserved` is the first fd of the range where the
-/// supervisor keeps the program's UDP sockets (`reserved.rs`). Without one,
-/// no `socket` call and no receive is notified.
-pub fn program(reserved: Option<u32>) -> Vec<sock_filter> {
+/// What the filter notifies beyond what it always does.
+#[derive(Clone, Copy)]
+pub struct Notified {
+    /// The first fd of the range where the supervisor keeps the program's
+    /// UDP sockets (`reserved.rs`). Without one, no `socket` call and no
+    /// receive is notified.
+    pub reserved: Option<u32>,
+    /// `bind`, `listen`, `getsockname`, `accept`, `accept4` (`bind.rs`).
+    pub bind: bool,
+}
+
+/// The filter program.
+pub fn program(notified: Notified) -> Vec<sock_filter> {
     use Ins::*;
+    let Notified { reserved, bind } = notified;
     use To::{Next, L};
     let nr = |n: i64| n as u32;
     let mut p = vec![
@@ -129,6 +139,11 @@ pub fn program(reserved: Option<u32>) -> Vec<sock_filter> {
     ];
     for n in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd] {
         p.push(Jeq(nr(n), L("notify"), Next));
+    }
+    if bind {
+        for n in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+            p.push(Jeq(nr(n), L("notify"), Next));
+        }
     }
     p.extend([
         Jeq(nr(libc::SYS_io_uring_setup), L("foreign"), Next),
@@ -256,10 +271,13 @@ mod tests {
 
     #[test]
     fn decides_each_call_as_documented() {
-        let p = program(Some(R));
+        let p = program(Notified { reserved: Some(R), bind: true });
         let native = |nr: i64, args: [u64; 6]| run(&p, NATIVE_ARCH, nr, args);
         for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd] {
             assert_eq!(native(nr, [0; 6]), RET_USER_NOTIF, "nr {nr}");
+        }
+        for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+            assert_eq!(native(nr, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF, "BIND: nr {nr}");
         }
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "no destination");
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 16]), RET_USER_NOTIF);
@@ -304,7 +322,7 @@ mod tests {
             assert_eq!(native(libc::SYS_fcntl, [3, cmd as u64, 10, 0, 0, 0]), RET_ALLOW);
         }
         assert_eq!(native(libc::SYS_fcntl, [fd, libc::F_GETFL as u64, 0, 0, 0, 0]), RET_ALLOW, "other fcntls");
-        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_recvmmsg, libc::SYS_getpid, libc::SYS_getsockname, libc::SYS_close] {
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_recvmmsg, libc::SYS_getpid, libc::SYS_close] {
             assert_eq!(native(nr, [fd, 0, 0, 0, 0, 0]), RET_ALLOW, "nr {nr}");
         }
         assert_eq!(native(libc::SYS_io_uring_setup, [0; 6]), RET_ERRNO | libc::ENOSYS as u32);
@@ -314,7 +332,7 @@ mod tests {
 
     #[test]
     fn without_a_range_no_receive_and_no_socket_is_notified() {
-        let p = program(None);
+        let p = program(Notified { reserved: None, bind: false });
         let native = |nr: i64, args: [u64; 6]| run(&p, NATIVE_ARCH, nr, args);
         assert_eq!(native(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0]), RET_ALLOW);
         for fd in [3, 900, 4000, i32::MAX as u64] {
@@ -324,5 +342,8 @@ mod tests {
         }
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 16]), RET_USER_NOTIF);
         assert_eq!(native(libc::SYS_connect, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF);
+        for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+            assert_eq!(native(nr, [3, 0, 0, 0, 0, 0]), RET_ALLOW, "SOCKSIFY_BIND=off: nr {nr}");
+        }
     }
 }

@@ -127,6 +127,32 @@ impl Listener {
         }
         Ok(rc as u32)
     }
+
+    /// Installs our `file` in the calling process of call `id` at its
+    /// lowest free fd, and answers the call with that number.
+    pub fn add_fd_lowest(&self, id: u64, file: &OwnedFd, cloexec: bool) -> io::Result<u32> {
+        let addfd = NotifAddfd {
+            id,
+            flags: ADDFD_FLAG_SEND,
+            srcfd: file.as_raw_fd() as u32,
+            newfd: 0,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: the ioctl reads one seccomp_notif_addfd.
+        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), IOCTL_NOTIF_ADDFD, &addfd) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as u32)
+    }
+}
+
+/// Whether fd `fd` of thread `pid`'s process is close-on-exec.
+pub fn fd_cloexec(pid: u32, fd: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("flags:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok())))
+        .is_some_and(|flags| flags & libc::O_CLOEXEC as u32 != 0)
 }
 
 /// Reads `len` bytes at `addr` in thread `pid`'s memory. The errno:

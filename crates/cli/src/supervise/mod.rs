@@ -21,6 +21,7 @@ macro_rules! say {
     };
 }
 
+mod bind;
 mod calls;
 mod connect;
 mod dns;
@@ -36,7 +37,7 @@ mod udp;
 
 use kernel::{Answer, Listener};
 use socksify_client::route;
-use socksify_proto::config::{Config, DnsMode, ProxyHost, UdpMode};
+use socksify_proto::config::{BindMode, Config, DnsMode, ProxyHost, UdpMode};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -89,6 +90,8 @@ pub struct Supervisor {
     awaiting: sent_dns::Awaiting,
     /// UDP associations, by program socket (udp.rs).
     udp: udp::Table,
+    /// SOCKS BIND (bind.rs).
+    binds: bind::Binds,
     /// The fd range of the program's UDP sockets (reserved.rs).
     reserved: reserved::Reserved,
 }
@@ -106,6 +109,15 @@ impl Supervisor {
 
     fn is_nameserver(&self, dst: &SocketAddr) -> bool {
         route::is_nameserver(&self.nameservers, dst)
+    }
+
+    /// Remembers the destination `getpeername` reports for socket `inode`.
+    fn remember_peer(&self, inode: u64, dst: SocketAddr) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.len() >= 65536 {
+            peers.clear(); // forgotten sockets report the proxy: never worse than that
+        }
+        peers.insert(inode, dst);
     }
 
     /// Remembers that socket `inode` stands for one of `family`.
@@ -189,7 +201,7 @@ pub fn main(args: &[String]) -> i32 {
         true => reserved::Reserved::for_this_process(),
         false => reserved::Reserved::none(),
     };
-    let (child, listener) = match spawn(program, argv0, &args[1..], reserved.filter_bound()) {
+    let (child, listener) = match spawn(program, argv0, &args[1..], filter::Notified { reserved: reserved.filter_bound(), bind: config.bind != BindMode::Off }) {
         Ok(started) => started,
         Err(e) => {
             eprintln!("socksify: cannot run {program} under the supervisor: {e}");
@@ -216,7 +228,7 @@ pub fn main(args: &[String]) -> i32 {
     } else {
         None
     };
-    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default(), families: Mutex::default(), awaiting: Default::default(), udp: Default::default(), reserved });
+    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default(), families: Mutex::default(), awaiting: Default::default(), udp: Default::default(), binds: Default::default(), reserved });
     serve(&sv, child, report)
 }
 
@@ -229,7 +241,7 @@ fn probe() -> i32 {
         eprintln!("the kernel has no pidfd_getfd (Linux 5.6 or later needed)");
         return 1;
     }
-    let filter = filter::program(reserved::Reserved::for_this_process().filter_bound());
+    let filter = filter::program(filter::Notified { reserved: reserved::Reserved::for_this_process().filter_bound(), bind: true });
     let Ok((wait_r, wait_w)) = pipe() else {
         eprintln!("pipe: {}", std::io::Error::last_os_error());
         return 1;
@@ -311,8 +323,8 @@ fn resolv_conf_nameservers() -> Vec<IpAddr> {
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
 /// Starts the program under the filter; returns it and the listener.
-fn spawn(program: &str, argv0: Option<&str>, args: &[String], reserved_from: Option<u32>) -> std::io::Result<(std::process::Child, Listener)> {
-    let filter = filter::program(reserved_from);
+fn spawn(program: &str, argv0: Option<&str>, args: &[String], notified: filter::Notified) -> std::io::Result<(std::process::Child, Listener)> {
+    let filter = filter::program(notified);
     let (report_r, report_w) = pipe()?;
     let (ack_r, ack_w) = pipe()?;
     // The listener is taken from the child while `spawn` below still waits
