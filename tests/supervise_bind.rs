@@ -50,8 +50,9 @@ fn supervised(ns: &NetNs, url: &str) -> Run {
         .timeout(Duration::from_secs(120))
 }
 
-#[test]
-fn static_client_active_ftp_through_the_bundled_server() {
+/// The client fetches a file in active mode (`mode`: see ftpactive.c);
+/// asserts it came through the proxy's BIND; the client's stderr.
+fn active_download(mode: &str) -> String {
     let ns = NetNs::create();
     ns.run(|| {
         let server = Server::bundled(&[]);
@@ -59,7 +60,7 @@ fn static_client_active_ftp_through_the_bundled_server() {
         let tok = token("active-ftp");
         let body: String = (0..5000).map(|i| format!("{i:06} {tok}\n")).collect();
         std::fs::write(ftp.path("file.txt"), &body).unwrap();
-        let run = supervised(&ns, &server.url()).args(["127.0.0.1", &ftp.port.to_string(), "file.txt"]).run();
+        let run = supervised(&ns, &server.url()).args(["127.0.0.1", &ftp.port.to_string(), "file.txt", mode]).run();
         assert!(run.code == Some(0), "{run}\n{}", ftp.log());
         assert!(run.stdout == body, "the file's bytes, exactly ({} of {}):\n{}", run.stdout.len(), body.len(), run.stderr);
         // The client advertised where the proxy listened, and the data
@@ -77,5 +78,28 @@ fn static_client_active_ftp_through_the_bundled_server() {
         }
         // accept reports the peer (the FTP server), as the proxy named it.
         assert!(run.stderr.contains(&format!("accepted from {DIRECT}:")), "{run}");
-    });
+        run.stderr
+    })
+}
+
+#[test]
+fn static_client_active_ftp_through_the_bundled_server() {
+    active_download("plain");
+}
+
+/// The address asked for before `listen`: the BIND runs then.
+#[test]
+fn getsockname_before_listen_runs_the_bind() {
+    active_download("early");
+}
+
+/// A non-blocking listener: `EAGAIN` before the peer, `poll` says when it
+/// came, the accepted socket is blocking (plain `accept`), and the spent
+/// listener has nothing more (`EAGAIN`).
+#[test]
+fn non_blocking_accept_and_poll() {
+    let stderr = active_download("poll");
+    assert!(stderr.contains(&format!("early accept: errno {}\n", libc::EAGAIN)), "{stderr}");
+    assert!(stderr.contains(&format!("second accept: errno {}\n", libc::EAGAIN)), "{stderr}");
+    assert!(!stderr.contains("accepted socket is non-blocking"), "{stderr}");
 }

@@ -1,5 +1,5 @@
 /* A static active-mode FTP client for tests/supervise_bind.rs (gcc -static):
- *   ftpactive IP PORT NAME
+ *   ftpactive IP PORT NAME [early|poll]
  * Logs in anonymously on the control connection, then does what active FTP
  * does: a TCP socket bound to the control connection's own address, port 0
  * (getsockname of the control socket), listen, getsockname, "PORT" with
@@ -8,6 +8,11 @@
  * the file's bytes on stdout; "CALL: errno N" and exit 1 on a failed call,
  * "reply: LINE" and exit 1 on an unexpected reply. Reads bounded by
  * SO_RCVTIMEO (20 s).
+ * early: getsockname before listen.
+ * poll: the listener non-blocking; an accept before PORT (the server
+ * cannot have connected: prints "early accept: errno N"), poll for the peer, accept
+ * (the new socket must be blocking: "accepted socket is non-blocking"
+ * otherwise), then a second accept ("second accept: errno N").
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -55,10 +62,11 @@ static int command(const char *cmd, int want) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: ftpactive IP PORT NAME\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: ftpactive IP PORT NAME [early|poll]\n");
         return 2;
     }
+    const char *mode = argc == 5 ? argv[4] : "plain";
     struct timeval tv = {20, 0};
     struct sockaddr_in srv = {0};
     srv.sin_family = AF_INET;
@@ -76,12 +84,19 @@ int main(int argc, char **argv) {
     here.sin_port = 0;
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     if (bind(ls, (struct sockaddr *)&here, sizeof here) != 0) return fail("bind");
-    if (listen(ls, 1) != 0) return fail("listen");
     len = sizeof adv;
-    if (getsockname(ls, (struct sockaddr *)&adv, &len) != 0) return fail("getsockname");
+    if (!strcmp(mode, "early") && getsockname(ls, (struct sockaddr *)&adv, &len) != 0) return fail("getsockname");
+    if (listen(ls, 1) != 0) return fail("listen");
+    if (strcmp(mode, "early") && getsockname(ls, (struct sockaddr *)&adv, &len) != 0) return fail("getsockname");
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &adv.sin_addr, ip, sizeof ip);
     fprintf(stderr, "advertised %s:%d\n", ip, ntohs(adv.sin_port));
+    int polling = !strcmp(mode, "poll");
+    if (polling) {
+        fcntl(ls, F_SETFL, O_NONBLOCK);
+        int early = accept(ls, NULL, NULL);
+        fprintf(stderr, "early accept: errno %d\n", early < 0 ? errno : 0);
+    }
     unsigned char *a = (unsigned char *)&adv.sin_addr, *p = (unsigned char *)&adv.sin_port;
     char port[128];
     snprintf(port, sizeof port, "PORT %u,%u,%u,%u,%u,%u", a[0], a[1], a[2], a[3], p[0], p[1]);
@@ -89,9 +104,18 @@ int main(int argc, char **argv) {
     char retr[300];
     snprintf(retr, sizeof retr, "RETR %s", argv[3]);
     if (write(ctl, retr, strlen(retr)) < 0 || write(ctl, "\r\n", 2) < 0) return fail("write");
+    if (polling) {
+        struct pollfd pfd = {ls, POLLIN, 0};
+        if (poll(&pfd, 1, 20000) != 1) return fail("poll");
+    }
     len = sizeof peer;
     int ds = accept(ls, (struct sockaddr *)&peer, &len);
     if (ds < 0) return fail("accept");
+    if (polling) {
+        if (fcntl(ds, F_GETFL) & O_NONBLOCK) fprintf(stderr, "accepted socket is non-blocking\n");
+        int again = accept(ls, NULL, NULL);
+        fprintf(stderr, "second accept: errno %d\n", again < 0 ? errno : 0);
+    }
     inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
     fprintf(stderr, "accepted from %s:%d\n", ip, ntohs(peer.sin_port));
     setsockopt(ds, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

@@ -14,7 +14,8 @@
 //!   on a thread (round trips). `listen` returns 0, or the errno with the
 //!   socket left unconnected, never a listener.
 //! - `getsockname` on it reports the proxy's BND.ADDR:BND.PORT, in the
-//!   program's family: the address the program hands out.
+//!   program's family: the address the program hands out (asked before
+//!   `listen`, it runs the BIND first, as `listen` would).
 //! - The socket is readable when the second reply comes, as a listener is
 //!   with a connection waiting: `poll`/`epoll` need no help. `accept`
 //!   reads exactly that reply (the peer's first bytes stay queued), puts a
@@ -27,9 +28,7 @@
 //! - The proxy refusing the peer or closing: that `accept` and every later
 //!   one fail with the reply's errno (`ECONNABORTED` for a close).
 //!
-//! Not done: `getsockname` before `listen` reports the kernel's address
-//! (the shim runs the BIND there too); the program's `epoll`
-//! registrations of the listening fd stay on the socket that became the
+//! Not done: the program's `epoll` registrations of the listening fd stay on the socket that became the
 //! connection (the shim moves them to the new listener).
 
 use super::connect::dissolve;
@@ -251,25 +250,41 @@ fn write_addr(pid: u32, ptr: u64, len_ptr: u64, addr: SocketAddr, domain: i32) -
     kernel::write_memory(pid, ptr, &bytes[..room.min(full as usize)]) && kernel::write_memory(pid, len_ptr, &full.to_ne_bytes())
 }
 
-/// `getsockname` of a BIND socket (or what it left): where the proxy listens.
-pub fn on_getsockname(sv: &Supervisor, n: &Notif) -> Answer {
+/// `getsockname` of a BIND socket (or what it left): where the proxy
+/// listens; on a candidate, the BIND runs first (the program may ask for
+/// the address before it listens). `None`: answered by a thread.
+pub fn on_getsockname(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
     if sv.binds.is_empty() {
-        return Answer::Continue;
+        return Some(Answer::Continue);
     }
-    let Some((_, inode, domain)) = tcp_socket(n, n.data.args[0]) else { return Answer::Continue };
-    let bound = match sv.binds.get(inode) {
-        Some(State::Waiting { bound, .. } | State::Spent { bound }) => bound,
-        // The proxy listened, then the peer never came: still its address.
-        Some(State::Failed { bound, .. }) if bound.port() != 0 => bound,
-        _ => return Answer::Continue,
+    let Some((sock, inode, domain)) = tcp_socket(n, n.data.args[0]) else { return Some(Answer::Continue) };
+    let (pid, id, [_, addr, len, ..]) = (n.pid, n.id, n.data.args);
+    let reply = move |sv: &Supervisor| {
+        let bound = match sv.binds.get(inode) {
+            Some(State::Waiting { bound, .. } | State::Spent { bound }) => bound,
+            // The proxy listened, then the peer never came: still its address.
+            Some(State::Failed { bound, .. }) if bound.port() != 0 => bound,
+            _ => return Answer::Continue,
+        };
+        if !sv.listener.id_valid(id) {
+            return Answer::Continue;
+        }
+        match write_addr(pid, addr, len, bound, domain) {
+            true => Answer::Return(0),
+            false => Answer::Fail(libc::EFAULT),
+        }
     };
-    if !sv.listener.id_valid(n.id) {
-        return Answer::Continue;
-    }
-    match write_addr(n.pid, n.data.args[1], n.data.args[2], bound, domain) {
-        true => Answer::Return(0),
-        false => Answer::Fail(libc::EFAULT),
-    }
+    let Some(State::Candidate { related }) = sv.binds.get(inode) else { return Some(reply(sv)) };
+    let sv = sv.clone();
+    std::thread::spawn(move || {
+        let run = std::panic::AssertUnwindSafe(|| match start(&sv, &sock, inode, domain, related) {
+            Answer::Return(0) => reply(&sv),
+            failed => failed,
+        });
+        let answer = std::panic::catch_unwind(run).unwrap_or(Answer::Fail(libc::ECONNREFUSED));
+        sv.listener.answer(id, answer);
+    });
+    None
 }
 
 /// `accept`/`accept4` on a BIND socket. `None`: answered already, or by a thread.
