@@ -7,7 +7,9 @@
 //! connection and refuses a PORT address other than the control peer's:
 //! the file arrives only if the client advertised the proxy's BIND listener
 //! (127.0.0.2, the bundled server's `--bind-out`), and the data connection
-//! came from there. Needs root, gcc and python3-pyftpdlib.
+//! came from there. The same through Dante (127.0.0.3), which also checks
+//! that the peer is the one the BIND request named. Needs root, gcc,
+//! python3-pyftpdlib and dante-server.
 
 #[path = "common/bind_cases.rs"]
 mod bind_cases;
@@ -16,7 +18,7 @@ mod common;
 #[path = "common/netns.rs"]
 mod netns;
 
-use bind_cases::FtpServer;
+use bind_cases::{BindProxy, FtpServer};
 use common::*;
 use netns::NetNs;
 use std::path::PathBuf;
@@ -50,12 +52,14 @@ fn supervised(ns: &NetNs, url: &str) -> Run {
         .timeout(Duration::from_secs(120))
 }
 
-/// The client fetches a file in active mode (`mode`: see ftpactive.c);
-/// asserts it came through the proxy's BIND; the client's stderr.
-fn active_download(mode: &str) -> String {
+/// The client fetches a file in active mode (`mode`: see ftpactive.c)
+/// through the proxy `start` starts; asserts it came through the proxy's
+/// BIND; the client's stderr.
+fn active_download<P: BindProxy>(start: impl FnOnce() -> P + Send, mode: &str) -> String {
     let ns = NetNs::create();
     ns.run(|| {
-        let server = Server::bundled(&[]);
+        let server = start();
+        let out = server.out_ip(DIRECT);
         let ftp = FtpServer::start();
         let tok = token("active-ftp");
         let body: String = (0..5000).map(|i| format!("{i:06} {tok}\n")).collect();
@@ -65,16 +69,19 @@ fn active_download(mode: &str) -> String {
         assert!(run.stdout == body, "the file's bytes, exactly ({} of {}):\n{}", run.stdout.len(), body.len(), run.stderr);
         // The client advertised where the proxy listened, and the data
         // connection came through there.
-        let binds: Vec<String> = server.log.text().lines().filter(|l| l.contains("cmd=bind")).map(str::to_owned).collect();
-        assert_eq!(binds.len(), 1, "one BIND:\n{}", server.log.text());
+        let binds = server.bind_lines();
+        assert_eq!(binds.len(), 1, "one BIND ({}): {binds:?}", server.name());
         let advertised = run.stderr.lines().find_map(|l| l.strip_prefix("advertised ")).expect("the client says what it advertised");
-        assert!(advertised.starts_with(&format!("{BUNDLED_OUT}:")), "{run}");
-        assert!(binds[0].contains(&format!(" listen={advertised}")), "the proxy listened there: {binds:?}\n{run}");
+        let advertised: std::net::SocketAddr = advertised.parse().expect("IP:PORT");
+        assert_eq!(advertised.ip(), out, "{run}");
+        assert!(server.listened_on(&binds[0], advertised), "the proxy listened there: {binds:?}\n{run}");
+        // The expected peer: the far end of the control connection.
+        assert!(server.expects(&binds[0], &DIRECT.to_string()), "the BIND names the FTP server: {binds:?}");
         let data = ftp.data_peers();
         assert_eq!(data.len(), 1, "one data connection:\n{}", ftp.log());
-        assert_eq!(data[0].to_string(), advertised, "{}", ftp.log());
+        assert_eq!(data[0], advertised, "{}", ftp.log());
         for (control, verb) in ftp.commands() {
-            assert_eq!(control.ip(), BUNDLED_OUT, "{verb} came from {control}, not through the proxy");
+            assert_eq!(control.ip(), out, "{verb} came from {control}, not through the proxy");
         }
         // accept reports the peer (the FTP server), as the proxy named it.
         assert!(run.stderr.contains(&format!("accepted from {DIRECT}:")), "{run}");
@@ -84,13 +91,19 @@ fn active_download(mode: &str) -> String {
 
 #[test]
 fn static_client_active_ftp_through_the_bundled_server() {
-    active_download("plain");
+    active_download(|| Server::bundled(&[]), "plain");
+}
+
+/// Dante checks that the peer is the one the BIND request named.
+#[test]
+fn static_client_active_ftp_through_dante() {
+    active_download(Dante::start, "plain");
 }
 
 /// The address asked for before `listen`: the BIND runs then.
 #[test]
 fn getsockname_before_listen_runs_the_bind() {
-    active_download("early");
+    active_download(|| Server::bundled(&[]), "early");
 }
 
 /// A non-blocking listener: `EAGAIN` before the peer, `poll` says when it
@@ -98,7 +111,7 @@ fn getsockname_before_listen_runs_the_bind() {
 /// listener has nothing more (`EAGAIN`).
 #[test]
 fn non_blocking_accept_and_poll() {
-    let stderr = active_download("poll");
+    let stderr = active_download(|| Server::bundled(&[]), "poll");
     assert!(stderr.contains(&format!("early accept: errno {}\n", libc::EAGAIN)), "{stderr}");
     assert!(stderr.contains(&format!("second accept: errno {}\n", libc::EAGAIN)), "{stderr}");
     assert!(!stderr.contains("accepted socket is non-blocking"), "{stderr}");
