@@ -259,6 +259,33 @@ fn copies_of_a_proxied_socket_never_show_the_relay_header() {
     });
 }
 
+/// The program's UDP socket is in the reserved range, below 1024 even when
+/// the fd limit is far higher (`select` takes no fd from 1024 up).
+#[test]
+fn udp_sockets_stay_below_fd_setsize() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills one rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert!(lim.rlim_max > 1024, "test setup: the hard fd limit ({}) must exceed 1024", lim.rlim_max);
+        for limit in ["1024".to_string(), lim.rlim_max.to_string()] {
+            let run = Run::plain(require_program("prlimit", "util-linux"))
+                .arg(format!("--nofile={limit}:{limit}"))
+                .args(["ip", "netns", "exec", &ns.name])
+                .arg(release_dir().join("socksify-cli"))
+                .args(["supervise", "--"])
+                .arg(&programs().musl_udp)
+                .args(["fdnum", "127.0.0.1", "9", "x"])
+                .env("SOCKSIFY_PROXY", &server.url())
+                .run();
+            let fd: u32 = run.stdout.trim().strip_prefix("fd ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{run}"));
+            assert!((768..1024).contains(&fd), "limit {limit}: fd {fd}\n{run}");
+        }
+    });
+}
+
 /// The musl client under the supervisor with `args`, its stdin and stdout
 /// piped (stdout read into the log), in a process group of its own.
 fn interactive(ns: &NetNs, url: &str, args: &[&str]) -> (std::process::Child, LineLog) {

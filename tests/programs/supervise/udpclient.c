@@ -13,6 +13,7 @@
  *     lowcopy   sendto, then dup2 the socket to fd 10 (prints "dup2: errno
  *               N" if refused), then recvfrom on fd 10 if it succeeded,
  *               else on the socket
+ *     fdnum     print "fd N", the socket's number, and exit
  *     pinned    dup2 the socket to fd 10 first, then as sendto
  *     passed    pass the socket to itself over a Unix socketpair
  *               (SCM_RIGHTS) first, then as sendto
@@ -71,6 +72,10 @@ int main(int argc, char **argv) {
         char line[16];
         if (!fgets(line, sizeof line, stdin)) return 2;
         mode = "sendto";
+    }
+    if (!strcmp(mode, "fdnum")) {
+        printf("fd %d\n", s);
+        return 0;
     }
     int rfd = s; /* the fd the reply is read on */
     if (!strcmp(mode, "pinned")) {

@@ -8,11 +8,15 @@
 //! call of an IPv4/IPv6 datagram socket is notified (rare), and the
 //! supervisor opens the socket itself and installs it in the program at a
 //! free fd of the range (`SECCOMP_IOCTL_NOTIF_ADDFD` with `SETFD|SEND`:
-//! the call returns that number). The range is the top quarter of the fd
-//! limit the program starts with (at most fds 3072..4096): fds the kernel
-//! hands out lowest first rarely reach it. A program that does has its
-//! receives there notified too (slower, still correct: the supervisor lets
-//! the kernel run a receive on a socket it does not carry).
+//! the call returns that number), the highest free first. The range is the
+//! top quarter of the fd limit the program starts with, below 1024 (fds
+//! 768..1023 for the usual limit and any higher one): `select` cannot take
+//! an fd from 1024 up (`FD_SETSIZE`), and fds the kernel hands out lowest
+//! first rarely reach the range. A program that does has its receives
+//! there notified too (slower, still correct: the supervisor lets the
+//! kernel run a receive on a socket it does not carry); one that has
+//! nearly all its fds open may see a file it opens at the very moment the
+//! supervisor installs a socket at the same free fd replaced by it.
 //!
 //! The supervisor carries UDP (an association, its adapter, the DNS
 //! responder) only for a socket used through an fd in the range that has
@@ -60,7 +64,7 @@ impl Reserved {
         let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 1024 };
-        let to = soft.min(4096) as u32;
+        let to = soft.min(libc::FD_SETSIZE as u64) as u32;
         Reserved { from: to - to / 4, to, netns: netns_of("self"), pinned: Mutex::default() }
     }
 
