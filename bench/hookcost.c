@@ -13,6 +13,7 @@
  *                 UDP socket on 127.0.0.1, kept fed by a connected sender
  *                 (raw send, no address: outside any filter)
  *       udprecvmsg   the same with recvmsg (msg_name set)
+ *       udpread      the same with read (no address)
  *       tcprecvmsg   recvmsg(1 byte, msg_name set) on a loopback TCP
  *                 connection kept full with raw writes
  * Only the call named is made through libc; helpers use inline `syscall`
@@ -65,7 +66,7 @@ static ssize_t recvmsg1(int fd, char *byte) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) fail("usage: hookcost write|sendrecv|sendto|read|udprecvfrom|udprecvmsg|tcprecvmsg ITERATIONS");
+    if (argc != 3) fail("usage: hookcost write|sendrecv|sendto|read|udprecvfrom|udprecvmsg|udpread|tcprecvmsg ITERATIONS");
     const char *mode = argv[1];
     long per_batch = atol(argv[2]) / BATCHES;
     if (per_batch < 1) fail("ITERATIONS too small");
@@ -93,8 +94,8 @@ int main(int argc, char **argv) {
         if (pipe(p)) die("pipe");
         fd = p[0];
         peer = p[1];
-    } else if (!strcmp(mode, "udprecvfrom") || !strcmp(mode, "udprecvmsg")) {
-        m = mode[7] == 'f' ? 5 : 6;
+    } else if (!strcmp(mode, "udprecvfrom") || !strcmp(mode, "udprecvmsg") || !strcmp(mode, "udpread")) {
+        m = !strcmp(mode, "udprecvfrom") ? 5 : !strcmp(mode, "udprecvmsg") ? 6 : 8;
         fd = udp_pair(&peer);
     } else if (!strcmp(mode, "tcprecvmsg")) {
         m = 7;
@@ -129,13 +130,14 @@ int main(int argc, char **argv) {
                 if (read(fd, &byte, 1) != 1) die("read");
                 break;
             case 5:
-            case 6: {
+            case 6:
+            case 8: {
                 if ((i & 63) == 0)
                     for (int k = 0; k < 64; k++)
                         if (RAW(SYS_sendto, peer, &byte, 1, 0, 0, 0) != 1) die("feed");
                 struct sockaddr_in from;
                 socklen_t flen = sizeof from;
-                ssize_t n = m == 5 ? recvfrom(fd, &byte, 1, 0, (struct sockaddr *)&from, &flen) : recvmsg1(fd, &byte);
+                ssize_t n = m == 5 ? recvfrom(fd, &byte, 1, 0, (struct sockaddr *)&from, &flen) : m == 6 ? recvmsg1(fd, &byte) : read(fd, &byte, 1);
                 if (n != 1) die("recv");
                 break;
             }

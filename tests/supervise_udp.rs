@@ -229,6 +229,29 @@ fn datagrams_not_from_the_relay_are_dropped() {
     });
 }
 
+/// Every receive of an unconnected socket with an association is done by
+/// the supervisor: `read` and `readv` (no address) and `recvmmsg` get the
+/// payload exactly, never the relay's header.
+#[test]
+fn receives_without_an_address_never_show_the_relay_header() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let target = UdpTarget::echo(DIRECT);
+        let port = target.addr.port().to_string();
+        for mode in ["read", "readv", "recvmmsg"] {
+            let payload = token(mode);
+            let run = supervised(&ns, &server.url(), &programs().musl_udp).args([mode, "127.0.0.1", &port, &payload]).run();
+            let want = match mode {
+                "recvmmsg" => format!("messages 1\nreply {payload} from {}\n", target.addr),
+                _ => format!("reply {payload} from 0.0.0.0:0\n"),
+            };
+            assert_eq!(run.stdout, want, "{mode}: {run}");
+        }
+        target.assert_peers(3, BUNDLED_OUT);
+    });
+}
+
 /// The program's UDP sockets live in the supervisor's fd range, where its
 /// receives are seen: a `dup` of a socket with an association stays there
 /// and gets the payload, headerless, from the target; a copy below the

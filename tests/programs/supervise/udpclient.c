@@ -13,6 +13,10 @@
  *     lowcopy   sendto, then dup2 the socket to fd 10 (prints "dup2: errno
  *               N" if refused), then recvfrom on fd 10 if it succeeded,
  *               else on the socket
+ *     read      sendto, then read (no address: printed as from 0.0.0.0:0)
+ *     readv     sendto, then readv into two pieces (likewise)
+ *     recvmmsg  sendto, then recvmmsg of up to two messages (prints the
+ *               first, from its source, and "messages N")
  *     fdnum     print "fd N", the socket's number, and exit
  *     pinned    dup2 the socket to fd 10 first, then as sendto
  *     passed    pass the socket to itself over a Unix socketpair
@@ -104,7 +108,33 @@ int main(int argc, char **argv) {
     struct sockaddr_in from = {0};
     socklen_t flen = sizeof from;
     ssize_t n;
-    if (!strcmp(mode, "sendto") || !strcmp(mode, "dup") || !strcmp(mode, "lowcopy")) {
+    if (!strcmp(mode, "read") || !strcmp(mode, "readv") || !strcmp(mode, "recvmmsg")) {
+        if (sendto(s, payload, strlen(payload), 0, (struct sockaddr *)&dst, sizeof dst) != (ssize_t)strlen(payload)) return fail("sendto");
+        if (!strcmp(mode, "read")) {
+            n = read(s, buf, sizeof buf);
+            if (n < 0) return fail("read");
+        } else if (!strcmp(mode, "readv")) {
+            struct iovec in[2] = {{buf, 3}, {buf + 3, sizeof buf - 3}};
+            n = readv(s, in, 2);
+            if (n < 0) return fail("readv");
+        } else {
+            struct iovec in[2] = {{buf, sizeof buf / 2}, {buf + sizeof buf / 2, sizeof buf / 2}};
+            struct sockaddr_in froms[2];
+            struct mmsghdr mm[2];
+            memset(mm, 0, sizeof mm);
+            for (int i = 0; i < 2; i++) {
+                mm[i].msg_hdr.msg_name = &froms[i];
+                mm[i].msg_hdr.msg_namelen = sizeof froms[i];
+                mm[i].msg_hdr.msg_iov = &in[i];
+                mm[i].msg_hdr.msg_iovlen = 1;
+            }
+            int got = recvmmsg(s, mm, 2, 0, NULL);
+            if (got < 1) return fail("recvmmsg");
+            printf("messages %d\n", got);
+            n = mm[0].msg_len;
+            from = froms[0];
+        }
+    } else if (!strcmp(mode, "sendto") || !strcmp(mode, "dup") || !strcmp(mode, "lowcopy")) {
         if (sendto(s, payload, strlen(payload), 0, (struct sockaddr *)&dst, sizeof dst) != (ssize_t)strlen(payload)) return fail("sendto");
         if (!strcmp(mode, "dup")) {
             rfd = dup(s);

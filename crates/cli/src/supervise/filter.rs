@@ -6,10 +6,11 @@
 //! address (a `sendto` without one, as on any connected socket, is decided
 //! in the kernel: allowed), and `socket` for an IPv4/IPv6 datagram socket
 //! (rare: the supervisor opens it in the reserved fd range, `reserved.rs`).
-//! On an fd of the reserved range only: `recvfrom` asking for the source
-//! address (answers to DNS queries sent unconnected, `sent_dns.rs`, and
-//! datagrams of a UDP association, `udp.rs`) and `recvmsg` (whose address
-//! sits in a `msghdr` the filter cannot read); `dup`, `dup2`, `dup3` and
+//! On an fd of the reserved range only: every receive (`read`, `readv`,
+//! `preadv2`, `recvfrom`, `recvmsg`, `recvmmsg`: the datagrams of a UDP
+//! association reach the program's socket with the relay's header, which
+//! the supervisor strips, `udp.rs`; answers to DNS queries sent unconnected
+//! are reported from the nameserver, `sent_dns.rs`); `dup`, `dup2`, `dup3` and
 //! `fcntl(F_DUPFD*)` from that range, and `dup2`/`dup3`/`F_DUPFD` into it
 //! (so no copy of a socket the supervisor may proxy leaves the range
 //! unseen). The program's UDP sockets live in that range and its other
@@ -148,8 +149,12 @@ pub fn program(notified: Notified) -> Vec<sock_filter> {
     p.extend([
         Jeq(nr(libc::SYS_io_uring_setup), L("foreign"), Next),
         Jeq(nr(libc::SYS_sendto), L("address"), Next),
-        Jeq(nr(libc::SYS_recvfrom), L("recvfrom"), Next),
+        Jeq(nr(libc::SYS_read), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_recvfrom), L("fd_in_range"), Next),
         Jeq(nr(libc::SYS_recvmsg), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_recvmmsg), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_readv), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_preadv2), L("fd_in_range"), Next),
         Jeq(nr(libc::SYS_socket), L(if reserved.is_some() { "socket" } else { "allow" }), Next),
         Jeq(nr(libc::SYS_dup), L("fd_in_range"), Next),
         Jeq(nr(libc::SYS_dup3), L("dup2"), Next),
@@ -162,11 +167,7 @@ pub fn program(notified: Notified) -> Vec<sock_filter> {
     p.extend([
         Jeq(nr(libc::SYS_fcntl), L("fcntl"), Next),
         Ret(RET_ALLOW),
-        // recvfrom: in the range and asking for the source.
-        Label("recvfrom"),
-        Ld(lo(0)),
-        Jge(reserved, L("address"), L("allow")),
-        // sendto, recvfrom: a null address (both halves of args[4]) is allowed.
+        // sendto: a null address (both halves of args[4]) is allowed.
         Label("address"),
         Ld(lo(4)),
         Jeq(0, Next, L("notify")),
@@ -285,13 +286,12 @@ mod tests {
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x1000, 16]), RET_USER_NOTIF, "high half zero");
         // Receives: only on the reserved range, recvfrom only asking for the source.
         let fd = u64::from(R);
-        assert_eq!(native(libc::SYS_recvfrom, [fd, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "recv: no address asked for");
-        assert_eq!(native(libc::SYS_recvfrom, [fd, 0x1000, 10, 0, 0x7fff_0000_1000, 0x7fff_0000_2000]), RET_USER_NOTIF);
-        assert_eq!(native(libc::SYS_recvfrom, [fd + 5, 0x1000, 10, 0, 0x7fff_0000_0000, 0x2000]), RET_USER_NOTIF, "low half zero");
-        assert_eq!(native(libc::SYS_recvfrom, [fd, 0x1000, 10, 0, 0x1000, 0x2000]), RET_USER_NOTIF, "high half zero");
-        assert_eq!(native(libc::SYS_recvfrom, [fd - 1, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_ALLOW, "below the range");
-        assert_eq!(native(libc::SYS_recvmsg, [fd, 0x1000, 0, 0, 0, 0]), RET_USER_NOTIF);
-        assert_eq!(native(libc::SYS_recvmsg, [3, 0x1000, 0, 0, 0, 0]), RET_ALLOW, "recvmsg below the range");
+        for nr in [libc::SYS_read, libc::SYS_readv, libc::SYS_preadv2, libc::SYS_recvfrom, libc::SYS_recvmsg, libc::SYS_recvmmsg] {
+            assert_eq!(native(nr, [fd, 0x1000, 10, 0, 0, 0]), RET_USER_NOTIF, "receive {nr} in the range");
+            assert_eq!(native(nr, [fd + 200, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_USER_NOTIF, "receive {nr} in the range");
+            assert_eq!(native(nr, [fd - 1, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_ALLOW, "receive {nr} below the range");
+            assert_eq!(native(nr, [3, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "receive {nr} below the range");
+        }
         assert_eq!(native(libc::SYS_recvmsg, [u64::from(u32::MAX), 0x1000, 0, 0, 0, 0]), RET_USER_NOTIF, "fd -1: the supervisor lets the kernel say EBADF");
         // socket: IPv4/IPv6 datagram sockets only, whatever their flags.
         let dgram = libc::SOCK_DGRAM as u64;
@@ -322,7 +322,7 @@ mod tests {
             assert_eq!(native(libc::SYS_fcntl, [3, cmd as u64, 10, 0, 0, 0]), RET_ALLOW);
         }
         assert_eq!(native(libc::SYS_fcntl, [fd, libc::F_GETFL as u64, 0, 0, 0, 0]), RET_ALLOW, "other fcntls");
-        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_recvmmsg, libc::SYS_getpid, libc::SYS_close] {
+        for nr in [libc::SYS_write, libc::SYS_pread64, libc::SYS_getpid, libc::SYS_close, libc::SYS_sendfile] {
             assert_eq!(native(nr, [fd, 0, 0, 0, 0, 0]), RET_ALLOW, "nr {nr}");
         }
         assert_eq!(native(libc::SYS_io_uring_setup, [0; 6]), RET_ERRNO | libc::ENOSYS as u32);
@@ -336,9 +336,9 @@ mod tests {
         let native = |nr: i64, args: [u64; 6]| run(&p, NATIVE_ARCH, nr, args);
         assert_eq!(native(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0]), RET_ALLOW);
         for fd in [3, 900, 4000, i32::MAX as u64] {
-            assert_eq!(native(libc::SYS_recvfrom, [fd, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_ALLOW, "fd {fd}");
-            assert_eq!(native(libc::SYS_recvmsg, [fd, 0x1000, 0, 0, 0, 0]), RET_ALLOW, "fd {fd}");
-            assert_eq!(native(libc::SYS_dup, [fd, 0, 0, 0, 0, 0]), RET_ALLOW, "fd {fd}");
+            for nr in [libc::SYS_read, libc::SYS_readv, libc::SYS_preadv2, libc::SYS_recvfrom, libc::SYS_recvmsg, libc::SYS_recvmmsg, libc::SYS_dup] {
+                assert_eq!(native(nr, [fd, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_ALLOW, "nr {nr} fd {fd}");
+            }
         }
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 16]), RET_USER_NOTIF);
         assert_eq!(native(libc::SYS_connect, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF);

@@ -9,22 +9,24 @@
 //! the payload's byte count. The first one binds the socket if it is not
 //! (as the kernel would) and opens the association naming that address, on
 //! a thread of its own (round trips to the proxy). Datagrams so leave from
-//! the program's own socket and the relay answers to it. A `recvfrom` with
-//! an address or a `recvmsg` (both notified, see filter.rs) on such a
-//! socket (in the reserved fd range, `reserved.rs`: the supervisor
-//! carries no socket used through an fd below it) is done by the
-//! supervisor too: it receives on its duplicate,
-//! drops what is not from the relay (a bypassed source is delivered as it
-//! is), strips the header and writes the payload, the real source and the
-//! lengths into the program's memory (`process_vm_writev`), then answers
-//! with the length, as `sent_dns.rs` does for musl's DNS answers. With
+//! the program's own socket and the relay answers to it. Every receive on
+//! such a socket (`read`, `readv`, `preadv2`, `recvfrom`, `recvmsg`,
+//! `recvmmsg`: all notified on the reserved fd range, where the program's
+//! UDP sockets live, `reserved.rs`; the supervisor carries no socket used
+//! through an fd below it) is done by the supervisor: it receives on its
+//! duplicate, drops what is not from the relay (a bypassed source is
+//! delivered as it is), strips the header and writes the payload, and the
+//! real source and the lengths where the call has room for them, into the
+//! program's memory (`process_vm_writev`), then answers with the length
+//! (`recvmmsg`: one message), as `sent_dns.rs` does for musl's DNS
+//! answers. With
 //! nothing queued, a non-blocking call gets `EAGAIN`; a blocking one waits
 //! on a thread of the supervisor (bounded by `SO_RCVTIMEO`, and by the
 //! caller's life, checked every 200 ms).
 //!
 //! **Connected sockets.** After `connect` the program sends with `write`
-//! or `send` and reads with `read` or `recv`, which the filter does not see
-//! (notifying them would cost every TCP read and write a round trip). So a
+//! or `send`, which the filter does not see (notifying them would cost
+//! every TCP write a round trip). So a
 //! `connect` to a proxied destination opens the association at once (its
 //! errno is the connect's, as in the shim) for an adapter of two sockets of
 //! the supervisor's: `inner` on loopback, to which the program's socket is
@@ -34,7 +36,8 @@
 //! destination and unwraps what the relay sends, keeping only the
 //! connected peer's datagrams (the kernel's rule for a connected socket).
 //! The program's calls stay in the kernel (blocking, signals, `poll`: all
-//! as usual); `getpeername` reports the destination, and a `recvfrom` or
+//! as usual; a `read` or `recv` is notified, on the range, and let through
+//! at once); `getpeername` reports the destination, and a `recvfrom` or
 //! `recvmsg` asking for the source gets the destination too.
 //!
 //! **Ends.** The association is kept per socket inode and holds no
@@ -45,10 +48,7 @@
 //! opens a new association; an adapter's pump ends with it (the program's
 //! next send gets `ECONNREFUSED`).
 //!
-//! **Not covered.** `recv`/`read` without an address on an *unconnected*
-//! socket with an association are not seen: such a program gets the
-//! datagram as the relay sent it (header included). `recvmmsg` is not seen
-//! either. Control messages of a proxied `sendmsg` are not sent; a
+//! **Not covered.** Control messages of a proxied `sendmsg` are not sent; a
 //! `sendmmsg` that holds a proxied message is sent by the supervisor
 //! message by message.
 
@@ -629,10 +629,14 @@ fn pump(sv: &Supervisor, ad: &Adapter) {
 
 /// Where the program wants a datagram.
 enum Into {
-    /// `recvfrom(fd, buf, len, flags, addr, addrlen)`.
+    /// `recvfrom(fd, buf, len, flags, addr, addrlen)` (`addr` 0: none
+    /// asked for), and `read(fd, buf, len)`.
     From { buf: u64, len: u64, addr: u64, addr_len: u64 },
-    /// `recvmsg(fd, msg, flags)`: the `msghdr`'s address and its iovecs.
-    Msg { at: u64, hdr: libc::msghdr, iov: Vec<(u64, u64)> },
+    /// `recvmsg(fd, msg, flags)`: the `msghdr`'s address and its iovecs;
+    /// for `recvmmsg`, the first message, whose length goes to `msg_len`.
+    Msg { at: u64, hdr: libc::msghdr, iov: Vec<(u64, u64)>, mmsg: bool },
+    /// `readv`, `preadv2` at the current offset: the iovecs.
+    Vec { iov: Vec<(u64, u64)> },
 }
 
 // SAFETY: the msghdr's pointers are the program's addresses, never dereferenced here.
@@ -652,36 +656,65 @@ struct Receive {
 /// `MSG_ERRQUEUE`) leaves the call to the kernel.
 const MIMICKED: u64 = (libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT | libc::MSG_WAITALL | libc::MSG_CMSG_CLOEXEC | libc::MSG_NOSIGNAL) as u64;
 
-/// A `recvfrom` (with an address) or `recvmsg` on a socket with an
-/// association: done here. `None`: not such a socket, not ours to answer;
-/// `Some(None)`: answered by a thread (it waits for a datagram).
+/// A receive on a socket with an association (any of them on the
+/// reserved range: `recvfrom`, `recvmsg`, `recvmmsg`, `read`, `readv`,
+/// `preadv2`): done here, so the relay's header never reaches the program.
+/// On an adapter's socket (connected) only a receive asking for the source
+/// is done here; the others find no header in the kernel. `None`: not such
+/// a socket, not ours to answer; `Some(None)`: answered by a thread (it
+/// waits for a datagram).
 pub fn on_recv(sv: &Arc<Supervisor>, n: &Notif) -> Option<Option<Answer>> {
     if sv.udp.is_empty() {
         return None;
     }
     let [fd, a1, a2, a3, a4, a5] = n.data.args;
-    let msg = i64::from(n.data.nr) == libc::SYS_recvmsg;
-    let flags = if msg { a2 } else { a3 };
+    let nr = i64::from(n.data.nr);
+    let flags = match nr {
+        libc::SYS_recvfrom | libc::SYS_recvmmsg => a3,
+        libc::SYS_recvmsg => a2,
+        // preadv2 at an offset: ESPIPE from the kernel.
+        libc::SYS_preadv2 if a3 as i64 != -1 => return None, // on 64 bits the low half is the offset
+        libc::SYS_preadv2 if a5 & libc::RWF_NOWAIT as u64 != 0 => libc::MSG_DONTWAIT as u64,
+        _ => 0, // read, readv, preadv2
+    };
     if flags & !MIMICKED != 0 {
         return None;
     }
     let pidfd = kernel::pidfd_of_thread(n.pid).ok()?;
     let sock = kernel::take_fd(&pidfd, fd).ok()?;
     let source = sv.udp.source(kernel::socket_inode(&sock)?)?;
+    let asks_source = match nr {
+        libc::SYS_recvfrom => a4 != 0,
+        libc::SYS_recvmsg | libc::SYS_recvmmsg => true, // the msghdr may name one
+        _ => false,
+    };
+    if matches!(source, Source::Adapter(_)) && !asks_source {
+        return None;
+    }
     let domain = kernel::socket_int_option(&sock, libc::SO_DOMAIN)?;
-    let into = if msg {
-        let hdr = match kernel::read_memory_or_answer(n.pid, a1, std::mem::size_of::<libc::msghdr>()) {
-            // SAFETY: the bytes hold one msghdr; read_unaligned copes with the Vec's alignment.
-            Ok(bytes) => unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) },
-            Err(answer) => return Some(Some(if answer == Answer::Continue { Answer::Fail(libc::EFAULT) } else { answer })),
-        };
-        let iov = match read_iovecs(n.pid, &hdr) {
-            Ok(iov) => iov,
+    let fault = |answer: Answer| if answer == Answer::Continue { Answer::Fail(libc::EFAULT) } else { answer };
+    let into = match nr {
+        libc::SYS_recvmsg | libc::SYS_recvmmsg => {
+            let hdr = match kernel::read_memory_or_answer(n.pid, a1, std::mem::size_of::<libc::msghdr>()) {
+                // SAFETY: the bytes hold one msghdr (an mmsghdr starts with one); read_unaligned copes with the Vec's alignment.
+                Ok(bytes) => unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) },
+                Err(answer) => return Some(Some(fault(answer))),
+            };
+            if nr == libc::SYS_recvmmsg && a2 == 0 {
+                return Some(Some(Answer::Return(0)));
+            }
+            let iov = match read_iovecs(n.pid, hdr.msg_iov as u64, hdr.msg_iovlen) {
+                Ok(iov) => iov,
+                Err(answer) => return Some(Some(answer)),
+            };
+            Into::Msg { at: a1, hdr, iov, mmsg: nr == libc::SYS_recvmmsg }
+        }
+        libc::SYS_recvfrom => Into::From { buf: a1, len: a2, addr: a4, addr_len: a5 },
+        libc::SYS_readv | libc::SYS_preadv2 => match read_iovecs(n.pid, a1, a2 as usize) {
+            Ok(iov) => Into::Vec { iov },
             Err(answer) => return Some(Some(answer)),
-        };
-        Into::Msg { at: a1, hdr, iov }
-    } else {
-        Into::From { buf: a1, len: a2, addr: a4, addr_len: a5 }
+        },
+        _ => Into::From { buf: a1, len: a2, addr: 0, addr_len: 0 }, // read
     };
     let r = Receive { sock, domain, into, flags, source, pid: n.pid, id: n.id };
     if !sv.listener.id_valid(n.id) {
@@ -705,13 +738,13 @@ pub fn on_recv(sv: &Arc<Supervisor>, n: &Notif) -> Option<Option<Answer>> {
     Some(None)
 }
 
-/// The (address, length) of each iovec of `hdr`, read from the program.
-fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<(u64, u64)>, Answer> {
-    let (count, size) = (hdr.msg_iovlen.min(1024), std::mem::size_of::<libc::iovec>());
+/// The (address, length) of the `count` iovecs at `ptr`, read from the program.
+fn read_iovecs(pid: u32, ptr: u64, count: usize) -> Result<Vec<(u64, u64)>, Answer> {
+    let (count, size) = (count.min(1024), std::mem::size_of::<libc::iovec>());
     if count == 0 {
         return Ok(Vec::new());
     }
-    let bytes = kernel::read_memory_or_answer(pid, hdr.msg_iov as u64, count * size).map_err(|a| if a == Answer::Continue { Answer::Fail(libc::EFAULT) } else { a })?;
+    let bytes = kernel::read_memory_or_answer(pid, ptr, count * size).map_err(|a| if a == Answer::Continue { Answer::Fail(libc::EFAULT) } else { a })?;
     Ok((0..count)
         .map(|i| {
             // SAFETY: bytes holds `count` iovecs.
@@ -719,6 +752,20 @@ fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<(u64, u64)>, Answer> 
             (iov.iov_base as u64, iov.iov_len as u64)
         })
         .collect())
+}
+
+/// Writes `payload` across the iovecs; how many bytes went, and whether all writes did.
+fn scatter(pid: u32, iov: &[(u64, u64)], payload: &[u8]) -> (usize, bool) {
+    let (mut copied, mut ok) = (0, true);
+    for &(base, len) in iov {
+        let take = (len as usize).min(payload.len() - copied);
+        if take == 0 {
+            continue;
+        }
+        ok &= kernel::write_memory(pid, base, &payload[copied..copied + take]);
+        copied += take;
+    }
+    (copied, ok)
 }
 
 impl Receive {
@@ -826,17 +873,9 @@ impl Receive {
                 }
                 (copied, ok)
             }
-            Into::Msg { at, hdr, iov } => {
-                let mut copied = 0;
-                let mut ok = true;
-                for &(base, len) in iov {
-                    let take = (len as usize).min(payload.len() - copied);
-                    if take == 0 {
-                        continue;
-                    }
-                    ok &= kernel::write_memory(pid, base, &payload[copied..copied + take]);
-                    copied += take;
-                }
+            Into::Vec { iov } => scatter(pid, iov, payload),
+            Into::Msg { at, hdr, iov, mmsg } => {
+                let (copied, mut ok) = scatter(pid, iov, payload);
                 let name_len = if hdr.msg_name.is_null() {
                     0
                 } else {
@@ -849,6 +888,10 @@ impl Receive {
                 // No control messages: none of the relay's are the program's.
                 ok &= kernel::write_memory(pid, at + std::mem::offset_of!(libc::msghdr, msg_controllen) as u64, &0usize.to_ne_bytes());
                 ok &= kernel::write_memory(pid, at + std::mem::offset_of!(libc::msghdr, msg_flags) as u64, &truncated.to_ne_bytes());
+                if *mmsg {
+                    let len = copied as u32;
+                    ok &= kernel::write_memory(pid, at + std::mem::offset_of!(libc::mmsghdr, msg_len) as u64, &len.to_ne_bytes());
+                }
                 (copied, ok)
             }
         };
@@ -856,6 +899,9 @@ impl Receive {
             return Answer::Fail(libc::EFAULT);
         }
         say!(Level::Debug, "udp <- {src}: {full} bytes");
+        if matches!(self.into, Into::Msg { mmsg: true, .. }) {
+            return Answer::Return(1); // one message of the vector
+        }
         Answer::Return(if self.flags & libc::MSG_TRUNC as u64 != 0 { full } else { copied } as i64)
     }
 }
