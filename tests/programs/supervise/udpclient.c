@@ -15,7 +15,7 @@
  *               else on the socket
  *     read      sendto, then read (no address: printed as from 0.0.0.0:0)
  *     readv     sendto, then readv into two pieces (likewise)
- *     recvmmsg  sendto, then recvmmsg of up to two messages (prints the
+ *     recvmmsg  sendto, then recvmmsg (MSG_WAITFORONE) of up to two messages (prints the
  *               first, from its source, and "messages N")
  *     fdnum     print "fd N", the socket's number, and exit
  *     pinned    dup2 the socket to fd 10 first, then as sendto
@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
                 mm[i].msg_hdr.msg_iov = &in[i];
                 mm[i].msg_hdr.msg_iovlen = 1;
             }
-            int got = recvmmsg(s, mm, 2, 0, NULL);
+            int got = recvmmsg(s, mm, 2, MSG_WAITFORONE, NULL);
             if (got < 1) return fail("recvmmsg");
             printf("messages %d\n", got);
             n = mm[0].msg_len;

@@ -652,8 +652,8 @@ struct Receive {
     id: u64,
 }
 
-/// Flags whose meaning the supervisor's receive keeps; any other (say
-/// `MSG_ERRQUEUE`) leaves the call to the kernel.
+/// Flags whose meaning the supervisor's receive keeps (`MSG_ERRQUEUE` and
+/// `MSG_OOB` leave the call to the kernel; others are ignored).
 const MIMICKED: u64 = (libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT | libc::MSG_WAITALL | libc::MSG_CMSG_CLOEXEC | libc::MSG_NOSIGNAL) as u64;
 
 /// A receive on a socket with an association (any of them on the
@@ -677,9 +677,13 @@ pub fn on_recv(sv: &Arc<Supervisor>, n: &Notif) -> Option<Option<Answer>> {
         libc::SYS_preadv2 if a5 & libc::RWF_NOWAIT as u64 != 0 => libc::MSG_DONTWAIT as u64,
         _ => 0, // read, readv, preadv2
     };
-    if flags & !MIMICKED != 0 {
+    // The error queue and out-of-band data hold nothing of the relay's:
+    // the kernel's. Any other flag we do not mimic is ignored (the kernel
+    // would run the call with it and hand over the relay's datagram).
+    if flags & (libc::MSG_ERRQUEUE | libc::MSG_OOB) as u64 != 0 {
         return None;
     }
+    let flags = flags & MIMICKED;
     let pidfd = kernel::pidfd_of_thread(n.pid).ok()?;
     let sock = kernel::take_fd(&pidfd, fd).ok()?;
     let source = sv.udp.source(kernel::socket_inode(&sock)?)?;
