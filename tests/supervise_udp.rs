@@ -231,7 +231,9 @@ fn datagrams_not_from_the_relay_are_dropped() {
 
 /// Every receive of an unconnected socket with an association is done by
 /// the supervisor: `read` and `readv` (no address) and `recvmmsg` get the
-/// payload exactly, never the relay's header.
+/// payload exactly, never the relay's header; `splice` from it and an AIO
+/// read of it, which the supervisor cannot do for the program, fail with
+/// EINVAL.
 #[test]
 fn receives_without_an_address_never_show_the_relay_header() {
     let ns = NetNs::create();
@@ -249,6 +251,11 @@ fn receives_without_an_address_never_show_the_relay_header() {
             assert_eq!(run.stdout, want, "{mode}: {run}");
         }
         target.assert_peers(3, BUNDLED_OUT);
+        // Receives the supervisor cannot do in the program's place: refused.
+        for (mode, call) in [("aio", "io_submit"), ("splice", "splice")] {
+            let run = supervised(&ns, &server.url(), &programs().musl_udp).args([mode, "127.0.0.1", &port, "x"]).run();
+            assert_eq!(run.stdout, format!("{call}: errno {}\n", libc::EINVAL), "{mode}: {run}");
+        }
     });
 }
 

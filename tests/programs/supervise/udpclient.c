@@ -17,6 +17,10 @@
  *     readv     sendto, then readv into two pieces (likewise)
  *     recvmmsg  sendto, then recvmmsg (MSG_WAITFORONE) of up to two messages (prints the
  *               first, from its source, and "messages N")
+ *     splice    sendto, then splice from the socket into a pipe, and read
+ *               the pipe (printed as from 0.0.0.0:0), or "splice: errno N"
+ *     aio       sendto, then an AIO read of the socket (io_submit), or
+ *               "io_submit: errno N"
  *     fdnum     print "fd N", the socket's number, and exit
  *     pinned    dup2 the socket to fd 10 first, then as sendto
  *     passed    pass the socket to itself over a Unix socketpair
@@ -36,9 +40,27 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+/* struct iocb and io_event of linux/aio_abi.h (little-endian layout). */
+struct iocb_ {
+    unsigned long long data;
+    unsigned key, rw_flags;
+    unsigned short opcode;
+    short reqprio;
+    unsigned fildes;
+    unsigned long long buf, nbytes;
+    long long offset;
+    unsigned long long reserved2;
+    unsigned flags, resfd;
+};
+struct io_event_ {
+    unsigned long long data, obj;
+    long long res, res2;
+};
 
 static int fail(const char *call) {
     printf("%s: errno %d\n", call, errno);
@@ -108,7 +130,29 @@ int main(int argc, char **argv) {
     struct sockaddr_in from = {0};
     socklen_t flen = sizeof from;
     ssize_t n;
-    if (!strcmp(mode, "read") || !strcmp(mode, "readv") || !strcmp(mode, "recvmmsg")) {
+    if (!strcmp(mode, "splice") || !strcmp(mode, "aio")) {
+        if (sendto(s, payload, strlen(payload), 0, (struct sockaddr *)&dst, sizeof dst) != (ssize_t)strlen(payload)) return fail("sendto");
+        /* Wait for the reply to be queued (bounded by SO_RCVTIMEO). */
+        if (recv(s, buf, 1, MSG_PEEK) < 0) return fail("recv peek");
+        if (!strcmp(mode, "splice")) {
+            int p[2];
+            if (pipe(p) != 0) return fail("pipe");
+            if (splice(s, NULL, p[1], NULL, sizeof buf, 0) < 0) return fail("splice");
+            n = read(p[0], buf, sizeof buf);
+        } else {
+            unsigned long ctx = 0;
+            if (syscall(SYS_io_setup, 8, &ctx) != 0) return fail("io_setup");
+            struct iocb_ cb = {0};
+            cb.fildes = s;
+            cb.buf = (unsigned long)buf;
+            cb.nbytes = sizeof buf;
+            struct iocb_ *cbs[1] = {&cb};
+            if (syscall(SYS_io_submit, ctx, 1, cbs) != 1) return fail("io_submit");
+            struct io_event_ ev;
+            if (syscall(SYS_io_getevents, ctx, 1, 1, &ev, NULL) != 1) return fail("io_getevents");
+            n = ev.res;
+        }
+    } else if (!strcmp(mode, "read") || !strcmp(mode, "readv") || !strcmp(mode, "recvmmsg")) {
         if (sendto(s, payload, strlen(payload), 0, (struct sockaddr *)&dst, sizeof dst) != (ssize_t)strlen(payload)) return fail("sendto");
         if (!strcmp(mode, "read")) {
             n = read(s, buf, sizeof buf);

@@ -15,6 +15,7 @@
 //! | `sendto`/`sendmsg`/`sendmmsg`, UDP | anything else | sent by us through the socket's association, from its own socket (`udp.rs`) |
 //! | `connect`, UDP | anything else | the association opened, the socket connected to our adapter for it (`udp.rs`) |
 //! | any receive (`read`, `readv`, `preadv2`, `recvfrom`, `recvmsg`, `recvmmsg`) of a socket with an association | — | received by us: the header stripped, the real source reported (`udp.rs`) |
+//! | `splice` from, or an AIO read (`io_submit`) of, a socket with an association | — | EINVAL (`udp.rs`) |
 //! | `sendto`/`sendmsg` with an address, TCP | — | the kernel runs it (it ignores the address), except `MSG_FASTOPEN` to a proxied one: EOPNOTSUPP |
 //! | `socket`, IPv4/IPv6 datagram | — | opened by us, installed at a free fd of the reserved range (`reserved.rs`) |
 //! | `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)` of a UDP socket, from the range or into it | — | a copy kept in the range, or the socket pinned (never carried), or EPERM if it carries an association (`reserved.rs`) |
@@ -56,6 +57,7 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
         libc::SYS_sendmmsg => on_sendmmsg(sv, &n),
         libc::SYS_recvfrom => udp::on_recv(sv, &n).unwrap_or_else(|| Some(sent_dns::on_recvfrom(sv, &n))),
         libc::SYS_recvmsg | libc::SYS_recvmmsg | libc::SYS_read | libc::SYS_readv | libc::SYS_preadv2 => udp::on_recv(sv, &n).unwrap_or(Some(Answer::Continue)),
+        libc::SYS_splice | libc::SYS_io_submit => Some(udp::on_other_read(sv, &n)),
         libc::SYS_socket => reserved::on_socket(sv, &n),
         libc::SYS_bind => Some(bind::on_bind(sv, &n)),
         libc::SYS_listen => bind::on_listen(sv, &n),

@@ -10,7 +10,9 @@
 //! `preadv2`, `recvfrom`, `recvmsg`, `recvmmsg`: the datagrams of a UDP
 //! association reach the program's socket with the relay's header, which
 //! the supervisor strips, `udp.rs`; answers to DNS queries sent unconnected
-//! are reported from the nameserver, `sent_dns.rs`); `dup`, `dup2`, `dup3` and
+//! are reported from the nameserver, `sent_dns.rs`), and `splice` from
+//! it; `io_submit` (an AIO read of a socket is a receive too); `dup`,
+//! `dup2`, `dup3` and
 //! `fcntl(F_DUPFD*)` from that range, and `dup2`/`dup3`/`F_DUPFD` into it
 //! (so no copy of a socket the supervisor may proxy leaves the range
 //! unseen). The program's UDP sockets live in that range and its other
@@ -138,7 +140,7 @@ pub fn program(notified: Notified) -> Vec<sock_filter> {
         Ld(OFF_NR),
         Jge(X32_SYSCALL_BIT, L("foreign"), Next),
     ];
-    for n in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd] {
+    for n in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd, libc::SYS_io_submit] {
         p.push(Jeq(nr(n), L("notify"), Next));
     }
     if bind {
@@ -155,6 +157,7 @@ pub fn program(notified: Notified) -> Vec<sock_filter> {
         Jeq(nr(libc::SYS_recvmmsg), L("fd_in_range"), Next),
         Jeq(nr(libc::SYS_readv), L("fd_in_range"), Next),
         Jeq(nr(libc::SYS_preadv2), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_splice), L("fd_in_range"), Next),
         Jeq(nr(libc::SYS_socket), L(if reserved.is_some() { "socket" } else { "allow" }), Next),
         Jeq(nr(libc::SYS_dup), L("fd_in_range"), Next),
         Jeq(nr(libc::SYS_dup3), L("dup2"), Next),
@@ -274,7 +277,7 @@ mod tests {
     fn decides_each_call_as_documented() {
         let p = program(Notified { reserved: Some(R), bind: true });
         let native = |nr: i64, args: [u64; 6]| run(&p, NATIVE_ARCH, nr, args);
-        for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd] {
+        for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd, libc::SYS_io_submit] {
             assert_eq!(native(nr, [0; 6]), RET_USER_NOTIF, "nr {nr}");
         }
         for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
@@ -286,7 +289,7 @@ mod tests {
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x1000, 16]), RET_USER_NOTIF, "high half zero");
         // Receives: only on the reserved range, recvfrom only asking for the source.
         let fd = u64::from(R);
-        for nr in [libc::SYS_read, libc::SYS_readv, libc::SYS_preadv2, libc::SYS_recvfrom, libc::SYS_recvmsg, libc::SYS_recvmmsg] {
+        for nr in [libc::SYS_read, libc::SYS_readv, libc::SYS_preadv2, libc::SYS_recvfrom, libc::SYS_recvmsg, libc::SYS_recvmmsg, libc::SYS_splice] {
             assert_eq!(native(nr, [fd, 0x1000, 10, 0, 0, 0]), RET_USER_NOTIF, "receive {nr} in the range");
             assert_eq!(native(nr, [fd + 200, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_USER_NOTIF, "receive {nr} in the range");
             assert_eq!(native(nr, [fd - 1, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_ALLOW, "receive {nr} below the range");

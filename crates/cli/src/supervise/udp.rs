@@ -742,6 +742,43 @@ pub fn on_recv(sv: &Arc<Supervisor>, n: &Notif) -> Option<Option<Answer>> {
     Some(None)
 }
 
+/// `splice` from a socket, and `io_submit` of an AIO read of one: receives
+/// the supervisor cannot do in the program's place. Refused (EINVAL) on a
+/// socket with an unconnected association, whose datagrams hold the
+/// relay's header; anything else is the kernel's.
+pub fn on_other_read(sv: &Supervisor, n: &Notif) -> Answer {
+    if sv.udp.is_empty() {
+        return Answer::Continue;
+    }
+    let fds: Vec<u64> = if i64::from(n.data.nr) == libc::SYS_splice { vec![n.data.args[0]] } else { aio_read_fds(n) };
+    let Ok(pidfd) = kernel::pidfd_of_thread(n.pid) else { return Answer::Continue };
+    for fd in fds.into_iter().filter(|fd| sv.reserved.in_range(*fd)) {
+        let Some(inode) = kernel::take_fd(&pidfd, fd).ok().and_then(|sock| kernel::socket_inode(&sock)) else { continue };
+        if matches!(sv.udp.source(inode), Some(Source::Relay(_))) {
+            say!(Level::Warn, "splice or AIO read of UDP socket fd {fd}, which carries a proxied association: refused (EINVAL)");
+            return Answer::Fail(libc::EINVAL);
+        }
+    }
+    Answer::Continue
+}
+
+/// The fds that `io_submit(ctx, nr, iocbpp)`'s read commands read from.
+fn aio_read_fds(n: &Notif) -> Vec<u64> {
+    const IOCB_CMD_PREAD: u16 = 0;
+    const IOCB_CMD_PREADV: u16 = 7;
+    let count = (n.data.args[1] as i64).clamp(0, 1024) as usize;
+    let Ok(ptrs) = kernel::read_memory(n.pid, n.data.args[2], count * 8) else { return Vec::new() };
+    ptrs.chunks_exact(8)
+        .filter_map(|p| {
+            // struct iocb: aio_lio_opcode (u16) at 16, aio_fildes (u32) at 20.
+            let cb = kernel::read_memory(n.pid, u64::from_ne_bytes(p.try_into().ok()?), 24).ok()?;
+            let op = u16::from_ne_bytes([cb[16], cb[17]]);
+            let fd = u32::from_ne_bytes([cb[20], cb[21], cb[22], cb[23]]);
+            matches!(op, IOCB_CMD_PREAD | IOCB_CMD_PREADV).then_some(u64::from(fd))
+        })
+        .collect()
+}
+
 /// The (address, length) of the `count` iovecs at `ptr`, read from the program.
 fn read_iovecs(pid: u32, ptr: u64, count: usize) -> Result<Vec<(u64, u64)>, Answer> {
     let (count, size) = (count.min(1024), std::mem::size_of::<libc::iovec>());
