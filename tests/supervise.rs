@@ -184,6 +184,28 @@ fn static_c_program_connects_through_the_proxy() {
     });
 }
 
+/// An IPv6-only proxy and the program's `AF_INET` socket: the supervisor
+/// connects a socket of the other family through the proxy and puts it in
+/// the program's place. The page arrives, the target saw only the proxy
+/// (the namespace has no other way there), and `getpeername` reports the
+/// destination as the `AF_INET` address the program asked for.
+#[test]
+fn an_ipv6_only_proxy_serves_an_af_inet_static_client() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled_on("[::1]:0");
+        let body = token("family-swap");
+        let target = TcpTarget::http(&body);
+        let out = supervised(&ns, &server.url(), &programs().static_c).args(["http", "127.0.0.1", &target.addr.port().to_string()]).run();
+        out.assert_success();
+        assert!(out.stdout.trim_end().ends_with(&body), "{out}");
+        target.assert_peers(1, BUNDLED_OUT);
+        server.wait_connect_line(target.addr);
+        assert!(out.stderr.contains(&format!("peer {}\n", target.addr)), "{out}");
+        assert!(out.stderr.contains("reachable only over IPv6: the socket was replaced"), "{out}");
+    });
+}
+
 #[test]
 fn raw_syscall_instruction_in_a_dynamic_program_is_seen() {
     let ns = NetNs::create();

@@ -205,6 +205,93 @@ fn datagrams_not_from_the_relay_are_dropped() {
     });
 }
 
+/// Every receive of an unconnected socket with an association is done by
+/// the supervisor: `read` and `readv` (no address) and `recvmmsg` get the
+/// payload exactly, never the relay's header; `splice` from it and an AIO
+/// read of it, which the supervisor cannot do for the program, fail with
+/// EINVAL.
+#[test]
+fn receives_without_an_address_never_show_the_relay_header() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let target = UdpTarget::echo(DIRECT);
+        let port = target.addr.port().to_string();
+        for mode in ["read", "readv", "recvmmsg"] {
+            let payload = token(mode);
+            let run = supervised(&ns, &server.url(), &programs().musl_udp).args([mode, "127.0.0.1", &port, &payload]).run();
+            let want = match mode {
+                "recvmmsg" => format!("messages 1\nreply {payload} from {}\n", target.addr),
+                _ => format!("reply {payload} from 0.0.0.0:0\n"),
+            };
+            assert_eq!(run.stdout, want, "{mode}: {run}");
+        }
+        target.assert_peers(3, BUNDLED_OUT);
+        // Receives the supervisor cannot do in the program's place: refused.
+        for (mode, call) in [("aio", "io_submit"), ("splice", "splice")] {
+            let run = supervised(&ns, &server.url(), &programs().musl_udp).args([mode, "127.0.0.1", &port, "x"]).run();
+            assert_eq!(run.stdout, format!("{call}: errno {}\n", libc::EINVAL), "{mode}: {run}");
+        }
+    });
+}
+
+/// The program's UDP sockets live in the supervisor's fd range, where its
+/// receives are seen: a `dup` of a socket with an association stays there
+/// and gets the payload, headerless, from the target; a copy below the
+/// range (`dup2` to fd 10) of such a socket is refused, since a receive on
+/// it would get the relay's datagram as it is; and a socket with a copy
+/// below the range (made by `dup2`, or passed with `SCM_RIGHTS`) is not
+/// carried: EPERM, nothing sent.
+#[test]
+fn copies_of_a_proxied_socket_never_show_the_relay_header() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let target = UdpTarget::echo(DIRECT);
+        let port = target.addr.port().to_string();
+        let payload = token("dup");
+        let run = supervised(&ns, &server.url(), &programs().musl_udp).args(["dup", "127.0.0.1", &port, &payload]).run();
+        assert_eq!(run.stdout, format!("dup in range\nreply {payload} from {}\n", target.addr), "{run}");
+        let payload = token("lowcopy");
+        let run = supervised(&ns, &server.url(), &programs().musl_udp).args(["lowcopy", "127.0.0.1", &port, &payload]).run();
+        assert_eq!(run.stdout, format!("dup2: errno {}\nreply {payload} from {}\n", libc::EPERM, target.addr), "{run}");
+        target.assert_peers(2, BUNDLED_OUT);
+        for mode in ["pinned", "passed"] {
+            let run = supervised(&ns, &server.url(), &programs().musl_udp).args([mode, "127.0.0.1", &port, "must-not-leak"]).run();
+            assert_eq!(run.stdout, format!("sendto: errno {}\n", libc::EPERM), "{mode}: {run}");
+            assert!(run.stderr.contains("has a copy below it"), "{mode}: the supervisor says why:\n{run}");
+        }
+        target.assert_peers(2, BUNDLED_OUT);
+    });
+}
+
+/// The program's UDP socket is in the reserved range, below 1024 even when
+/// the fd limit is far higher (`select` takes no fd from 1024 up).
+#[test]
+fn udp_sockets_stay_below_fd_setsize() {
+    let ns = NetNs::create();
+    ns.run(|| {
+        let server = Server::bundled(&[]);
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills one rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert!(lim.rlim_max > 1024, "test setup: the hard fd limit ({}) must exceed 1024", lim.rlim_max);
+        for limit in ["1024".to_string(), lim.rlim_max.to_string()] {
+            let run = Run::plain(require_program("prlimit", "util-linux"))
+                .arg(format!("--nofile={limit}:{limit}"))
+                .args(["ip", "netns", "exec", &ns.name])
+                .arg(release_dir().join("socksify-cli"))
+                .args(["supervise", "--"])
+                .arg(&programs().musl_udp)
+                .args(["fdnum", "127.0.0.1", "9", "x"])
+                .env("SOCKSIFY_PROXY", &server.url())
+                .run();
+            let fd: u32 = run.stdout.trim().strip_prefix("fd ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{run}"));
+            assert!((768..1024).contains(&fd), "limit {limit}: fd {fd}\n{run}");
+        }
+    });
+}
+
 /// The musl client under the supervisor with `args`, its stdin and stdout
 /// piped (stdout read into the log), in a process group of its own.
 fn interactive(ns: &NetNs, url: &str, args: &[&str]) -> (std::process::Child, LineLog) {

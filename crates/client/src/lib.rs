@@ -24,6 +24,7 @@
 pub mod addrinfo;
 pub mod child_env;
 pub mod elf_note;
+pub mod family_swap;
 pub mod route;
 pub mod sockaddr;
 pub mod socket_kind;

@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | `connect`, TCP | bypassed (`SOCKSIFY_NO_PROXY`, the proxy itself) | the kernel runs it |
 //! | `connect`, TCP | anything else | our handshake on the program's own socket (a duplicate from `pidfd_getfd`), then 0 or the errno |
+//! | `connect`, TCP, a socket of a family that cannot reach the proxy | same | our handshake on a socket of the other family, which then takes the program's fd number (`family_swap.rs`) |
 //! | `getpeername` of a socket we connected | — | the destination the program asked for (not the proxy) |
 //! | `connect`, UDP or TCP | a resolv.conf nameserver, port 53, remote DNS (before any bypass rule) | connected to our DNS responder instead |
 //! | `sendto`/`sendmsg`, UDP, unconnected | a resolv.conf nameserver, port 53, remote DNS | answered by our DNS responder to the socket's own address (`sent_dns.rs`) |
@@ -13,8 +14,13 @@
 //! | same | anything else, `SOCKSIFY_UDP=block` | EPERM |
 //! | `sendto`/`sendmsg`/`sendmmsg`, UDP | anything else | sent by us through the socket's association, from its own socket (`udp.rs`) |
 //! | `connect`, UDP | anything else | the association opened, the socket connected to our adapter for it (`udp.rs`) |
-//! | `recvfrom` with an address, `recvmsg`, of a socket with an association | — | received by us: the header stripped, the real source reported (`udp.rs`) |
+//! | any receive (`read`, `readv`, `preadv2`, `recvfrom`, `recvmsg`, `recvmmsg`) of a socket with an association | — | received by us: the header stripped, the real source reported (`udp.rs`) |
+//! | `splice` from, or an AIO read (`io_submit`) of, a socket with an association | — | EINVAL (`udp.rs`) |
 //! | `sendto`/`sendmsg` with an address, TCP | — | the kernel runs it (it ignores the address), except `MSG_FASTOPEN` to a proxied one: EOPNOTSUPP |
+//! | `socket`, IPv4/IPv6 datagram | — | opened by us, installed at a free fd of the reserved range (`reserved.rs`) |
+//! | `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)` of a UDP socket, from the range or into it | — | a copy kept in the range, or the socket pinned (never carried), or EPERM if it carries an association (`reserved.rs`) |
+//! | UDP to be carried (any of the above) on a socket used below the range, or pinned | — | EPERM |
+//! | `bind`, `listen`, `getsockname`, `accept`, `accept4` of a TCP socket the BIND rule picks | — | SOCKS BIND (`bind.rs`) |
 //! | anything not IPv4/IPv6 (Unix sockets, netlink, ...) | — | the kernel runs it |
 //!
 //! Every answer that acts on what we read is given only after
@@ -22,12 +28,11 @@
 //! and its memory were still the ones we read.
 
 use super::kernel::{self, Answer, Notif};
-use super::{sent_dns, udp, Level, Supervisor};
+use super::connect::{proxy_connect, Caller};
+use super::{bind, family_swap, reserved, sent_dns, udp, Level, Supervisor};
 use socksify_client::route;
-use socksify_client::tcp::{connect_via_proxy, Libc};
 use socksify_proto::config::UdpMode;
 use socksify_proto::dns::Transport;
-use socksify_proto::wire::socks5::Command;
 use socksify_proto::wire::TargetAddr;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -44,17 +49,35 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
             on_send(sv, &n, addr, addr_len, flags, || read_payload(n.pid, &[(buf, len)]))
         }
         libc::SYS_sendmsg => match read_msghdr(n.pid, n.data.args[1]) {
-            Ok(hdr) => on_send(sv, &n, hdr.msg_name as u64, u64::from(hdr.msg_namelen), n.data.args[2], || read_iovecs(n.pid, &hdr)),
+            Ok(hdr) => reserved::passed_fds(sv, &n, &hdr)
+                .map(Some)
+                .unwrap_or_else(|| on_send(sv, &n, hdr.msg_name as u64, u64::from(hdr.msg_namelen), n.data.args[2], || read_iovecs(n.pid, &hdr))),
             Err(answer) => Some(answer),
         },
         libc::SYS_sendmmsg => on_sendmmsg(sv, &n),
         libc::SYS_recvfrom => udp::on_recv(sv, &n).unwrap_or_else(|| Some(sent_dns::on_recvfrom(sv, &n))),
-        libc::SYS_recvmsg => udp::on_recv(sv, &n).unwrap_or(Some(Answer::Continue)),
+        libc::SYS_recvmsg | libc::SYS_recvmmsg | libc::SYS_read | libc::SYS_readv | libc::SYS_preadv2 => udp::on_recv(sv, &n).unwrap_or(Some(Answer::Continue)),
+        libc::SYS_splice | libc::SYS_io_submit => Some(udp::on_other_read(sv, &n)),
+        libc::SYS_socket => reserved::on_socket(sv, &n),
+        libc::SYS_bind => Some(bind::on_bind(sv, &n)),
+        libc::SYS_listen => bind::on_listen(sv, &n),
+        libc::SYS_getsockname => bind::on_getsockname(sv, &n),
+        libc::SYS_accept | libc::SYS_accept4 => bind::on_accept(sv, &n),
+        libc::SYS_pidfd_getfd => Some(reserved::on_pidfd_getfd(sv, &n)),
+        nr if is_dup(nr) => reserved::on_dup(sv, &n),
         _ => Some(Answer::Continue),
     };
     if let Some(answer) = answer {
         sv.listener.answer(n.id, answer);
     }
+}
+
+fn is_dup(nr: i64) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if nr == libc::SYS_dup2 {
+        return true;
+    }
+    matches!(nr, libc::SYS_dup | libc::SYS_dup3 | libc::SYS_fcntl)
 }
 
 /// The IPv4/IPv6 address at `ptr` (`len` bytes) in the caller's memory;
@@ -106,6 +129,11 @@ fn on_connect(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
     if !sv.listener.id_valid(n.id) {
         return None; // the thread died while we looked: nothing to answer
     }
+    if ty == libc::SOCK_DGRAM && (dns || (!sv.udp_goes_direct(&dst) && sv.config.udp != UdpMode::Block)) {
+        if let Err(answer) = reserved::may_carry(sv, n.data.args[0], &sock, dst) {
+            return Some(answer);
+        }
+    }
     match ty {
         libc::SOCK_STREAM if dns => Some(to_responder(sv, &sock, domain, dst, Transport::Tcp)),
         libc::SOCK_DGRAM if dns => Some(to_responder(sv, &sock, domain, dst, Transport::Udp)),
@@ -129,11 +157,14 @@ fn connect_tcp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst:
     };
     // The handshake takes round trips to the proxy: on a thread of its own,
     // so other calls (other threads of the program) are not held up.
-    let (sv, id) = (sv.clone(), n.id);
+    let (sv, id, caller) = (sv.clone(), n.id, Caller { id: n.id, pid: n.pid, fd: n.data.args[0] });
     std::thread::spawn(move || {
         // A panic here must still answer the call (it would wait forever):
         // as a failed connect, never as a direct one.
-        let handshake = std::panic::AssertUnwindSafe(|| proxy_connect(&sv, &sock, domain, dst, &target));
+        let handshake = std::panic::AssertUnwindSafe(|| match family_swap::needed(&sv, &sock, domain) {
+            None => proxy_connect(&sv, &sock, domain, dst, &target),
+            Some(other) => family_swap::connect(&sv, &caller, &sock, domain, other, dst, &target),
+        });
         let answer = std::panic::catch_unwind(handshake).unwrap_or_else(|_| {
             say!(Level::Error, "internal error (panic) connecting to {target}: the call fails with ECONNREFUSED");
             Answer::Fail(libc::ECONNREFUSED)
@@ -143,30 +174,6 @@ fn connect_tcp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst:
     None
 }
 
-/// The handshake on the program's socket; the answer to its connect.
-fn proxy_connect(sv: &Supervisor, sock: &OwnedFd, domain: i32, dst: SocketAddr, target: &TargetAddr) -> Answer {
-    match connect_via_proxy(&Libc, sock.as_raw_fd(), domain, &sv.config, &sv.first_hop, Command::Connect, target) {
-        Ok((_, bound)) => {
-            say!(Level::Info, "tcp -> {target} via {}: connected (proxy bound {bound})", sv.config.chain[0]);
-            if let Some(inode) = kernel::socket_inode(sock) {
-                let mut peers = sv.peers.lock().unwrap_or_else(|e| e.into_inner());
-                if peers.len() >= MAX_PEERS {
-                    peers.clear(); // forgotten sockets report the proxy: never worse than that
-                }
-                peers.insert(inode, dst);
-            }
-            Answer::Return(0)
-        }
-        Err(e) => {
-            say!(Level::Warn, "tcp -> {target} via {}: {e}", sv.config.chain[0]);
-            dissolve(sock); // as after a failed connect
-            Answer::Fail(e.errno())
-        }
-    }
-}
-
-/// How many proxied sockets `getpeername` remembers.
-const MAX_PEERS: usize = 65536;
 
 /// `getpeername` of a socket we connected through the proxy: the address
 /// the program connected to, written out as the kernel would (truncated to
@@ -182,6 +189,7 @@ fn on_getpeername(sv: &Supervisor, n: &Notif) -> Answer {
     let (addr_ptr, len_ptr) = (n.data.args[1], n.data.args[2]);
     let Ok(len) = kernel::read_memory(n.pid, len_ptr, 4) else { return Answer::Continue };
     let room = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let domain = sv.program_family(inode).unwrap_or(domain);
     let Some((raw, full)) = socksify_client::sockaddr::encode(&dst, domain) else { return Answer::Continue };
     // SAFETY: raw holds `full` initialized bytes of address.
     let bytes = unsafe { std::slice::from_raw_parts(&raw as *const _ as *const u8, full as usize) };
@@ -195,12 +203,6 @@ fn on_getpeername(sv: &Supervisor, n: &Notif) -> Answer {
     Answer::Return(0)
 }
 
-/// Leaves `sock` connected to nothing (an `AF_UNSPEC` connect).
-fn dissolve(sock: &OwnedFd) {
-    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
-    // SAFETY: a valid AF_UNSPEC address dissolves the connection.
-    unsafe { libc::connect(sock.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
-}
 
 fn connect_udp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst: SocketAddr) -> Option<Answer> {
     if sv.udp_goes_direct(&dst) {
@@ -287,8 +289,9 @@ fn send_verdict(sv: &Supervisor, n: &Notif, dst: SocketAddr, flags: u64) -> Send
         return SendVerdict::Decided(Answer::Continue); // the thread is gone; the answer goes nowhere
     }
     SendVerdict::Decided(match ty {
+        libc::SOCK_DGRAM if sv.config.udp == UdpMode::Block && !sv.intercepts(&dst) => udp::blocked(dst),
+        libc::SOCK_DGRAM if reserved::may_carry(sv, n.data.args[0], &sock, dst).is_err() => Answer::Fail(libc::EPERM),
         libc::SOCK_DGRAM if sv.intercepts(&dst) => return SendVerdict::DnsQuery(sock, domain),
-        libc::SOCK_DGRAM if sv.config.udp == UdpMode::Block => udp::blocked(dst),
         libc::SOCK_DGRAM => return SendVerdict::Proxied(sock, domain),
         libc::SOCK_STREAM if flags & libc::MSG_FASTOPEN as u64 != 0 => Answer::Fail(libc::EOPNOTSUPP),
         _ => Answer::Continue,
@@ -347,6 +350,9 @@ fn on_sendmmsg(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
     for i in 0..count {
         // SAFETY: bytes holds `count` mmsghdrs.
         let m = unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(i * size) as *const libc::mmsghdr) };
+        if let Some(answer) = reserved::passed_fds(sv, n, &m.msg_hdr) {
+            return Some(answer);
+        }
         let dst = match m.msg_hdr.msg_name.is_null() {
             true => None,
             false => match read_addr(n.pid, m.msg_hdr.msg_name as u64, u64::from(m.msg_hdr.msg_namelen)) {

@@ -2,24 +2,33 @@
 //! (in the child, between `fork` and `execve`).
 //!
 //! Notified (one round trip to the supervisor): `connect`, `getpeername`,
-//! `sendmsg`, `sendmmsg`, `sendto` with a destination address (a `sendto` without
-//! one, as on any connected socket, is decided in the kernel: allowed),
-//! `recvfrom` asking for the source address (for answers to DNS queries sent
-//! unconnected, see `sent_dns.rs`, and datagrams of a UDP association,
-//! `udp.rs`; TCP's `recv` passes none and stays in the kernel), and
-//! `recvmsg` (whose address sits in a `msghdr` the filter cannot read: the
-//! supervisor lets the kernel run it at once when it has no association).
-//! `io_uring_setup` fails with ENOSYS: io_uring's own connect and sendmsg
-//! never pass through a filter, so programs must fall back to plain calls.
-//! Everything else is allowed in the kernel and costs a few BPF
-//! instructions. A call of a foreign ABI (32-bit x86, x32) fails with
-//! ENOSYS: its numbers are not the ones checked here.
+//! `sendmsg`, `sendmmsg`, `pidfd_getfd`, `sendto` with a destination
+//! address (a `sendto` without one, as on any connected socket, is decided
+//! in the kernel: allowed), and `socket` for an IPv4/IPv6 datagram socket
+//! (rare: the supervisor opens it in the reserved fd range, `reserved.rs`).
+//! On an fd of the reserved range only: every receive (`read`, `readv`,
+//! `preadv2`, `recvfrom`, `recvmsg`, `recvmmsg`: the datagrams of a UDP
+//! association reach the program's socket with the relay's header, which
+//! the supervisor strips, `udp.rs`; answers to DNS queries sent unconnected
+//! are reported from the nameserver, `sent_dns.rs`), and `splice` from
+//! it; `io_submit` (an AIO read of a socket is a receive too); `dup`,
+//! `dup2`, `dup3` and
+//! `fcntl(F_DUPFD*)` from that range, and `dup2`/`dup3`/`F_DUPFD` into it
+//! (so no copy of a socket the supervisor may proxy leaves the range
+//! unseen). The program's UDP sockets live in that range and its other
+//! fds below it, so a receive on a TCP, Unix, netlink or file descriptor
+//! stays in the kernel. `io_uring_setup` fails with ENOSYS: io_uring's
+//! own connect and sendmsg never pass through a filter, so programs must
+//! fall back to plain calls. Everything else is allowed in the kernel and
+//! costs a few BPF instructions. A call of a foreign ABI (32-bit x86, x32)
+//! fails with ENOSYS: its numbers are not the ones checked here.
 
 use libc::{c_int, sock_filter, sock_fprog};
 
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const BPF_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 const RET_ALLOW: u32 = 0x7fff_0000;
@@ -43,63 +52,163 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 // Offsets in struct seccomp_data.
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
-const fn off_arg_lo(i: u32) -> u32 {
+/// The low half of argument `i`: an `int` argument (fd, domain, type,
+/// command) is all there (the kernel ignores the high half).
+const fn lo(i: u32) -> u32 {
     16 + 8 * i
 }
-
-fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter { code, jt: 0, jf: 0, k }
+const fn hi(i: u32) -> u32 {
+    lo(i) + 4
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
-    sock_filter { code, jt, jf, k }
+/// `dup2` exists only on some architectures (not aarch64).
+#[cfg(target_arch = "x86_64")]
+const DUP2: Option<i64> = Some(libc::SYS_dup2);
+#[cfg(not(target_arch = "x86_64"))]
+const DUP2: Option<i64> = None;
+
+/// Where a jump goes: the next instruction, or a label.
+#[derive(Clone, Copy)]
+enum To {
+    Next,
+    L(&'static str),
 }
 
-/// The filter program. Jumps are relative; the three returns sit at the end
-/// in a fixed order, so each jump counts the instructions up to its return.
-pub fn program() -> Vec<sock_filter> {
-    let notify_calls = [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_recvmsg];
-    // Notified only when their address argument (args[4]) is not null.
-    let addr_calls = [libc::SYS_sendto, libc::SYS_recvfrom];
+/// One instruction of the program before its jumps are resolved.
+enum Ins {
+    Label(&'static str),
+    Ld(u32),
+    And(u32),
+    Jeq(u32, To, To),
+    Jge(u32, To, To),
+    Ret(u32),
+}
+
+/// Lays the program out: labels become relative jump offsets.
+fn assemble(src: &[Ins]) -> Vec<sock_filter> {
+    let mut at = std::collections::HashMap::new();
+    let mut pc = 0usize;
+    for ins in src {
+        match ins {
+            Ins::Label(name) => {
+                at.insert(*name, pc);
+            }
+            _ => pc += 1,
+        }
+    }
+    let mut out = Vec::with_capacity(pc);
+    let offset = |from: usize, to: To| -> u8 {
+        match to {
+            To::Next => 0,
+            To::L(name) => u8::try_from(at[name] - from - 1).expect("a filter jump longer than 255"),
+        }
+    };
+    for ins in src {
+        let here = out.len();
+        out.push(match *ins {
+            Ins::Label(_) => continue,
+            Ins::Ld(k) => sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k },
+            Ins::And(k) => sock_filter { code: BPF_AND_K, jt: 0, jf: 0, k },
+            Ins::Jeq(k, t, f) => sock_filter { code: BPF_JEQ_K, jt: offset(here, t), jf: offset(here, f), k },
+            Ins::Jge(k, t, f) => sock_filter { code: BPF_JGE_K, jt: offset(here, t), jf: offset(here, f), k },
+            Ins::Ret(k) => sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k },
+        });
+    }
+    out
+}
+
+/// What the filter notifies beyond what it always does.
+#[derive(Clone, Copy)]
+pub struct Notified {
+    /// The first fd of the range where the supervisor keeps the program's
+    /// UDP sockets (`reserved.rs`). Without one, no `socket` call and no
+    /// receive is notified.
+    pub reserved: Option<u32>,
+    /// `bind`, `listen`, `getsockname`, `accept`, `accept4` (`bind.rs`).
+    pub bind: bool,
+}
+
+/// The filter program.
+pub fn program(notified: Notified) -> Vec<sock_filter> {
+    use Ins::*;
+    let Notified { reserved, bind } = notified;
+    use To::{Next, L};
+    let nr = |n: i64| n as u32;
     let mut p = vec![
-        stmt(BPF_LD_W_ABS, OFF_ARCH),
-        jump(BPF_JEQ_K, NATIVE_ARCH, 0, 0), // jf patched: to FOREIGN
-        stmt(BPF_LD_W_ABS, OFF_NR),
-        jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 0), // jt patched: to FOREIGN
+        Ld(OFF_ARCH),
+        Jeq(NATIVE_ARCH, Next, L("foreign")),
+        Ld(OFF_NR),
+        Jge(X32_SYSCALL_BIT, L("foreign"), Next),
     ];
-    for nr in notify_calls {
-        p.push(jump(BPF_JEQ_K, nr as u32, 0, 0)); // jt patched: to NOTIFY
+    for n in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd, libc::SYS_io_submit] {
+        p.push(Jeq(nr(n), L("notify"), Next));
     }
-    p.push(jump(BPF_JEQ_K, libc::SYS_io_uring_setup as u32, 0, 0)); // jt: to FOREIGN (ENOSYS)
-    for nr in addr_calls {
-        p.push(jump(BPF_JEQ_K, nr as u32, 0, 0)); // jt patched: to the address check
+    if bind {
+        for n in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+            p.push(Jeq(nr(n), L("notify"), Next));
+        }
     }
-    p.push(stmt(BPF_RET_K, RET_ALLOW)); // any other call
-    // sendto, recvfrom: a null address (both halves of args[4]) is allowed.
-    let check = p.len();
-    p.push(stmt(BPF_LD_W_ABS, off_arg_lo(4)));
-    p.push(jump(BPF_JEQ_K, 0, 0, 0)); // jf: to NOTIFY
-    p.push(stmt(BPF_LD_W_ABS, off_arg_lo(4) + 4));
-    p.push(jump(BPF_JEQ_K, 0, 0, 0)); // jt: ALLOW (next), jf: NOTIFY
-    p.push(stmt(BPF_RET_K, RET_ALLOW));
-    let notify = p.len();
-    p.push(stmt(BPF_RET_K, RET_USER_NOTIF));
-    let foreign = p.len();
-    p.push(stmt(BPF_RET_K, RET_ERRNO | libc::ENOSYS as u32));
-    let to = |from: usize, target: usize| (target - from - 1) as u8;
-    p[1].jf = to(1, foreign);
-    p[3].jt = to(3, foreign);
-    for (i, ins) in p.iter_mut().enumerate().skip(4).take(notify_calls.len()) {
-        ins.jt = to(i, notify);
+    p.extend([
+        Jeq(nr(libc::SYS_io_uring_setup), L("foreign"), Next),
+        Jeq(nr(libc::SYS_sendto), L("address"), Next),
+        Jeq(nr(libc::SYS_read), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_recvfrom), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_recvmsg), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_recvmmsg), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_readv), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_preadv2), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_splice), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_socket), L(if reserved.is_some() { "socket" } else { "allow" }), Next),
+        Jeq(nr(libc::SYS_dup), L("fd_in_range"), Next),
+        Jeq(nr(libc::SYS_dup3), L("dup2"), Next),
+    ]);
+    if let Some(dup2) = DUP2 {
+        p.push(Jeq(nr(dup2), L("dup2"), Next));
     }
-    let uring = 4 + notify_calls.len();
-    p[uring].jt = to(uring, foreign);
-    for (i, ins) in p.iter_mut().enumerate().skip(uring + 1).take(addr_calls.len()) {
-        ins.jt = to(i, check);
-    }
-    p[check + 1].jf = to(check + 1, notify);
-    p[check + 3].jf = to(check + 3, notify);
-    p
+    // fd -1 (as u32) and above: the kernel answers EBADF by itself.
+    let reserved = reserved.unwrap_or(u32::MAX);
+    p.extend([
+        Jeq(nr(libc::SYS_fcntl), L("fcntl"), Next),
+        Ret(RET_ALLOW),
+        // sendto: a null address (both halves of args[4]) is allowed.
+        Label("address"),
+        Ld(lo(4)),
+        Jeq(0, Next, L("notify")),
+        Ld(hi(4)),
+        Jeq(0, L("allow"), L("notify")),
+        // fcntl: F_DUPFD and F_DUPFD_CLOEXEC, from the range or into it.
+        Label("fcntl"),
+        Ld(lo(1)),
+        Jeq(libc::F_DUPFD as u32, L("dup_into"), Next),
+        Jeq(libc::F_DUPFD_CLOEXEC as u32, L("dup_into"), L("allow")),
+        Label("dup_into"),
+        Ld(lo(2)),
+        Jge(reserved, L("notify"), L("fd_in_range")),
+        // dup2, dup3: from the range or into it.
+        Label("dup2"),
+        Ld(lo(1)),
+        Jge(reserved, L("notify"), L("fd_in_range")),
+        // socket: an IPv4 or IPv6 datagram socket.
+        Label("socket"),
+        Ld(lo(0)),
+        Jeq(libc::AF_INET as u32, L("datagram"), Next),
+        Jeq(libc::AF_INET6 as u32, L("datagram"), L("allow")),
+        Label("datagram"),
+        Ld(lo(1)),
+        And(0xf), // the type without SOCK_NONBLOCK, SOCK_CLOEXEC
+        Jeq(libc::SOCK_DGRAM as u32, L("notify"), L("allow")),
+        // The call's fd (args[0]) in the reserved range.
+        Label("fd_in_range"),
+        Ld(lo(0)),
+        Jge(reserved, L("notify"), L("allow")),
+        Label("allow"),
+        Ret(RET_ALLOW),
+        Label("notify"),
+        Ret(RET_USER_NOTIF),
+        Label("foreign"),
+        Ret(RET_ERRNO | libc::ENOSYS as u32),
+    ]);
+    assemble(&p)
 }
 
 /// In the child after `fork`: no new privileges, then the filter; returns
@@ -150,6 +259,7 @@ mod tests {
             let ins = p[pc];
             match ins.code {
                 BPF_LD_W_ABS => acc = u32::from_ne_bytes(data[ins.k as usize..ins.k as usize + 4].try_into().unwrap()),
+                BPF_AND_K => acc &= ins.k,
                 BPF_JEQ_K | BPF_JGE_K => {
                     let hit = if ins.code == BPF_JEQ_K { acc == ins.k } else { acc >= ins.k };
                     pc += usize::from(if hit { ins.jt } else { ins.jf });
@@ -161,26 +271,82 @@ mod tests {
         }
     }
 
+    const R: u32 = 768;
+
     #[test]
     fn decides_each_call_as_documented() {
-        let p = program();
+        let p = program(Notified { reserved: Some(R), bind: true });
         let native = |nr: i64, args: [u64; 6]| run(&p, NATIVE_ARCH, nr, args);
-        for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_recvmsg] {
+        for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd, libc::SYS_io_submit] {
             assert_eq!(native(nr, [0; 6]), RET_USER_NOTIF, "nr {nr}");
+        }
+        for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+            assert_eq!(native(nr, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF, "BIND: nr {nr}");
         }
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "no destination");
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 16]), RET_USER_NOTIF);
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_0000, 16]), RET_USER_NOTIF, "low half zero");
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x1000, 16]), RET_USER_NOTIF, "high half zero");
-        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "recv: no address asked for");
-        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 0x7fff_0000_2000]), RET_USER_NOTIF);
-        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x7fff_0000_0000, 0x2000]), RET_USER_NOTIF, "low half zero");
-        assert_eq!(native(libc::SYS_recvfrom, [3, 0x1000, 10, 0, 0x1000, 0x2000]), RET_USER_NOTIF, "high half zero");
-        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_socket, libc::SYS_recvmmsg, libc::SYS_getpid, libc::SYS_getsockname] {
-            assert_eq!(native(nr, [0; 6]), RET_ALLOW, "nr {nr}");
+        // Receives: only on the reserved range, recvfrom only asking for the source.
+        let fd = u64::from(R);
+        for nr in [libc::SYS_read, libc::SYS_readv, libc::SYS_preadv2, libc::SYS_recvfrom, libc::SYS_recvmsg, libc::SYS_recvmmsg, libc::SYS_splice] {
+            assert_eq!(native(nr, [fd, 0x1000, 10, 0, 0, 0]), RET_USER_NOTIF, "receive {nr} in the range");
+            assert_eq!(native(nr, [fd + 200, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_USER_NOTIF, "receive {nr} in the range");
+            assert_eq!(native(nr, [fd - 1, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_ALLOW, "receive {nr} below the range");
+            assert_eq!(native(nr, [3, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "receive {nr} below the range");
+        }
+        assert_eq!(native(libc::SYS_recvmsg, [u64::from(u32::MAX), 0x1000, 0, 0, 0, 0]), RET_USER_NOTIF, "fd -1: the supervisor lets the kernel say EBADF");
+        // socket: IPv4/IPv6 datagram sockets only, whatever their flags.
+        let dgram = libc::SOCK_DGRAM as u64;
+        let flags = (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u64;
+        for (domain, ty, want) in [
+            (libc::AF_INET, dgram, RET_USER_NOTIF),
+            (libc::AF_INET6, dgram | flags, RET_USER_NOTIF),
+            (libc::AF_INET, libc::SOCK_STREAM as u64, RET_ALLOW),
+            (libc::AF_INET6, libc::SOCK_STREAM as u64 | flags, RET_ALLOW),
+            (libc::AF_UNIX, dgram, RET_ALLOW),
+            (libc::AF_NETLINK, libc::SOCK_RAW as u64, RET_ALLOW),
+        ] {
+            assert_eq!(native(libc::SYS_socket, [domain as u64, ty, 0, 0, 0, 0]), want, "socket({domain}, {ty:#x})");
+        }
+        // Copies from the range, and into it.
+        assert_eq!(native(libc::SYS_dup, [fd, 0, 0, 0, 0, 0]), RET_USER_NOTIF);
+        assert_eq!(native(libc::SYS_dup, [3, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(native(libc::SYS_dup3, [fd, 4, 0, 0, 0, 0]), RET_USER_NOTIF, "out of the range");
+        assert_eq!(native(libc::SYS_dup3, [3, fd, 0, 0, 0, 0]), RET_USER_NOTIF, "into the range");
+        assert_eq!(native(libc::SYS_dup3, [3, 4, 0, 0, 0, 0]), RET_ALLOW);
+        if let Some(dup2) = DUP2 {
+            assert_eq!(native(dup2, [fd, 4, 0, 0, 0, 0]), RET_USER_NOTIF);
+            assert_eq!(native(dup2, [3, 4, 0, 0, 0, 0]), RET_ALLOW);
+        }
+        for cmd in [libc::F_DUPFD, libc::F_DUPFD_CLOEXEC] {
+            assert_eq!(native(libc::SYS_fcntl, [fd, cmd as u64, 0, 0, 0, 0]), RET_USER_NOTIF);
+            assert_eq!(native(libc::SYS_fcntl, [3, cmd as u64, fd, 0, 0, 0]), RET_USER_NOTIF, "into the range");
+            assert_eq!(native(libc::SYS_fcntl, [3, cmd as u64, 10, 0, 0, 0]), RET_ALLOW);
+        }
+        assert_eq!(native(libc::SYS_fcntl, [fd, libc::F_GETFL as u64, 0, 0, 0, 0]), RET_ALLOW, "other fcntls");
+        for nr in [libc::SYS_write, libc::SYS_pread64, libc::SYS_getpid, libc::SYS_close, libc::SYS_sendfile] {
+            assert_eq!(native(nr, [fd, 0, 0, 0, 0, 0]), RET_ALLOW, "nr {nr}");
         }
         assert_eq!(native(libc::SYS_io_uring_setup, [0; 6]), RET_ERRNO | libc::ENOSYS as u32);
         assert_eq!(native(libc::SYS_connect | X32_SYSCALL_BIT as i64, [0; 6]), RET_ERRNO | libc::ENOSYS as u32, "x32");
         assert_eq!(run(&p, 0x4000_0003, 102, [0; 6]), RET_ERRNO | libc::ENOSYS as u32, "i386 socketcall");
+    }
+
+    #[test]
+    fn without_a_range_no_receive_and_no_socket_is_notified() {
+        let p = program(Notified { reserved: None, bind: false });
+        let native = |nr: i64, args: [u64; 6]| run(&p, NATIVE_ARCH, nr, args);
+        assert_eq!(native(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0]), RET_ALLOW);
+        for fd in [3, 900, 4000, i32::MAX as u64] {
+            for nr in [libc::SYS_read, libc::SYS_readv, libc::SYS_preadv2, libc::SYS_recvfrom, libc::SYS_recvmsg, libc::SYS_recvmmsg, libc::SYS_dup] {
+                assert_eq!(native(nr, [fd, 0x1000, 10, 0, 0x7fff_0000_1000, 0x2000]), RET_ALLOW, "nr {nr} fd {fd}");
+            }
+        }
+        assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 16]), RET_USER_NOTIF);
+        assert_eq!(native(libc::SYS_connect, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF);
+        for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+            assert_eq!(native(nr, [3, 0, 0, 0, 0, 0]), RET_ALLOW, "SOCKSIFY_BIND=off: nr {nr}");
+        }
     }
 }

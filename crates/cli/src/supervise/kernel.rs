@@ -38,7 +38,22 @@ struct NotifResp {
 const IOCTL_NOTIF_RECV: c_ulong = 0xc050_2100; // _IOWR('!', 0, struct seccomp_notif)
 const IOCTL_NOTIF_SEND: c_ulong = 0xc018_2101; // _IOWR('!', 1, struct seccomp_notif_resp)
 const IOCTL_NOTIF_ID_VALID: c_ulong = 0x4008_2102; // _IOW('!', 2, __u64)
+const IOCTL_NOTIF_ADDFD: c_ulong = 0x4018_2103; // _IOW('!', 3, struct seccomp_notif_addfd)
 const USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+/// `SECCOMP_ADDFD_FLAG_SETFD`: at the fd number given (replacing what is there).
+const ADDFD_FLAG_SETFD: u32 = 1;
+/// `SECCOMP_ADDFD_FLAG_SEND` (Linux 5.14): and answer the call with that number.
+const ADDFD_FLAG_SEND: u32 = 2;
+
+/// `struct seccomp_notif_addfd`.
+#[repr(C)]
+struct NotifAddfd {
+    id: u64,
+    flags: u32,
+    srcfd: u32,
+    newfd: u32,
+    newfd_flags: u32,
+}
 /// `pidfd_open` flag (Linux 6.9): a pidfd for this thread, not its process.
 const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
 
@@ -90,6 +105,54 @@ impl Listener {
         // SAFETY: the ioctl reads one seccomp_notif_resp.
         unsafe { libc::ioctl(self.0.as_raw_fd(), IOCTL_NOTIF_SEND, &resp) };
     }
+}
+
+impl Listener {
+    /// Installs our `file` in the calling process of call `id` as fd
+    /// `newfd` (replacing whatever that fd was: the caller checks it is
+    /// free, or means to replace it), close-on-exec if `cloexec`; with
+    /// `send`, the call returns `newfd` at once, in the same step.
+    pub fn add_fd(&self, id: u64, file: &OwnedFd, newfd: u32, cloexec: bool, send: bool) -> io::Result<u32> {
+        let addfd = NotifAddfd {
+            id,
+            flags: ADDFD_FLAG_SETFD | if send { ADDFD_FLAG_SEND } else { 0 },
+            srcfd: file.as_raw_fd() as u32,
+            newfd,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: the ioctl reads one seccomp_notif_addfd.
+        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), IOCTL_NOTIF_ADDFD, &addfd) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as u32)
+    }
+
+    /// Installs our `file` in the calling process of call `id` at its
+    /// lowest free fd, and answers the call with that number.
+    pub fn add_fd_lowest(&self, id: u64, file: &OwnedFd, cloexec: bool) -> io::Result<u32> {
+        let addfd = NotifAddfd {
+            id,
+            flags: ADDFD_FLAG_SEND,
+            srcfd: file.as_raw_fd() as u32,
+            newfd: 0,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: the ioctl reads one seccomp_notif_addfd.
+        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), IOCTL_NOTIF_ADDFD, &addfd) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as u32)
+    }
+}
+
+/// Whether fd `fd` of thread `pid`'s process is close-on-exec.
+pub fn fd_cloexec(pid: u32, fd: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("flags:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok())))
+        .is_some_and(|flags| flags & libc::O_CLOEXEC as u32 != 0)
 }
 
 /// Reads `len` bytes at `addr` in thread `pid`'s memory. The errno:

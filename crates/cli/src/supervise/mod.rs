@@ -21,19 +21,23 @@ macro_rules! say {
     };
 }
 
+mod bind;
 mod calls;
+mod connect;
 mod dns;
 mod fake;
+mod family_swap;
 mod filter;
 mod kernel;
 mod lifetime;
+mod reserved;
 mod sent_dns;
 mod sock_diag;
 mod udp;
 
 use kernel::{Answer, Listener};
 use socksify_client::route;
-use socksify_proto::config::{Config, DnsMode, ProxyHost, UdpMode};
+use socksify_proto::config::{BindMode, Config, DnsMode, ProxyHost, UdpMode};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -79,10 +83,17 @@ pub struct Supervisor {
     /// The destination of each socket we connected through the proxy, by
     /// socket inode, for `getpeername` (see calls.rs).
     peers: Mutex<std::collections::HashMap<u64, SocketAddr>>,
+    /// The family the program made each socket with that we replaced by
+    /// one of the other family (family_swap.rs), by inode.
+    families: Mutex<std::collections::HashMap<u64, i32>>,
     /// Answers to DNS queries sent unconnected, until received (sent_dns.rs).
     awaiting: sent_dns::Awaiting,
     /// UDP associations, by program socket (udp.rs).
     udp: udp::Table,
+    /// SOCKS BIND (bind.rs).
+    binds: bind::Binds,
+    /// The fd range of the program's UDP sockets (reserved.rs).
+    reserved: reserved::Reserved,
 }
 
 impl Supervisor {
@@ -98,6 +109,29 @@ impl Supervisor {
 
     fn is_nameserver(&self, dst: &SocketAddr) -> bool {
         route::is_nameserver(&self.nameservers, dst)
+    }
+
+    /// Remembers the destination `getpeername` reports for socket `inode`.
+    fn remember_peer(&self, inode: u64, dst: SocketAddr) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.len() >= 65536 {
+            peers.clear(); // forgotten sockets report the proxy: never worse than that
+        }
+        peers.insert(inode, dst);
+    }
+
+    /// Remembers that socket `inode` stands for one of `family`.
+    fn remember_family(&self, inode: u64, family: i32) {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        if families.len() >= 65536 {
+            families.clear(); // forgotten ones report in the new socket's family
+        }
+        families.insert(inode, family);
+    }
+
+    /// The family the program knows socket `inode` by, if we replaced it.
+    fn program_family(&self, inode: u64) -> Option<i32> {
+        self.families.lock().unwrap_or_else(|e| e.into_inner()).get(&inode).copied()
     }
 
     /// Whether UDP to `dst` may go out as the program sent it.
@@ -161,7 +195,13 @@ pub fn main(args: &[String]) -> i32 {
     let nameservers = resolv_conf_nameservers();
     let fake = Arc::new(fake::FakeTable::new(&config));
 
-    let (child, listener) = match spawn(program, argv0, &args[1..]) {
+    // Without UDP to carry or DNS to answer, no UDP socket is ever the
+    // supervisor's: no range, and no receive is notified.
+    let reserved = match config.udp != UdpMode::Direct || config.dns == DnsMode::Remote {
+        true => reserved::Reserved::for_this_process(),
+        false => reserved::Reserved::none(),
+    };
+    let (child, listener) = match spawn(program, argv0, &args[1..], filter::Notified { reserved: reserved.filter_bound(), bind: config.bind != BindMode::Off }) {
         Ok(started) => started,
         Err(e) => {
             eprintln!("socksify: cannot run {program} under the supervisor: {e}");
@@ -188,7 +228,7 @@ pub fn main(args: &[String]) -> i32 {
     } else {
         None
     };
-    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default(), awaiting: Default::default(), udp: Default::default() });
+    let sv = Arc::new(Supervisor { config, first_hop, listener, fake, nameservers, dns, bypassed, peers: Mutex::default(), families: Mutex::default(), awaiting: Default::default(), udp: Default::default(), binds: Default::default(), reserved });
     serve(&sv, child, report)
 }
 
@@ -201,7 +241,7 @@ fn probe() -> i32 {
         eprintln!("the kernel has no pidfd_getfd (Linux 5.6 or later needed)");
         return 1;
     }
-    let filter = filter::program();
+    let filter = filter::program(filter::Notified { reserved: reserved::Reserved::for_this_process().filter_bound(), bind: true });
     let Ok((wait_r, wait_w)) = pipe() else {
         eprintln!("pipe: {}", std::io::Error::last_os_error());
         return 1;
@@ -283,8 +323,8 @@ fn resolv_conf_nameservers() -> Vec<IpAddr> {
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
 /// Starts the program under the filter; returns it and the listener.
-fn spawn(program: &str, argv0: Option<&str>, args: &[String]) -> std::io::Result<(std::process::Child, Listener)> {
-    let filter = filter::program();
+fn spawn(program: &str, argv0: Option<&str>, args: &[String], notified: filter::Notified) -> std::io::Result<(std::process::Child, Listener)> {
+    let filter = filter::program(notified);
     let (report_r, report_w) = pipe()?;
     let (ack_r, ack_w) = pipe()?;
     // The listener is taken from the child while `spawn` below still waits

@@ -9,20 +9,24 @@
 //! the payload's byte count. The first one binds the socket if it is not
 //! (as the kernel would) and opens the association naming that address, on
 //! a thread of its own (round trips to the proxy). Datagrams so leave from
-//! the program's own socket and the relay answers to it. A `recvfrom` with
-//! an address or a `recvmsg` (both notified, see filter.rs) on such a
-//! socket is done by the supervisor too: it receives on its duplicate,
-//! drops what is not from the relay (a bypassed source is delivered as it
-//! is), strips the header and writes the payload, the real source and the
-//! lengths into the program's memory (`process_vm_writev`), then answers
-//! with the length, as `sent_dns.rs` does for musl's DNS answers. With
+//! the program's own socket and the relay answers to it. Every receive on
+//! such a socket (`read`, `readv`, `preadv2`, `recvfrom`, `recvmsg`,
+//! `recvmmsg`: all notified on the reserved fd range, where the program's
+//! UDP sockets live, `reserved.rs`; the supervisor carries no socket used
+//! through an fd below it) is done by the supervisor: it receives on its
+//! duplicate, drops what is not from the relay (a bypassed source is
+//! delivered as it is), strips the header and writes the payload, and the
+//! real source and the lengths where the call has room for them, into the
+//! program's memory (`process_vm_writev`), then answers with the length
+//! (`recvmmsg`: one message), as `sent_dns.rs` does for musl's DNS
+//! answers. With
 //! nothing queued, a non-blocking call gets `EAGAIN`; a blocking one waits
 //! on a thread of the supervisor (bounded by `SO_RCVTIMEO`, and by the
 //! caller's life, checked every 200 ms).
 //!
 //! **Connected sockets.** After `connect` the program sends with `write`
-//! or `send` and reads with `read` or `recv`, which the filter does not see
-//! (notifying them would cost every TCP read and write a round trip). So a
+//! or `send`, which the filter does not see (notifying them would cost
+//! every TCP write a round trip). So a
 //! `connect` to a proxied destination opens the association at once (its
 //! errno is the connect's, as in the shim) for an adapter of two sockets of
 //! the supervisor's: `inner` on loopback, to which the program's socket is
@@ -32,7 +36,8 @@
 //! destination and unwraps what the relay sends, keeping only the
 //! connected peer's datagrams (the kernel's rule for a connected socket).
 //! The program's calls stay in the kernel (blocking, signals, `poll`: all
-//! as usual); `getpeername` reports the destination, and a `recvfrom` or
+//! as usual; a `read` or `recv` is notified, on the range, and let through
+//! at once); `getpeername` reports the destination, and a `recvfrom` or
 //! `recvmsg` asking for the source gets the destination too.
 //!
 //! **Ends.** The association is kept per socket inode and holds no
@@ -43,10 +48,7 @@
 //! opens a new association; an adapter's pump ends with it (the program's
 //! next send gets `ECONNREFUSED`).
 //!
-//! **Not covered.** `recv`/`read` without an address on an *unconnected*
-//! socket with an association are not seen: such a program gets the
-//! datagram as the relay sent it (header included). `recvmmsg` is not seen
-//! either. Control messages of a proxied `sendmsg` are not sent; a
+//! **Not covered.** Control messages of a proxied `sendmsg` are not sent; a
 //! `sendmmsg` that holds a proxied message is sent by the supervisor
 //! message by message.
 
@@ -136,6 +138,12 @@ enum Source {
 impl Table {
     fn is_empty(&self) -> bool {
         lock(&self.assocs).is_empty() && lock(&self.adapters).is_empty()
+    }
+
+    /// Whether the socket carries an association (or is opening one): a
+    /// receive the filter does not see would show the relay's datagrams.
+    pub fn carries(&self, inode: u64) -> bool {
+        lock(&self.assocs).contains_key(&inode) || self.adapter(inode).is_some()
     }
 
     fn slot(&self, inode: u64) -> Arc<Slot> {
@@ -621,10 +629,14 @@ fn pump(sv: &Supervisor, ad: &Adapter) {
 
 /// Where the program wants a datagram.
 enum Into {
-    /// `recvfrom(fd, buf, len, flags, addr, addrlen)`.
+    /// `recvfrom(fd, buf, len, flags, addr, addrlen)` (`addr` 0: none
+    /// asked for), and `read(fd, buf, len)`.
     From { buf: u64, len: u64, addr: u64, addr_len: u64 },
-    /// `recvmsg(fd, msg, flags)`: the `msghdr`'s address and its iovecs.
-    Msg { at: u64, hdr: libc::msghdr, iov: Vec<(u64, u64)> },
+    /// `recvmsg(fd, msg, flags)`: the `msghdr`'s address and its iovecs;
+    /// for `recvmmsg`, the first message, whose length goes to `msg_len`.
+    Msg { at: u64, hdr: libc::msghdr, iov: Vec<(u64, u64)>, mmsg: bool },
+    /// `readv`, `preadv2` at the current offset: the iovecs.
+    Vec { iov: Vec<(u64, u64)> },
 }
 
 // SAFETY: the msghdr's pointers are the program's addresses, never dereferenced here.
@@ -640,40 +652,73 @@ struct Receive {
     id: u64,
 }
 
-/// Flags whose meaning the supervisor's receive keeps; any other (say
-/// `MSG_ERRQUEUE`) leaves the call to the kernel.
+/// Flags whose meaning the supervisor's receive keeps (`MSG_ERRQUEUE` and
+/// `MSG_OOB` leave the call to the kernel; others are ignored).
 const MIMICKED: u64 = (libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT | libc::MSG_WAITALL | libc::MSG_CMSG_CLOEXEC | libc::MSG_NOSIGNAL) as u64;
 
-/// A `recvfrom` (with an address) or `recvmsg` on a socket with an
-/// association: done here. `None`: not such a socket, not ours to answer;
-/// `Some(None)`: answered by a thread (it waits for a datagram).
+/// A receive on a socket with an association (any of them on the
+/// reserved range: `recvfrom`, `recvmsg`, `recvmmsg`, `read`, `readv`,
+/// `preadv2`): done here, so the relay's header never reaches the program.
+/// On an adapter's socket (connected) only a receive asking for the source
+/// is done here; the others find no header in the kernel. `None`: not such
+/// a socket, not ours to answer; `Some(None)`: answered by a thread (it
+/// waits for a datagram).
 pub fn on_recv(sv: &Arc<Supervisor>, n: &Notif) -> Option<Option<Answer>> {
     if sv.udp.is_empty() {
         return None;
     }
     let [fd, a1, a2, a3, a4, a5] = n.data.args;
-    let msg = i64::from(n.data.nr) == libc::SYS_recvmsg;
-    let flags = if msg { a2 } else { a3 };
-    if flags & !MIMICKED != 0 {
+    let nr = i64::from(n.data.nr);
+    let flags = match nr {
+        libc::SYS_recvfrom | libc::SYS_recvmmsg => a3,
+        libc::SYS_recvmsg => a2,
+        // preadv2 at an offset: ESPIPE from the kernel.
+        libc::SYS_preadv2 if a3 as i64 != -1 => return None, // on 64 bits the low half is the offset
+        libc::SYS_preadv2 if a5 & libc::RWF_NOWAIT as u64 != 0 => libc::MSG_DONTWAIT as u64,
+        _ => 0, // read, readv, preadv2
+    };
+    // The error queue and out-of-band data hold nothing of the relay's:
+    // the kernel's. Any other flag we do not mimic is ignored (the kernel
+    // would run the call with it and hand over the relay's datagram).
+    if flags & (libc::MSG_ERRQUEUE | libc::MSG_OOB) as u64 != 0 {
         return None;
     }
+    let flags = flags & MIMICKED;
     let pidfd = kernel::pidfd_of_thread(n.pid).ok()?;
     let sock = kernel::take_fd(&pidfd, fd).ok()?;
     let source = sv.udp.source(kernel::socket_inode(&sock)?)?;
+    let asks_source = match nr {
+        libc::SYS_recvfrom => a4 != 0,
+        libc::SYS_recvmsg | libc::SYS_recvmmsg => true, // the msghdr may name one
+        _ => false,
+    };
+    if matches!(source, Source::Adapter(_)) && !asks_source {
+        return None;
+    }
     let domain = kernel::socket_int_option(&sock, libc::SO_DOMAIN)?;
-    let into = if msg {
-        let hdr = match kernel::read_memory_or_answer(n.pid, a1, std::mem::size_of::<libc::msghdr>()) {
-            // SAFETY: the bytes hold one msghdr; read_unaligned copes with the Vec's alignment.
-            Ok(bytes) => unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) },
-            Err(answer) => return Some(Some(if answer == Answer::Continue { Answer::Fail(libc::EFAULT) } else { answer })),
-        };
-        let iov = match read_iovecs(n.pid, &hdr) {
-            Ok(iov) => iov,
+    let fault = |answer: Answer| if answer == Answer::Continue { Answer::Fail(libc::EFAULT) } else { answer };
+    let into = match nr {
+        libc::SYS_recvmsg | libc::SYS_recvmmsg => {
+            let hdr = match kernel::read_memory_or_answer(n.pid, a1, std::mem::size_of::<libc::msghdr>()) {
+                // SAFETY: the bytes hold one msghdr (an mmsghdr starts with one); read_unaligned copes with the Vec's alignment.
+                Ok(bytes) => unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const libc::msghdr) },
+                Err(answer) => return Some(Some(fault(answer))),
+            };
+            if nr == libc::SYS_recvmmsg && a2 == 0 {
+                return Some(Some(Answer::Return(0)));
+            }
+            let iov = match read_iovecs(n.pid, hdr.msg_iov as u64, hdr.msg_iovlen) {
+                Ok(iov) => iov,
+                Err(answer) => return Some(Some(answer)),
+            };
+            Into::Msg { at: a1, hdr, iov, mmsg: nr == libc::SYS_recvmmsg }
+        }
+        libc::SYS_recvfrom => Into::From { buf: a1, len: a2, addr: a4, addr_len: a5 },
+        libc::SYS_readv | libc::SYS_preadv2 => match read_iovecs(n.pid, a1, a2 as usize) {
+            Ok(iov) => Into::Vec { iov },
             Err(answer) => return Some(Some(answer)),
-        };
-        Into::Msg { at: a1, hdr, iov }
-    } else {
-        Into::From { buf: a1, len: a2, addr: a4, addr_len: a5 }
+        },
+        _ => Into::From { buf: a1, len: a2, addr: 0, addr_len: 0 }, // read
     };
     let r = Receive { sock, domain, into, flags, source, pid: n.pid, id: n.id };
     if !sv.listener.id_valid(n.id) {
@@ -697,13 +742,50 @@ pub fn on_recv(sv: &Arc<Supervisor>, n: &Notif) -> Option<Option<Answer>> {
     Some(None)
 }
 
-/// The (address, length) of each iovec of `hdr`, read from the program.
-fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<(u64, u64)>, Answer> {
-    let (count, size) = (hdr.msg_iovlen.min(1024), std::mem::size_of::<libc::iovec>());
+/// `splice` from a socket, and `io_submit` of an AIO read of one: receives
+/// the supervisor cannot do in the program's place. Refused (EINVAL) on a
+/// socket with an unconnected association, whose datagrams hold the
+/// relay's header; anything else is the kernel's.
+pub fn on_other_read(sv: &Supervisor, n: &Notif) -> Answer {
+    if sv.udp.is_empty() {
+        return Answer::Continue;
+    }
+    let fds: Vec<u64> = if i64::from(n.data.nr) == libc::SYS_splice { vec![n.data.args[0]] } else { aio_read_fds(n) };
+    let Ok(pidfd) = kernel::pidfd_of_thread(n.pid) else { return Answer::Continue };
+    for fd in fds.into_iter().filter(|fd| sv.reserved.in_range(*fd)) {
+        let Some(inode) = kernel::take_fd(&pidfd, fd).ok().and_then(|sock| kernel::socket_inode(&sock)) else { continue };
+        if matches!(sv.udp.source(inode), Some(Source::Relay(_))) {
+            say!(Level::Warn, "splice or AIO read of UDP socket fd {fd}, which carries a proxied association: refused (EINVAL)");
+            return Answer::Fail(libc::EINVAL);
+        }
+    }
+    Answer::Continue
+}
+
+/// The fds that `io_submit(ctx, nr, iocbpp)`'s read commands read from.
+fn aio_read_fds(n: &Notif) -> Vec<u64> {
+    const IOCB_CMD_PREAD: u16 = 0;
+    const IOCB_CMD_PREADV: u16 = 7;
+    let count = (n.data.args[1] as i64).clamp(0, 1024) as usize;
+    let Ok(ptrs) = kernel::read_memory(n.pid, n.data.args[2], count * 8) else { return Vec::new() };
+    ptrs.chunks_exact(8)
+        .filter_map(|p| {
+            // struct iocb: aio_lio_opcode (u16) at 16, aio_fildes (u32) at 20.
+            let cb = kernel::read_memory(n.pid, u64::from_ne_bytes(p.try_into().ok()?), 24).ok()?;
+            let op = u16::from_ne_bytes([cb[16], cb[17]]);
+            let fd = u32::from_ne_bytes([cb[20], cb[21], cb[22], cb[23]]);
+            matches!(op, IOCB_CMD_PREAD | IOCB_CMD_PREADV).then_some(u64::from(fd))
+        })
+        .collect()
+}
+
+/// The (address, length) of the `count` iovecs at `ptr`, read from the program.
+fn read_iovecs(pid: u32, ptr: u64, count: usize) -> Result<Vec<(u64, u64)>, Answer> {
+    let (count, size) = (count.min(1024), std::mem::size_of::<libc::iovec>());
     if count == 0 {
         return Ok(Vec::new());
     }
-    let bytes = kernel::read_memory_or_answer(pid, hdr.msg_iov as u64, count * size).map_err(|a| if a == Answer::Continue { Answer::Fail(libc::EFAULT) } else { a })?;
+    let bytes = kernel::read_memory_or_answer(pid, ptr, count * size).map_err(|a| if a == Answer::Continue { Answer::Fail(libc::EFAULT) } else { a })?;
     Ok((0..count)
         .map(|i| {
             // SAFETY: bytes holds `count` iovecs.
@@ -711,6 +793,20 @@ fn read_iovecs(pid: u32, hdr: &libc::msghdr) -> Result<Vec<(u64, u64)>, Answer> 
             (iov.iov_base as u64, iov.iov_len as u64)
         })
         .collect())
+}
+
+/// Writes `payload` across the iovecs; how many bytes went, and whether all writes did.
+fn scatter(pid: u32, iov: &[(u64, u64)], payload: &[u8]) -> (usize, bool) {
+    let (mut copied, mut ok) = (0, true);
+    for &(base, len) in iov {
+        let take = (len as usize).min(payload.len() - copied);
+        if take == 0 {
+            continue;
+        }
+        ok &= kernel::write_memory(pid, base, &payload[copied..copied + take]);
+        copied += take;
+    }
+    (copied, ok)
 }
 
 impl Receive {
@@ -818,17 +914,9 @@ impl Receive {
                 }
                 (copied, ok)
             }
-            Into::Msg { at, hdr, iov } => {
-                let mut copied = 0;
-                let mut ok = true;
-                for &(base, len) in iov {
-                    let take = (len as usize).min(payload.len() - copied);
-                    if take == 0 {
-                        continue;
-                    }
-                    ok &= kernel::write_memory(pid, base, &payload[copied..copied + take]);
-                    copied += take;
-                }
+            Into::Vec { iov } => scatter(pid, iov, payload),
+            Into::Msg { at, hdr, iov, mmsg } => {
+                let (copied, mut ok) = scatter(pid, iov, payload);
                 let name_len = if hdr.msg_name.is_null() {
                     0
                 } else {
@@ -841,6 +929,10 @@ impl Receive {
                 // No control messages: none of the relay's are the program's.
                 ok &= kernel::write_memory(pid, at + std::mem::offset_of!(libc::msghdr, msg_controllen) as u64, &0usize.to_ne_bytes());
                 ok &= kernel::write_memory(pid, at + std::mem::offset_of!(libc::msghdr, msg_flags) as u64, &truncated.to_ne_bytes());
+                if *mmsg {
+                    let len = copied as u32;
+                    ok &= kernel::write_memory(pid, at + std::mem::offset_of!(libc::mmsghdr, msg_len) as u64, &len.to_ne_bytes());
+                }
                 (copied, ok)
             }
         };
@@ -848,6 +940,9 @@ impl Receive {
             return Answer::Fail(libc::EFAULT);
         }
         say!(Level::Debug, "udp <- {src}: {full} bytes");
+        if matches!(self.into, Into::Msg { mmsg: true, .. }) {
+            return Answer::Return(1); // one message of the vector
+        }
         Answer::Return(if self.flags & libc::MSG_TRUNC as u64 != 0 { full } else { copied } as i64)
     }
 }
