@@ -158,7 +158,7 @@ fn connect_tcp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst:
     // The handshake takes round trips to the proxy: on a thread of its own,
     // so other calls (other threads of the program) are not held up.
     let (sv, id, caller) = (sv.clone(), n.id, Caller { id: n.id, pid: n.pid, fd: n.data.args[0] });
-    std::thread::spawn(move || {
+    super::workers::spawn(move || {
         // A panic here must still answer the call (it would wait forever):
         // as a failed connect, never as a direct one.
         let handshake = std::panic::AssertUnwindSafe(|| match family_swap::needed(&sv, &sock, domain) {

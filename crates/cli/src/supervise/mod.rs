@@ -34,6 +34,7 @@ mod reserved;
 mod sent_dns;
 mod sock_diag;
 mod udp;
+mod workers;
 
 use kernel::{Answer, Listener};
 use socksify_client::route;
