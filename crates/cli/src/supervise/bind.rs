@@ -1,7 +1,7 @@
 //! SOCKS BIND under the supervisor (active FTP and other call-backs), with
 //! the shim's rule (`socksify_proto::bind::decide`) and semantics. Unless
-//! `SOCKSIFY_BIND=off`, the filter notifies `bind`, `listen`,
-//! `getsockname`, `accept` and `accept4` on every fd (none is frequent
+//! `SOCKSIFY_BIND=off`, the filter notifies `bind`, `listen`, `accept` and
+//! `accept4` on every fd, and `getsockname` always (none is frequent
 //! enough to matter beside the connect or accept it goes with; with no
 //! BIND socket they are let through at once).
 //!

@@ -61,7 +61,10 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
         libc::SYS_socket => reserved::on_socket(sv, &n),
         libc::SYS_bind => Some(bind::on_bind(sv, &n)),
         libc::SYS_listen => bind::on_listen(sv, &n),
-        libc::SYS_getsockname => bind::on_getsockname(sv, &n),
+        libc::SYS_getsockname => match bind::on_getsockname(sv, &n) {
+            Some(Answer::Continue) => Some(family_swap::on_getsockname(sv, &n)),
+            other => other,
+        },
         libc::SYS_accept | libc::SYS_accept4 => bind::on_accept(sv, &n),
         libc::SYS_pidfd_getfd => Some(reserved::on_pidfd_getfd(sv, &n)),
         nr if is_dup(nr) => reserved::on_dup(sv, &n),

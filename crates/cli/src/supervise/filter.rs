@@ -2,7 +2,7 @@
 //! (in the child, between `fork` and `execve`).
 //!
 //! Notified (one round trip to the supervisor): `connect`, `getpeername`,
-//! `sendmsg`, `sendmmsg`, `pidfd_getfd`, `sendto` with a destination
+//! `getsockname`, `sendmsg`, `sendmmsg`, `pidfd_getfd`, `sendto` with a destination
 //! address (a `sendto` without one, as on any connected socket, is decided
 //! in the kernel: allowed), and `socket` for an IPv4/IPv6 datagram socket
 //! (rare: the supervisor opens it in the reserved fd range, `reserved.rs`).
@@ -148,7 +148,7 @@ pub struct Notified {
     /// UDP sockets (`reserved.rs`). Without one, no `socket` call and no
     /// receive is notified.
     pub reserved: Option<u32>,
-    /// `bind`, `listen`, `getsockname`, `accept`, `accept4` (`bind.rs`).
+    /// `bind`, `listen`, `accept`, `accept4` (`bind.rs`).
     pub bind: bool,
 }
 
@@ -159,11 +159,12 @@ pub fn program(notified: Notified) -> Vec<sock_filter> {
     let Notified { reserved, bind } = notified;
     let nr = |n: i64| n as u32;
     let mut table: Vec<(u32, &str)> = vec![];
-    for n in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd, libc::SYS_io_submit] {
+    let always = [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_getsockname, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd, libc::SYS_io_submit];
+    for n in always {
         table.push((nr(n), "notify"));
     }
     if bind {
-        for n in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+        for n in [libc::SYS_bind, libc::SYS_listen, libc::SYS_accept, libc::SYS_accept4] {
             table.push((nr(n), "notify"));
         }
     }
@@ -300,10 +301,10 @@ mod tests {
     fn decides_each_call_as_documented() {
         let p = program(Notified { reserved: Some(R), bind: true });
         let native = |nr: i64, args: [u64; 6]| run(&p, NATIVE_ARCH, nr, args);
-        for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd, libc::SYS_io_submit] {
+        for nr in [libc::SYS_connect, libc::SYS_getpeername, libc::SYS_getsockname, libc::SYS_sendmsg, libc::SYS_sendmmsg, libc::SYS_pidfd_getfd, libc::SYS_io_submit] {
             assert_eq!(native(nr, [0; 6]), RET_USER_NOTIF, "nr {nr}");
         }
-        for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+        for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_accept, libc::SYS_accept4] {
             assert_eq!(native(nr, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF, "BIND: nr {nr}");
         }
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0, 0]), RET_ALLOW, "no destination");
@@ -395,8 +396,9 @@ mod tests {
         }
         assert_eq!(native(libc::SYS_sendto, [3, 0x1000, 10, 0, 0x7fff_0000_1000, 16]), RET_USER_NOTIF);
         assert_eq!(native(libc::SYS_connect, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF);
-        for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_getsockname, libc::SYS_accept, libc::SYS_accept4] {
+        for nr in [libc::SYS_bind, libc::SYS_listen, libc::SYS_accept, libc::SYS_accept4] {
             assert_eq!(native(nr, [3, 0, 0, 0, 0, 0]), RET_ALLOW, "SOCKSIFY_BIND=off: nr {nr}");
         }
+        assert_eq!(native(libc::SYS_getsockname, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF, "getsockname: the other family's sockets");
     }
 }

@@ -130,6 +130,10 @@ impl Supervisor {
         families.insert(inode, family);
     }
 
+    fn has_replaced_families(&self) -> bool {
+        !self.families.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
     /// The family the program knows socket `inode` by, if we replaced it.
     fn program_family(&self, inode: u64) -> Option<i32> {
         self.families.lock().unwrap_or_else(|e| e.into_inner()).get(&inode).copied()
