@@ -187,8 +187,9 @@ fn static_c_program_connects_through_the_proxy() {
 /// An IPv6-only proxy and the program's `AF_INET` socket: the supervisor
 /// connects a socket of the other family through the proxy and puts it in
 /// the program's place. The page arrives, the target saw only the proxy
-/// (the namespace has no other way there), and `getpeername` reports the
-/// destination as the `AF_INET` address the program asked for.
+/// (the namespace has no other way there), `getpeername` reports the
+/// destination as the `AF_INET` address the program asked for, and
+/// `getsockname` answers in `AF_INET` too.
 #[test]
 fn an_ipv6_only_proxy_serves_an_af_inet_static_client() {
     let ns = NetNs::create();
@@ -203,6 +204,8 @@ fn an_ipv6_only_proxy_serves_an_af_inet_static_client() {
         server.wait_connect_line(target.addr);
         assert!(out.stderr.contains(&format!("peer {}\n", target.addr)), "{out}");
         assert!(out.stderr.contains("reachable only over IPv6: the socket was replaced"), "{out}");
+        // getsockname answers in the program's family too.
+        assert!(out.stderr.contains(&format!("local family {} length 16\n", libc::AF_INET)), "{out}");
     });
 }
 

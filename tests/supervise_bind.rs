@@ -26,36 +26,62 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-fn client() -> &'static PathBuf {
-    static CLIENT: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
-    &CLIENT
-        .get_or_init(|| {
-            let dir = TempDir::new("supervise-bind-programs");
-            let out = dir.path().join("ftpactive");
-            let src = repo_root().join("tests/programs/supervise/ftpactive.c");
-            let status = Command::new(require_program("gcc", "gcc")).args(["-static", "-O2", "-o"]).arg(&out).arg(&src).status().expect("run gcc");
-            assert!(status.success(), "gcc -static failed (libc6-dev installed?)");
-            (dir, out)
-        })
-        .1
+/// The static C client and the static Go client (`goclient ftpactive`).
+struct Clients {
+    _dir: TempDir,
+    c: PathBuf,
+    go: PathBuf,
 }
 
-fn supervised(ns: &NetNs, url: &str) -> Run {
+fn clients() -> &'static Clients {
+    static CLIENTS: OnceLock<Clients> = OnceLock::new();
+    CLIENTS.get_or_init(|| {
+        let dir = TempDir::new("supervise-bind-programs");
+        let c = dir.path().join("ftpactive");
+        let src = repo_root().join("tests/programs/supervise");
+        let status = Command::new(require_program("gcc", "gcc")).args(["-static", "-O2", "-o"]).arg(&c).arg(src.join("ftpactive.c")).status().expect("run gcc");
+        assert!(status.success(), "gcc -static failed (libc6-dev installed?)");
+        let go = dir.path().join("goclient");
+        let o = Command::new(require_program("go", "golang-go"))
+            .args(["build", "-o"])
+            .arg(&go)
+            .arg(".")
+            .current_dir(src.join("goclient"))
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", dir.path().join("gocache"))
+            .env("GOPATH", dir.path().join("gopath"))
+            .env("HOME", dir.path())
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .expect("run go build");
+        assert!(o.status.success(), "go build failed: {}", String::from_utf8_lossy(&o.stderr));
+        Clients { _dir: dir, c, go }
+    })
+}
+
+fn supervised(ns: &NetNs, url: &str, prog: &PathBuf) -> Run {
     Run::plain("ip")
         .args(["netns", "exec", &ns.name])
         .arg(release_dir().join("socksify-cli"))
         .args(["supervise", "--"])
-        .arg(client())
+        .arg(prog)
         .env("SOCKSIFY_PROXY", url)
         .env("SOCKSIFY_NO_PROXY", "")
         .env("SOCKSIFY_LOG", "info")
         .timeout(Duration::from_secs(120))
 }
 
-/// The client fetches a file in active mode (`mode`: see ftpactive.c)
+/// The C client fetches a file in active mode (`mode`: see ftpactive.c)
 /// through the proxy `start` starts; asserts it came through the proxy's
 /// BIND; the client's stderr.
 fn active_download<P: BindProxy>(start: impl FnOnce() -> P + Send, mode: &str) -> String {
+    active_download_with(start, |ftp| vec!["127.0.0.1".into(), ftp.port.to_string(), "file.txt".into(), mode.into()], &clients().c)
+}
+
+/// The same with the program `prog` and its arguments from `args`.
+fn active_download_with<P: BindProxy>(start: impl FnOnce() -> P + Send, args: impl FnOnce(&FtpServer) -> Vec<String> + Send, prog: &PathBuf) -> String {
     let ns = NetNs::create();
     ns.run(|| {
         let server = start();
@@ -64,7 +90,7 @@ fn active_download<P: BindProxy>(start: impl FnOnce() -> P + Send, mode: &str) -
         let tok = token("active-ftp");
         let body: String = (0..5000).map(|i| format!("{i:06} {tok}\n")).collect();
         std::fs::write(ftp.path("file.txt"), &body).unwrap();
-        let run = supervised(&ns, &server.url()).args(["127.0.0.1", &ftp.port.to_string(), "file.txt", mode]).run();
+        let run = supervised(&ns, &server.url(), prog).args(args(&ftp)).run();
         assert!(run.code == Some(0), "{run}\n{}", ftp.log());
         assert!(run.stdout == body, "the file's bytes, exactly ({} of {}):\n{}", run.stdout.len(), body.len(), run.stderr);
         // The client advertised where the proxy listened, and the data
@@ -92,6 +118,13 @@ fn active_download<P: BindProxy>(start: impl FnOnce() -> P + Send, mode: &str) -
 #[test]
 fn static_client_active_ftp_through_the_bundled_server() {
     active_download(|| Server::bundled(&[]), "plain");
+}
+
+/// Go's net package: `ListenTCP` (bind, listen, getsockname), `AcceptTCP`
+/// (accept4 after the netpoller says the listener is readable).
+#[test]
+fn static_go_client_active_ftp_through_the_bundled_server() {
+    active_download_with(|| Server::bundled(&[]), |ftp| vec!["ftpactive".into(), ftp.addr().to_string(), "file.txt".into()], &clients().go);
 }
 
 /// Dante checks that the peer is the one the BIND request named.

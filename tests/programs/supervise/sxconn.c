@@ -1,5 +1,6 @@
 /* A static C client for tests/supervise.rs (built with gcc -static).
- *   sxconn http IP PORT        connect, print "peer IP:PORT" (getpeername) on
+ *   sxconn http IP PORT        connect, print "peer IP:PORT" (getpeername) and
+ *                              "local family F length N" (getsockname) on
  *                              stderr, send a GET, print the answer
  *   sxconn twice IP PORT       http, print "first: ANSWER", wait for a line on
  *                              stdin, connect again, print "second: errno N"
@@ -44,6 +45,9 @@ static int http(const char *ip, const char *port, const char *prefix) {
     char text[INET_ADDRSTRLEN] = "?";
     if (getpeername(s, (struct sockaddr *)&peer, &plen) == 0) inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
     fprintf(stderr, "peer %s:%d\n", text, ntohs(peer.sin_port));
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof local;
+    if (getsockname(s, (struct sockaddr *)&local, &llen) == 0) fprintf(stderr, "local family %d length %u\n", local.ss_family, (unsigned)llen);
     const char *req = "GET / HTTP/1.0\r\n\r\n";
     if (write(s, req, strlen(req)) < 0) return errno;
     char buf[65536];

@@ -1,7 +1,7 @@
 //! SOCKS BIND under the supervisor (active FTP and other call-backs), with
 //! the shim's rule (`socksify_proto::bind::decide`) and semantics. Unless
-//! `SOCKSIFY_BIND=off`, the filter notifies `bind`, `listen`,
-//! `getsockname`, `accept` and `accept4` on every fd (none is frequent
+//! `SOCKSIFY_BIND=off`, the filter notifies `bind`, `listen`, `accept` and
+//! `accept4` on every fd, and `getsockname` always (none is frequent
 //! enough to matter beside the connect or accept it goes with; with no
 //! BIND socket they are let through at once).
 //!
@@ -176,7 +176,7 @@ pub fn on_listen(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
         _ => return Some(Answer::Continue),
     };
     let (sv, id) = (sv.clone(), n.id);
-    std::thread::spawn(move || {
+    super::workers::spawn(move || {
         let run = std::panic::AssertUnwindSafe(|| start(&sv, &sock, inode, domain, related));
         let answer = std::panic::catch_unwind(run).unwrap_or(Answer::Fail(libc::ECONNREFUSED));
         sv.listener.answer(id, answer);
@@ -276,7 +276,7 @@ pub fn on_getsockname(sv: &Arc<Supervisor>, n: &Notif) -> Option<Answer> {
     };
     let Some(State::Candidate { related }) = sv.binds.get(inode) else { return Some(reply(sv)) };
     let sv = sv.clone();
-    std::thread::spawn(move || {
+    super::workers::spawn(move || {
         let run = std::panic::AssertUnwindSafe(|| match start(&sv, &sock, inode, domain, related) {
             Answer::Return(0) => reply(&sv),
             failed => failed,

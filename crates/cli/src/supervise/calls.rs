@@ -61,7 +61,10 @@ pub fn handle(sv: &Arc<Supervisor>, n: Notif) {
         libc::SYS_socket => reserved::on_socket(sv, &n),
         libc::SYS_bind => Some(bind::on_bind(sv, &n)),
         libc::SYS_listen => bind::on_listen(sv, &n),
-        libc::SYS_getsockname => bind::on_getsockname(sv, &n),
+        libc::SYS_getsockname => match bind::on_getsockname(sv, &n) {
+            Some(Answer::Continue) => Some(family_swap::on_getsockname(sv, &n)),
+            other => other,
+        },
         libc::SYS_accept | libc::SYS_accept4 => bind::on_accept(sv, &n),
         libc::SYS_pidfd_getfd => Some(reserved::on_pidfd_getfd(sv, &n)),
         nr if is_dup(nr) => reserved::on_dup(sv, &n),
@@ -158,7 +161,7 @@ fn connect_tcp(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst:
     // The handshake takes round trips to the proxy: on a thread of its own,
     // so other calls (other threads of the program) are not held up.
     let (sv, id, caller) = (sv.clone(), n.id, Caller { id: n.id, pid: n.pid, fd: n.data.args[0] });
-    std::thread::spawn(move || {
+    super::workers::spawn(move || {
         // A panic here must still answer the call (it would wait forever):
         // as a failed connect, never as a direct one.
         let handshake = std::panic::AssertUnwindSafe(|| match family_swap::needed(&sv, &sock, domain) {

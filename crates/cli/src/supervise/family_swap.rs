@@ -11,12 +11,13 @@
 //! socket the program bound to an address is never replaced: its connect
 //! fails with `EAFNOSUPPORT`.
 //!
-//! `getpeername` reports the destination in the program's family (the
-//! supervisor answers it); `getsockname` is the kernel's, in the new
-//! socket's family.
+//! `getpeername` reports the destination and `getsockname` the socket's
+//! own address in the program's family (the supervisor answers both: an
+//! IPv6 address no IPv4 one stands for is told as 0.0.0.0 with its port,
+//! as the shim does).
 
 use super::connect::{dissolve, proxy_connect, Caller};
-use super::kernel::{self, Answer};
+use super::kernel::{self, Answer, Notif};
 use super::sent_dns::local_or_peer_addr;
 use super::{Level, Supervisor};
 use socksify_client::family_swap::{can_reach, carry_options, family_name, libc_getsockopt, other};
@@ -117,4 +118,30 @@ fn install(sv: &Supervisor, caller: &Caller, old: &OwnedFd, new: &OwnedFd) -> Re
         say!(Level::Warn, "connect fd {}: cannot put the new socket in the program's place: {e}", caller.fd);
         e.raw_os_error().unwrap_or(libc::EIO)
     })
+}
+
+/// `getsockname` of a socket we replaced: its address in the family the
+/// program made it with. Any other socket: the kernel's answer.
+pub fn on_getsockname(sv: &Supervisor, n: &Notif) -> Answer {
+    if !sv.has_replaced_families() {
+        return Answer::Continue;
+    }
+    let Ok(pidfd) = kernel::pidfd_of_thread(n.pid) else { return Answer::Continue };
+    let Ok(sock) = kernel::take_fd(&pidfd, n.data.args[0]) else { return Answer::Continue };
+    let Some(family) = kernel::socket_inode(&sock).and_then(|inode| sv.program_family(inode)) else { return Answer::Continue };
+    let Some(local) = local_or_peer_addr(&sock, libc::getsockname) else { return Answer::Continue };
+    let told = socksify_proto::bind::reported(local, if family == libc::AF_INET { socksify_proto::bind::Family::V4 } else { socksify_proto::bind::Family::V6 });
+    let Some((raw, full)) = socksify_client::sockaddr::encode(&told, family) else { return Answer::Continue };
+    // SAFETY: raw holds `full` initialized bytes of address.
+    let bytes = unsafe { std::slice::from_raw_parts(&raw as *const _ as *const u8, full as usize) };
+    let [_, addr, len, ..] = n.data.args;
+    let Ok(room) = kernel::read_memory(n.pid, len, 4) else { return Answer::Continue };
+    let room = u32::from_ne_bytes([room[0], room[1], room[2], room[3]]) as usize;
+    if !sv.listener.id_valid(n.id) {
+        return Answer::Continue;
+    }
+    if !kernel::write_memory(n.pid, addr, &bytes[..room.min(full as usize)]) || !kernel::write_memory(n.pid, len, &full.to_ne_bytes()) {
+        return Answer::Fail(libc::EFAULT);
+    }
+    Answer::Return(0)
 }

@@ -34,6 +34,7 @@ mod reserved;
 mod sent_dns;
 mod sock_diag;
 mod udp;
+mod workers;
 
 use kernel::{Answer, Listener};
 use socksify_client::route;
@@ -127,6 +128,10 @@ impl Supervisor {
             families.clear(); // forgotten ones report in the new socket's family
         }
         families.insert(inode, family);
+    }
+
+    fn has_replaced_families(&self) -> bool {
+        !self.families.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     /// The family the program knows socket `inode` by, if we replaced it.

@@ -323,7 +323,7 @@ pub fn send(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst: So
     }
     // Opening takes round trips to the proxy: on a thread of its own.
     let (sv, id) = (sv.clone(), n.id);
-    std::thread::spawn(move || {
+    super::workers::spawn(move || {
         let open = std::panic::AssertUnwindSafe(|| match ensure(&sv, &sock, domain, inode) {
             Ok(a) => send_wrapped(&sv, &sock, domain, &a, dst, flags, &payload),
             Err((errno, why)) => {
@@ -383,7 +383,7 @@ fn send_wrapped(sv: &Supervisor, sock: &OwnedFd, domain: i32, a: &Assoc, dst: So
 /// `msgs`: the (address of the message's `msg_len`, destination, payload).
 pub fn sendmmsg(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, msgs: Vec<(u64, Option<SocketAddr>, Vec<u8>)>, flags: u64) -> Option<Answer> {
     let (sv, id, pid) = (sv.clone(), n.id, n.pid);
-    std::thread::spawn(move || {
+    super::workers::spawn(move || {
         let all = std::panic::AssertUnwindSafe(|| {
             let inode = kernel::socket_inode(&sock).unwrap_or(0);
             let mut sent = 0i64;
@@ -508,7 +508,7 @@ pub fn connect(sv: &Arc<Supervisor>, n: &Notif, sock: OwnedFd, domain: i32, dst:
         return Some(Answer::Return(0));
     }
     let (sv, id) = (sv.clone(), n.id);
-    std::thread::spawn(move || {
+    super::workers::spawn(move || {
         let open = std::panic::AssertUnwindSafe(|| match open_adapter(&sv, &sock, domain, dst) {
             Ok(ad) => {
                 let ad = Arc::new(ad);

@@ -15,11 +15,18 @@
 //	                           connected (DialUDP, Write, Read); prints
 //	                           "unconnected: reply P from ADDR" and
 //	                           "connected: reply P from ADDR" (the peer)
+//	client ftpactive ADDR NAME active-mode FTP download of NAME: listens on
+//	                           the control connection's own address, port 0,
+//	                           sends "PORT" with the listener's address,
+//	                           accepts the data connection; prints the file on
+//	                           stdout, "advertised ADDR" and "accepted from
+//	                           ADDR" on stderr
 package main
 
 import (
 	"bufio"
 	"fmt"
+	"strings"
 	"io"
 	"net"
 	"net/http"
@@ -156,7 +163,74 @@ func main() {
 		}
 		fmt.Printf("connected: reply %s from %s\n", buf[:n], c.RemoteAddr())
 		c.Close()
+	case "ftpactive":
+		ftpActive(os.Args[2], os.Args[3])
 	default:
 		fail("unknown mode %s", os.Args[1])
 	}
+}
+
+// ftpActive downloads name from the FTP server at addr in active mode.
+func ftpActive(addr, name string) {
+	ctl, err := net.DialTimeout("tcp", addr, 20*time.Second)
+	if err != nil {
+		fail("connect: %v", err)
+	}
+	ctl.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(ctl)
+	reply := func() string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				fail("reply: %v", err)
+			}
+			if len(line) >= 4 && line[3] == ' ' {
+				return strings.TrimSpace(line)
+			}
+		}
+	}
+	command := func(cmd, want string) {
+		fmt.Fprintf(ctl, "%s\r\n", cmd)
+		if got := reply(); !strings.HasPrefix(got, want) {
+			fail("reply to %s: %s", cmd, got)
+		}
+	}
+	if got := reply(); !strings.HasPrefix(got, "220") {
+		fail("banner: %s", got)
+	}
+	command("USER anonymous", "331")
+	command("PASS x", "230")
+	command("TYPE I", "200")
+	here := ctl.LocalAddr().(*net.TCPAddr)
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: here.IP})
+	if err != nil {
+		fail("listen: %v", err)
+	}
+	adv := l.Addr().(*net.TCPAddr)
+	fmt.Fprintf(os.Stderr, "advertised %s\n", adv)
+	ip := adv.IP.To4()
+	if ip == nil {
+		fail("not an IPv4 address: %s", adv)
+	}
+	command(fmt.Sprintf("PORT %d,%d,%d,%d,%d,%d", ip[0], ip[1], ip[2], ip[3], adv.Port>>8, adv.Port&0xff), "200")
+	fmt.Fprintf(ctl, "RETR %s\r\n", name)
+	l.SetDeadline(time.Now().Add(20 * time.Second))
+	data, err := l.AcceptTCP()
+	if err != nil {
+		fail("accept: %v", err)
+	}
+	fmt.Fprintf(os.Stderr, "accepted from %s\n", data.RemoteAddr())
+	data.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.Copy(os.Stdout, data); err != nil {
+		fail("read data: %v", err)
+	}
+	data.Close()
+	got := reply()
+	if strings.HasPrefix(got, "150") || strings.HasPrefix(got, "125") {
+		got = reply()
+	}
+	if !strings.HasPrefix(got, "226") {
+		fail("after RETR: %s", got)
+	}
+	command("QUIT", "221")
 }
