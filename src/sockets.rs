@@ -31,7 +31,13 @@ pub fn forget(fd: i32) {
 /// Drops the details of `fd`, which was of kind `old`: one table each.
 fn release(fd: i32, old: u8) {
     match old {
-        kind::PROXIED_TCP => fd_table::drop_proxied_tcp(fd),
+        kind::PROXIED_TCP => {
+            fd_table::drop_proxied_tcp(fd);
+            // A background connect that just ended on this fd may still be
+            // moving its registrations: wait for it (its lock), so the
+            // number is not closed and handed out again under it.
+            connecting_table::forget(fd);
+        }
         kind::UDP => udp_table::forget(fd),
         kind::CONTROL => udp_table::control_lost(fd),
         kind::BIND => bind_table::forget(fd),

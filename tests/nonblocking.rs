@@ -561,3 +561,50 @@ fn close_mid_handshake_leaves_no_fd_behind() {
 fn syscall_close_mid_handshake_leaves_no_fd_behind() {
     close_mid_handshake("close-syscall");
 }
+
+/// Connection after connection on one epoll loop, each registered with the
+/// same `epoll_data` as the one before it and usually given the same fd
+/// number (what event loops do: bench/tcpflight.c, the bench's own client,
+/// 1 and 4 in flight). An epoll registration goes only when the last fd of
+/// its file closes: a copy of the socket the engine still held when the
+/// program closed its fd left the old registration live, and the next
+/// connection on that number got the old socket's events (its write said
+/// EAGAIN, its read ENOTCONN or an early EOF). Every connection must echo
+/// the last octet of the proxy's outgoing address and end in EOF.
+#[test]
+fn one_epoll_loop_reusing_fds_and_epoll_data_through_thousands_of_connects() {
+    let dir = TempDir::new("tcpflight");
+    let build = |name: &str| {
+        let exe = dir.path().join(name);
+        Run::plain("gcc").args(["-O2", "-Wall", "-o"]).arg(&exe).arg(repo_root().join(format!("bench/{name}.c"))).run().assert_success();
+        exe
+    };
+    let (target_exe, flight) = (build("target"), build("tcpflight"));
+    /// The target process, killed however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut target = Killed(
+        std::process::Command::new(&target_exe)
+            .args(["127.0.0.1:0", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start bench/target"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(target.0.stdout.take().unwrap()), &mut line).unwrap();
+    let port = line.split_whitespace().find_map(|w| w.strip_prefix("tcp=")).expect("tcp=PORT").trim().to_owned();
+    let server = Server::bundled(&[]);
+    for inflight in ["1", "4"] {
+        let out = Run::shimmed(&server.url(), &flight)
+            .args(["plain", "3000", inflight, &format!("127.0.0.1:{port}"), "-", "2"])
+            .env("SOCKSIFY_LOG", "warn")
+            .run();
+        assert!(out.code == Some(0) && out.stdout.starts_with("cps="), "{inflight} in flight:\n{out}");
+    }
+}

@@ -93,15 +93,7 @@ fn programs() -> &'static Programs {
 
 /// `prog` under the supervisor inside the namespace, proxying everything.
 fn supervised(ns: &NetNs, url: &str, prog: impl AsRef<std::ffi::OsStr>) -> Run {
-    Run::plain("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(cli_path())
-        .args(["supervise", "--"])
-        .arg(prog.as_ref())
-        .env("SOCKSIFY_PROXY", url)
-        .env("SOCKSIFY_NO_PROXY", "")
-        .env("SOCKSIFY_LOG", "info")
-        .timeout(Duration::from_secs(120))
+    ns.supervised(url, prog)
 }
 
 /// The Go client fetches a page by address and by a name only the proxy

@@ -22,9 +22,7 @@ use bind_cases::{BindProxy, FtpServer};
 use common::*;
 use netns::NetNs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// The static C client and the static Go client (`goclient ftpactive`).
 struct Clients {
@@ -39,38 +37,16 @@ fn clients() -> &'static Clients {
         let dir = TempDir::new("supervise-bind-programs");
         let c = dir.path().join("ftpactive");
         let src = repo_root().join("tests/programs/supervise");
-        let status = Command::new(require_program("gcc", "gcc")).args(["-static", "-O2", "-o"]).arg(&c).arg(src.join("ftpactive.c")).status().expect("run gcc");
-        assert!(status.success(), "gcc -static failed (libc6-dev installed?)");
+        gcc(&["-static", "-O2", "-o"], &c, &src.join("ftpactive.c"));
         let go = dir.path().join("goclient");
-        let o = Command::new(require_program("go", "golang-go"))
-            .args(["build", "-o"])
-            .arg(&go)
-            .arg(".")
-            .current_dir(src.join("goclient"))
-            .env("CGO_ENABLED", "0")
-            .env("GOCACHE", dir.path().join("gocache"))
-            .env("GOPATH", dir.path().join("gopath"))
-            .env("HOME", dir.path())
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOPROXY", "off")
-            .env("GOTOOLCHAIN", "local")
-            .output()
-            .expect("run go build");
-        assert!(o.status.success(), "go build failed: {}", String::from_utf8_lossy(&o.stderr));
+        go_build(&src.join("goclient"), &go, dir.path(), false);
         Clients { _dir: dir, c, go }
     })
 }
 
-fn supervised(ns: &NetNs, url: &str, prog: &PathBuf) -> Run {
-    Run::plain("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(release_dir().join("socksify-cli"))
-        .args(["supervise", "--"])
-        .arg(prog)
-        .env("SOCKSIFY_PROXY", url)
-        .env("SOCKSIFY_NO_PROXY", "")
-        .env("SOCKSIFY_LOG", "info")
-        .timeout(Duration::from_secs(120))
+/// `prog` under the supervisor inside the namespace, proxying everything.
+fn supervised(ns: &NetNs, url: &str, prog: impl AsRef<std::ffi::OsStr>) -> Run {
+    ns.supervised(url, prog)
 }
 
 /// The C client fetches a file in active mode (`mode`: see ftpactive.c)

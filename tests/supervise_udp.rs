@@ -31,10 +31,9 @@ use netns::NetNs;
 use std::io::Write;
 use std::net::{IpAddr, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 use udp_cases::UdpTarget;
 
 struct Programs {
@@ -66,16 +65,8 @@ fn programs() -> &'static Programs {
 }
 
 /// `prog` under the supervisor inside the namespace, proxying everything.
-fn supervised(ns: &NetNs, url: &str, prog: &Path) -> Run {
-    Run::plain("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(release_dir().join("socksify-cli"))
-        .args(["supervise", "--"])
-        .arg(prog)
-        .env("SOCKSIFY_PROXY", url)
-        .env("SOCKSIFY_NO_PROXY", "")
-        .env("SOCKSIFY_LOG", "info")
-        .timeout(Duration::from_secs(120))
+fn supervised(ns: &NetNs, url: &str, prog: impl AsRef<std::ffi::OsStr>) -> Run {
+    ns.supervised(url, prog)
 }
 
 /// The musl client, in each mode, gets its payload back from the target,

@@ -204,6 +204,6 @@ fn forget(epoll: c_int, job: &Job) {
 
 fn finish(epoll: c_int, job: Box<Job>, outcome: Result<(SocketAddr, TargetAddr), ConnectError>) {
     forget(epoll, &job);
-    super::done(&job, outcome);
-    // `job.sock` closes with the job: the program's fd is the socket's last.
+    // Closes our copy before the program hears of it (see `done`).
+    super::done(job, outcome);
 }

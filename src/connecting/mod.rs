@@ -119,8 +119,9 @@ fn in_the_call(mut job: Box<Job>) -> c_int {
         }
     };
     let failed = outcome.is_err();
-    done(&job, outcome);
-    match failed.then(|| take_failure(job.fd)).flatten() {
+    let fd = job.fd;
+    done(job, outcome);
+    match failed.then(|| take_failure(fd)).flatten() {
         Some(errno) => fail(errno),
         None => 0,
     }
@@ -138,23 +139,33 @@ fn failed_now(fd: c_int, target: &TargetAddr, config: &Config, e: ConnectError) 
 /// The engine is done with `job`: the program's fds become proxied TCP,
 /// or, failed, keep the errno for the program; their epoll registrations
 /// move to the socket, and the waiters are woken.
-pub(crate) fn done(job: &Job, outcome: Result<(SocketAddr, TargetAddr), ConnectError>) {
+///
+/// The engine's copy of the socket is closed first, before the program
+/// can learn the outcome: an epoll registration goes only when the last
+/// fd of its file closes, so a copy of ours alive when the program closes
+/// its fd would leave the program's registration in place, and its next
+/// socket, given the same number and the same `epoll_data`, would get the
+/// old socket's events.
+pub(crate) fn done(job: Box<Job>, outcome: Result<(SocketAddr, TargetAddr), ConnectError>) {
+    let Job { id, fd, sock, target, dst, config, .. } = *job;
     match outcome {
         Ok((proxy, bound)) => {
-            log::info!("tcp fd {} -> {} via {}: connected (proxy bound {bound})", job.fd, job.target, job.config.chain[0]);
-            let details = ProxiedTcp { peer: job.dst, proxy, bound: crate::bind::reported_addr(&bound), opened: fd_table::next_opened() };
-            table::finish(job.id, None, &mut |fd| fd_table::connected(fd, details));
+            drop(sock);
+            log::info!("tcp fd {fd} -> {target} via {}: connected (proxy bound {bound})", config.chain[0]);
+            let details = ProxiedTcp { peer: dst, proxy, bound: crate::bind::reported_addr(&bound), opened: fd_table::next_opened() };
+            table::finish(id, None, &mut |fd| fd_table::connected(fd, details));
         }
         Err(e) => {
             // Once per destination and reason, as for a blocking connect.
-            log::debug!("tcp fd {} -> {}: failed", job.fd, job.target);
-            crate::log_once::log_once(format!("tcp -> {} via {}: {e}", job.target, job.config.chain[0]));
+            log::debug!("tcp fd {fd} -> {target}: failed");
+            crate::log_once::log_once(format!("tcp -> {target} via {}: {e}", config.chain[0]));
             // Left as a failed connect leaves it: connected to nothing,
             // free to connect again, and no error of our dissolving
             // pending (the program's SO_ERROR is ours).
-            tcp::dissolve(job.sock.0);
-            let _ = socksify_client::tcp::SocketIo::so_error(&tcp::RealIo, job.sock.0);
-            table::finish(job.id, Some(e.errno()), &mut |fd| fd_table::kind(fd) == fd_table::kind::CONNECTING);
+            tcp::dissolve(sock.0);
+            let _ = socksify_client::tcp::SocketIo::so_error(&tcp::RealIo, sock.0);
+            drop(sock);
+            table::finish(id, Some(e.errno()), &mut |fd| fd_table::kind(fd) == fd_table::kind::CONNECTING);
         }
     }
 }

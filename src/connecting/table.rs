@@ -124,6 +124,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// A new connect on program fd `fd` (marked CONNECTING by the caller),
 /// driven by the engine on `engine_fd`; returns its id.
 pub fn insert(fd: c_int, done: Arc<OwnedFd>, engine_fd: c_int) -> u64 {
+    // Serialised with `finish`: a connect that ended on this fd number
+    // (its fd closed and the number handed out again) must be done with
+    // its entries before this one's are made.
+    let _serial = EPOLL.lock();
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     with(|t| {
         t.conns.insert(id, Conn { done, engine_fd, state: State::Pending, pid: t.pid, fds: vec![fd] });
@@ -149,6 +153,7 @@ pub fn view(fd: c_int) -> Option<View> {
 
 /// `new` is a copy (`dup`) of connecting fd `old`: the same connect.
 pub fn dup(old: c_int, new: c_int) {
+    let _serial = EPOLL.lock();
     let copied = with(|t| {
         let (id, _) = *t.fds.get(&old)?;
         t.conns.get_mut(&id)?.fds.push(new);
@@ -228,7 +233,9 @@ pub fn finish(id: u64, failed: Option<c_int>, promote: &mut dyn FnMut(c_int) -> 
         return; // every fd closed: cancelled
     };
     for fd in fds {
-        if !promote(fd) {
+        // Only an fd still of this connect (its number may have been
+        // closed and reused; every change of these entries takes EPOLL).
+        if with(|t| t.fds.get(&fd).map(|(i, _)| *i)) != Some(id) || !promote(fd) {
             continue;
         }
         let watchers = with(|t| t.fds.get_mut(&fd).map(|(_, w)| std::mem::take(w)).unwrap_or_default());
@@ -243,7 +250,9 @@ pub fn finish(id: u64, failed: Option<c_int>, promote: &mut dyn FnMut(c_int) -> 
         None => {
             if let Some(conn) = t.conns.remove(&id) {
                 for fd in conn.fds {
-                    t.fds.remove(&fd);
+                    if t.fds.get(&fd).is_some_and(|(i, _)| *i == id) {
+                        t.fds.remove(&fd);
+                    }
                 }
             }
         }

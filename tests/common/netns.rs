@@ -69,6 +69,21 @@ impl NetNs {
     pub fn shimmed(&self, url: &str, prog: impl AsRef<std::ffi::OsStr>) -> Run {
         Run::shimmed(url, "ip").args(["netns", "exec", &self.name]).arg(prog.as_ref())
     }
+
+    /// `prog` under the seccomp supervisor (`socksify-cli supervise`)
+    /// inside the namespace, proxying everything through `url`.
+    #[allow(dead_code)] // not every test binary that includes this file supervises
+    pub fn supervised(&self, url: &str, prog: impl AsRef<std::ffi::OsStr>) -> Run {
+        Run::plain("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(release_dir().join("socksify-cli"))
+            .args(["supervise", "--"])
+            .arg(prog.as_ref())
+            .env("SOCKSIFY_PROXY", url)
+            .env("SOCKSIFY_NO_PROXY", "")
+            .env("SOCKSIFY_LOG", "info")
+            .timeout(Duration::from_secs(120))
+    }
 }
 
 impl Drop for NetNs {
