@@ -21,7 +21,8 @@
  *                 ECONNABORTED"), the parent, once the child is gone,
  *                 finishes every connect and echoes.
  *   unhooked      as poll, and while connecting, writes by sendfile(2),
- *                 splice(2) and pwritev2(2) must say EAGAIN as send does
+ *                 splice(2), pwritev2(2) and libc's syscall(SYS_write)
+ *                 and syscall(SYS_writev) must say EAGAIN as send does
  *                 (none of the bytes may reach the proxy mid-handshake).
  *   Each: connect() must say EINPROGRESS; right after it, while the
  *   handshake is held back by the test's relay, a second connect says
@@ -148,6 +149,16 @@ static void unhooked_writes(int s) {
     r = pwritev2(s, &iov, 1, -1, 0);
     if (r >= 0 || errno != EAGAIN) {
         printf("FAIL pwritev2 while connecting: %zd %s\n", r, name(r < 0 ? errno : 0));
+        exit(1);
+    }
+    r = syscall(SYS_write, s, "junk", 4);
+    if (r >= 0 || errno != EAGAIN) {
+        printf("FAIL syscall(SYS_write) while connecting: %zd %s\n", r, name(r < 0 ? errno : 0));
+        exit(1);
+    }
+    r = syscall(SYS_writev, s, &iov, 1);
+    if (r >= 0 || errno != EAGAIN) {
+        printf("FAIL syscall(SYS_writev) while connecting: %zd %s\n", r, name(r < 0 ? errno : 0));
         exit(1);
     }
 }
