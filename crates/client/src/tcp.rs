@@ -216,20 +216,112 @@ enum Phase {
     Connect(usize),
     /// The connect to `first_hop[i]` is in progress.
     Connecting(usize),
-    /// Sending `out[pos..]` to the current hop.
-    Sending {
-        hs: ClientHandshake,
-        out: Vec<u8>,
-        pos: usize,
-    },
-    /// Reading the current hop's answer; `fresh`: nothing read since the
-    /// last message went out (the proxy cannot have answered it yet, so
-    /// wait before the first read instead of failing it with EAGAIN).
-    Reading {
-        hs: ClientHandshake,
-        fresh: bool,
-    },
+    /// The current hop's SOCKS exchange.
+    Exchanging { hs: ClientHandshake, ex: Exchange },
     Done,
+}
+
+/// What one step of an [`Exchange`] or a connect came to.
+enum Progressed<T> {
+    Wait { events: i16, what: &'static str },
+    Done(T),
+}
+
+const WAITING_FOR_REPLY: &str = "waiting for the SOCKS reply";
+
+/// One hop's SOCKS exchange on a connected, non-blocking socket: each
+/// message of the handshake sent whole, then its answer read to its exact
+/// end (`hs.wanted()` bytes at a time). Used by the [`Driver`] for every
+/// hop and by [`handshake`] for `--check`. Every send and receive is
+/// `MSG_DONTWAIT`, so a socket a program made blocking meanwhile (it shares
+/// the file description) never blocks a step.
+struct Exchange {
+    /// The message being sent, and how much of it has gone.
+    out: Vec<u8>,
+    pos: usize,
+    /// Nothing read since the last message went out: the proxy cannot have
+    /// answered it yet, so wait before the first read instead of failing
+    /// it with EAGAIN.
+    fresh: bool,
+}
+
+impl Exchange {
+    /// The exchange that starts by sending `first` ([`ClientHandshake::start`]'s).
+    fn new(first: Vec<u8>) -> Exchange {
+        Exchange { out: first, pos: 0, fresh: true }
+    }
+
+    /// Goes as far as the socket allows; `Done`: the proxy's bound address.
+    fn step(&mut self, io: &impl SocketIo, fd: c_int, hs: &mut ClientHandshake) -> Result<Progressed<TargetAddr>, ConnectError> {
+        loop {
+            if self.pos < self.out.len() {
+                // SAFETY: out[pos..] is a valid buffer.
+                let n = unsafe {
+                    io.send(fd, self.out[self.pos..].as_ptr() as *const c_void, self.out.len() - self.pos, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                };
+                if n >= 0 {
+                    self.pos += n as usize;
+                    self.fresh = true;
+                    continue;
+                }
+                match errno() {
+                    EINTR => continue,
+                    libc::EAGAIN => return Ok(Progressed::Wait { events: libc::POLLOUT, what: "sending the SOCKS request" }),
+                    e => return Err(ConnectError::Io("sending the SOCKS request", e)),
+                }
+            }
+            if self.fresh {
+                self.fresh = false;
+                return Ok(Progressed::Wait { events: libc::POLLIN, what: WAITING_FOR_REPLY });
+            }
+            let mut buf = [0u8; MAX_HEADER_LEN];
+            let want = hs.wanted().min(buf.len());
+            // SAFETY: reading at most `want` bytes into buf.
+            let n = unsafe { io.recv(fd, buf.as_mut_ptr() as *mut c_void, want, libc::MSG_DONTWAIT) };
+            if n > 0 {
+                match hs.feed(&buf[..n as usize]).map_err(ConnectError::Handshake)? {
+                    Progress::NeedMore => {}
+                    Progress::Send(next) => (self.out, self.pos) = (next, 0),
+                    Progress::Done(bound) => return Ok(Progressed::Done(bound)),
+                }
+                continue;
+            }
+            if n == 0 {
+                return Err(ConnectError::Io("during the SOCKS handshake", 0));
+            }
+            match errno() {
+                EINTR => continue,
+                libc::EAGAIN => return Ok(Progressed::Wait { events: libc::POLLIN, what: WAITING_FOR_REPLY }),
+                e => return Err(ConnectError::Io("reading the SOCKS reply", e)),
+            }
+        }
+    }
+}
+
+/// Starts connecting `fd` to `addr`: `None` when `addr` cannot be told to
+/// a socket of `family`; else connected at once (`Done`), under way
+/// (`Wait`), or refused.
+fn start_connect(io: &impl SocketIo, fd: c_int, family: c_int, addr: SocketAddr) -> Option<Result<Progressed<()>, ConnectError>> {
+    let raw = crate::sockaddr::encode(&addr, family)?;
+    // SAFETY: raw is a valid sockaddr of the socket's family.
+    let rc = unsafe { io.connect(fd, &raw.0 as *const _ as *const libc::sockaddr, raw.1) };
+    Some(match if rc == 0 { 0 } else { errno() } {
+        0 => Ok(Progressed::Done(())),
+        EINPROGRESS | EINTR => Ok(Progressed::Wait { events: libc::POLLOUT, what: "connecting to the proxy" }),
+        err => Err(ConnectError::ProxyUnreachable(addr, err)),
+    })
+}
+
+/// How a connect to `addr` that was under way ended, once the socket's
+/// wait reported `revents`. A failed connect always raises `POLLERR`;
+/// only then is `SO_ERROR` worth a syscall (this runs on every proxied
+/// connect). Linux lets a socket whose connect failed try again.
+fn connect_outcome(io: &impl SocketIo, fd: c_int, addr: SocketAddr, revents: i16) -> Result<(), ConnectError> {
+    if revents & (libc::POLLERR | libc::POLLHUP) == 0 {
+        return Ok(());
+    }
+    let so_error = io.so_error(fd);
+    Err(ConnectError::ProxyUnreachable(addr, if so_error == 0 { libc::ECONNREFUSED } else { so_error }))
 }
 
 /// The connect through the chain as a state machine over a non-blocking
@@ -289,97 +381,47 @@ impl<'a> Driver<'a> {
                     let Some(addr) = self.first_hop.get(i).copied() else {
                         // The message is built only on failure: this runs on every connect.
                         let config = self.config;
-                        return Err(self
-                            .last
-                            .take()
-                            .unwrap_or_else(|| ConnectError::NoProxyAddress(config.chain[0].to_string())));
+                        return Err(self.last.take().unwrap_or_else(|| ConnectError::NoProxyAddress(config.chain[0].to_string())));
                     };
-                    let Some(raw) = crate::sockaddr::encode(&addr, self.family) else {
-                        self.phase = Phase::Connect(i + 1);
-                        continue;
-                    };
-                    // SAFETY: raw is a valid sockaddr of the socket's family.
-                    let rc = unsafe { io.connect(fd, &raw.0 as *const _ as *const libc::sockaddr, raw.1) };
-                    let err = if rc == 0 { 0 } else { errno() };
-                    if err == 0 {
-                        self.connected(addr)?;
-                    } else if err == EINPROGRESS || err == EINTR {
-                        self.phase = Phase::Connecting(i);
-                        return Ok(Step::Wait { events: libc::POLLOUT, what: "connecting to the proxy" });
-                    } else {
-                        self.last = Some(ConnectError::ProxyUnreachable(addr, err));
-                        self.phase = Phase::Connect(i + 1);
+                    match start_connect(io, fd, self.family, addr) {
+                        None => self.phase = Phase::Connect(i + 1),
+                        Some(Ok(Progressed::Done(()))) => self.connected(addr)?,
+                        Some(Ok(Progressed::Wait { events, what })) => {
+                            self.phase = Phase::Connecting(i);
+                            return Ok(Step::Wait { events, what });
+                        }
+                        Some(Err(e)) => {
+                            self.last = Some(e);
+                            self.phase = Phase::Connect(i + 1);
+                        }
                     }
                 }
                 Phase::Connecting(i) => {
                     let addr = self.first_hop[i];
-                    // A failed connect always raises POLLERR; only then is
-                    // SO_ERROR worth a syscall (this runs on every proxied connect).
-                    if revents & (libc::POLLERR | libc::POLLHUP) == 0 {
-                        self.connected(addr)?;
-                        continue;
-                    }
-                    let so_error = io.so_error(fd);
-                    let so_error = if so_error == 0 { libc::ECONNREFUSED } else { so_error };
-                    // Linux lets a socket whose connect failed try again.
-                    self.last = Some(ConnectError::ProxyUnreachable(addr, so_error));
-                    self.phase = Phase::Connect(i + 1);
-                    revents = 0;
-                }
-                Phase::Sending { hs, out, mut pos } => {
-                    // SAFETY: out[pos..] is a valid buffer.
-                    let n = unsafe {
-                        io.send(fd, out[pos..].as_ptr() as *const c_void, out.len() - pos, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-                    };
-                    if n >= 0 {
-                        pos += n as usize;
-                        self.phase = if pos == out.len() { Phase::Reading { hs, fresh: true } } else { Phase::Sending { hs, out, pos } };
-                        continue;
-                    }
-                    let e = errno();
-                    self.phase = Phase::Sending { hs, out, pos };
-                    match e {
-                        EINTR => continue,
-                        libc::EAGAIN => return Ok(Step::Wait { events: libc::POLLOUT, what: "sending the SOCKS request" }),
-                        e => return Err(ConnectError::Io("sending the SOCKS request", e)),
-                    }
-                }
-                Phase::Reading { mut hs, fresh } => {
-                    const WAITING: Step = Step::Wait { events: libc::POLLIN, what: "waiting for the SOCKS reply" };
-                    if fresh {
-                        self.phase = Phase::Reading { hs, fresh: false };
-                        return Ok(WAITING);
-                    }
-                    let mut buf = [0u8; MAX_HEADER_LEN];
-                    let want = hs.wanted().min(buf.len());
-                    // SAFETY: reading at most `want` bytes into buf.
-                    let n = unsafe { io.recv(fd, buf.as_mut_ptr() as *mut c_void, want, libc::MSG_DONTWAIT) };
-                    if n > 0 {
-                        match hs.feed(&buf[..n as usize]).map_err(ConnectError::Handshake)? {
-                            Progress::NeedMore => self.phase = Phase::Reading { hs, fresh: false },
-                            Progress::Send(next) => self.phase = Phase::Sending { hs, out: next, pos: 0 },
-                            Progress::Done(bound) => {
-                                self.bound = bound;
-                                self.hop += 1;
-                                if self.hop == self.config.chain.len() {
-                                    self.phase = Phase::Done;
-                                    return Ok(Step::Done);
-                                }
-                                self.start_hop()?;
-                            }
+                    match connect_outcome(io, fd, addr, revents) {
+                        Ok(()) => self.connected(addr)?,
+                        Err(e) => {
+                            self.last = Some(e);
+                            self.phase = Phase::Connect(i + 1);
+                            revents = 0;
                         }
-                        continue;
-                    }
-                    if n == 0 {
-                        return Err(ConnectError::Io("during the SOCKS handshake", 0));
-                    }
-                    self.phase = Phase::Reading { hs, fresh: false };
-                    match errno() {
-                        EINTR => continue,
-                        libc::EAGAIN => return Ok(WAITING),
-                        e => return Err(ConnectError::Io("reading the SOCKS reply", e)),
                     }
                 }
+                Phase::Exchanging { mut hs, mut ex } => match ex.step(io, fd, &mut hs)? {
+                    Progressed::Wait { events, what } => {
+                        self.phase = Phase::Exchanging { hs, ex };
+                        return Ok(Step::Wait { events, what });
+                    }
+                    Progressed::Done(bound) => {
+                        self.bound = bound;
+                        self.hop += 1;
+                        if self.hop == self.config.chain.len() {
+                            self.phase = Phase::Done;
+                            return Ok(Step::Done);
+                        }
+                        self.start_hop()?;
+                    }
+                },
                 Phase::Done => return Ok(Step::Done),
             }
         }
@@ -398,7 +440,7 @@ impl<'a> Driver<'a> {
         let target = hop_target(self.config, i, &self.dst);
         let cmd = if last { self.command } else { Command::Connect };
         let (hs, first) = ClientHandshake::start(&hop.dialect(), cmd, &target).map_err(ConnectError::Handshake)?;
-        self.phase = Phase::Sending { hs, out: first, pos: 0 };
+        self.phase = Phase::Exchanging { hs, ex: Exchange::new(first) };
         Ok(())
     }
 }
@@ -418,46 +460,19 @@ pub fn connect_first_hop(
 ) -> Result<SocketAddr, ConnectError> {
     let mut last = None;
     for addr in addrs {
-        let Some(raw) = crate::sockaddr::encode(addr, family) else { continue };
-        // SAFETY: raw is a valid sockaddr of the socket's family.
-        let rc = unsafe { io.connect(fd, &raw.0 as *const _ as *const libc::sockaddr, raw.1) };
-        let err = if rc == 0 { 0 } else { errno() };
-        if err == EINPROGRESS || err == EINTR {
-            let events = wait(io, fd, libc::POLLOUT, deadline, "connecting to the proxy")?;
-            // A failed connect always raises POLLERR; only then is SO_ERROR
-            // worth a syscall (this runs on every proxied connect).
-            if events & (libc::POLLERR | libc::POLLHUP) == 0 {
-                return Ok(*addr);
-            }
-            let so_error = io.so_error(fd);
-            let so_error = if so_error == 0 { libc::ECONNREFUSED } else { so_error };
-            // Linux lets a socket whose connect failed try again.
-            last = Some(ConnectError::ProxyUnreachable(*addr, so_error));
-        } else if err == 0 {
-            return Ok(*addr);
-        } else {
-            last = Some(ConnectError::ProxyUnreachable(*addr, err));
+        let outcome = match start_connect(io, fd, family, *addr) {
+            None => continue,
+            Some(Ok(Progressed::Done(()))) => Ok(()),
+            Some(Ok(Progressed::Wait { events, what })) => connect_outcome(io, fd, *addr, wait(io, fd, events, deadline, what)?),
+            Some(Err(e)) => Err(e),
+        };
+        match outcome {
+            Ok(()) => return Ok(*addr),
+            Err(e) => last = Some(e),
         }
     }
     // The message is built only on failure: this runs on every connect.
     Err(last.unwrap_or_else(|| ConnectError::NoProxyAddress(config.chain[0].to_string())))
-}
-
-fn send_all(io: &impl SocketIo, fd: c_int, mut bytes: &[u8], deadline: &Deadline) -> Result<(), ConnectError> {
-    while !bytes.is_empty() {
-        // SAFETY: bytes is a valid buffer.
-        let n = unsafe { io.send(fd, bytes.as_ptr() as *const c_void, bytes.len(), libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        match errno() {
-            EINTR => continue,
-            libc::EAGAIN => _ = wait(io, fd, libc::POLLOUT, deadline, "sending the SOCKS request")?,
-            e => return Err(ConnectError::Io("sending the SOCKS request", e)),
-        }
-    }
-    Ok(())
 }
 
 /// Runs one handshake on a connected, non-blocking fd: sends `first` (what
@@ -472,33 +487,11 @@ pub fn handshake(
     first: &[u8],
     deadline: &Deadline,
 ) -> Result<TargetAddr, ConnectError> {
-    send_all(io, fd, first, deadline)?;
-    let mut buf = [0u8; MAX_HEADER_LEN];
-    // The proxy cannot have answered a message it is only now receiving:
-    // wait before the first read instead of failing it with EAGAIN.
-    wait(io, fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
+    let mut ex = Exchange::new(first.to_vec());
     loop {
-        let want = hs.wanted().min(buf.len());
-        // SAFETY: reading at most `want` bytes into buf.
-        let n = unsafe { io.recv(fd, buf.as_mut_ptr() as *mut c_void, want, 0) };
-        if n > 0 {
-            match hs.feed(&buf[..n as usize]).map_err(ConnectError::Handshake)? {
-                Progress::NeedMore => {}
-                Progress::Done(bound) => return Ok(bound),
-                Progress::Send(next) => {
-                    send_all(io, fd, &next, deadline)?;
-                    wait(io, fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?;
-                }
-            }
-            continue;
-        }
-        if n == 0 {
-            return Err(ConnectError::Io("during the SOCKS handshake", 0));
-        }
-        match errno() {
-            EINTR => continue,
-            libc::EAGAIN => _ = wait(io, fd, libc::POLLIN, deadline, "waiting for the SOCKS reply")?,
-            e => return Err(ConnectError::Io("reading the SOCKS reply", e)),
+        match ex.step(io, fd, hs)? {
+            Progressed::Wait { events, what } => _ = wait(io, fd, events, deadline, what)?,
+            Progressed::Done(bound) => return Ok(bound),
         }
     }
 }
