@@ -268,7 +268,9 @@ fn move_watchers(done: c_int, fd: c_int, watchers: Watchers) {
         // SAFETY: fd numbers, and our own epoll_event.
         unsafe {
             real::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, done, std::ptr::null_mut());
-            if real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) == 0 {
+            if real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) == 0
+                && !crate::epoll_watch::record(fd, epfd, libc::EPOLL_CTL_ADD, Some((events, data)))
+            {
                 crate::epoll_watch::watched(fd, epfd, libc::EPOLL_CTL_ADD, Some((events, data)));
             }
         }

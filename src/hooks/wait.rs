@@ -323,10 +323,13 @@ pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mu
     // SAFETY: the program's arguments, passed on unchanged.
     let rc = unsafe { real::epoll_ctl(epfd, op, fd, event) };
     if rc == 0 {
-        if let Some(_inside) = crate::hooks::enter() {
-            // SAFETY: the kernel just read it (for an op that has one); packed, so read unaligned.
-            let ev = (op != libc::EPOLL_CTL_DEL && !event.is_null()).then(|| unsafe { std::ptr::read_unaligned(event) });
-            ffi::catch((), 0, || crate::epoll_watch::watched(fd, epfd, op, ev.map(|e| (e.events, e.u64))));
+        // SAFETY: the kernel just read it (for an op that has one); packed, so read unaligned.
+        let ev = (op != libc::EPOLL_CTL_DEL && !event.is_null()).then(|| unsafe { std::ptr::read_unaligned(event) });
+        let ev = ev.map(|e| (e.events, e.u64));
+        if !crate::epoll_watch::record(fd, epfd, op, ev) {
+            if let Some(_inside) = crate::hooks::enter() {
+                ffi::catch((), 0, || crate::epoll_watch::watched(fd, epfd, op, ev));
+            }
         }
     }
     rc
